@@ -1,0 +1,136 @@
+//! The `tandem` command line.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+
+use tandem::model::default_model::ensure_default_model;
+use tandem::model::llama::StepLimits;
+use tandem::model::loader::ModelSource;
+use tandem::runtime::cpu::CpuBackend;
+use tandem::runtime::generate::{generate, GenerateOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "tandem",
+    version,
+    about = "An LLM inference server written from scratch"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a continuation of a prompt and print it to stdout.
+    Generate(GenerateArgs),
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// An HF model directory or a .gguf file; the default model (SmolLM2-135M-Instruct) if absent.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Tokens per KV-cache block.
+    #[arg(long, default_value_t = 16)]
+    block_size: usize,
+    /// Most tokens in one forward step (longer prompts are prefilled in chunks).
+    #[arg(long, default_value_t = 512)]
+    max_batch_tokens: usize,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt text (used as is, no chat template).
+    #[arg(long)]
+    prompt: String,
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
+    /// 0 means greedy decoding.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Keep generating past the end-of-sequence token.
+    #[arg(long)]
+    ignore_eos: bool,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(args) => run_generate(args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn open_model(args: &ModelArgs) -> Result<ModelSource> {
+    let path = match &args.model {
+        Some(p) => p.clone(),
+        None => ensure_default_model()?,
+    };
+    ModelSource::open(&path)
+}
+
+fn run_generate(args: GenerateArgs) -> Result<()> {
+    anyhow::ensure!(args.temperature >= 0.0, "--temperature must be >= 0");
+    let source = open_model(&args.model)?;
+    tracing::info!(path = %source.path.display(), arch = ?source.config.arch, "loading model");
+    let limits = StepLimits {
+        max_tokens: args.model.max_batch_tokens,
+        max_seqs: 1,
+    };
+    let (mut model, tokenizer) = source.into_model(CpuBackend::new(), limits)?;
+    let prompt = tokenizer.encode(&args.prompt, true)?;
+    let opts = GenerateOptions {
+        max_tokens: args.max_tokens,
+        temperature: args.temperature,
+        seed: args.seed,
+        block_size: args.model.block_size,
+        stop_ids: if args.ignore_eos {
+            vec![]
+        } else {
+            tokenizer.eos_ids.clone()
+        },
+    };
+    // Print text as it becomes complete: decode everything so far and emit what is new, holding
+    // back while the tail is an unfinished UTF-8 sequence (shown as U+FFFD).
+    let mut ids = Vec::new();
+    let mut printed = 0;
+    let mut stdout = std::io::stdout().lock();
+    let started = std::time::Instant::now();
+    generate(&mut model, &prompt, &opts, |tok| {
+        ids.push(tok);
+        let text = tokenizer.decode(&ids, true)?;
+        if !text.ends_with('\u{FFFD}') && text.len() > printed {
+            stdout.write_all(&text.as_bytes()[printed..])?;
+            stdout.flush()?;
+            printed = text.len();
+        }
+        Ok(())
+    })
+    .context("generation failed")?;
+    writeln!(stdout)?;
+    let secs = started.elapsed().as_secs_f64();
+    tracing::info!(
+        prompt_tokens = prompt.len(),
+        generated = ids.len(),
+        "done in {secs:.2}s ({:.1} tokens/s)",
+        ids.len() as f64 / secs
+    );
+    Ok(())
+}

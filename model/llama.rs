@@ -1,0 +1,290 @@
+//! The decoder-only transformer (Llama, Mistral, Qwen2, Qwen3), written once over [`Backend`].
+//!
+//! It sees one flat batch of token rows plus attention metadata ([`StepInput`]) and never
+//! allocates during a step: every activation buffer is sized up front for `max_tokens` rows.
+
+use anyhow::{ensure, Result};
+
+use super::config::ModelConfig;
+use super::rope::cos_sin_table;
+use super::weights::LlamaWeights;
+use crate::runtime::backend::{AttentionParams, Backend, CacheShape, QkvLayout};
+use crate::runtime::kv_cache::KvCache;
+use crate::runtime::step::StepInput;
+
+/// The most a single step may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct StepLimits {
+    /// Token rows per step.
+    pub max_tokens: usize,
+    /// Sequences (and logit rows) per step.
+    pub max_seqs: usize,
+}
+
+/// Activations, each sized for `max_tokens` rows (`last`/`logits` for `max_seqs`).
+struct Workspace<B: Backend> {
+    residual: B::Tensor, // (max_tokens, hidden)
+    normed: B::Tensor,   // (max_tokens, hidden)
+    delta: B::Tensor,    // (max_tokens, hidden): output of o_proj / down_proj
+    qkv: B::Tensor,      // (max_tokens, q_dim + 2 * kv_dim)
+    attn: B::Tensor,     // (max_tokens, q_dim)
+    gate_up: B::Tensor,  // (max_tokens, 2 * intermediate)
+    act: B::Tensor,      // (max_tokens, intermediate)
+    last: B::Tensor,     // (max_seqs, hidden): rows whose logits are wanted
+    logits: B::Tensor,   // (max_seqs, vocab)
+}
+
+impl<B: Backend> Workspace<B> {
+    fn new(b: &B, cfg: &ModelConfig, lim: StepLimits) -> Result<Self> {
+        let t = lim.max_tokens;
+        let layout = qkv_layout(cfg);
+        Ok(Workspace {
+            residual: b.zeros(t * cfg.hidden_size)?,
+            normed: b.zeros(t * cfg.hidden_size)?,
+            delta: b.zeros(t * cfg.hidden_size)?,
+            qkv: b.zeros(t * layout.row_width())?,
+            attn: b.zeros(t * cfg.q_dim())?,
+            gate_up: b.zeros(t * 2 * cfg.intermediate_size)?,
+            act: b.zeros(t * cfg.intermediate_size)?,
+            last: b.zeros(lim.max_seqs * cfg.hidden_size)?,
+            logits: b.zeros(lim.max_seqs * cfg.vocab_size)?,
+        })
+    }
+}
+
+fn qkv_layout(cfg: &ModelConfig) -> QkvLayout {
+    QkvLayout {
+        num_heads: cfg.num_heads,
+        num_kv_heads: cfg.num_kv_heads,
+        head_dim: cfg.head_dim,
+    }
+}
+
+pub struct Llama<B: Backend> {
+    pub cfg: ModelConfig,
+    pub limits: StepLimits,
+    backend: B,
+    weights: LlamaWeights<B>,
+    cos_sin: B::Tensor, // (max_position_embeddings, head_dim)
+    meta: B::Meta,
+    ws: Workspace<B>,
+}
+
+impl<B: Backend> Llama<B> {
+    pub fn new(
+        backend: B,
+        cfg: ModelConfig,
+        weights: LlamaWeights<B>,
+        limits: StepLimits,
+    ) -> Result<Self> {
+        ensure!(
+            limits.max_tokens > 0 && limits.max_seqs > 0,
+            "step limits must be positive"
+        );
+        let cos_sin = backend.upload(&cos_sin_table(&cfg, cfg.max_position_embeddings))?;
+        let meta = backend.new_meta(limits.max_tokens, limits.max_seqs)?;
+        let ws = Workspace::new(&backend, &cfg, limits)?;
+        Ok(Llama {
+            cfg,
+            limits,
+            backend,
+            weights,
+            cos_sin,
+            meta,
+            ws,
+        })
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// A paged cache of `num_blocks` blocks of `block_size` tokens for this model.
+    pub fn new_kv_cache(&self, num_blocks: usize, block_size: usize) -> Result<KvCache<B>> {
+        let shape = CacheShape {
+            num_blocks,
+            block_size,
+            num_kv_heads: self.cfg.num_kv_heads,
+            head_dim: self.cfg.head_dim,
+        };
+        KvCache::new(&self.backend, self.cfg.num_layers, shape)
+    }
+
+    /// Runs one step: writes its K/V into `kv` and returns the logits of the rows in
+    /// `step.logits_indices`, as `(len(logits_indices), vocab)` on the device.
+    pub fn forward(&mut self, step: &StepInput, kv: &mut KvCache<B>) -> Result<&B::Tensor> {
+        self.check_step(step, kv)?;
+        let (b, cfg, w, ws) = (&self.backend, &self.cfg, &self.weights, &mut self.ws);
+        let rows = step.num_tokens();
+        let (h, inter, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.rms_norm_eps);
+        let layout = qkv_layout(cfg);
+        let params = AttentionParams {
+            layout,
+            cache: kv.shape,
+            scale: 1.0 / (cfg.head_dim as f32).sqrt(),
+            sliding_window: cfg.sliding_window,
+        };
+        b.upload_meta(step, &mut self.meta)?;
+        let meta = &self.meta;
+
+        b.embed(&w.embed, meta, h, &mut ws.residual)?;
+        for (i, (layer, (k_cache, v_cache))) in
+            w.layers.iter().zip(kv.layers.iter_mut()).enumerate()
+        {
+            // The previous layer's MLP output joins the residual stream inside the fused norm.
+            if i == 0 {
+                b.rms_norm(&ws.residual, &layer.attn_norm, eps, rows, h, &mut ws.normed)?;
+            } else {
+                b.add_rms_norm(
+                    &mut ws.residual,
+                    &ws.delta,
+                    &layer.attn_norm,
+                    eps,
+                    rows,
+                    h,
+                    &mut ws.normed,
+                )?;
+            }
+            b.linear(
+                &ws.normed,
+                &layer.qkv,
+                layer.qkv_bias.as_ref(),
+                rows,
+                h,
+                layout.row_width(),
+                &mut ws.qkv,
+            )?;
+            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+                b.qk_norm(&mut ws.qkv, qn, kn, eps, rows, layout)?;
+            }
+            b.rope(&mut ws.qkv, &self.cos_sin, meta, layout)?;
+            b.write_kv(&ws.qkv, k_cache, v_cache, meta, &params)?;
+            b.attention(&ws.qkv, k_cache, v_cache, meta, &params, &mut ws.attn)?;
+            b.linear(
+                &ws.attn,
+                &layer.o,
+                layer.o_bias.as_ref(),
+                rows,
+                cfg.q_dim(),
+                h,
+                &mut ws.delta,
+            )?;
+
+            b.add_rms_norm(
+                &mut ws.residual,
+                &ws.delta,
+                &layer.mlp_norm,
+                eps,
+                rows,
+                h,
+                &mut ws.normed,
+            )?;
+            b.linear(
+                &ws.normed,
+                &layer.gate_up,
+                None,
+                rows,
+                h,
+                2 * inter,
+                &mut ws.gate_up,
+            )?;
+            b.silu_mul(&ws.gate_up, rows, inter, &mut ws.act)?;
+            b.linear(&ws.act, &layer.down, None, rows, inter, h, &mut ws.delta)?;
+        }
+        b.add_rms_norm(
+            &mut ws.residual,
+            &ws.delta,
+            &w.norm,
+            eps,
+            rows,
+            h,
+            &mut ws.normed,
+        )?;
+        let n_logits = step.logits_indices.len();
+        b.gather_logit_rows(&ws.normed, meta, h, &mut ws.last)?;
+        b.linear(
+            &ws.last,
+            w.lm_head(),
+            None,
+            n_logits,
+            h,
+            cfg.vocab_size,
+            &mut ws.logits,
+        )?;
+        Ok(&ws.logits)
+    }
+
+    /// [`forward`](Self::forward), with the logits copied to the host, one `Vec` per wanted row.
+    pub fn forward_to_host(
+        &mut self,
+        step: &StepInput,
+        kv: &mut KvCache<B>,
+    ) -> Result<Vec<Vec<f32>>> {
+        let vocab = self.cfg.vocab_size;
+        let n = step.logits_indices.len();
+        self.forward(step, kv)?;
+        let flat = self.backend.download(&self.ws.logits, n * vocab)?;
+        Ok(flat.chunks_exact(vocab).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Everything a backend would otherwise have to trust: sizes, ranges, consistency.
+    fn check_step(&self, step: &StepInput, kv: &KvCache<B>) -> Result<()> {
+        let rows = step.num_tokens();
+        let seqs = step.num_seqs();
+        ensure!(rows > 0, "empty step");
+        ensure!(
+            rows <= self.limits.max_tokens,
+            "step of {rows} tokens exceeds max_tokens {}",
+            self.limits.max_tokens
+        );
+        ensure!(
+            seqs <= self.limits.max_seqs,
+            "step of {seqs} sequences exceeds max_seqs {}",
+            self.limits.max_seqs
+        );
+        ensure!(
+            step.logits_indices.len() <= self.limits.max_seqs,
+            "too many logit rows"
+        );
+        ensure!(
+            step.positions.len() == rows && step.slot_mapping.len() == rows,
+            "positions and slot_mapping must have one entry per token"
+        );
+        ensure!(
+            step.query_start_locs.len() == seqs + 1,
+            "query_start_locs must have one entry per sequence plus one"
+        );
+        ensure!(
+            step.query_start_locs.first() == Some(&0)
+                && step.query_start_locs.last() == Some(&(rows as u32)),
+            "query_start_locs must run from 0 to the number of tokens"
+        );
+        ensure!(
+            step.query_start_locs.windows(2).all(|w| w[0] < w[1]),
+            "every sequence needs at least one token"
+        );
+        ensure!(
+            step.block_tables.len() == seqs * step.max_blocks_per_seq,
+            "block_tables has the wrong size"
+        );
+        ensure!(
+            step.logits_indices.iter().all(|&i| (i as usize) < rows),
+            "logits index out of range"
+        );
+        let vocab = self.cfg.vocab_size as u32;
+        ensure!(
+            step.input_ids.iter().all(|&t| t < vocab),
+            "token id outside the vocabulary of {vocab}"
+        );
+        let max_pos = self.cfg.max_position_embeddings as u32;
+        ensure!(
+            step.positions.iter().all(|&p| p < max_pos),
+            "position beyond the model's context of {max_pos}"
+        );
+        ensure!(
+            kv.layers.len() == self.cfg.num_layers,
+            "KV cache has the wrong number of layers"
+        );
+        Ok(())
+    }
+}

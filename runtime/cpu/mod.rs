@@ -1,0 +1,193 @@
+//! The CPU reference backend: plain, obviously right ops in f32, with a real GEMM for the matmuls.
+//! Every CUDA kernel is checked against these.
+
+mod attention;
+mod gemm;
+mod ops;
+
+use anyhow::{ensure, Result};
+
+use super::backend::{AttentionParams, Backend, QkvLayout};
+use super::step::StepInput;
+
+pub use attention::{attention, write_kv};
+pub use gemm::matmul_transposed;
+pub use ops::{add_rms_norm, embed, qk_norm, rms_norm, rope, silu_mul};
+
+/// The CPU device. Tensors are host vectors; metadata is the host [`StepInput`] itself.
+#[derive(Debug, Default, Clone)]
+pub struct CpuBackend;
+
+impl CpuBackend {
+    pub fn new() -> Self {
+        CpuBackend
+    }
+}
+
+impl Backend for CpuBackend {
+    type Tensor = Vec<f32>;
+    type Meta = StepInput;
+
+    fn upload(&self, data: &[f32]) -> Result<Vec<f32>> {
+        Ok(data.to_vec())
+    }
+
+    fn zeros(&self, len: usize) -> Result<Vec<f32>> {
+        Ok(vec![0.0; len])
+    }
+
+    fn download(&self, t: &Vec<f32>, len: usize) -> Result<Vec<f32>> {
+        ensure!(
+            len <= t.len(),
+            "download of {len} elements from a tensor of {}",
+            t.len()
+        );
+        Ok(t[..len].to_vec())
+    }
+
+    fn new_meta(&self, max_tokens: usize, max_seqs: usize) -> Result<StepInput> {
+        let mut m = StepInput::default();
+        m.input_ids.reserve(max_tokens);
+        m.positions.reserve(max_tokens);
+        m.slot_mapping.reserve(max_tokens);
+        m.context_lens.reserve(max_seqs);
+        m.query_start_locs.reserve(max_seqs + 1);
+        Ok(m)
+    }
+
+    fn upload_meta(&self, step: &StepInput, meta: &mut StepInput) -> Result<()> {
+        // clone_from reuses the vectors' capacity: no allocation once warmed up.
+        meta.clone_from(step);
+        Ok(())
+    }
+
+    fn embed(
+        &self,
+        table: &Vec<f32>,
+        meta: &StepInput,
+        dim: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        embed(table, &meta.input_ids, dim, out)
+    }
+
+    fn rms_norm(
+        &self,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        eps: f32,
+        rows: usize,
+        dim: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        rms_norm(&x[..rows * dim], w, eps, &mut out[..rows * dim]);
+        Ok(())
+    }
+
+    fn add_rms_norm(
+        &self,
+        residual: &mut Vec<f32>,
+        delta: &Vec<f32>,
+        w: &Vec<f32>,
+        eps: f32,
+        rows: usize,
+        dim: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        let n = rows * dim;
+        add_rms_norm(&mut residual[..n], &delta[..n], w, eps, &mut out[..n]);
+        Ok(())
+    }
+
+    fn linear(
+        &self,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        bias: Option<&Vec<f32>>,
+        rows: usize,
+        k: usize,
+        n: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        matmul_transposed(
+            &x[..rows * k],
+            w,
+            bias.map(|b| b.as_slice()),
+            rows,
+            k,
+            n,
+            &mut out[..rows * n],
+        )
+    }
+
+    fn qk_norm(
+        &self,
+        qkv: &mut Vec<f32>,
+        q_w: &Vec<f32>,
+        k_w: &Vec<f32>,
+        eps: f32,
+        rows: usize,
+        layout: QkvLayout,
+    ) -> Result<()> {
+        qk_norm(&mut qkv[..rows * layout.row_width()], q_w, k_w, eps, layout);
+        Ok(())
+    }
+
+    fn rope(
+        &self,
+        qkv: &mut Vec<f32>,
+        cos_sin: &Vec<f32>,
+        meta: &StepInput,
+        layout: QkvLayout,
+    ) -> Result<()> {
+        rope(qkv, cos_sin, &meta.positions, layout)
+    }
+
+    fn write_kv(
+        &self,
+        qkv: &Vec<f32>,
+        k_cache: &mut Vec<f32>,
+        v_cache: &mut Vec<f32>,
+        meta: &StepInput,
+        params: &AttentionParams,
+    ) -> Result<()> {
+        write_kv(qkv, k_cache, v_cache, &meta.slot_mapping, params)
+    }
+
+    fn attention(
+        &self,
+        qkv: &Vec<f32>,
+        k_cache: &Vec<f32>,
+        v_cache: &Vec<f32>,
+        meta: &StepInput,
+        params: &AttentionParams,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        attention(qkv, k_cache, v_cache, meta, params, out)
+    }
+
+    fn silu_mul(
+        &self,
+        gate_up: &Vec<f32>,
+        rows: usize,
+        inter: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        silu_mul(
+            &gate_up[..rows * 2 * inter],
+            inter,
+            &mut out[..rows * inter],
+        );
+        Ok(())
+    }
+
+    fn gather_logit_rows(
+        &self,
+        x: &Vec<f32>,
+        meta: &StepInput,
+        dim: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        embed(x, &meta.logits_indices, dim, out)
+    }
+}

@@ -1,0 +1,167 @@
+//! The metadata of one forward step — the single format every backend reads.
+//!
+//! A step is one flat batch of tokens drawn from many sequences: some contribute a prefill chunk,
+//! others one decode token. For sequences `s0` (3 new tokens, 2 already cached) and `s1`
+//! (1 new token, 6 cached):
+//!
+//! ```text
+//! row:               0    1    2  | 3
+//! input_ids:        a2   a3   a4  | b6
+//! positions:         2    3    4  | 6
+//! query_start_locs: 0             3    4
+//! context_lens:      5            | 7        (cached + new)
+//! slot_mapping:     block_table[pos / bs] * bs + pos % bs, or -1 to skip the write
+//! ```
+//!
+//! Query row `i` of a sequence with `q` new tokens and context length `c` sits at key index
+//! `c - q + i` and attends causally to keys `0..=c - q + i`, read through the block table.
+
+use anyhow::{bail, Result};
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepInput {
+    /// [T] token ids of the step's rows.
+    pub input_ids: Vec<u32>,
+    /// [T] absolute position of each row (drives RoPE).
+    pub positions: Vec<u32>,
+    /// [T] cache slot each row's K/V goes to; -1 = do not write (padding).
+    pub slot_mapping: Vec<i64>,
+    /// [S + 1] row offsets of each sequence in the flat batch.
+    pub query_start_locs: Vec<u32>,
+    /// [S] tokens in each sequence's cache once this step's are written.
+    pub context_lens: Vec<u32>,
+    /// [S, max_blocks_per_seq] block ids, row-major; unused entries are 0.
+    pub block_tables: Vec<u32>,
+    pub max_blocks_per_seq: usize,
+    /// Rows whose logits the caller wants, in output order.
+    pub logits_indices: Vec<u32>,
+}
+
+/// A sequence's part of a step, used to build a [`StepInput`].
+#[derive(Debug, Clone)]
+pub struct SeqChunk<'a> {
+    /// The new tokens this step computes.
+    pub tokens: &'a [u32],
+    /// Tokens of this sequence already in the cache.
+    pub num_cached: usize,
+    /// The sequence's blocks, in logical order.
+    pub block_table: &'a [u32],
+    /// Whether the last row's logits are wanted.
+    pub want_logits: bool,
+}
+
+impl StepInput {
+    pub fn num_tokens(&self) -> usize {
+        self.input_ids.len()
+    }
+
+    pub fn num_seqs(&self) -> usize {
+        self.context_lens.len()
+    }
+
+    /// Lays out `chunks` as one flat step with cache blocks of `block_size` tokens.
+    pub fn build(chunks: &[SeqChunk], block_size: usize) -> Result<Self> {
+        let mut step = StepInput {
+            max_blocks_per_seq: chunks
+                .iter()
+                .map(|c| c.block_table.len())
+                .max()
+                .unwrap_or(0),
+            ..Default::default()
+        };
+        step.query_start_locs.push(0);
+        for c in chunks {
+            let total = c.num_cached + c.tokens.len();
+            if c.tokens.is_empty() {
+                bail!("a sequence in the step has no new tokens");
+            }
+            if total > c.block_table.len() * block_size {
+                bail!(
+                    "sequence needs {total} cache slots but its block table covers {}",
+                    c.block_table.len() * block_size
+                );
+            }
+            for (i, &tok) in c.tokens.iter().enumerate() {
+                let pos = c.num_cached + i;
+                step.input_ids.push(tok);
+                step.positions.push(pos as u32);
+                let block = c.block_table[pos / block_size] as i64;
+                step.slot_mapping
+                    .push(block * block_size as i64 + (pos % block_size) as i64);
+            }
+            step.query_start_locs.push(step.input_ids.len() as u32);
+            step.context_lens.push(total as u32);
+            let mut row = c.block_table.to_vec();
+            row.resize(step.max_blocks_per_seq, 0);
+            step.block_tables.extend(row);
+            if c.want_logits {
+                step.logits_indices.push(step.input_ids.len() as u32 - 1);
+            }
+        }
+        Ok(step)
+    }
+
+    /// The rows and context length of sequence `s`.
+    pub fn seq_rows(&self, s: usize) -> (usize, usize) {
+        (
+            self.query_start_locs[s] as usize,
+            self.query_start_locs[s + 1] as usize,
+        )
+    }
+
+    /// Sequence `s`'s block table row.
+    pub fn block_table(&self, s: usize) -> &[u32] {
+        &self.block_tables[s * self.max_blocks_per_seq..(s + 1) * self.max_blocks_per_seq]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lays_out_mixed_prefill_and_decode() {
+        let a = [10, 11, 12];
+        let b = [20];
+        let step = StepInput::build(
+            &[
+                SeqChunk {
+                    tokens: &a,
+                    num_cached: 2,
+                    block_table: &[7, 3],
+                    want_logits: true,
+                },
+                SeqChunk {
+                    tokens: &b,
+                    num_cached: 6,
+                    block_table: &[5, 1],
+                    want_logits: true,
+                },
+            ],
+            4,
+        )
+        .unwrap();
+        assert_eq!(step.positions, vec![2, 3, 4, 6]);
+        // pos 2,3 -> block 7 (slots 30, 31); pos 4 -> block 3 (slot 12); pos 6 -> block 1 (slot 6).
+        assert_eq!(step.slot_mapping, vec![30, 31, 12, 6]);
+        assert_eq!(step.query_start_locs, vec![0, 3, 4]);
+        assert_eq!(step.context_lens, vec![5, 7]);
+        assert_eq!(step.logits_indices, vec![2, 3]);
+        assert_eq!(step.block_table(1), &[5, 1]);
+    }
+
+    #[test]
+    fn rejects_a_block_table_too_short() {
+        let a = [1, 2, 3, 4, 5];
+        let e = StepInput::build(
+            &[SeqChunk {
+                tokens: &a,
+                num_cached: 0,
+                block_table: &[0],
+                want_logits: true,
+            }],
+            4,
+        );
+        assert!(e.is_err());
+    }
+}

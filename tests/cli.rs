@@ -1,0 +1,92 @@
+//! The `tandem` binary as a user runs it.
+
+use std::process::Command;
+
+fn tandem() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tandem"))
+}
+
+/// The acceptance line: greedy SmolLM2 continues "The capital of France is" with " Paris."
+/// (the default model is fetched on first use, so this also covers the fetch).
+#[test]
+fn generate_with_the_default_model_prints_paris() {
+    let out = tandem()
+        .args([
+            "generate",
+            "--prompt",
+            "The capital of France is",
+            "--max-tokens",
+            "8",
+            "--temperature",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with(" Paris."), "stdout: {stdout:?}");
+    assert!(
+        !stdout.contains("INFO"),
+        "logs must go to stderr, not stdout: {stdout:?}"
+    );
+}
+
+#[test]
+fn generate_on_an_hf_directory_is_deterministic_when_greedy() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/models/tiny-qwen3");
+    let run = || {
+        tandem()
+            .args([
+                "generate",
+                "--model",
+                model,
+                "--prompt",
+                "Hello there",
+                "--max-tokens",
+                "5",
+                "--ignore-eos",
+            ])
+            .output()
+            .unwrap()
+    };
+    let (a, b) = (run(), run());
+    assert!(
+        a.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&a.stderr)
+    );
+    assert!(!a.stdout.is_empty());
+    assert_eq!(a.stdout, b.stdout);
+}
+
+#[test]
+fn a_failed_fetch_says_what_to_do() {
+    let home = tempfile::tempdir().unwrap();
+    let out = tandem()
+        .args(["generate", "--prompt", "hi"])
+        .env("TANDEM_HOME", home.path())
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("could not fetch the default model") && stderr.contains("--model"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_bad_model_path_is_a_clear_error() {
+    let out = tandem()
+        .args(["generate", "--model", "/no/such/dir", "--prompt", "hi"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("does not exist"), "{stderr}");
+}

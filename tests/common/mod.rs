@@ -1,0 +1,197 @@
+//! Shared by the integration tests: fixtures written by `scripts/make_fixtures.py` (transformers
+//! as the oracle), model loading, and a tiny driver that runs many sequences through one cache.
+#![allow(dead_code)]
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+use tandem::model::default_model::default_model_path;
+use tandem::model::llama::{Llama, StepLimits};
+use tandem::model::loader::ModelSource;
+use tandem::model::tokenizer::Tokenizer;
+use tandem::runtime::cpu::CpuBackend;
+use tandem::runtime::kv_cache::KvCache;
+use tandem::runtime::step::{SeqChunk, StepInput};
+
+/// Top-5 logits must match transformers' within this (absolute).
+pub const LOGIT_TOL: f32 = 1e-3;
+
+#[derive(Deserialize, Debug)]
+pub struct Fixture {
+    pub model: String,
+    pub model_path: String,
+    pub format: String,
+    pub cases: Vec<Case>,
+    #[serde(default)]
+    pub tokenizer_cases: Vec<TokenizerCase>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+pub struct Case {
+    pub prompt: String,
+    pub prompt_ids: Vec<u32>,
+    /// False for prompts rendered from a chat template (they carry their special tokens).
+    #[serde(default = "yes")]
+    pub add_special_tokens: bool,
+    pub generated_ids: Vec<u32>,
+    pub top5_ids: Vec<Vec<u32>>,
+    pub top5_logits: Vec<Vec<f32>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize, Debug)]
+pub struct TokenizerCase {
+    pub text: String,
+    pub ids: Vec<u32>,
+    pub decoded: String,
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(repo_root().join("tests/fixtures"))
+        .expect("tests/fixtures exists")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".json")
+                .map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+pub fn load_fixture(name: &str) -> Fixture {
+    let path = repo_root()
+        .join("tests/fixtures")
+        .join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The fixture's model path, or `None` (with a "skipped" line) when the default model is absent.
+pub fn model_path(f: &Fixture) -> Option<PathBuf> {
+    if f.model_path == "default" {
+        let p = default_model_path();
+        if !p.exists() {
+            eprintln!(
+                "skipped: {}: default model not found at {} (run `tandem generate` once, or .ci/run)",
+                f.model,
+                p.display()
+            );
+            return None;
+        }
+        return Some(p);
+    }
+    Some(repo_root().join(&f.model_path))
+}
+
+pub fn open_model(path: &Path, limits: StepLimits) -> (Llama<CpuBackend>, Tokenizer) {
+    ModelSource::open(path)
+        .and_then(|s| s.into_model(CpuBackend::new(), limits))
+        .unwrap_or_else(|e| panic!("loading {}: {e:#}", path.display()))
+}
+
+/// One sequence in a [`Driver`]: its tokens so far, how many are cached, and its blocks.
+pub struct Seq {
+    pub tokens: Vec<u32>,
+    pub cached: usize,
+    pub blocks: Vec<u32>,
+}
+
+/// Runs several sequences through one paged cache, handing out blocks from a given order so
+/// tests can scatter them.
+pub struct Driver {
+    pub model: Llama<CpuBackend>,
+    pub kv: KvCache<CpuBackend>,
+    pub block_size: usize,
+    free_blocks: Vec<u32>,
+}
+
+impl Driver {
+    pub fn new(
+        model: Llama<CpuBackend>,
+        num_blocks: usize,
+        block_size: usize,
+        block_order: Vec<u32>,
+    ) -> Self {
+        let kv = model.new_kv_cache(num_blocks, block_size).unwrap();
+        let mut free_blocks = block_order;
+        free_blocks.reverse(); // pop() hands them out in the given order
+        Driver {
+            model,
+            kv,
+            block_size,
+            free_blocks,
+        }
+    }
+
+    /// Runs one step in which sequence `i` computes `counts[i]` new tokens (0 = sits out);
+    /// returns the last-row logits of each participating sequence.
+    pub fn step(&mut self, seqs: &mut [Seq], counts: &[usize]) -> Vec<Vec<f32>> {
+        for (s, &n) in seqs.iter_mut().zip(counts) {
+            let needed = (s.cached + n).div_ceil(self.block_size);
+            while s.blocks.len() < needed {
+                s.blocks
+                    .push(self.free_blocks.pop().expect("test cache too small"));
+            }
+        }
+        let chunks: Vec<SeqChunk> = seqs
+            .iter()
+            .zip(counts)
+            .filter(|(_, &n)| n > 0)
+            .map(|(s, &n)| SeqChunk {
+                tokens: &s.tokens[s.cached..s.cached + n],
+                num_cached: s.cached,
+                block_table: &s.blocks,
+                want_logits: true,
+            })
+            .collect();
+        let step = StepInput::build(&chunks, self.block_size).unwrap();
+        let logits = self.model.forward_to_host(&step, &mut self.kv).unwrap();
+        for (s, &n) in seqs.iter_mut().zip(counts) {
+            s.cached += n;
+        }
+        logits
+    }
+}
+
+/// A permutation of `0..n` that is far from sorted (deterministic).
+pub fn scattered(n: usize) -> Vec<u32> {
+    let mut v: Vec<u32> = (0..n as u32).collect();
+    let mut state = 0x9E37_79B9u64;
+    for i in (1..n).rev() {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        v.swap(i, (state >> 33) as usize % (i + 1));
+    }
+    v
+}
+
+/// Asserts that `logits` agrees with the fixture step: transformers' top-5 ids carry the same
+/// logits here (within [`LOGIT_TOL`]) and the greedy choice is the same.
+pub fn check_step(what: &str, logits: &[f32], case: &Case, step: usize) {
+    let want_ids = &case.top5_ids[step];
+    let want = &case.top5_logits[step];
+    for (&id, &w) in want_ids.iter().zip(want) {
+        let got = logits[id as usize];
+        assert!(
+            (got - w).abs() <= LOGIT_TOL,
+            "{what}: step {step}: logit of token {id} is {got}, transformers has {w}"
+        );
+    }
+    let argmax = tandem::runtime::generate::argmax(logits);
+    assert_eq!(
+        argmax, case.generated_ids[step],
+        "{what}: step {step}: greedy token {argmax}, transformers chose {}",
+        case.generated_ids[step]
+    );
+}

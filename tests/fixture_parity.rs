@@ -1,0 +1,194 @@
+//! The CPU forward pass against transformers, token for token, on every committed fixture:
+//! alone, all together in one flat batch over scattered blocks, and prefilled in chunks.
+
+mod common;
+
+use common::*;
+use tandem::model::llama::StepLimits;
+
+const LIMITS: StepLimits = StepLimits {
+    max_tokens: 256,
+    max_seqs: 16,
+};
+
+/// Each case alone: prefill its prompt, then decode the fixture's tokens one at a time.
+fn each_case_alone(name: &str) {
+    let f = load_fixture(name);
+    let Some(path) = model_path(&f) else { return };
+    let (model, _) = open_model(&path, LIMITS);
+    let mut driver = Driver::new(model, 64, 16, (0..64).collect());
+    for case in &f.cases {
+        let mut seqs = vec![Seq {
+            tokens: [&case.prompt_ids[..], &case.generated_ids[..]].concat(),
+            cached: 0,
+            blocks: vec![],
+        }];
+        let what = format!("{name} alone {:?}", case.prompt);
+        let logits = driver.step(&mut seqs, &[case.prompt_ids.len()]);
+        check_step(&what, &logits[0], case, 0);
+        for i in 1..case.generated_ids.len() {
+            let logits = driver.step(&mut seqs, &[1]);
+            check_step(&what, &logits[0], case, i);
+        }
+        driver = Driver::new(driver.model, 64, 16, (0..64).collect());
+    }
+}
+
+/// All cases in one flat batch, staggered so prefill chunks and decode tokens share steps, with
+/// 4-token blocks handed out in a scrambled order.
+fn all_cases_batched(name: &str) {
+    let f = load_fixture(name);
+    let Some(path) = model_path(&f) else { return };
+    let (model, _) = open_model(&path, LIMITS);
+    let block_size = 4;
+    let num_blocks = f
+        .cases
+        .iter()
+        .map(|c| (c.prompt_ids.len() + c.generated_ids.len()).div_ceil(block_size))
+        .sum::<usize>()
+        + 3;
+    let mut driver = Driver::new(model, num_blocks, block_size, scattered(num_blocks));
+    let mut seqs: Vec<Seq> = f
+        .cases
+        .iter()
+        .map(|c| Seq {
+            tokens: [&c.prompt_ids[..], &c.generated_ids[..]].concat(),
+            cached: 0,
+            blocks: vec![],
+        })
+        .collect();
+    let steps = f
+        .cases
+        .iter()
+        .enumerate()
+        .map(|(i, c)| i + c.generated_ids.len())
+        .max()
+        .unwrap_or(0);
+    for t in 0..steps {
+        // Sequence i joins at step t = i with its whole prompt, then decodes one token a step.
+        let counts: Vec<usize> = f
+            .cases
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match t {
+                t if t == i => c.prompt_ids.len(),
+                t if t > i && t - i < c.generated_ids.len() => 1,
+                _ => 0,
+            })
+            .collect();
+        let logits = driver.step(&mut seqs, &counts);
+        let active = counts
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(|(i, _)| i);
+        for (row, i) in active.enumerate() {
+            check_step(
+                &format!("{name} batched {:?}", f.cases[i].prompt),
+                &logits[row],
+                &f.cases[i],
+                t - i,
+            );
+        }
+    }
+    let scattered_blocks = seqs
+        .iter()
+        .any(|s| s.blocks.windows(2).any(|w| w[1] != w[0] + 1));
+    assert!(
+        scattered_blocks,
+        "the test meant to use non-contiguous blocks"
+    );
+}
+
+/// The prompt's last logits are the same prefilled at once, in chunks of 3, and token by token.
+fn prefill_chunking_is_invisible(name: &str) {
+    let f = load_fixture(name);
+    let Some(path) = model_path(&f) else { return };
+    let (model, _) = open_model(&path, LIMITS);
+    let mut driver = Driver::new(model, 64, 8, scattered(64));
+    for case in f.cases.iter().take(2) {
+        let n = case.prompt_ids.len();
+        let mut last = Vec::new();
+        for chunk in [n, 3, 1] {
+            let mut seqs = vec![Seq {
+                tokens: case.prompt_ids.clone(),
+                cached: 0,
+                blocks: vec![],
+            }];
+            let mut logits = Vec::new();
+            while seqs[0].cached < n {
+                let k = chunk.min(n - seqs[0].cached);
+                logits = driver.step(&mut seqs, &[k]).remove(0);
+            }
+            check_step(&format!("{name} chunks of {chunk}"), &logits, case, 0);
+            if !last.is_empty() {
+                let diff = logits
+                    .iter()
+                    .zip(&last)
+                    .map(|(a, b): (&f32, &f32)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(
+                    diff <= 1e-4,
+                    "{name}: chunks of {chunk} differ from a whole prefill by {diff}"
+                );
+            }
+            last = logits;
+            driver = Driver::new(driver.model, 64, 8, scattered(64));
+        }
+    }
+}
+
+/// The tokenizer encodes each prompt and the tokenizer cases as transformers' does.
+fn tokenizer_agrees(name: &str) {
+    let f = load_fixture(name);
+    let Some(path) = model_path(&f) else { return };
+    let tok = tandem::model::loader::ModelSource::open(&path)
+        .unwrap()
+        .tokenizer;
+    for case in &f.cases {
+        let ids = tok.encode(&case.prompt, case.add_special_tokens).unwrap();
+        assert_eq!(ids, case.prompt_ids, "{name}: encoding {:?}", case.prompt);
+    }
+    for case in &f.tokenizer_cases {
+        assert_eq!(
+            tok.encode(&case.text, true).unwrap(),
+            case.ids,
+            "{name}: encoding {:?}",
+            case.text
+        );
+        // transformers' decode keeps special tokens by default.
+        assert_eq!(
+            tok.decode(&case.ids, false).unwrap(),
+            case.decoded,
+            "{name}: decoding {:?}",
+            case.ids
+        );
+    }
+}
+
+macro_rules! fixture_tests {
+    ($($module:ident => $name:literal),* $(,)?) => {
+        $(mod $module {
+            #[test] fn each_case_alone() { super::each_case_alone($name) }
+            #[test] fn all_cases_batched() { super::all_cases_batched($name) }
+            #[test] fn prefill_chunking_is_invisible() { super::prefill_chunking_is_invisible($name) }
+            #[test] fn tokenizer_agrees() { super::tokenizer_agrees($name) }
+        })*
+
+        #[test]
+        fn every_fixture_file_is_tested() {
+            let tested = [$($name),*];
+            for name in fixture_names() {
+                assert!(tested.contains(&name.as_str()), "tests/fixtures/{name}.json has no tests");
+            }
+        }
+    };
+}
+
+fixture_tests! {
+    tiny_llama => "tiny-llama",
+    tiny_mistral => "tiny-mistral",
+    tiny_qwen2 => "tiny-qwen2",
+    tiny_qwen3 => "tiny-qwen3",
+    smollm2 => "smollm2-135m-instruct",
+}
