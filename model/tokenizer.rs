@@ -85,6 +85,20 @@ impl Tokenizer {
             .map_err(|e| anyhow!("detokenizing failed: {e}"))
     }
 
+    /// The vocabulary's spelling of `id`, or `None` when `id` is not in the vocabulary (which
+    /// `decode` silently skips).
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// Whether `id` is a special token: one `decode(.., skip_special_tokens = true)` drops. False
+    /// for ids outside the vocabulary.
+    pub fn is_special(&self, id: u32) -> bool {
+        self.inner
+            .id_to_token(id)
+            .is_some_and(|t| self.inner.get_added_vocabulary().is_special_token(&t))
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

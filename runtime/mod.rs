@@ -3,6 +3,12 @@
 
 pub mod backend;
 pub mod cpu;
+pub mod detokenizer;
+pub mod engine;
 pub mod generate;
+pub mod kv;
 pub mod kv_cache;
+pub mod request;
+pub mod sampling;
+pub mod scheduler;
 pub mod step;

@@ -1,0 +1,112 @@
+//! The executor: runs planned steps on the model, in order, and samples.
+//!
+//! It resolves placeholders from the previous step's samples (the CPU counterpart of the CUDA
+//! backend's on-device carry-over), keeps each request's sampler state, and returns the samples.
+
+use std::collections::HashMap;
+
+use crate::model::llama::Llama;
+use crate::runtime::backend::Backend;
+use crate::runtime::kv_cache::KvCache;
+use crate::runtime::request::RequestId;
+use crate::runtime::sampling::{sample, Sampled, SamplerScratch, SamplerState};
+use crate::runtime::scheduler::batch::Batch;
+
+/// A step's result; the batch comes back so the engine can match samples to requests.
+pub struct StepOutput {
+    pub batch: Batch,
+    /// One per `batch.samples`, unless `error` is set.
+    pub sampled: Vec<Sampled>,
+    /// The step failed as a whole (its requests get this error).
+    pub error: Option<String>,
+}
+
+pub struct Executor<B: Backend> {
+    model: Llama<B>,
+    kv: KvCache<B>,
+    samplers: HashMap<RequestId, SamplerState>,
+    scratch: SamplerScratch,
+    /// The previous step's sampled tokens, in sample order: placeholders read from here.
+    prev_sampled: Vec<u32>,
+    logits: Vec<f32>,
+}
+
+impl<B: Backend> Executor<B> {
+    pub fn new(model: Llama<B>, kv: KvCache<B>) -> Self {
+        let vocab = model.cfg.vocab_size;
+        Executor {
+            model,
+            kv,
+            samplers: HashMap::new(),
+            scratch: SamplerScratch::new(vocab),
+            prev_sampled: Vec::new(),
+            logits: Vec::new(),
+        }
+    }
+
+    pub fn run(&mut self, mut batch: Batch) -> StepOutput {
+        for id in &batch.sampler_drops {
+            self.samplers.remove(id);
+        }
+        for r in &batch.sampler_resets {
+            self.samplers.insert(
+                r.id,
+                SamplerState::new(r.params.clone(), r.seed, &r.prompt, &r.generated),
+            );
+        }
+        let mut resolved = true;
+        for &(row, from) in &batch.carry {
+            match self.prev_sampled.get(from as usize) {
+                Some(&t) => batch.step.input_ids[row as usize] = t,
+                None => resolved = false,
+            }
+        }
+        let result = if resolved {
+            self.forward_and_sample(&batch)
+        } else {
+            Err(
+                "internal error: a placeholder refers to a sample the previous step did not make"
+                    .into(),
+            )
+        };
+        match result {
+            Ok(sampled) => {
+                self.prev_sampled.clear();
+                self.prev_sampled.extend(sampled.iter().map(|s| s.token));
+                StepOutput {
+                    batch,
+                    sampled,
+                    error: None,
+                }
+            }
+            Err(e) => {
+                // Keep indices valid for a step planned on top of this one; its requests are failed.
+                self.prev_sampled = vec![0; batch.samples.len()];
+                StepOutput {
+                    batch,
+                    sampled: Vec::new(),
+                    error: Some(e),
+                }
+            }
+        }
+    }
+
+    fn forward_and_sample(&mut self, batch: &Batch) -> Result<Vec<Sampled>, String> {
+        let vocab = self.model.cfg.vocab_size;
+        let rows = self
+            .model
+            .forward_to_host(&batch.step, &mut self.kv)
+            .map_err(|e| format!("forward pass failed: {e:#}"))?;
+        let mut out = Vec::with_capacity(batch.samples.len());
+        for (slot, row) in batch.samples.iter().zip(rows) {
+            self.logits.clear();
+            self.logits.extend_from_slice(&row);
+            debug_assert_eq!(self.logits.len(), vocab);
+            let state = self.samplers.get_mut(&slot.id).ok_or_else(|| {
+                format!("internal error: no sampler state for request {}", slot.id)
+            })?;
+            out.push(sample(state, &mut self.logits, &mut self.scratch));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,16 @@
+//! Running requests' decode tokens are budgeted before any prefill: steady inter-token latency
+//! at the cost of time to first token under load.
+
+use super::{BudgetOrder, Policy};
+
+pub struct DecodeFirst;
+
+impl Policy for DecodeFirst {
+    fn name(&self) -> &'static str {
+        "decode-first"
+    }
+
+    fn budget_order(&self) -> BudgetOrder {
+        BudgetOrder::DecodeFirst
+    }
+}

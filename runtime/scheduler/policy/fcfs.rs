@@ -1,0 +1,11 @@
+//! First come, first served: admission and budget in arrival order (the default).
+
+use super::Policy;
+
+pub struct Fcfs;
+
+impl Policy for Fcfs {
+    fn name(&self) -> &'static str {
+        "fcfs"
+    }
+}

@@ -1,0 +1,73 @@
+//! Scheduling policies: which waiting request is admitted next, whose work gets the step's token
+//! budget first, and who is preempted when blocks run out. One small file per policy; adding one
+//! means adding a file and a line in [`by_name`].
+
+mod decode_first;
+mod fcfs;
+mod prefill_first;
+mod priority;
+mod shortest_prompt_first;
+
+use std::cmp::Ordering;
+
+use super::sequence::SeqState;
+
+/// Which kind of work the step's token budget goes to first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetOrder {
+    /// Running requests in admission order (decode or prefill alike), then admissions.
+    Arrival,
+    /// Decode tokens of running requests, then their prefill chunks, then admissions.
+    DecodeFirst,
+    /// Prefill chunks of running requests and admissions, then decode tokens.
+    PrefillFirst,
+}
+
+pub trait Policy: Send {
+    fn name(&self) -> &'static str;
+
+    /// Admission order of waiting requests: `Less` means `a` goes first.
+    /// (Preempted requests always resume before fresh ones, whatever the policy.)
+    fn compare_waiting(&self, a: &SeqState, b: &SeqState) -> Ordering {
+        a.arrival_order.cmp(&b.arrival_order)
+    }
+
+    fn budget_order(&self) -> BudgetOrder {
+        BudgetOrder::Arrival
+    }
+
+    /// Among `running` (non-empty), the one to preempt when blocks run out:
+    /// by default the most recently admitted.
+    fn choose_victim(&self, running: &[&SeqState]) -> usize {
+        let mut best = 0;
+        for (i, s) in running.iter().enumerate() {
+            if s.admitted_order > running[best].admitted_order {
+                best = i;
+            }
+        }
+        best
+    }
+}
+
+pub const NAMES: [&str; 5] = [
+    "fcfs",
+    "prefill-first",
+    "decode-first",
+    "shortest-prompt-first",
+    "priority",
+];
+
+/// The policy called `name` on the command line.
+pub fn by_name(name: &str) -> anyhow::Result<Box<dyn Policy>> {
+    Ok(match name {
+        "fcfs" => Box::new(fcfs::Fcfs),
+        "prefill-first" => Box::new(prefill_first::PrefillFirst),
+        "decode-first" => Box::new(decode_first::DecodeFirst),
+        "shortest-prompt-first" => Box::new(shortest_prompt_first::ShortestPromptFirst),
+        "priority" => Box::new(priority::Priority),
+        other => anyhow::bail!(
+            "unknown scheduling policy '{other}' (known: {})",
+            NAMES.join(", ")
+        ),
+    })
+}

@@ -1,0 +1,393 @@
+//! The driver both generation endpoints share: read and validate the body, tokenize (off the
+//! async threads), check the context length, submit `n` engine requests, then either collect them
+//! into one JSON response or stream them as server-sent events. Only the wire format differs
+//! between the endpoints; it lives in `completions.rs` and `chat.rs`.
+//!
+//! Cancellation: each engine request is owned by a small forwarding task that drops it (which
+//! aborts it in the engine) as soon as the consumer is gone — the handler future (non-streaming;
+//! hyper drops it when the client disconnects) or the SSE body (streaming).
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+use crate::model::tokenizer::Tokenizer;
+use crate::runtime::engine::handle::{RequestStream, SubmitError};
+use crate::runtime::request::{
+    Event, FinishReason, Request as EngineRequest, RequestMetrics, TokenLogprob, Usage,
+};
+
+use super::body::read_json;
+use super::error::ApiError;
+use super::openai::{new_id, now_unix, UsageInfo};
+use super::panic::catch_unwind;
+use super::sse::{self, Body, DONE};
+use super::state::{ActiveGuard, AppState};
+use super::validate::{
+    check_context, validate, Endpoint, Input, Limits, ValidRequest, ValidationError,
+};
+use super::{chat, completions, response};
+
+/// Completions' `max_tokens` default (OpenAI's).
+const DEFAULT_COMPLETION_TOKENS: usize = 16;
+
+/// What the formatters need to know about a request.
+pub struct Job {
+    pub endpoint: Endpoint,
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+    pub n: usize,
+    pub want_logprobs: bool,
+    pub include_usage: bool,
+    pub prompt_tokens: usize,
+    pub received: Instant,
+    pub tokenizer: Arc<Tokenizer>,
+}
+
+/// One choice's output so far.
+#[derive(Default)]
+pub struct Choice {
+    pub text: String,
+    pub logprobs: Vec<TokenLogprob>,
+    pub finish: Option<FinishReason>,
+    pub usage: Usage,
+    first_at: Option<Instant>,
+    last_at: Option<Instant>,
+}
+
+impl Job {
+    /// Usage over all choices: the prompt counts once (as OpenAI counts it), completions add up.
+    pub fn usage(&self, choices: &[Choice]) -> UsageInfo {
+        let completion = choices.iter().map(|c| c.usage.completion_tokens).sum();
+        let cached = choices.first().map_or(0, |c| c.usage.cached_tokens);
+        UsageInfo::new(self.prompt_tokens, completion, cached)
+    }
+
+    /// The text clients see for token `id` (its own decoding, special tokens included).
+    pub fn token_text(&self, id: u32) -> String {
+        self.tokenizer.decode(&[id], false).unwrap_or_default()
+    }
+}
+
+pub async fn handle(
+    req: Request<Incoming>,
+    state: Arc<AppState>,
+    endpoint: Endpoint,
+) -> Result<Response<Body>, ApiError> {
+    let received = Instant::now();
+    let guard = state
+        .enter()
+        .ok_or_else(|| ApiError::unavailable("the server is shutting down"))?;
+    let body = read_json(req, state.cfg.max_body_bytes).await?;
+    let limits = Limits {
+        vocab_size: state.handle.model().vocab_size,
+    };
+    let valid = validate(&body, endpoint, limits)?;
+    if let Some(m) = &valid.model {
+        if m != state.model_name() {
+            return Err(ApiError::model_not_found(m));
+        }
+    }
+    // Templates and tokenizers are CPU work proportional to the (4 MiB-bounded) input.
+    let st = state.clone();
+    let (valid, prompt_ids) = tokio::task::spawn_blocking(move || prepare(&st, valid))
+        .await
+        .map_err(|e| ApiError::internal(format!("preparing the prompt failed: {e}")))??;
+    let job = Job {
+        endpoint,
+        id: new_id(if endpoint == Endpoint::Chat {
+            "chatcmpl"
+        } else {
+            "cmpl"
+        }),
+        created: now_unix(),
+        model: state.model_name().to_string(),
+        n: valid.n,
+        want_logprobs: valid.want_logprobs,
+        include_usage: valid.include_usage,
+        prompt_tokens: prompt_ids.len(),
+        received,
+        tokenizer: state.tokenizer.clone(),
+    };
+    let events = submit_all(&state, &valid, prompt_ids)?;
+    if valid.stream {
+        Ok(stream(state, job, events, guard))
+    } else {
+        collect(&state, &job, events).await
+    }
+}
+
+/// The prompt's token ids and `params.max_tokens` decided from them.
+fn prepare(
+    state: &AppState,
+    mut valid: ValidRequest,
+) -> Result<(ValidRequest, Vec<u32>), ApiError> {
+    let ids = match &valid.input {
+        Input::Prompt(p) => completions::prompt_ids(&state.tokenizer, p)?,
+        Input::Messages(m) => chat::prompt_ids(state, m, valid.add_generation_prompt)?,
+    };
+    let input = if valid.endpoint == Endpoint::Chat {
+        "messages"
+    } else {
+        "prompt"
+    };
+    if ids.is_empty() {
+        return Err(ValidationError::Empty(input).into());
+    }
+    let max_context = state.handle.model().max_context;
+    let max_tokens = valid.max_tokens.unwrap_or(match valid.endpoint {
+        Endpoint::Completions => DEFAULT_COMPLETION_TOKENS,
+        // The rest of the context (at least 1, so an over-long prompt fails the check below).
+        Endpoint::Chat => max_context.saturating_sub(ids.len()).max(1),
+    });
+    check_context(ids.len(), max_tokens, max_context, valid.endpoint)?;
+    valid.params.max_tokens = max_tokens;
+    Ok((valid, ids))
+}
+
+fn submit_error(e: SubmitError) -> ApiError {
+    match e {
+        SubmitError::QueueFull(waiting) => ApiError::queue_full(waiting),
+        SubmitError::ShuttingDown => ApiError::unavailable("the server is shutting down"),
+        SubmitError::EngineDead(why) => {
+            ApiError::unavailable(format!("the engine has stopped: {why}"))
+        }
+        SubmitError::Invalid(why) => ApiError::bad_request(why, None),
+    }
+}
+
+type Events = mpsc::UnboundedReceiver<(usize, Event)>;
+
+/// Submits the `n` choices (choice `i` seeded `seed + i`) and merges their events. If one
+/// submission fails the ones before it are dropped, which aborts them.
+fn submit_all(
+    state: &AppState,
+    valid: &ValidRequest,
+    prompt_ids: Vec<u32>,
+) -> Result<Events, ApiError> {
+    let mut streams = Vec::with_capacity(valid.n);
+    for i in 0..valid.n {
+        let mut params = valid.params.clone();
+        params.seed = params.seed.map(|s| s.wrapping_add(i as u64));
+        let mut request = EngineRequest::new(prompt_ids.clone(), params);
+        request.priority = valid.priority;
+        streams.push(state.handle.submit(request).map_err(submit_error)?);
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    for (i, s) in streams.into_iter().enumerate() {
+        tokio::spawn(forward(i, s, tx.clone()));
+    }
+    Ok(rx)
+}
+
+/// Moves one request's events to the merged channel; returns (dropping the stream, so aborting
+/// the request) as soon as nobody listens any more.
+async fn forward(
+    index: usize,
+    mut stream: RequestStream,
+    tx: mpsc::UnboundedSender<(usize, Event)>,
+) {
+    loop {
+        let ev = tokio::select! {
+            _ = tx.closed() => return,
+            ev = stream.recv() => ev,
+        };
+        let ev = ev.unwrap_or_else(|| Event::Finished {
+            reason: FinishReason::Error("the engine stopped before the request finished".into()),
+            usage: Usage::default(),
+            metrics: RequestMetrics::default(),
+        });
+        let last = matches!(ev, Event::Finished { .. });
+        if tx.send((index, ev)).is_err() || last {
+            return;
+        }
+    }
+}
+
+/// Records one event into its choice and the latency histograms.
+fn apply(state: &AppState, job: &Job, choice: &mut Choice, ev: &Event) {
+    let now = Instant::now();
+    match ev {
+        Event::Tokens {
+            ids,
+            text,
+            logprobs,
+        } => {
+            if !ids.is_empty() {
+                match choice.last_at {
+                    None => state.metrics.observe_ttft(now - job.received),
+                    Some(last) => state.metrics.observe_itl(now - last),
+                }
+                choice.first_at.get_or_insert(now);
+                choice.last_at = Some(now);
+            }
+            choice.text.push_str(text);
+            if job.want_logprobs {
+                choice.logprobs.extend(logprobs.iter().cloned());
+            }
+        }
+        Event::Finished {
+            reason,
+            usage,
+            metrics,
+        } => {
+            state.metrics.observe_e2e(now - job.received);
+            state.metrics.observe_queue(metrics.queue_time);
+            choice.finish = Some(reason.clone());
+            choice.usage = *usage;
+        }
+    }
+}
+
+/// Counts a client disconnect if dropped before [`disarm`](Self::disarm).
+struct DisconnectGuard<'a>(Option<&'a AppState>);
+
+impl DisconnectGuard<'_> {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for DisconnectGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(state) = self.0 {
+            state.metrics.client_disconnected();
+        }
+    }
+}
+
+async fn collect(
+    state: &AppState,
+    job: &Job,
+    mut events: Events,
+) -> Result<Response<Body>, ApiError> {
+    let mut disconnect = DisconnectGuard(Some(state));
+    let mut choices: Vec<Choice> = (0..job.n).map(|_| Choice::default()).collect();
+    let mut done = 0;
+    while done < job.n {
+        let Some((i, ev)) = events.recv().await else {
+            disconnect.disarm();
+            return Err(ApiError::internal(
+                "the engine stopped before the request finished",
+            ));
+        };
+        apply(state, job, &mut choices[i], &ev);
+        if let Event::Finished { reason, .. } = ev {
+            if let FinishReason::Error(why) = reason {
+                disconnect.disarm();
+                return Err(ApiError::internal(format!("generation failed: {why}")));
+            }
+            done += 1;
+        }
+    }
+    disconnect.disarm();
+    Ok(match job.endpoint {
+        Endpoint::Completions => {
+            response::json(StatusCode::OK, &completions::response(job, &choices))
+        }
+        Endpoint::Chat => response::json(StatusCode::OK, &chat::response(job, &choices)),
+    })
+}
+
+fn stream(state: Arc<AppState>, job: Job, events: Events, guard: ActiveGuard) -> Response<Body> {
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    tokio::spawn(async move {
+        let _active = guard;
+        let fallback = tx.clone();
+        if catch_unwind(pump(&state, &job, events, tx)).await.is_none() {
+            let e = ApiError::internal("the server failed while streaming");
+            let _ = fallback.send(sse::raw_event(&e.to_json())).await;
+            let _ = fallback.send(Bytes::from_static(DONE)).await;
+        }
+    });
+    let mut resp = Response::new(sse::channel(rx));
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// Writes the SSE stream; returns early (dropping `events`, which aborts the requests) when the
+/// client is gone.
+async fn pump(state: &AppState, job: &Job, mut events: Events, tx: mpsc::Sender<Bytes>) {
+    let send = |bytes: Bytes| {
+        let tx = &tx;
+        async move {
+            let ok = tx.send(bytes).await.is_ok();
+            if !ok {
+                state.metrics.client_disconnected();
+            }
+            ok
+        }
+    };
+    let mut choices: Vec<Choice> = (0..job.n).map(|_| Choice::default()).collect();
+    if job.endpoint == Endpoint::Chat {
+        for i in 0..job.n {
+            if !send(chat::role_chunk(job, i)).await {
+                return;
+            }
+        }
+    }
+    let mut done = 0;
+    while done < job.n {
+        let item = tokio::select! {
+            _ = tx.closed() => {
+                state.metrics.client_disconnected();
+                return;
+            }
+            item = events.recv() => item,
+        };
+        let Some((i, ev)) = item else { break };
+        let offset = choices[i].text.len();
+        apply(state, job, &mut choices[i], &ev);
+        let chunk = match &ev {
+            Event::Tokens { text, logprobs, .. } => {
+                let lps: &[TokenLogprob] = if job.want_logprobs { logprobs } else { &[] };
+                if text.is_empty() && lps.is_empty() {
+                    continue;
+                }
+                match job.endpoint {
+                    Endpoint::Completions => completions::chunk(job, i, text, lps, offset, None),
+                    Endpoint::Chat => chat::chunk(job, i, text, lps, None),
+                }
+            }
+            Event::Finished {
+                reason: FinishReason::Error(why),
+                ..
+            } => {
+                let e = ApiError::internal(format!("generation failed: {why}"));
+                let _ = send(sse::raw_event(&e.to_json())).await;
+                let _ = send(Bytes::from_static(DONE)).await;
+                return;
+            }
+            Event::Finished { reason, .. } => {
+                done += 1;
+                match job.endpoint {
+                    Endpoint::Completions => {
+                        completions::chunk(job, i, "", &[], offset, Some(reason))
+                    }
+                    Endpoint::Chat => chat::chunk(job, i, "", &[], Some(reason)),
+                }
+            }
+        };
+        if !send(chunk).await {
+            return;
+        }
+    }
+    if job.include_usage {
+        let usage = job.usage(&choices);
+        let chunk = match job.endpoint {
+            Endpoint::Completions => completions::usage_chunk(job, usage),
+            Endpoint::Chat => chat::usage_chunk(job, usage),
+        };
+        if !send(chunk).await {
+            return;
+        }
+    }
+    send(Bytes::from_static(DONE)).await;
+}

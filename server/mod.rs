@@ -1,0 +1,29 @@
+//! The OpenAI-compatible HTTP server (`tandem serve`) and its load generator (`tandem bench serve`).
+//!
+//! A request goes `http` (accept, body limit) → `routes` → `generate` (validate, tokenize,
+//! context check, submit to the engine) → `completions`/`chat` (wire format), streamed through
+//! `sse` or returned whole. Every failure becomes an OpenAI error envelope (`error`).
+
+pub mod body;
+pub mod chat;
+pub mod chat_template;
+pub mod cli;
+pub mod completions;
+pub mod error;
+pub mod generate;
+pub mod http;
+pub mod loadgen;
+pub mod messages;
+pub mod metrics;
+pub mod openai;
+pub mod panic;
+pub mod response;
+pub mod routes;
+pub mod sse;
+pub mod state;
+pub mod validate;
+
+pub use cli::{run_serve, ServeArgs};
+pub use http::serve;
+pub use loadgen::{run_bench_serve, BenchServeArgs};
+pub use state::ServerConfig;

@@ -1,0 +1,233 @@
+use super::*;
+use serde_json::json;
+
+const LIMITS: Limits = Limits { vocab_size: 512 };
+
+fn completions(body: Value) -> R<ValidRequest> {
+    validate(body.to_string().as_bytes(), Endpoint::Completions, LIMITS)
+}
+
+fn chat(body: Value) -> R<ValidRequest> {
+    validate(body.to_string().as_bytes(), Endpoint::Chat, LIMITS)
+}
+
+fn param_of(r: R<ValidRequest>) -> Option<String> {
+    r.expect_err("should be rejected").param()
+}
+
+#[test]
+fn a_minimal_completion_gets_the_defaults() {
+    let r = completions(json!({"model": "m", "prompt": "hi"})).unwrap();
+    assert_eq!(r.input, Input::Prompt(Prompt::Text("hi".into())));
+    assert_eq!(r.max_tokens, None);
+    assert_eq!(r.n, 1);
+    assert!(!r.stream && !r.include_usage && !r.want_logprobs);
+    assert_eq!(r.params, SamplingParams::default());
+}
+
+#[test]
+fn every_parameter_is_read() {
+    let r = completions(json!({
+        "prompt": [1, 2, 3], "max_tokens": 5, "temperature": 0.5, "top_p": 0.9, "top_k": 7,
+        "min_p": 0.1, "presence_penalty": 1, "frequency_penalty": -1, "repetition_penalty": 1.1,
+        "seed": -1, "stop": ["a", "b"], "n": 2, "logprobs": 3, "ignore_eos": true,
+        "stream": true, "stream_options": {"include_usage": true}, "unknown_field": {"x": 1},
+        "stop_token_ids": [4], "priority": -3
+    }))
+    .unwrap();
+    assert_eq!(r.input, Input::Prompt(Prompt::Ids(vec![1, 2, 3])));
+    assert_eq!(r.max_tokens, Some(5));
+    let p = &r.params;
+    assert_eq!(
+        (p.temperature, p.top_p, p.top_k, p.min_p),
+        (0.5, 0.9, 7, 0.1)
+    );
+    assert_eq!(
+        (
+            p.presence_penalty,
+            p.frequency_penalty,
+            p.repetition_penalty
+        ),
+        (1.0, -1.0, 1.1)
+    );
+    assert_eq!(p.seed, Some(u64::MAX));
+    assert_eq!(p.stop, vec!["a".to_string(), "b".to_string()]);
+    assert_eq!(p.stop_token_ids, vec![4]);
+    assert_eq!(p.logprobs, Some(3));
+    assert!(p.ignore_eos && r.stream && r.include_usage && r.want_logprobs);
+    assert_eq!((r.n, r.priority), (2, -3));
+}
+
+#[test]
+fn nulls_mean_absent() {
+    let r = completions(
+        json!({"prompt": "x", "max_tokens": null, "stop": null, "seed": null,
+        "stream_options": null, "logprobs": null}),
+    )
+    .unwrap();
+    assert_eq!(r.max_tokens, None);
+    assert!(!r.want_logprobs);
+}
+
+#[test]
+fn bad_inputs_name_their_param() {
+    let cases = [
+        (json!({"prompt": "x", "max_tokens": 0}), Some("max_tokens")),
+        (json!({"prompt": "x", "max_tokens": -3}), Some("max_tokens")),
+        (
+            json!({"prompt": "x", "max_tokens": "5"}),
+            Some("max_tokens"),
+        ),
+        (
+            json!({"prompt": "x", "max_tokens": 1.5}),
+            Some("max_tokens"),
+        ),
+        (
+            json!({"prompt": "x", "temperature": -0.1}),
+            Some("temperature"),
+        ),
+        (
+            json!({"prompt": "x", "temperature": "hot"}),
+            Some("temperature"),
+        ),
+        (
+            json!({"prompt": "x", "temperature": 1e300}),
+            Some("temperature"),
+        ),
+        (json!({"prompt": "x", "top_p": 0}), Some("top_p")),
+        (json!({"prompt": "x", "top_p": 1.01}), Some("top_p")),
+        (json!({"prompt": "x", "top_k": -2}), Some("top_k")),
+        (json!({"prompt": "x", "min_p": 2}), Some("min_p")),
+        (
+            json!({"prompt": "x", "presence_penalty": 2.5}),
+            Some("presence_penalty"),
+        ),
+        (
+            json!({"prompt": "x", "frequency_penalty": -3}),
+            Some("frequency_penalty"),
+        ),
+        (
+            json!({"prompt": "x", "repetition_penalty": 0}),
+            Some("repetition_penalty"),
+        ),
+        (json!({"prompt": "x", "n": 0}), Some("n")),
+        (json!({"prompt": "x", "n": MAX_N + 1}), Some("n")),
+        (json!({"prompt": "x", "logprobs": 21}), Some("logprobs")),
+        (json!({"prompt": "x", "logprobs": -1}), Some("logprobs")),
+        (json!({"prompt": "x", "logprobs": true}), Some("logprobs")),
+        (json!({"prompt": "x", "stop": ""}), Some("stop")),
+        (json!({"prompt": "x", "stop": ["a", ""]}), Some("stop")),
+        (json!({"prompt": "x", "stop": 3}), Some("stop")),
+        (
+            json!({"prompt": "x", "seed": 18446744073709551616.0}),
+            Some("seed"),
+        ),
+        (json!({"prompt": "x", "seed": -1e19}), Some("seed")),
+        (json!({"prompt": "x", "seed": "1"}), Some("seed")),
+        (
+            json!({"prompt": "x", "stream_options": {"include_usage": true}}),
+            Some("stream_options"),
+        ),
+        (
+            json!({"prompt": "x", "stream": true, "stream_options": 1}),
+            Some("stream_options"),
+        ),
+        (json!({"prompt": "x", "stream": "yes"}), Some("stream")),
+        (json!({"prompt": "x", "model": 5}), Some("model")),
+        (json!({"prompt": ""}), Some("prompt")),
+        (json!({"prompt": []}), Some("prompt")),
+        (json!({"prompt": [1, 512]}), Some("prompt")),
+        (json!({"prompt": [1, -1]}), Some("prompt")),
+        (json!({"prompt": [1, "a"]}), Some("prompt")),
+        (json!({"prompt": 7}), Some("prompt")),
+        (json!({"max_tokens": 1}), Some("prompt")),
+        (json!({"prompt": ["a", "b"]}), None),
+        (json!({"prompt": "x", "echo": true}), Some("echo")),
+        (
+            json!({"prompt": "x", "stop_token_ids": [9999]}),
+            Some("stop_token_ids"),
+        ),
+        (json!([1, 2]), None),
+    ];
+    for (body, param) in cases {
+        let got = param_of(completions(body.clone()));
+        assert_eq!(got.as_deref(), param, "{body}");
+    }
+}
+
+#[test]
+fn invalid_json_is_rejected() {
+    let e = validate(b"{\"prompt\": ", Endpoint::Completions, LIMITS).unwrap_err();
+    assert!(matches!(e, ValidationError::NotJson(_)));
+    let e = validate(b"\xff\xfe", Endpoint::Completions, LIMITS).unwrap_err();
+    assert!(matches!(e, ValidationError::NotJson(_)));
+}
+
+#[test]
+fn a_batch_of_one_is_a_prompt() {
+    let r = completions(json!({"prompt": ["hi"]})).unwrap();
+    assert_eq!(r.input, Input::Prompt(Prompt::Text("hi".into())));
+    let r = completions(json!({"prompt": [[5, 6]]})).unwrap();
+    assert_eq!(r.input, Input::Prompt(Prompt::Ids(vec![5, 6])));
+}
+
+#[test]
+fn chat_reads_messages_and_its_own_logprobs() {
+    let r = chat(
+        json!({"messages": [{"role": "user", "content": "hi"}], "logprobs": true,
+        "top_logprobs": 2, "max_completion_tokens": 9, "max_tokens": 3}),
+    )
+    .unwrap();
+    assert!(matches!(r.input, Input::Messages(ref m) if m.len() == 1));
+    assert_eq!(r.params.logprobs, Some(2));
+    assert_eq!(
+        (r.max_tokens, r.max_tokens_param),
+        (Some(9), "max_completion_tokens")
+    );
+    assert!(r.add_generation_prompt);
+
+    let r =
+        chat(json!({"messages": [{"role": "user", "content": "hi"}], "logprobs": true})).unwrap();
+    assert_eq!(r.params.logprobs, Some(0));
+}
+
+#[test]
+fn chat_errors_name_their_param() {
+    let m = json!([{"role": "user", "content": "hi"}]);
+    let cases = [
+        (json!({}), "messages"),
+        (json!({"messages": []}), "messages"),
+        (
+            json!({"messages": [{"role": "user"}]}),
+            "messages[0].content",
+        ),
+        (json!({"messages": m, "top_logprobs": 2}), "top_logprobs"),
+        (
+            json!({"messages": m, "logprobs": true, "top_logprobs": 21}),
+            "top_logprobs",
+        ),
+        (json!({"messages": m, "logprobs": 1}), "logprobs"),
+        (
+            json!({"messages": m, "max_completion_tokens": 0}),
+            "max_completion_tokens",
+        ),
+    ];
+    for (body, param) in cases {
+        assert_eq!(
+            param_of(chat(body.clone())).as_deref(),
+            Some(param),
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn the_context_check_counts_prompt_and_completion() {
+    assert!(check_context(200, 56, 256, Endpoint::Completions).is_ok());
+    let e = check_context(200, 57, 256, Endpoint::Chat).unwrap_err();
+    assert!(e.to_string().contains("maximum context length"), "{e}");
+    assert_eq!(e.param().as_deref(), Some("messages"));
+    let api: ApiError = e.into();
+    assert_eq!(api.code, Some("context_length_exceeded"));
+    assert!(check_context(1, usize::MAX, 256, Endpoint::Completions).is_err());
+}
