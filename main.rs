@@ -5,6 +5,8 @@ use clap::{Args, Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
 
+mod cli;
+
 use tandem::model::default_model::ensure_default_model;
 use tandem::model::llama::StepLimits;
 use tandem::model::loader::ModelSource;
@@ -26,6 +28,15 @@ struct Cli {
 enum Command {
     /// Generate a continuation of a prompt and print it to stdout.
     Generate(GenerateArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Offline throughput of the engine, in-process.
+    Throughput(cli::bench_throughput::ThroughputArgs),
 }
 
 #[derive(Args)]
@@ -71,6 +82,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => run_generate(args),
+        Command::Bench(BenchCommand::Throughput(args)) => cli::bench_throughput::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,67 +1,22 @@
 //! `tandem serve`: load a model, start the engine, serve the OpenAI API until SIGTERM/SIGINT.
 
 use anyhow::{Context, Result};
-use clap::{Args, ValueEnum};
-use std::path::PathBuf;
-use std::sync::Arc;
+use clap::Args;
 use std::time::Duration;
 
-use crate::model::default_model::ensure_default_model;
-use crate::model::llama::StepLimits;
-use crate::model::loader::ModelSource;
-use crate::runtime::cpu::CpuBackend;
-use crate::runtime::engine::{self, EngineConfig};
+use crate::runtime::engine::launch::EngineArgs;
 
 use super::http::serve;
 use super::state::ServerConfig;
 
-/// The name the default model is served under when `--model` is absent.
-const DEFAULT_MODEL_NAME: &str = "SmolLM2-135M-Instruct";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Device {
-    Cpu,
-    Cuda,
-}
-
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// An HF model directory or a .gguf file; the default model (SmolLM2-135M-Instruct) if absent.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// The model id clients send as `model`; defaults to `--model` as given (as vLLM does).
-    #[arg(long)]
-    pub served_model_name: Option<String>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
     #[arg(long, default_value_t = 8000)]
     pub port: u16,
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
-    pub device: Device,
-    /// Most requests running at once [default: the engine's].
-    #[arg(long)]
-    pub max_num_seqs: Option<usize>,
-    /// Most tokens in one forward step; longer prompts are prefilled in chunks [default: the engine's].
-    #[arg(long)]
-    pub max_batch_tokens: Option<usize>,
-    /// Tokens per KV-cache block [default: the engine's].
-    #[arg(long)]
-    pub block_size: Option<usize>,
-    /// KV-cache blocks (capacity = blocks × block size tokens) [default: the engine's].
-    #[arg(long)]
-    pub num_kv_blocks: Option<usize>,
-    /// Scheduling policy: fcfs, prefill-first, decode-first, shortest-prompt-first, priority.
-    #[arg(long)]
-    pub policy: Option<String>,
-    /// Plan each step only after the previous one finished (no CPU/GPU overlap).
-    #[arg(long)]
-    pub no_overlap: bool,
-    /// Turn off automatic prefix caching.
-    #[arg(long)]
-    pub no_prefix_caching: bool,
-    /// Most requests waiting for admission; beyond it requests get 429 [default: the engine's].
-    #[arg(long)]
-    pub max_queue: Option<usize>,
     /// Larger request bodies get 413.
     #[arg(long, default_value_t = 4 << 20)]
     pub max_body_bytes: usize,
@@ -74,20 +29,6 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    fn engine_config(&self) -> EngineConfig {
-        let d = EngineConfig::default();
-        EngineConfig {
-            max_num_seqs: self.max_num_seqs.unwrap_or(d.max_num_seqs),
-            max_batch_tokens: self.max_batch_tokens.unwrap_or(d.max_batch_tokens),
-            block_size: self.block_size.unwrap_or(d.block_size),
-            num_blocks: self.num_kv_blocks.unwrap_or(d.num_blocks),
-            policy: self.policy.clone().unwrap_or(d.policy),
-            overlap: !self.no_overlap,
-            max_queue: self.max_queue.unwrap_or(d.max_queue),
-            enable_prefix_caching: !self.no_prefix_caching,
-        }
-    }
-
     fn server_config(&self) -> Result<ServerConfig> {
         let secs = |v: f64, flag: &str| {
             Duration::try_from_secs_f64(v)
@@ -103,31 +44,9 @@ impl ServeArgs {
 }
 
 pub fn run_serve(args: ServeArgs) -> Result<()> {
-    if args.device == Device::Cuda {
-        anyhow::bail!(if cfg!(feature = "cuda") {
-            "`serve --device cuda` is not supported yet; use --device cpu"
-        } else {
-            "this tandem was built without CUDA support (rebuild with `--features cuda`)"
-        });
-    }
     let server_cfg = args.server_config()?;
-    let cfg = args.engine_config();
-    let (path, default_name) = match &args.model {
-        Some(p) => (p.clone(), p.display().to_string()),
-        None => (ensure_default_model()?, DEFAULT_MODEL_NAME.to_string()),
-    };
-    let name = args.served_model_name.clone().unwrap_or(default_name);
-    let source = ModelSource::open(&path)?;
-    tracing::info!(path = %source.path.display(), arch = ?source.config.arch, "loading model");
-    let limits = StepLimits {
-        max_tokens: cfg.max_batch_tokens,
-        max_seqs: cfg.max_num_seqs,
-    };
-    let (model, tokenizer) = source.into_model(CpuBackend::new(), limits)?;
-    let tokenizer = Arc::new(tokenizer);
-    let engine = engine::start(model, tokenizer.clone(), name.clone(), cfg)?;
+    let (engine, tokenizer) = args.engine.launch()?;
     let handle = engine.handle();
-
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tandem-http")
@@ -138,6 +57,7 @@ pub fn run_serve(args: ServeArgs) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
         let addr = listener.local_addr()?;
+        let name = &handle.model().name;
         tracing::info!("serving {name} at http://{addr}/v1 (Ctrl-C to stop)");
         serve(
             listener,

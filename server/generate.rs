@@ -23,6 +23,7 @@ use crate::runtime::request::{
 
 use super::body::read_json;
 use super::error::ApiError;
+use super::metrics::Metrics;
 use super::openai::{new_id, now_unix, UsageInfo};
 use super::panic::catch_unwind;
 use super::sse::{self, Body, DONE};
@@ -118,7 +119,7 @@ pub async fn handle(
     if valid.stream {
         Ok(stream(state, job, events, guard))
     } else {
-        collect(&state, &job, events).await
+        collect(&state.metrics, &job, events).await
     }
 }
 
@@ -210,7 +211,7 @@ async fn forward(
 }
 
 /// Records one event into its choice and the latency histograms.
-fn apply(state: &AppState, job: &Job, choice: &mut Choice, ev: &Event) {
+fn apply(metrics: &Metrics, job: &Job, choice: &mut Choice, ev: &Event) {
     let now = Instant::now();
     match ev {
         Event::Tokens {
@@ -220,8 +221,8 @@ fn apply(state: &AppState, job: &Job, choice: &mut Choice, ev: &Event) {
         } => {
             if !ids.is_empty() {
                 match choice.last_at {
-                    None => state.metrics.observe_ttft(now - job.received),
-                    Some(last) => state.metrics.observe_itl(now - last),
+                    None => metrics.observe_ttft(now - job.received),
+                    Some(last) => metrics.observe_itl(now - last),
                 }
                 choice.first_at.get_or_insert(now);
                 choice.last_at = Some(now);
@@ -234,10 +235,10 @@ fn apply(state: &AppState, job: &Job, choice: &mut Choice, ev: &Event) {
         Event::Finished {
             reason,
             usage,
-            metrics,
+            metrics: timing,
         } => {
-            state.metrics.observe_e2e(now - job.received);
-            state.metrics.observe_queue(metrics.queue_time);
+            metrics.observe_e2e(now - job.received);
+            metrics.observe_queue(timing.queue_time);
             choice.finish = Some(reason.clone());
             choice.usage = *usage;
         }
@@ -245,7 +246,7 @@ fn apply(state: &AppState, job: &Job, choice: &mut Choice, ev: &Event) {
 }
 
 /// Counts a client disconnect if dropped before [`disarm`](Self::disarm).
-struct DisconnectGuard<'a>(Option<&'a AppState>);
+struct DisconnectGuard<'a>(Option<&'a Metrics>);
 
 impl DisconnectGuard<'_> {
     fn disarm(&mut self) {
@@ -255,18 +256,18 @@ impl DisconnectGuard<'_> {
 
 impl Drop for DisconnectGuard<'_> {
     fn drop(&mut self) {
-        if let Some(state) = self.0 {
-            state.metrics.client_disconnected();
+        if let Some(metrics) = self.0 {
+            metrics.client_disconnected();
         }
     }
 }
 
 async fn collect(
-    state: &AppState,
+    metrics: &Metrics,
     job: &Job,
     mut events: Events,
 ) -> Result<Response<Body>, ApiError> {
-    let mut disconnect = DisconnectGuard(Some(state));
+    let mut disconnect = DisconnectGuard(Some(metrics));
     let mut choices: Vec<Choice> = (0..job.n).map(|_| Choice::default()).collect();
     let mut done = 0;
     while done < job.n {
@@ -276,7 +277,7 @@ async fn collect(
                 "the engine stopped before the request finished",
             ));
         };
-        apply(state, job, &mut choices[i], &ev);
+        apply(metrics, job, &mut choices[i], &ev);
         if let Event::Finished { reason, .. } = ev {
             if let FinishReason::Error(why) = reason {
                 disconnect.disarm();
@@ -299,7 +300,10 @@ fn stream(state: Arc<AppState>, job: Job, events: Events, guard: ActiveGuard) ->
     tokio::spawn(async move {
         let _active = guard;
         let fallback = tx.clone();
-        if catch_unwind(pump(&state, &job, events, tx)).await.is_none() {
+        if catch_unwind(pump(&state.metrics, &job, events, tx))
+            .await
+            .is_none()
+        {
             let e = ApiError::internal("the server failed while streaming");
             let _ = fallback.send(sse::raw_event(&e.to_json())).await;
             let _ = fallback.send(Bytes::from_static(DONE)).await;
@@ -314,13 +318,13 @@ fn stream(state: Arc<AppState>, job: Job, events: Events, guard: ActiveGuard) ->
 
 /// Writes the SSE stream; returns early (dropping `events`, which aborts the requests) when the
 /// client is gone.
-async fn pump(state: &AppState, job: &Job, mut events: Events, tx: mpsc::Sender<Bytes>) {
+async fn pump(metrics: &Metrics, job: &Job, mut events: Events, tx: mpsc::Sender<Bytes>) {
     let send = |bytes: Bytes| {
         let tx = &tx;
         async move {
             let ok = tx.send(bytes).await.is_ok();
             if !ok {
-                state.metrics.client_disconnected();
+                metrics.client_disconnected();
             }
             ok
         }
@@ -337,14 +341,14 @@ async fn pump(state: &AppState, job: &Job, mut events: Events, tx: mpsc::Sender<
     while done < job.n {
         let item = tokio::select! {
             _ = tx.closed() => {
-                state.metrics.client_disconnected();
+                metrics.client_disconnected();
                 return;
             }
             item = events.recv() => item,
         };
         let Some((i, ev)) = item else { break };
         let offset = choices[i].text.len();
-        apply(state, job, &mut choices[i], &ev);
+        apply(metrics, job, &mut choices[i], &ev);
         let chunk = match &ev {
             Event::Tokens { text, logprobs, .. } => {
                 let lps: &[TokenLogprob] = if job.want_logprobs { logprobs } else { &[] };
@@ -390,4 +394,131 @@ async fn pump(state: &AppState, job: &Job, mut events: Events, tx: mpsc::Sender<
         }
     }
     send(Bytes::from_static(DONE)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::request::TokenLogprob;
+
+    fn job(endpoint: Endpoint, n: usize) -> Job {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models/tiny-llama");
+        Job {
+            endpoint,
+            id: "x".into(),
+            created: 1,
+            model: "m".into(),
+            n,
+            want_logprobs: false,
+            include_usage: true,
+            prompt_tokens: 3,
+            received: Instant::now(),
+            tokenizer: Arc::new(Tokenizer::from_hf_dir(&dir).unwrap()),
+        }
+    }
+
+    fn tokens(text: &str) -> Event {
+        let logprobs = vec![TokenLogprob {
+            token: 5,
+            logprob: -0.5,
+            top: vec![],
+        }];
+        Event::Tokens {
+            ids: vec![5],
+            text: text.into(),
+            logprobs,
+        }
+    }
+
+    fn finished(reason: FinishReason) -> Event {
+        let usage = Usage {
+            prompt_tokens: 3,
+            completion_tokens: 1,
+            cached_tokens: 0,
+        };
+        Event::Finished {
+            reason,
+            usage,
+            metrics: RequestMetrics::default(),
+        }
+    }
+
+    async fn run(job: &Job, events: Vec<(usize, Event)>) -> Vec<String> {
+        let metrics = Metrics::without_engine();
+        let (etx, erx) = mpsc::unbounded_channel();
+        for e in events {
+            etx.send(e).unwrap();
+        }
+        let (tx, mut rx) = mpsc::channel(64);
+        pump(&metrics, job, erx, tx).await;
+        let mut out = Vec::new();
+        while let Ok(b) = rx.try_recv() {
+            out.push(String::from_utf8(b.to_vec()).unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn an_engine_error_after_streaming_began_is_an_error_event_then_done() {
+        let job = job(Endpoint::Completions, 1);
+        let out = run(
+            &job,
+            vec![
+                (0, tokens("a")),
+                (0, finished(FinishReason::Error("boom".into()))),
+            ],
+        )
+        .await;
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert!(out[0].contains("\"text\":\"a\""));
+        let err: serde_json::Value =
+            serde_json::from_str(out[1].trim().strip_prefix("data: ").unwrap()).unwrap();
+        assert!(err["error"]["message"].as_str().unwrap().contains("boom"));
+        assert_eq!(out[2], "data: [DONE]\n\n");
+    }
+
+    #[tokio::test]
+    async fn chat_streams_open_every_choice_with_the_role_and_end_with_usage() {
+        let job = job(Endpoint::Chat, 2);
+        let out = run(
+            &job,
+            vec![
+                (1, tokens("b")),
+                (0, tokens("a")),
+                (1, finished(FinishReason::Stop)),
+                (0, finished(FinishReason::Length)),
+            ],
+        )
+        .await;
+        assert!(out[0].contains("\"role\":\"assistant\"") && out[0].contains("\"index\":0"));
+        assert!(out[1].contains("\"role\":\"assistant\"") && out[1].contains("\"index\":1"));
+        assert!(out[2..].iter().all(|e| !e.contains("\"role\"")));
+        assert!(out[4].contains("\"finish_reason\":\"stop\""));
+        let usage = &out[out.len() - 2];
+        assert!(
+            usage.contains("\"choices\":[]") && usage.contains("\"completion_tokens\":2"),
+            "{usage}"
+        );
+        assert_eq!(out.last().unwrap(), "data: [DONE]\n\n");
+    }
+
+    #[tokio::test]
+    async fn a_gone_client_stops_the_pump_and_drops_the_requests() {
+        let job = job(Endpoint::Completions, 1);
+        let metrics = Metrics::without_engine();
+        let (etx, erx) = mpsc::unbounded_channel::<(usize, Event)>();
+        let (tx, rx) = mpsc::channel(1);
+        drop(rx);
+        tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            pump(&metrics, &job, erx, tx),
+        )
+        .await
+        .expect("the pump noticed");
+        assert!(
+            etx.is_closed(),
+            "the engine streams' forwarders see the consumer gone"
+        );
+        assert_eq!(metrics.client_disconnects(), 1);
+    }
 }

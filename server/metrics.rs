@@ -7,7 +7,7 @@
 //! observed here in the server, which is where requests are seen from the client's side.
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -42,6 +42,15 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new(handle: EngineHandle) -> Self {
+        Self::build(Some(handle))
+    }
+
+    /// Only the server-side metrics (for tests of the streaming logic without an engine).
+    pub fn without_engine() -> Self {
+        Self::build(None)
+    }
+
+    fn build(handle: Option<EngineHandle>) -> Self {
         let mut registry = Registry::default();
         let hist = |b: &[f64]| Histogram::new(b.iter().copied());
         let m = Metrics {
@@ -77,7 +86,9 @@ impl Metrics {
             "Requests aborted because the client went away before the response was complete.",
             m.client_disconnects.clone(),
         );
-        registry.register_collector(Box::new(EngineCollector(handle)));
+        if let Some(handle) = handle {
+            registry.register_collector(Box::new(EngineCollector(handle)));
+        }
         Metrics { registry, ..m }
     }
 
@@ -95,6 +106,10 @@ impl Metrics {
 
     pub fn observe_queue(&self, d: Duration) {
         self.queue.observe(d.as_secs_f64());
+    }
+
+    pub fn client_disconnects(&self) -> u64 {
+        self.client_disconnects.get()
     }
 
     pub fn client_disconnected(&self) {
@@ -129,13 +144,13 @@ fn encode_stats(s: &EngineStats, enc: &mut DescriptorEncoder) -> Result<(), std:
         enc,
         "tandem:num_requests_running",
         "Requests in the running batch.",
-        s.running as f64,
+        s.running as i64,
     )?;
     gauge(
         enc,
         "tandem:num_requests_waiting",
         "Requests waiting to be scheduled.",
-        s.waiting as f64,
+        s.waiting as i64,
     )?;
     gauge(
         enc,
@@ -192,11 +207,11 @@ fn encode_stats(s: &EngineStats, enc: &mut DescriptorEncoder) -> Result<(), std:
     Ok(())
 }
 
-fn gauge(
+fn gauge<N: EncodeGaugeValue + std::fmt::Debug + Send + Sync + 'static>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    v: f64,
+    v: N,
 ) -> Result<(), std::fmt::Error> {
     let g = ConstGauge::new(v);
     g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)

@@ -142,6 +142,7 @@ impl EngineCore {
             let logprob = sampled[a.sample_index].logprob.take();
             self.on_token(a.id, a.token, logprob);
         }
+        self.sched.recycle(out.batch);
     }
 
     fn on_token(

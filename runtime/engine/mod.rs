@@ -15,6 +15,7 @@
 mod core;
 pub mod executor;
 pub mod handle;
+pub mod launch;
 mod output;
 
 use anyhow::{Context, Result};

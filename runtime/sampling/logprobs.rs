@@ -2,7 +2,8 @@
 //! penalties and temperature), as vLLM and OpenAI report them, so they describe the model's own
 //! distribution rather than the sampler's reshaped one.
 
-use super::processors::by_logit_desc;
+use super::math;
+use super::processors::{key_id, top_n, Key};
 
 /// `log_softmax` of one logits row, evaluated lazily: `at(logit) = logit - logsumexp(row)`.
 #[derive(Debug, Clone, Copy)]
@@ -16,7 +17,7 @@ impl LogSoftmax {
     /// One pass for the max, one for the sum (accumulated in f64: a 150k-token vocabulary loses
     /// several digits summing in f32). Logits must be sanitized (no NaN, no +inf).
     pub fn of(logits: &[f32]) -> Self {
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let max = math::max(logits);
         if max == f32::NEG_INFINITY {
             let uniform = -(logits.len().max(1) as f32).ln();
             return LogSoftmax {
@@ -24,7 +25,7 @@ impl LogSoftmax {
                 uniform: Some(uniform),
             };
         }
-        let sum: f64 = logits.iter().map(|&l| (l - max).exp() as f64).sum();
+        let sum = math::sum_exp_shifted(logits, max);
         LogSoftmax {
             lse: max + sum.ln() as f32,
             uniform: None,
@@ -38,27 +39,19 @@ impl LogSoftmax {
 }
 
 /// The `n` most likely tokens as `(token, logprob)`, most likely first (ties: lower id first).
-/// `idx` is scratch space. O(V) selection plus a sort of the `n` survivors.
+/// `keys` is scratch space.
 pub fn top_logprobs(
     logits: &[f32],
     ls: &LogSoftmax,
     n: usize,
-    idx: &mut Vec<u32>,
+    keys: &mut Vec<Key>,
 ) -> Vec<(u32, f32)> {
-    let n = n.min(logits.len());
-    if n == 0 {
-        return Vec::new();
-    }
-    idx.clear();
-    idx.extend(0..logits.len() as u32);
-    let cmp = by_logit_desc(logits);
-    if n < idx.len() {
-        idx.select_nth_unstable_by(n - 1, &cmp);
-    }
-    let top = &mut idx[..n];
-    top.sort_unstable_by(&cmp);
-    top.iter()
-        .map(|&t| (t, ls.at(logits[t as usize])))
+    top_n(logits, n, keys);
+    keys.iter()
+        .map(|&k| {
+            let t = key_id(k);
+            (t, ls.at(logits[t as usize]))
+        })
         .collect()
 }
 

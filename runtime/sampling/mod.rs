@@ -18,6 +18,7 @@
 //! `generated`) continues with exactly the draw it would have made.
 
 pub mod logprobs;
+pub mod math;
 pub mod penalties;
 pub mod processors;
 pub mod rng;
@@ -84,8 +85,8 @@ impl SamplerState {
 /// once; a longer logits row grows them once).
 #[derive(Debug, Clone, Default)]
 pub struct SamplerScratch {
-    /// Candidate token ids.
-    cands: Vec<u32>,
+    /// Candidate tokens as sort keys (see [`processors::Key`]).
+    keys: Vec<processors::Key>,
     /// Unnormalised probabilities, indexed by token id.
     weights: Vec<f32>,
     /// The raw logits, kept for the chosen token's logprob when penalties overwrite them.
@@ -95,7 +96,7 @@ pub struct SamplerScratch {
 impl SamplerScratch {
     pub fn new(vocab: usize) -> Self {
         SamplerScratch {
-            cands: Vec::with_capacity(vocab),
+            keys: Vec::with_capacity(vocab),
             weights: vec![0.0; vocab],
             raw: Vec::with_capacity(vocab),
         }
@@ -119,12 +120,12 @@ pub fn sample(
     scratch: &mut SamplerScratch,
 ) -> Sampled {
     let params = Arc::clone(&state.params);
-    processors::sanitize(logits);
 
     // Raw log-probabilities first: everything below rewrites `logits`.
     let raw_logprobs = params.logprobs.map(|n| {
+        processors::sanitize(logits);
         let ls = LogSoftmax::of(logits);
-        let top = top_logprobs(logits, &ls, n, &mut scratch.cands);
+        let top = top_logprobs(logits, &ls, n, &mut scratch.keys);
         scratch.raw.clear();
         scratch.raw.extend_from_slice(logits);
         (ls, top)
@@ -132,11 +133,9 @@ pub fn sample(
 
     state.history.apply(&params, logits);
     let token = if state.is_greedy() {
-        processors::sanitize(logits); // penalties may have overflowed
-        processors::argmax(logits)
+        processors::argmax(logits) // skips NaN by itself
     } else {
-        processors::apply_temperature(logits, params.temperature);
-        processors::sanitize(logits);
+        processors::apply_temperature(logits, params.temperature); // sanitizes too
         let u = rng::uniform(state.seed, state.num_generated as u64);
         draw_truncated(logits, &params, u, scratch)
     };
@@ -153,32 +152,52 @@ pub fn sample(
     Sampled { token, logprob }
 }
 
-/// Top-k, then top-p over the top-k distribution, then min-p, then the draw.
+/// Top-k, then top-p over the top-k distribution, then min-p (relative to the maximum, so the
+/// same before or after renormalising), then the draw from what is left, renormalised.
 ///
-/// min-p is applied before top-p here, which is equivalent to the documented order: top-p and
-/// min-p both keep a most-likely prefix, top-p measures mass with the top-k normaliser (computed
-/// before min-p), and min-p compares to the maximum, which no truncation changes. So the kept set
-/// is the same; filtering by min-p first only makes top-p's sort smaller.
+/// Three shapes, cheapest first: no truncation draws straight from the weights of the whole row;
+/// top-k works on its `k` survivors only; top-p / min-p without top-k turn into keys only the
+/// tokens that can survive both (see [`processors::top_p_tail`]). Prefiltering by min-p before
+/// top-p keeps the same set, since both keep a most-likely prefix and top-p measures mass
+/// against the unfiltered total.
 fn draw_truncated(
     logits: &[f32],
     params: &SamplingParams,
     u: f64,
     scratch: &mut SamplerScratch,
 ) -> u32 {
-    if logits.is_empty() {
+    let n = logits.len();
+    if n == 0 {
         return 0;
     }
-    let SamplerScratch { cands, weights, .. } = scratch;
-    if weights.len() < logits.len() {
-        weights.resize(logits.len(), 0.0);
+    let SamplerScratch { keys, weights, .. } = scratch;
+    if weights.len() < n {
+        weights.resize(n, 0.0);
     }
-    cands.clear();
-    cands.extend(0..logits.len() as u32);
-    processors::top_k(logits, cands, params.top_k);
-    let total = processors::softmax_weights(logits, cands, weights);
-    processors::min_p(cands, weights, params.min_p);
-    processors::top_p(logits, cands, weights, total, params.top_p);
-    processors::draw(cands, weights, u)
+    if params.top_k > 0 && params.top_k < n {
+        processors::top_n(logits, params.top_k, keys);
+        let total = processors::weights_of_keys(logits, keys, weights);
+        processors::top_p(keys, weights, total, params.top_p);
+        processors::min_p(keys, weights, params.min_p);
+        return processors::draw(keys, weights, u);
+    }
+    let total = math::exp_shifted(logits, math::max(logits), weights);
+    let top_p_on = params.top_p < 1.0; // NaN: off
+    let min_p_on = params.min_p > 0.0;
+    if !top_p_on && !min_p_on {
+        return processors::draw_all(&weights[..n], total, u);
+    }
+    let mut threshold = 0.0f32;
+    if top_p_on {
+        threshold = threshold.max(processors::top_p_tail(params.top_p, total, n));
+    }
+    if min_p_on {
+        threshold = threshold.max(params.min_p.min(1.0));
+    }
+    processors::keys_above(logits, weights, threshold, keys);
+    processors::top_p(keys, weights, total, params.top_p);
+    processors::min_p(keys, weights, params.min_p);
+    processors::draw(keys, weights, u)
 }
 
 #[cfg(test)]

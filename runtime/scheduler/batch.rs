@@ -42,6 +42,28 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Empties every buffer, keeping its capacity.
+    pub fn clear(&mut self) {
+        let s = &mut self.step;
+        for v in [
+            &mut s.input_ids,
+            &mut s.positions,
+            &mut s.query_start_locs,
+            &mut s.context_lens,
+            &mut s.block_tables,
+            &mut s.logits_indices,
+        ] {
+            v.clear();
+        }
+        s.slot_mapping.clear();
+        s.max_blocks_per_seq = 0;
+        self.carry.clear();
+        self.samples.clear();
+        self.scheduled.clear();
+        self.sampler_drops.clear();
+        self.sampler_resets.clear();
+    }
+
     pub fn is_empty(&self) -> bool {
         self.step.input_ids.is_empty()
     }

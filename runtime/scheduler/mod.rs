@@ -13,7 +13,9 @@ pub mod sequence;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use batch::{Batch, SampleSlot};
 use policy::Policy;
@@ -60,6 +62,9 @@ pub struct Scheduler {
     step_no: u64,
     pub preemptions: u64,
     first_admissions: u64,
+    /// A returned batch whose buffers the next plan reuses (a 256×2k-token step's block tables
+    /// are ~130 KB: fresh each step, they cost page faults).
+    spare: Option<Batch>,
 }
 
 impl Scheduler {
@@ -78,17 +83,18 @@ impl Scheduler {
             cfg,
             policy,
             alloc,
-            seqs: HashMap::new(),
+            seqs: HashMap::default(),
             waiting: Vec::new(),
             resumed: VecDeque::new(),
             running: Vec::new(),
-            last_samples: HashMap::new(),
+            last_samples: HashMap::default(),
             pending_drops: Vec::new(),
             next_arrival: 0,
             next_admission: 0,
             step_no: 0,
             preemptions: 0,
             first_admissions: 0,
+            spare: None,
         })
     }
 
@@ -173,6 +179,11 @@ impl Scheduler {
         accepted
     }
 
+    /// Hands back a returned batch so the next plan can reuse its buffers.
+    pub fn recycle(&mut self, batch: Batch) {
+        self.spare = Some(batch);
+    }
+
     /// Removes a request (finished or aborted), freeing its blocks at once.
     pub fn remove(&mut self, id: RequestId) -> Option<SeqState> {
         let mut s = self.seqs.remove(&id)?;
@@ -208,12 +219,10 @@ impl Scheduler {
         if batch.is_empty() {
             return None;
         }
-        self.last_samples = batch
-            .samples
-            .iter()
-            .enumerate()
-            .map(|(i, SampleSlot { id, .. })| (*id, i as u32))
-            .collect();
+        self.last_samples.clear();
+        for (i, SampleSlot { id, .. }) in batch.samples.iter().enumerate() {
+            self.last_samples.insert(*id, i as u32);
+        }
         Some(batch)
     }
 }

@@ -18,7 +18,18 @@ enum Pass {
 
 pub(super) fn plan(s: &mut Scheduler) -> Batch {
     s.step_no += 1;
-    let mut b = Batch::default();
+    let mut b = s.spare.take().unwrap_or_default();
+    b.clear();
+    // Sized for a typical step (every running request plus a few admissions) to avoid regrowth.
+    let seqs = s.running.len() + 8;
+    b.step.input_ids.reserve(seqs);
+    b.step.positions.reserve(seqs);
+    b.step.slot_mapping.reserve(seqs);
+    b.step.query_start_locs.reserve(seqs + 1);
+    b.step.context_lens.reserve(seqs);
+    b.step.logits_indices.reserve(seqs);
+    b.samples.reserve(seqs);
+    b.scheduled.reserve(seqs);
     b.step.query_start_locs.push(0);
     let mut budget = s.cfg.max_batch_tokens;
     match s.policy.budget_order() {
@@ -38,7 +49,7 @@ pub(super) fn plan(s: &mut Scheduler) -> Batch {
         }
     }
     if !b.is_empty() {
-        b.sampler_drops = std::mem::take(&mut s.pending_drops);
+        std::mem::swap(&mut b.sampler_drops, &mut s.pending_drops);
         // A block table row per sequence, padded to the longest.
         b.step.max_blocks_per_seq = b
             .scheduled
@@ -72,12 +83,17 @@ fn plan_running(s: &mut Scheduler, b: &mut Batch, budget: &mut usize, pass: Pass
             continue;
         }
         let n = seq.remaining().min(*budget);
+        let preemptions = s.preemptions;
         if !grow_or_preempt(s, id, n) {
             continue; // `id` itself was preempted; `running[i]` is now the next request
         }
         add_rows(s, b, id, n);
         *budget -= n;
-        i = s.running.iter().position(|&r| r == id).map_or(i, |p| p + 1);
+        // Victims are never already-planned requests, so only a preemption can shift `id`.
+        if s.preemptions != preemptions {
+            i = s.running.iter().position(|&r| r == id).unwrap_or(i);
+        }
+        i += 1;
     }
 }
 

@@ -1,0 +1,3 @@
+//! The subcommands' implementations (the CLI's shape is in main.rs).
+
+pub mod bench_throughput;

@@ -1,0 +1,94 @@
+//! Command-line engine settings shared by `serve` and `bench`, and starting an engine from them.
+
+use anyhow::Result;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{start, Engine, EngineConfig};
+use crate::model::default_model::ensure_default_model;
+use crate::model::llama::StepLimits;
+use crate::model::loader::ModelSource;
+use crate::model::tokenizer::Tokenizer;
+use crate::runtime::cpu::CpuBackend;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// An HF model directory or a .gguf file; the default model (SmolLM2-135M-Instruct) if absent.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Where to run the model.
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    pub device: String,
+    /// Most requests running at once.
+    #[arg(long, default_value_t = 64)]
+    pub max_num_seqs: usize,
+    /// Most tokens (decode tokens + prefill chunks) in one step.
+    #[arg(long, default_value_t = 512)]
+    pub max_batch_tokens: usize,
+    /// Tokens per KV-cache block.
+    #[arg(long, default_value_t = 16)]
+    pub block_size: usize,
+    /// KV-cache blocks (capacity = blocks × block size tokens).
+    #[arg(long, default_value_t = 1024)]
+    pub num_kv_blocks: usize,
+    /// Scheduling policy: fcfs, prefill-first, decode-first, shortest-prompt-first, priority.
+    #[arg(long, default_value = "fcfs")]
+    pub policy: String,
+    /// Plan each step only after the previous one returns (for comparison and debugging).
+    #[arg(long)]
+    pub no_overlap: bool,
+    /// Turn off reuse of cached prompt prefixes.
+    #[arg(long)]
+    pub no_prefix_caching: bool,
+    /// Most requests waiting for admission; more are refused.
+    #[arg(long, default_value_t = 1024)]
+    pub max_queue: usize,
+}
+
+impl EngineArgs {
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            max_num_seqs: self.max_num_seqs,
+            max_batch_tokens: self.max_batch_tokens,
+            block_size: self.block_size,
+            num_blocks: self.num_kv_blocks,
+            policy: self.policy.clone(),
+            overlap: !self.no_overlap,
+            max_queue: self.max_queue,
+            enable_prefix_caching: !self.no_prefix_caching,
+        }
+    }
+
+    /// Opens the model (fetching the default one if needed) and starts an engine on it.
+    pub fn launch(&self) -> Result<(Engine, Arc<Tokenizer>)> {
+        if self.device == "cuda" {
+            anyhow::bail!("this build of tandem has no CUDA support; run with --device cpu");
+        }
+        let path = match &self.model {
+            Some(p) => p.clone(),
+            None => ensure_default_model()?,
+        };
+        let source = ModelSource::open(&path)?;
+        let name = model_name(&path);
+        tracing::info!(path = %path.display(), arch = ?source.config.arch, "loading model");
+        let limits = StepLimits {
+            max_tokens: self.max_batch_tokens,
+            max_seqs: self.max_num_seqs,
+        };
+        let (model, tokenizer) = source.into_model(CpuBackend::new(), limits)?;
+        let tokenizer = Arc::new(tokenizer);
+        let engine = start(model, tokenizer.clone(), name, self.engine_config())?;
+        Ok((engine, tokenizer))
+    }
+}
+
+/// The name clients use for the model: the directory or file name without `.gguf`.
+pub fn model_name(path: &std::path::Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    name.strip_suffix(".gguf")
+        .map(str::to_string)
+        .unwrap_or(name)
+}

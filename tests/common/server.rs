@@ -1,0 +1,260 @@
+//! Shared by the server tests: a tandem server with the tiny Llama on 127.0.0.1:0, and a small
+//! HTTP/1.1 client (one connection per request, so tests control disconnects exactly).
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper::header::{HeaderMap, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use tandem::model::llama::StepLimits;
+use tandem::model::loader::ModelSource;
+use tandem::model::tokenizer::Tokenizer;
+use tandem::runtime::cpu::CpuBackend;
+use tandem::runtime::engine::{self, Engine, EngineConfig, EngineHandle};
+use tandem::server::{serve, ServerConfig};
+
+pub const MODEL: &str = "tiny-llama";
+
+pub fn model_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/models")
+        .join(MODEL)
+}
+
+/// A small engine: the tiny model's context is 256 tokens.
+pub fn engine_config() -> EngineConfig {
+    EngineConfig {
+        max_num_seqs: 8,
+        max_batch_tokens: 256,
+        block_size: 16,
+        num_blocks: 128,
+        max_queue: 64,
+        ..EngineConfig::default()
+    }
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub handle: EngineHandle,
+    pub tokenizer: Arc<Tokenizer>,
+    stop: Option<oneshot::Sender<()>>,
+    served: Option<JoinHandle<anyhow::Result<()>>>,
+    engine: Option<Engine>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(engine_config(), ServerConfig::default()).await
+    }
+
+    pub async fn start_with(cfg: EngineConfig, server_cfg: ServerConfig) -> Self {
+        let source = ModelSource::open(&model_dir()).expect("open the tiny model");
+        let limits = StepLimits {
+            max_tokens: cfg.max_batch_tokens,
+            max_seqs: cfg.max_num_seqs,
+        };
+        let (model, tokenizer) = source
+            .into_model(CpuBackend::new(), limits)
+            .expect("load it");
+        let tokenizer = Arc::new(tokenizer);
+        let engine =
+            engine::start(model, tokenizer.clone(), MODEL.into(), cfg).expect("start the engine");
+        let handle = engine.handle();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let served = tokio::spawn(serve(
+            listener,
+            handle.clone(),
+            tokenizer.clone(),
+            server_cfg,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        TestServer {
+            addr,
+            handle,
+            tokenizer,
+            stop: Some(stop),
+            served: Some(served),
+            engine: Some(engine),
+        }
+    }
+
+    /// Like SIGTERM: starts the drain; `finish` waits for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits for `serve` to return, then stops the engine.
+    pub async fn finish(mut self) -> anyhow::Result<()> {
+        self.begin_shutdown();
+        let served = self.served.take().expect("serve task").await?;
+        self.handle.shutdown();
+        if let Some(engine) = self.engine.take() {
+            tokio::task::spawn_blocking(move || engine.join()).await??;
+        }
+        served
+    }
+
+    /// Polls until the engine runs nothing, queues nothing and holds no KV blocks.
+    pub async fn wait_idle(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            let s = self.handle.stats();
+            if s.running == 0 && s.waiting == 0 && s.kv_usage == 0.0 && self.handle.in_flight() == 0
+            {
+                return true;
+            }
+            if Instant::now() > deadline {
+                eprintln!("still busy: {s:?}, in flight {}", self.handle.in_flight());
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.begin_shutdown();
+        self.handle.shutdown();
+    }
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The error envelope's `param`, checking the envelope has all four fields.
+    pub fn error_param(&self) -> Option<String> {
+        let v = self.json();
+        let e = &v["error"];
+        for k in ["message", "type", "param", "code"] {
+            assert!(e.get(k).is_some(), "error envelope without {k}: {v}");
+        }
+        e["param"].as_str().map(str::to_string)
+    }
+
+    /// The `data:` payloads of an SSE body, checking the framing of every event.
+    pub fn sse(&self) -> Vec<String> {
+        sse_payloads(&self.text())
+    }
+}
+
+pub fn sse_payloads(text: &str) -> Vec<String> {
+    assert!(
+        text.ends_with("\n\n"),
+        "an SSE body ends with a blank line: {text:?}"
+    );
+    text.trim_end_matches("\n\n")
+        .split("\n\n")
+        .map(|ev| {
+            let payload = ev
+                .strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("not a data event: {ev:?}"));
+            assert!(!payload.contains('\n'), "one line per event: {ev:?}");
+            payload.to_string()
+        })
+        .collect()
+}
+
+/// Opens a connection and sends one request; the response's body is left unread.
+pub async fn open(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    content_type: Option<&str>,
+    body: impl Into<Bytes>,
+) -> (Response<Incoming>, JoinHandle<()>) {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    if let Some(ct) = content_type {
+        req = req.header(CONTENT_TYPE, ct);
+    }
+    let req = req.body(Full::new(body.into())).expect("request");
+    let resp = sender.send_request(req).await.expect("send");
+    (resp, conn)
+}
+
+pub async fn send(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    content_type: Option<&str>,
+    body: impl Into<Bytes>,
+) -> Reply {
+    let (resp, _conn) = open(addr, method, path, content_type, body).await;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .expect("read body")
+        .to_bytes();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub async fn post(addr: SocketAddr, path: &str, body: &Value) -> Reply {
+    send(
+        addr,
+        Method::POST,
+        path,
+        Some("application/json"),
+        body.to_string(),
+    )
+    .await
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> Reply {
+    send(addr, Method::GET, path, None, Bytes::new()).await
+}
+
+/// The value of a Prometheus sample line `name value` in `/metrics`.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
