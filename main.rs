@@ -28,6 +28,8 @@ struct Cli {
 enum Command {
     /// Generate a continuation of a prompt and print it to stdout.
     Generate(GenerateArgs),
+    /// Serve the OpenAI-compatible HTTP API.
+    Serve(tandem::server::ServeArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -37,6 +39,8 @@ enum Command {
 enum BenchCommand {
     /// Offline throughput of the engine, in-process.
     Throughput(cli::bench_throughput::ThroughputArgs),
+    /// Load a running server with streaming requests (the figures `vllm bench serve` prints).
+    Serve(tandem::server::BenchServeArgs),
 }
 
 #[derive(Args)]
@@ -82,7 +86,9 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => run_generate(args),
+        Command::Serve(args) => tandem::server::run_serve(args),
         Command::Bench(BenchCommand::Throughput(args)) => cli::bench_throughput::run(args),
+        Command::Bench(BenchCommand::Serve(args)) => tandem::server::run_bench_serve(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
