@@ -9,11 +9,12 @@ use hyper::client::conn::http1;
 use hyper::header::{HeaderMap, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -257,4 +258,85 @@ pub async fn get(addr: SocketAddr, path: &str) -> Reply {
 pub fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+// Request builders and response readers shared by the server test files.
+
+pub const COMPLETIONS: &str = "/v1/completions";
+pub const CHAT: &str = "/v1/chat/completions";
+
+/// `base` with `extra`'s fields added or replaced.
+pub fn with(base: Value, extra: Value) -> Value {
+    let mut base = base;
+    if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
+        b.extend(e);
+    }
+    base
+}
+
+pub fn completion(extra: Value) -> Value {
+    with(
+        json!({"model": MODEL, "prompt": "Hello there", "max_tokens": 8, "ignore_eos": true}),
+        extra,
+    )
+}
+
+pub fn chat(extra: Value) -> Value {
+    with(
+        json!({"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8, "ignore_eos": true}),
+        extra,
+    )
+}
+
+/// Text deltas and the finish reason of each choice in a completions or chat stream.
+pub fn collect_stream(events: &[Value]) -> (Vec<String>, Vec<Option<String>>) {
+    let mut texts = vec![String::new(); 4];
+    let mut finish = vec![None; 4];
+    for e in events {
+        for c in e["choices"].as_array().unwrap() {
+            let i = c["index"].as_u64().unwrap() as usize;
+            let t = c["text"]
+                .as_str()
+                .or_else(|| c["delta"]["content"].as_str())
+                .unwrap_or("");
+            texts[i].push_str(t);
+            if let Some(f) = c["finish_reason"].as_str() {
+                assert!(finish[i].is_none(), "two finish reasons for choice {i}");
+                finish[i] = Some(f.to_string());
+            }
+        }
+    }
+    (texts, finish)
+}
+
+pub fn parse_events(r: &Reply) -> Vec<Value> {
+    let payloads = r.sse();
+    assert_eq!(
+        payloads.last().map(String::as_str),
+        Some("[DONE]"),
+        "{payloads:?}"
+    );
+    payloads[..payloads.len() - 1]
+        .iter()
+        .map(|p| serde_json::from_str(p).unwrap_or_else(|e| panic!("{e}: {p}")))
+        .collect()
+}
+
+/// Writes `request` on a fresh connection and reads what comes back until the server closes it
+/// or 5 s pass.
+pub async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) if !out.is_empty() => break,
+            Err(_) => {}
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -1,0 +1,326 @@
+//! The server's answers to bad input and overload: 400 naming the param, 404/405, the context
+//! check before any engine work, content type and body size, a full queue.
+
+#[path = "common/server.rs"]
+mod common_server;
+
+use common_server::*;
+use hyper::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+use tandem::runtime::engine::EngineConfig;
+use tandem::server::ServerConfig;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_400_and_name_the_param() {
+    let s = TestServer::start().await;
+    let m = json!([{"role": "user", "content": "Hi"}]);
+    let cases: Vec<(&str, Value, Option<&str>)> = vec![
+        (
+            COMPLETIONS,
+            completion(json!({"max_tokens": 0})),
+            Some("max_tokens"),
+        ),
+        (
+            COMPLETIONS,
+            completion(json!({"max_tokens": -1})),
+            Some("max_tokens"),
+        ),
+        (
+            COMPLETIONS,
+            completion(json!({"max_tokens": "8"})),
+            Some("max_tokens"),
+        ),
+        (
+            COMPLETIONS,
+            completion(json!({"temperature": -1})),
+            Some("temperature"),
+        ),
+        (COMPLETIONS, completion(json!({"top_p": 0})), Some("top_p")),
+        (
+            COMPLETIONS,
+            completion(json!({"top_p": 1.5})),
+            Some("top_p"),
+        ),
+        (COMPLETIONS, completion(json!({"top_k": -5})), Some("top_k")),
+        (
+            COMPLETIONS,
+            completion(json!({"min_p": 1.5})),
+            Some("min_p"),
+        ),
+        (
+            COMPLETIONS,
+            completion(json!({"presence_penalty": 3})),
+            Some("presence_penalty"),
+        ),
+        (
+            COMPLETIONS,
+            completion(json!({"frequency_penalty": -2.5})),
+            Some("frequency_penalty"),
+        ),
+        (
+            COMPLETIONS,
+            completion(json!({"repetition_penalty": -1})),
+            Some("repetition_penalty"),
+        ),
+        (COMPLETIONS, completion(json!({"n": 0})), Some("n")),
+        (COMPLETIONS, completion(json!({"n": 1000})), Some("n")),
+        (
+            COMPLETIONS,
+            completion(json!({"logprobs": 21})),
+            Some("logprobs"),
+        ),
+        (COMPLETIONS, completion(json!({"stop": ""})), Some("stop")),
+        (
+            COMPLETIONS,
+            completion(json!({"stop": ["x", ""]})),
+            Some("stop"),
+        ),
+        (
+            COMPLETIONS,
+            completion(json!({"prompt": [1, 2, 512]})),
+            Some("prompt"),
+        ),
+        (
+            COMPLETIONS,
+            completion(json!({"prompt": [1, -2]})),
+            Some("prompt"),
+        ),
+        (
+            COMPLETIONS,
+            completion(json!({"seed": 1.8446744073709552e19})),
+            Some("seed"),
+        ),
+        (
+            COMPLETIONS,
+            completion(json!({"stream_options": {"include_usage": true}})),
+            Some("stream_options"),
+        ),
+        (
+            COMPLETIONS,
+            completion(json!({"stream": "yes"})),
+            Some("stream"),
+        ),
+        (
+            COMPLETIONS,
+            completion(json!({"prompt": ""})),
+            Some("prompt"),
+        ),
+        (
+            COMPLETIONS,
+            completion(json!({"prompt": []})),
+            Some("prompt"),
+        ),
+        (
+            COMPLETIONS,
+            completion(json!({"prompt": null})),
+            Some("prompt"),
+        ),
+        (
+            COMPLETIONS,
+            completion(json!({"prompt": {"text": "x"}})),
+            Some("prompt"),
+        ),
+        (COMPLETIONS, json!([1, 2, 3]), None),
+        (CHAT, chat(json!({"messages": []})), Some("messages")),
+        (CHAT, chat(json!({"messages": "Hi"})), Some("messages")),
+        (
+            CHAT,
+            chat(json!({"messages": [{"content": "Hi"}]})),
+            Some("messages[0].role"),
+        ),
+        (
+            CHAT,
+            chat(json!({"messages": [{"role": "user"}]})),
+            Some("messages[0].content"),
+        ),
+        (
+            CHAT,
+            chat(json!({"messages": [{"role": "user", "content": 3}]})),
+            Some("messages[0].content"),
+        ),
+        (
+            CHAT,
+            chat(json!({"messages": [{"role": "robot", "content": "x"}]})),
+            Some("messages[0].role"),
+        ),
+        (
+            CHAT,
+            chat(json!({"messages": m, "logprobs": true, "top_logprobs": 21})),
+            Some("top_logprobs"),
+        ),
+        (
+            CHAT,
+            chat(json!({"messages": m, "max_completion_tokens": 0})),
+            Some("max_completion_tokens"),
+        ),
+    ];
+    for (path, body, param) in cases {
+        let r = post(s.addr, path, &body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.text());
+        assert_eq!(r.error_param().as_deref(), param, "{body}");
+        assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    }
+    // Not JSON at all.
+    for raw in ["{\"prompt\": ", "not json", ""] {
+        let r = send(
+            s.addr,
+            Method::POST,
+            COMPLETIONS,
+            Some("application/json"),
+            raw,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{raw:?}");
+        r.error_param();
+    }
+    // None of it reached the engine.
+    assert_eq!(s.handle.stats().prompt_tokens, 0);
+    s.finish().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_models_routes_and_methods() {
+    let s = TestServer::start().await;
+    for path in [COMPLETIONS, CHAT] {
+        let body = if path == CHAT {
+            chat(json!({"model": "gpt-9"}))
+        } else {
+            completion(json!({"model": "gpt-9"}))
+        };
+        let r = post(s.addr, path, &body).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        assert_eq!(r.error_param().as_deref(), Some("model"));
+    }
+    let r = post(s.addr, "/v1/nothing", &json!({})).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    r.error_param();
+    let r = get(s.addr, COMPLETIONS).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers["allow"], "POST");
+    r.error_param();
+    let r = post(s.addr, "/health", &json!({})).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    s.finish().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_context_length_is_checked_before_the_engine() {
+    let s = TestServer::start().await;
+    let ids: Vec<u32> = (0..250).map(|i| 10 + i % 400).collect();
+    let r = post(
+        s.addr,
+        COMPLETIONS,
+        &completion(json!({"prompt": ids, "max_tokens": 7})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.text().contains("maximum context length"), "{}", r.text());
+    assert_eq!(r.error_param().as_deref(), Some("prompt"));
+    assert_eq!(r.json()["error"]["code"], "context_length_exceeded");
+    // 250 + 6 = 256 fits exactly.
+    let r = post(
+        s.addr,
+        COMPLETIONS,
+        &completion(json!({"prompt": ids, "max_tokens": 6})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+
+    let long = "word ".repeat(400);
+    let r = post(
+        s.addr,
+        CHAT,
+        &chat(json!({"messages": [{"role": "user", "content": long}]})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.text().contains("maximum context length"));
+    assert_eq!(r.error_param().as_deref(), Some("messages"));
+    let no_limit = json!({"messages": [{"role": "user", "content": long}]});
+    assert_eq!(
+        post(s.addr, CHAT, &no_limit).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    s.finish().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_type_and_body_size_are_enforced() {
+    let cfg = ServerConfig {
+        max_body_bytes: 1024,
+        ..ServerConfig::default()
+    };
+    let s = TestServer::start_with(engine_config(), cfg).await;
+    let body = completion(json!({})).to_string();
+    let r = send(
+        s.addr,
+        Method::POST,
+        COMPLETIONS,
+        Some("text/plain"),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    r.error_param();
+    // No Content-Type at all is taken as JSON (curl without -H still works).
+    assert_eq!(
+        send(s.addr, Method::POST, COMPLETIONS, None, body)
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    let big = completion(json!({"prompt": "x".repeat(2000)}));
+    let r = post(s.addr, COMPLETIONS, &big).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    r.error_param();
+
+    // A huge declared length is refused from the headers alone, long before any body arrives.
+    let head = format!(
+        "POST {COMPLETIONS} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 10000000000\r\n\r\n{{"
+    );
+    let reply = raw_exchange(s.addr, head.as_bytes()).await;
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+
+    // A chunked body is cut off once it passes the limit.
+    let mut req =
+        format!("POST {COMPLETIONS} HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n")
+            .into_bytes();
+    for _ in 0..4 {
+        req.extend_from_slice(format!("{:x}\r\n{}\r\n", 512, "a".repeat(512)).as_bytes());
+    }
+    let reply = raw_exchange(s.addr, &req).await;
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+    s.finish().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_429_with_retry_after() {
+    // One seat and one queue slot: of 16 choices submitted at once, at most 2 get in.
+    let cfg = EngineConfig {
+        max_num_seqs: 1,
+        max_queue: 1,
+        ..engine_config()
+    };
+    let s = TestServer::start_with(cfg, ServerConfig::default()).await;
+    let r = post(
+        s.addr,
+        COMPLETIONS,
+        &completion(json!({"n": 16, "max_tokens": 100})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
+    assert!(r.headers.contains_key("retry-after"));
+    assert_eq!(r.json()["error"]["type"], "rate_limit_error");
+    // The choices that did get in were aborted with the rest.
+    assert!(s.wait_idle(Duration::from_secs(5)).await);
+    assert_eq!(
+        post(s.addr, COMPLETIONS, &completion(json!({})))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    s.finish().await.unwrap();
+}
