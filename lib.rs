@@ -7,3 +7,4 @@
 pub mod model;
 pub mod runtime;
 pub mod server;
+pub mod sim;

@@ -33,6 +33,10 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Simulate the scheduler on a workload with a calibrated step-time model.
+    Sim(cli::sim::SimArgs),
+    /// Time real forward steps and fit the simulator's step-time model.
+    Calibrate(cli::calibrate::CalibrateArgs),
 }
 
 #[derive(Subcommand)]
@@ -89,6 +93,8 @@ fn main() {
         Command::Serve(args) => tandem::server::run_serve(args),
         Command::Bench(BenchCommand::Throughput(args)) => cli::bench_throughput::run(args),
         Command::Bench(BenchCommand::Serve(args)) => tandem::server::run_bench_serve(args),
+        Command::Sim(args) => cli::sim::run(args),
+        Command::Calibrate(args) => cli::calibrate::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

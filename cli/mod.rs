@@ -1,3 +1,5 @@
 //! The subcommands' implementations (the CLI's shape is in main.rs).
 
 pub mod bench_throughput;
+pub mod calibrate;
+pub mod sim;

@@ -95,28 +95,73 @@ fn open_shard(path: &Path) -> Result<Shard> {
     // SAFETY: the file is only read; tandem does not write model files while serving them.
     let mmap =
         unsafe { Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
-    let (header_len, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: invalid safetensors file (truncated or corrupt?): {e}",
-            path.display()
-        )
-    })?;
-    let data_start = 8 + header_len;
-    let data_len = mmap.len().saturating_sub(data_start);
-    for (name, info) in metadata.tensors() {
-        let (_, end) = info.data_offsets;
-        ensure!(
-            end <= data_len,
-            "{}: tensor '{name}' ends at byte {end} of a data section of {data_len} bytes (truncated file?)",
-            path.display()
-        );
-    }
+    let (data_start, metadata) = parse_header(&mmap, &path.display().to_string())?;
     Ok(Shard {
         path: path.to_path_buf(),
         mmap,
         data_start,
         metadata,
     })
+}
+
+/// Checks an (untrusted) safetensors file's header: (where its data section starts, metadata).
+/// Afterwards every tensor's data range lies inside `bytes`.
+fn parse_header(bytes: &[u8], label: &str) -> Result<(usize, Metadata)> {
+    let (header_len, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| {
+        anyhow::anyhow!("{label}: invalid safetensors file (truncated or corrupt?): {e}")
+    })?;
+    let data_start = 8usize
+        .checked_add(header_len)
+        .with_context(|| format!("{label}: header length overflows"))?;
+    let data_len = bytes.len().saturating_sub(data_start);
+    for (name, info) in metadata.tensors() {
+        let (start, end) = info.data_offsets;
+        ensure!(
+            start <= end && end <= data_len,
+            "{label}: tensor '{name}' lies at bytes {start}..{end} of a data section of {data_len} bytes (truncated file?)"
+        );
+    }
+    Ok((data_start, metadata))
+}
+
+/// Tensor `name` of a file whose header [`parse_header`] checked.
+fn tensor(bytes: &[u8], data_start: usize, metadata: &Metadata, name: &str) -> Result<HostTensor> {
+    let info = metadata
+        .info(name)
+        .with_context(|| format!("no tensor '{name}'"))?;
+    let (start, end) = info.data_offsets;
+    let bytes = bytes
+        .get(data_start + start..data_start + end)
+        .with_context(|| format!("tensor '{name}' lies outside the file"))?;
+    let data = to_f32(info.dtype, bytes).with_context(|| format!("tensor '{name}'"))?;
+    let n = info.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    ensure!(
+        n == Some(data.len()),
+        "tensor '{name}' holds {} values but its shape {:?} needs {}",
+        data.len(),
+        info.shape,
+        n.map_or("more than fit in memory".to_string(), |n| n.to_string())
+    );
+    Ok(HostTensor {
+        data,
+        shape: info.shape.clone(),
+    })
+}
+
+/// Every tensor of a safetensors file held in memory, through the same checks as a file on disk
+/// (for fuzzing the reader with truncated and corrupted files).
+#[doc(hidden)]
+pub fn tensors_from_bytes(bytes: &[u8]) -> Result<Vec<(String, HostTensor)>> {
+    let (data_start, metadata) = parse_header(bytes, "<memory>")?;
+    let mut names: Vec<String> = metadata.tensors().into_keys().collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let t = tensor(bytes, data_start, &metadata, &name)?;
+            Ok((name, t))
+        })
+        .collect()
 }
 
 impl WeightSource for SafetensorsDir {
@@ -133,26 +178,8 @@ impl WeightSource for SafetensorsDir {
             .index
             .get(name)
             .with_context(|| format!("no tensor '{name}'"))?];
-        let info = shard
-            .metadata
-            .info(name)
-            .with_context(|| format!("{}: no tensor '{name}'", shard.path.display()))?;
-        let (start, end) = info.data_offsets;
-        let bytes = &shard.mmap[shard.data_start + start..shard.data_start + end];
-        let data = to_f32(info.dtype, bytes)
-            .with_context(|| format!("{}: tensor '{name}'", shard.path.display()))?;
-        let n: usize = info.shape.iter().product();
-        ensure!(
-            data.len() == n,
-            "{}: tensor '{name}' holds {} values but its shape {:?} needs {n}",
-            shard.path.display(),
-            data.len(),
-            info.shape
-        );
-        Ok(HostTensor {
-            data,
-            shape: info.shape.clone(),
-        })
+        tensor(&shard.mmap, shard.data_start, &shard.metadata, name)
+            .with_context(|| shard.path.display().to_string())
     }
 }
 

@@ -3,6 +3,8 @@
 
 pub mod backend;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod detokenizer;
 pub mod engine;
 pub mod generate;

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Every test: the Rust suite, then the OpenAI Python SDK against a real server.
+# Every test: the Rust suite, a short run of every fuzz target, then the OpenAI Python SDK
+# against a real server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --release --locked
+bash scripts/fuzz.sh "${TANDEM_FUZZ_SECS:-5}"
 bash scripts/test-client.sh

@@ -1,16 +1,22 @@
 //! Reading a request body: JSON only, and never more than `--max-body-bytes` into memory.
 //! A declared `Content-Length` over the limit is refused before reading a byte; a chunked body is
-//! cut off as soon as it passes the limit.
+//! cut off as soon as it passes the limit; a body that takes longer than `--body-read-timeout`
+//! to arrive gets 408.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::Request;
+use std::time::Duration;
 
 use super::error::ApiError;
 
-pub async fn read_json(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+pub async fn read_json(
+    req: Request<Incoming>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
     let headers = req.headers();
     if let Some(ct) = headers.get(CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("");
@@ -25,7 +31,14 @@ pub async fn read_json(req: Request<Incoming>, limit: usize) -> Result<Bytes, Ap
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::payload_too_large(limit));
     }
-    match Limited::new(req.into_body(), limit).collect().await {
+    let collected = tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect())
+        .await
+        .map_err(|_| {
+            ApiError::timeout(format!(
+                "the request body did not arrive within {timeout:?}"
+            ))
+        })?;
+    match collected {
         Ok(body) => Ok(body.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             Err(ApiError::payload_too_large(limit))

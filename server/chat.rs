@@ -33,12 +33,9 @@ pub fn prompt_ids(
         .map_err(|why| ApiError::bad_request(why.clone(), Some("messages")))?;
     let text = template
         .render(messages, add_generation_prompt)
-        .map_err(|e| match e {
-            TemplateError::Rejected(_) | TemplateError::OutOfFuel => {
-                ApiError::bad_request(e.to_string(), Some("messages"))
-            }
-            TemplateError::Failed(_) => ApiError::internal(e.to_string()),
-        })?;
+        // The template compiled at startup, so whatever fails now fails for these messages
+        // (e.g. a ChatML template concatenating the null content of a tool-calling turn): 400.
+        .map_err(|e: TemplateError| ApiError::bad_request(e.to_string(), Some("messages")))?;
     state.tokenizer.encode(&text, false).map_err(|e| {
         ApiError::bad_request(
             format!("cannot tokenize the messages: {e}"),

@@ -29,7 +29,9 @@ pub enum TemplateError {
     Rejected(String),
     #[error("rendering the chat template took too long (out of fuel)")]
     OutOfFuel,
-    #[error("the chat template failed: {0}")]
+    /// Any other runtime error: the template cannot render these messages (it compiled, so the
+    /// messages are what differs), e.g. `+` on a null `content`.
+    #[error("the chat template cannot render these messages: {0}")]
     Failed(String),
 }
 

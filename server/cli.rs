@@ -23,9 +23,18 @@ pub struct ServeArgs {
     /// Seconds SIGTERM/SIGINT waits for in-flight requests before aborting them.
     #[arg(long, default_value_t = 30.0)]
     pub shutdown_timeout: f64,
-    /// Seconds a client has to send its request headers.
+    /// Seconds a client has to send its request headers (and an idle connection stays open).
     #[arg(long, default_value_t = 10.0)]
     pub header_read_timeout: f64,
+    /// Seconds a client has to send its request body.
+    #[arg(long, default_value_t = 30.0)]
+    pub body_read_timeout: f64,
+    /// Seconds a client may read nothing of its response before the connection is closed.
+    #[arg(long, default_value_t = 30.0)]
+    pub write_timeout: f64,
+    /// Kernel send buffer per connection in bytes (default: the kernel's autotuning).
+    #[arg(long)]
+    pub send_buffer_bytes: Option<usize>,
 }
 
 impl ServeArgs {
@@ -39,6 +48,9 @@ impl ServeArgs {
             max_body_bytes: self.max_body_bytes,
             shutdown_timeout: secs(self.shutdown_timeout, "shutdown-timeout")?,
             header_read_timeout: secs(self.header_read_timeout, "header-read-timeout")?,
+            body_read_timeout: secs(self.body_read_timeout, "body-read-timeout")?,
+            write_timeout: secs(self.write_timeout, "write-timeout")?,
+            send_buffer_bytes: self.send_buffer_bytes,
         })
     }
 }

@@ -29,7 +29,7 @@ use super::panic::catch_unwind;
 use super::sse::{self, Body, DONE};
 use super::state::{ActiveGuard, AppState};
 use super::validate::{
-    check_context, validate, Endpoint, Input, Limits, ValidRequest, ValidationError,
+    check_context, validate, Endpoint, Input, Limits, Prompt, ValidRequest, ValidationError,
 };
 use super::{chat, completions, response};
 
@@ -84,7 +84,7 @@ pub async fn handle(
     let guard = state
         .enter()
         .ok_or_else(|| ApiError::unavailable("the server is shutting down"))?;
-    let body = read_json(req, state.cfg.max_body_bytes).await?;
+    let body = read_json(req, state.cfg.max_body_bytes, state.cfg.body_read_timeout).await?;
     let limits = Limits {
         vocab_size: state.handle.model().vocab_size,
     };
@@ -119,7 +119,7 @@ pub async fn handle(
     if valid.stream {
         Ok(stream(state, job, events, guard))
     } else {
-        collect(&state.metrics, &job, events).await
+        collect(&state, &job, events).await
     }
 }
 
@@ -128,6 +128,28 @@ fn prepare(
     state: &AppState,
     mut valid: ValidRequest,
 ) -> Result<(ValidRequest, Vec<u32>), ApiError> {
+    let text_bytes = match &valid.input {
+        Input::Prompt(Prompt::Text(t)) => t.len(),
+        Input::Prompt(Prompt::Ids(_)) => 0,
+        Input::Messages(m) => m
+            .iter()
+            .filter_map(|m| m["content"].as_str())
+            .map(str::len)
+            .sum(),
+    };
+    if text_bytes > state.max_text_bytes {
+        return Err(ValidationError::TextTooLong {
+            max_context: state.handle.model().max_context,
+            bytes: text_bytes,
+            max_bytes: state.max_text_bytes,
+            input: if valid.endpoint == Endpoint::Chat {
+                "messages"
+            } else {
+                "prompt"
+            },
+        }
+        .into());
+    }
     let ids = match &valid.input {
         Input::Prompt(p) => completions::prompt_ids(&state.tokenizer, p)?,
         Input::Messages(m) => chat::prompt_ids(state, m, valid.add_generation_prompt)?,
@@ -262,11 +284,22 @@ impl Drop for DisconnectGuard<'_> {
     }
 }
 
+/// The error for a request that ended in `FinishReason::Error(why)`: 503 when the engine has
+/// died (the request may succeed elsewhere or after a restart), 500 otherwise.
+fn generation_error(state: &AppState, why: &str) -> ApiError {
+    if state.handle.is_alive() {
+        ApiError::internal(format!("generation failed: {why}"))
+    } else {
+        ApiError::unavailable(format!("generation failed: {why}"))
+    }
+}
+
 async fn collect(
-    metrics: &Metrics,
+    state: &AppState,
     job: &Job,
     mut events: Events,
 ) -> Result<Response<Body>, ApiError> {
+    let metrics = &state.metrics;
     let mut disconnect = DisconnectGuard(Some(metrics));
     let mut choices: Vec<Choice> = (0..job.n).map(|_| Choice::default()).collect();
     let mut done = 0;
@@ -281,7 +314,7 @@ async fn collect(
         if let Event::Finished { reason, .. } = ev {
             if let FinishReason::Error(why) = reason {
                 disconnect.disarm();
-                return Err(ApiError::internal(format!("generation failed: {why}")));
+                return Err(generation_error(state, &why));
             }
             done += 1;
         }

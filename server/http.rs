@@ -22,6 +22,7 @@ use crate::model::tokenizer::Tokenizer;
 use crate::runtime::engine::handle::EngineHandle;
 
 use super::error::ApiError;
+use super::io::WriteTimeout;
 use super::panic::catch_unwind;
 use super::response;
 use super::routes::route;
@@ -94,9 +95,21 @@ async fn accepted(
     }
 }
 
+/// Read buffer and queued-write limit of one connection (hyper's default is ~400 KiB).
+const MAX_BUF_BYTES: usize = 64 << 10;
+/// Request heads larger than this get 431; so do more than 100 header fields (hyper's default,
+/// kept: setting it moves every request's headers to the heap).
+const MAX_HEADER_BYTES: usize = 32 << 10;
+
 fn spawn_connection(stream: TcpStream, state: Arc<AppState>, graceful: &GracefulShutdown) {
     let _ = stream.set_nodelay(true);
+    if let Some(bytes) = state.cfg.send_buffer_bytes {
+        if let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(bytes) {
+            tracing::debug!("setting the send buffer failed: {e}");
+        }
+    }
     let timeout = state.cfg.header_read_timeout;
+    let stream = WriteTimeout::new(stream, state.cfg.write_timeout);
     let service = service_fn(move |req: Request<Incoming>| {
         let state = state.clone();
         async move {
@@ -109,6 +122,8 @@ fn spawn_connection(stream: TcpStream, state: Arc<AppState>, graceful: &Graceful
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(timeout)
+        .max_buf_size(MAX_BUF_BYTES)
+        .max_header_size(MAX_HEADER_BYTES)
         .serve_connection(TokioIo::new(stream), service);
     let conn = graceful.watch(conn);
     tokio::spawn(async move {

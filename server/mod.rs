@@ -12,6 +12,7 @@ pub mod completions;
 pub mod error;
 pub mod generate;
 pub mod http;
+pub mod io;
 pub mod loadgen;
 pub mod messages;
 pub mod metrics;

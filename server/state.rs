@@ -17,8 +17,16 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How long a SIGTERM/SIGINT waits for in-flight requests (`--shutdown-timeout`).
     pub shutdown_timeout: Duration,
-    /// A client must send its request headers within this (slowloris protection).
+    /// A client must send its request headers within this (slowloris protection); also how
+    /// long an idle keep-alive connection stays open.
     pub header_read_timeout: Duration,
+    /// A client must send its whole request body within this (408 otherwise).
+    pub body_read_timeout: Duration,
+    /// A connection whose client reads nothing of its response for this long is closed.
+    pub write_timeout: Duration,
+    /// The kernel send buffer of each connection (`SO_SNDBUF`); `None` leaves it to the kernel's
+    /// autotuning (up to `net.ipv4.tcp_wmem`'s maximum, 4 MiB by default).
+    pub send_buffer_bytes: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -27,6 +35,9 @@ impl Default for ServerConfig {
             max_body_bytes: 4 << 20,
             shutdown_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            send_buffer_bytes: None,
         }
     }
 }
@@ -38,6 +49,9 @@ pub struct AppState {
     pub template: Result<ChatTemplate, String>,
     pub metrics: Metrics,
     pub cfg: ServerConfig,
+    /// Prompt text (or message contents) longer than this cannot fit the model's context, so it
+    /// is refused without tokenizing (see [`max_text_bytes`]).
+    pub max_text_bytes: usize,
     draining: AtomicBool,
     /// Generation requests between arrival and their response's last byte.
     active: AtomicUsize,
@@ -49,7 +63,9 @@ impl AppState {
         if let Err(why) = &template {
             tracing::warn!("/v1/chat/completions is unavailable: {why}");
         }
+        let max_text_bytes = max_text_bytes(&tokenizer, handle.model().max_context);
         AppState {
+            max_text_bytes,
             metrics: Metrics::new(handle.clone()),
             handle,
             tokenizer,
@@ -93,6 +109,22 @@ impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// An upper bound on the text that fits in `max_context` tokens: every token stands for at most
+/// its vocabulary spelling's length in input bytes (byte-level BPE spells each byte as one
+/// character of at most 2 bytes, SentencePiece a space as the 3-byte `▁`, byte fallback one byte as
+/// `<0xNN>`), times 4 for normalizers that drop characters.
+fn max_text_bytes(tok: &Tokenizer, max_context: usize) -> usize {
+    let longest = tok
+        .inner()
+        .get_vocab(true)
+        .keys()
+        .map(String::len)
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    max_context.saturating_mul(longest).saturating_mul(4)
 }
 
 fn load_template(tok: &Tokenizer) -> Result<ChatTemplate, String> {

@@ -15,6 +15,12 @@ use super::messages::{parse_messages, MessageError};
 pub const MAX_N: usize = 16;
 /// Most alternatives per token (`logprobs` for completions, `top_logprobs` for chat).
 pub const MAX_LOGPROBS: usize = 20;
+/// Most stop strings, and the longest one in bytes: the engine thread matches every stop string
+/// against each new piece of text (work that grows with their count and length squared).
+pub const MAX_STOP: usize = 16;
+pub const MAX_STOP_BYTES: usize = 256;
+/// Most `stop_token_ids`.
+pub const MAX_STOP_TOKEN_IDS: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -107,6 +113,10 @@ pub enum ValidationError {
     TopLogprobsWithoutLogprobs,
     #[error("'stop' must not contain an empty string")]
     EmptyStop,
+    #[error("'stop' may hold at most {MAX_STOP} strings of at most {MAX_STOP_BYTES} bytes each")]
+    StopTooLarge,
+    #[error("'stop_token_ids' may hold at most {MAX_STOP_TOKEN_IDS} ids")]
+    TooManyStopTokenIds,
     #[error("'seed' must fit in 64 bits")]
     SeedOutOfRange,
     #[error("'stream_options' is only allowed when 'stream' is true")]
@@ -115,6 +125,19 @@ pub enum ValidationError {
     Unsupported(&'static str),
     #[error("{0}")]
     Message(#[from] MessageError),
+    /// Text so long that it cannot fit the context whatever it tokenizes to: refused before
+    /// tokenizing (seconds of CPU for a few MiB).
+    #[error(
+        "This model's maximum context length is {max_context} tokens. However, your {input} \
+         has {bytes} bytes of text, and no more than {max_bytes} can fit in it. Please reduce \
+         the length of the {input}."
+    )]
+    TextTooLong {
+        max_context: usize,
+        bytes: usize,
+        max_bytes: usize,
+        input: &'static str,
+    },
     #[error(
         "This model's maximum context length is {max_context} tokens. However, you requested \
          {total} tokens ({prompt_tokens} in the {input}, {max_tokens} in the completion). \
@@ -147,11 +170,12 @@ impl ValidationError {
             RepetitionPenaltyOutOfRange => "repetition_penalty",
             NOutOfRange => "n",
             TopLogprobsWithoutLogprobs => "top_logprobs",
-            EmptyStop => "stop",
+            EmptyStop | StopTooLarge => "stop",
+            TooManyStopTokenIds => "stop_token_ids",
             SeedOutOfRange => "seed",
             StreamOptionsWithoutStream => "stream_options",
             Message(m) => return Some(m.param()),
-            ContextLength { input, .. } => input,
+            ContextLength { input, .. } | TextTooLong { input, .. } => input,
         };
         Some(p.to_string())
     }
@@ -160,7 +184,9 @@ impl ValidationError {
 impl From<ValidationError> for ApiError {
     fn from(e: ValidationError) -> Self {
         let code = match e {
-            ValidationError::ContextLength { .. } => Some("context_length_exceeded"),
+            ValidationError::ContextLength { .. } | ValidationError::TextTooLong { .. } => {
+                Some("context_length_exceeded")
+            }
             _ => None,
         };
         let mut err = ApiError::bad_request(e.to_string(), e.param().as_deref());
@@ -263,6 +289,9 @@ pub fn validate(body: &[u8], endpoint: Endpoint, limits: Limits) -> R<ValidReque
     p.stop = stop(&f)?;
     if let Some(ids) = f.get("stop_token_ids") {
         p.stop_token_ids = token_ids(ids, "stop_token_ids", limits)?;
+        if p.stop_token_ids.len() > MAX_STOP_TOKEN_IDS {
+            return Err(ValidationError::TooManyStopTokenIds);
+        }
     }
     p.ignore_eos = f.bool("ignore_eos")?.unwrap_or(false);
 
@@ -403,6 +432,9 @@ fn stop(f: &Fields) -> R<Vec<String>> {
     };
     if stops.iter().any(String::is_empty) {
         return Err(ValidationError::EmptyStop);
+    }
+    if stops.len() > MAX_STOP || stops.iter().any(|s| s.len() > MAX_STOP_BYTES) {
+        return Err(ValidationError::StopTooLarge);
     }
     Ok(stops)
 }

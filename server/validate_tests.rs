@@ -119,6 +119,18 @@ fn bad_inputs_name_their_param() {
         (json!({"prompt": "x", "stop": ["a", ""]}), Some("stop")),
         (json!({"prompt": "x", "stop": 3}), Some("stop")),
         (
+            json!({"prompt": "x", "stop": vec!["s"; MAX_STOP + 1]}),
+            Some("stop"),
+        ),
+        (
+            json!({"prompt": "x", "stop": "y".repeat(MAX_STOP_BYTES + 1)}),
+            Some("stop"),
+        ),
+        (
+            json!({"prompt": "x", "stop_token_ids": vec![4; MAX_STOP_TOKEN_IDS + 1]}),
+            Some("stop_token_ids"),
+        ),
+        (
             json!({"prompt": "x", "seed": 18446744073709551616.0}),
             Some("seed"),
         ),

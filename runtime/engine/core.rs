@@ -6,6 +6,7 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 
 use super::executor::StepOutput;
+use super::fault::{FaultPlan, FaultySet};
 use super::handle::{Command, EngineStats, Shared};
 use super::output::RequestOutput;
 use crate::model::tokenizer::Tokenizer;
@@ -26,6 +27,10 @@ pub struct EngineCore {
     /// First admissions already subtracted from the shared waiting count.
     admissions_seen: u64,
     shutting_down: bool,
+    /// Fault injection (tests only; empty in production).
+    faults: FaultPlan,
+    /// Where requests marked for a sampling fault are told to the executor.
+    sampling_faults: Option<FaultySet>,
 }
 
 impl EngineCore {
@@ -35,6 +40,8 @@ impl EngineCore {
         shared: Arc<Shared>,
         to_executor: SyncSender<Batch>,
         depth: usize,
+        faults: FaultPlan,
+        sampling_faults: Option<FaultySet>,
     ) -> Self {
         EngineCore {
             sched,
@@ -47,6 +54,8 @@ impl EngineCore {
             stats: EngineStats::default(),
             admissions_seen: 0,
             shutting_down: false,
+            faults,
+            sampling_faults,
         }
     }
 
@@ -106,15 +115,24 @@ impl EngineCore {
         request: Request,
         events: tokio::sync::mpsc::UnboundedSender<Event>,
     ) {
+        if FaultPlan::matches(&self.faults.panic_engine, &request.prompt_ids) {
+            panic!("injected engine fault");
+        }
         let bs = self.sched.allocator().block_size();
         let blocks_needed = (request.prompt_ids.len() + request.params.max_tokens).div_ceil(bs);
         let capacity = self.sched.allocator().num_blocks();
-        let out = RequestOutput::new(
+        let mut out = RequestOutput::new(
             events,
             request.params.clone(),
             &request.prompt_ids,
             &self.shared.model.eos_ids,
         );
+        out.inject_panic = FaultPlan::matches(&self.faults.panic_detokenizing, &request.prompt_ids);
+        if let Some(set) = &self.sampling_faults {
+            if FaultPlan::matches(&self.faults.panic_sampling, &request.prompt_ids) {
+                set.mark(id);
+            }
+        }
         self.stats.prompt_tokens += request.prompt_ids.len() as u64;
         self.outputs.insert(id, out);
         self.sched.add(id, request, rand::random());
@@ -134,6 +152,12 @@ impl EngineCore {
                 self.finish(id, FinishReason::Error(err.clone()));
             }
             return;
+        }
+        // Requests whose sampling failed end first, so their stand-in samples are void below.
+        for (i, why) in out.failed {
+            if let Some(slot) = out.batch.samples.get(i) {
+                self.finish(slot.id, FinishReason::Error(why));
+            }
         }
         let tokens: Vec<u32> = out.sampled.iter().map(|s| s.token).collect();
         let accepted = self.sched.on_step_done(&out.batch, &tokens);
@@ -156,14 +180,14 @@ impl EngineCore {
             return;
         };
         let max_context = self.shared.model.max_context;
-        let result = out.on_token(
-            &self.tokenizer,
-            token,
-            logprob,
-            seq.num_output(),
-            seq.tokens.len(),
-            max_context,
-        );
+        let (num_output, total) = (seq.num_output(), seq.tokens.len());
+        // A detokenizer that panics (on some odd token sequence, or an injected fault) fails its
+        // own request, not the engine thread and everything on it.
+        let tokenizer = &self.tokenizer;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            out.on_token(tokenizer, token, logprob, num_output, total, max_context)
+        }))
+        .unwrap_or_else(|p| Err(anyhow::anyhow!("{}", super::panic_message(&*p))));
         match result {
             Ok(r) => {
                 if out.events.send(r.event).is_err() {
@@ -184,6 +208,9 @@ impl EngineCore {
         let Some(out) = self.outputs.remove(&id) else {
             return;
         };
+        if let Some(set) = &self.sampling_faults {
+            set.unmark(id);
+        }
         let seq = self.sched.remove(id);
         let (usage, metrics) = match &seq {
             Some(s) => (
@@ -255,5 +282,27 @@ impl EngineCore {
         }
         self.shutting_down = true;
         self.in_flight = 0;
+    }
+}
+
+impl Drop for EngineCore {
+    /// When the engine thread unwinds from a panic: mark the engine dead at once (before the
+    /// request channels close, so whoever sees a channel close also sees why) and tell every
+    /// request. Only channels are touched: the scheduler may be half-updated.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let why = "the engine thread panicked".to_string();
+        if let Ok(mut dead) = self.shared.dead.lock() {
+            dead.get_or_insert_with(|| why.clone());
+        }
+        for (_, out) in self.outputs.drain() {
+            let _ = out.events.send(Event::Finished {
+                reason: FinishReason::Error(why.clone()),
+                usage: Usage::default(),
+                metrics: RequestMetrics::default(),
+            });
+        }
     }
 }

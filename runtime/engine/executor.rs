@@ -12,6 +12,9 @@ use crate::runtime::request::RequestId;
 use crate::runtime::sampling::{sample, Sampled, SamplerScratch, SamplerState};
 use crate::runtime::scheduler::batch::Batch;
 
+use super::fault::FaultySet;
+use super::panic_message;
+
 /// A step's result; the batch comes back so the engine can match samples to requests.
 pub struct StepOutput {
     pub batch: Batch,
@@ -19,6 +22,9 @@ pub struct StepOutput {
     pub sampled: Vec<Sampled>,
     /// The step failed as a whole (its requests get this error).
     pub error: Option<String>,
+    /// Samples whose sampling failed (index into `sampled`, why); only those requests fail, and
+    /// their `sampled` entry is a stand-in that must not be used.
+    pub failed: Vec<(usize, String)>,
 }
 
 pub struct Executor<B: Backend> {
@@ -29,6 +35,9 @@ pub struct Executor<B: Backend> {
     /// The previous step's sampled tokens, in sample order: placeholders read from here.
     prev_sampled: Vec<u32>,
     logits: Vec<f32>,
+    /// Fault injection (tests only; `None` in production): the requests whose sampler panics,
+    /// marked by the engine thread (see `FaultPlan::panic_sampling`).
+    pub(crate) faulty: Option<FaultySet>,
 }
 
 impl<B: Backend> Executor<B> {
@@ -41,6 +50,7 @@ impl<B: Backend> Executor<B> {
             scratch: SamplerScratch::new(vocab),
             prev_sampled: Vec::new(),
             logits: Vec::new(),
+            faulty: None,
         }
     }
 
@@ -70,13 +80,14 @@ impl<B: Backend> Executor<B> {
             )
         };
         match result {
-            Ok(sampled) => {
+            Ok((sampled, failed)) => {
                 self.prev_sampled.clear();
                 self.prev_sampled.extend(sampled.iter().map(|s| s.token));
                 StepOutput {
                     batch,
                     sampled,
                     error: None,
+                    failed,
                 }
             }
             Err(e) => {
@@ -86,27 +97,52 @@ impl<B: Backend> Executor<B> {
                     batch,
                     sampled: Vec::new(),
                     error: Some(e),
+                    failed: Vec::new(),
                 }
             }
         }
     }
 
-    fn forward_and_sample(&mut self, batch: &Batch) -> Result<Vec<Sampled>, String> {
+    /// The samples, and which of them failed (see [`StepOutput::failed`]).
+    #[allow(clippy::type_complexity)]
+    fn forward_and_sample(
+        &mut self,
+        batch: &Batch,
+    ) -> Result<(Vec<Sampled>, Vec<(usize, String)>), String> {
         let vocab = self.model.cfg.vocab_size;
         let rows = self
             .model
             .forward_to_host(&batch.step, &mut self.kv)
             .map_err(|e| format!("forward pass failed: {e:#}"))?;
         let mut out = Vec::with_capacity(batch.samples.len());
-        for (slot, row) in batch.samples.iter().zip(rows) {
+        let mut failed = Vec::new();
+        for (i, (slot, row)) in batch.samples.iter().zip(rows).enumerate() {
             self.logits.clear();
             self.logits.extend_from_slice(&row);
             debug_assert_eq!(self.logits.len(), vocab);
             let state = self.samplers.get_mut(&slot.id).ok_or_else(|| {
                 format!("internal error: no sampler state for request {}", slot.id)
             })?;
-            out.push(sample(state, &mut self.logits, &mut self.scratch));
+            // One request's sampler failing (a bug, or an injected fault) fails that request
+            // only: its batch-mates' samples are independent of it.
+            let (logits, scratch) = (&mut self.logits, &mut self.scratch);
+            let inject = self.faulty.as_ref().is_some_and(|f| f.contains(slot.id));
+            let s = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                assert!(!inject, "injected sampling fault");
+                sample(state, logits, scratch)
+            }));
+            match s {
+                Ok(s) => out.push(s),
+                Err(p) => {
+                    failed.push((i, format!("sampling failed: {}", panic_message(&*p))));
+                    out.push(Sampled {
+                        token: 0,
+                        logprob: None,
+                    });
+                    self.scratch = SamplerScratch::new(vocab); // it may be half-written
+                }
+            }
         }
-        Ok(out)
+        Ok((out, failed))
     }
 }

@@ -6,7 +6,7 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use crate::runtime::request::{Event, Request, RequestId};
+use crate::runtime::request::{Event, FinishReason, Request, RequestId, RequestMetrics, Usage};
 
 /// What the engine can tell about the model it serves.
 #[derive(Debug, Clone)]
@@ -96,23 +96,41 @@ pub struct RequestStream {
 }
 
 impl RequestStream {
-    /// The next event; `None` after the last.
+    /// The next event; `None` after the last. A stream always ends with [`Event::Finished`]:
+    /// if the engine stopped without finishing the request (its thread died), the last event is
+    /// a `Finished` with [`FinishReason::Error`] saying so.
     pub async fn recv(&mut self) -> Option<Event> {
         let ev = self.events.recv().await;
-        self.note(&ev);
-        ev
+        self.note(ev)
     }
 
     /// [`recv`](Self::recv) for threads outside an async runtime.
     pub fn blocking_recv(&mut self) -> Option<Event> {
         let ev = self.events.blocking_recv();
-        self.note(&ev);
-        ev
+        self.note(ev)
     }
 
-    fn note(&mut self, ev: &Option<Event>) {
-        if matches!(ev, None | Some(Event::Finished { .. })) {
-            self.finished = true;
+    fn note(&mut self, ev: Option<Event>) -> Option<Event> {
+        match ev {
+            None if !self.finished => {
+                self.finished = true;
+                let why = self
+                    .handle
+                    .death_reason()
+                    .unwrap_or_else(|| "the engine thread is gone".into());
+                Some(Event::Finished {
+                    reason: FinishReason::Error(format!(
+                        "the engine stopped before the request finished: {why}"
+                    )),
+                    usage: Usage::default(),
+                    metrics: RequestMetrics::default(),
+                })
+            }
+            Some(Event::Finished { .. }) | None => {
+                self.finished = true;
+                ev
+            }
+            ev => ev,
         }
     }
 }
@@ -212,6 +230,14 @@ impl EngineHandle {
 
     pub fn model(&self) -> &ModelInfo {
         &self.shared.model
+    }
+
+    /// Why the engine thread died, once it has.
+    pub fn death_reason(&self) -> Option<String> {
+        match self.shared.dead.lock() {
+            Ok(d) => d.clone(),
+            Err(_) => Some("poisoned".into()),
+        }
     }
 
     /// False once the engine thread has died.

@@ -61,9 +61,17 @@ impl EngineArgs {
 
     /// Opens the model (fetching the default one if needed) and starts an engine on it.
     pub fn launch(&self) -> Result<(Engine, Arc<Tokenizer>)> {
+        // Open the device before the model, so a machine without one fails at once.
+        #[cfg(not(feature = "cuda"))]
         if self.device == "cuda" {
             anyhow::bail!("this build of tandem has no CUDA support; run with --device cpu");
         }
+        #[cfg(feature = "cuda")]
+        let cuda = if self.device == "cuda" {
+            Some(crate::runtime::cuda::CudaBackend::new(0)?)
+        } else {
+            None
+        };
         let path = match &self.model {
             Some(p) => p.clone(),
             None => ensure_default_model()?,
@@ -75,6 +83,14 @@ impl EngineArgs {
             max_tokens: self.max_batch_tokens,
             max_seqs: self.max_num_seqs,
         };
+        #[cfg(feature = "cuda")]
+        if let Some(backend) = cuda {
+            tracing::info!(device = %backend.device_name()?, "running on CUDA");
+            let (model, tokenizer) = source.into_model(backend, limits)?;
+            let tokenizer = Arc::new(tokenizer);
+            let engine = start(model, tokenizer.clone(), name, self.engine_config())?;
+            return Ok((engine, tokenizer));
+        }
         let (model, tokenizer) = source.into_model(CpuBackend::new(), limits)?;
         let tokenizer = Arc::new(tokenizer);
         let engine = start(model, tokenizer.clone(), name, self.engine_config())?;

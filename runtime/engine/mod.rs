@@ -14,6 +14,8 @@
 
 mod core;
 pub mod executor;
+#[doc(hidden)]
+pub mod fault;
 pub mod handle;
 pub mod launch;
 mod output;
@@ -23,6 +25,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
+#[doc(hidden)]
+pub use fault::FaultPlan;
 pub use handle::{EngineHandle, EngineStats, ModelInfo, RequestStream, SubmitError};
 
 use crate::model::llama::Llama;
@@ -98,6 +102,23 @@ where
     B::Tensor: Send,
     B::Meta: Send,
 {
+    start_with_faults(model, tokenizer, model_name, cfg, FaultPlan::default())
+}
+
+/// [`start`], with faults injected as `faults` says: for tests of failure handling only.
+#[doc(hidden)]
+pub fn start_with_faults<B>(
+    model: Llama<B>,
+    tokenizer: Arc<Tokenizer>,
+    model_name: String,
+    cfg: EngineConfig,
+    faults: FaultPlan,
+) -> Result<Engine>
+where
+    B: Backend + Send + 'static,
+    B::Tensor: Send,
+    B::Meta: Send,
+{
     let policy = policy::by_name(&cfg.policy)?;
     anyhow::ensure!(
         cfg.max_batch_tokens <= model.limits.max_tokens,
@@ -144,6 +165,11 @@ where
     let (to_executor, batches) = mpsc::sync_channel(depth);
 
     let mut executor = Executor::new(model, kv);
+    let sampling_faults = faults
+        .panic_sampling
+        .is_some()
+        .then(fault::FaultySet::default);
+    executor.faulty = sampling_faults.clone();
     let done = commands;
     let executor_thread = std::thread::Builder::new()
         .name("tandem-executor".into())
@@ -154,7 +180,7 @@ where
                 let msg = match ran {
                     Ok(out) => Command::StepDone(Box::new(out)),
                     // The model state may be half-written: stop here and let the engine fail over.
-                    Err(p) => Command::ExecutorDied(panic_message(&p)),
+                    Err(p) => Command::ExecutorDied(panic_message(&*p)),
                 };
                 let fatal = matches!(msg, Command::ExecutorDied(_));
                 if done.send(msg).is_err() || fatal {
@@ -164,10 +190,31 @@ where
         })
         .context("starting the executor thread")?;
 
-    let core = core::EngineCore::new(sched, tokenizer, shared.clone(), to_executor, depth);
+    let core = core::EngineCore::new(
+        sched,
+        tokenizer,
+        shared.clone(),
+        to_executor,
+        depth,
+        faults,
+        sampling_faults,
+    );
+    let engine_shared = shared.clone();
     let engine_thread = std::thread::Builder::new()
         .name("tandem-engine".into())
-        .spawn(move || core.run(inbox))
+        .spawn(move || {
+            // A panic here is a bug; it must not leave handles thinking the engine is alive, nor
+            // requests waiting forever. Unwinding drops the core, which (see its `Drop`) marks
+            // the engine dead and fails every request; here the reason gets the panic's text.
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| core.run(inbox)));
+            if let Err(p) = ran {
+                let why = format!("the engine thread panicked: {}", panic_message(&*p));
+                tracing::error!("engine stopped: {why}");
+                if let Ok(mut dead) = engine_shared.dead.lock() {
+                    *dead = Some(why);
+                }
+            }
+        })
         .context("starting the engine thread")?;
     Ok(Engine {
         handle: EngineHandle { shared },

@@ -18,6 +18,8 @@ pub struct RequestOutput {
     stops: StopMatcher,
     /// EOS ids (unless ignore_eos) and the request's stop token ids.
     stop_ids: Vec<u32>,
+    /// Fault injection (tests only): detokenizing this request panics.
+    pub(crate) inject_panic: bool,
 }
 
 /// What one token did to its request.
@@ -44,6 +46,7 @@ impl RequestOutput {
             stops: StopMatcher::new(&params.stop),
             params,
             stop_ids,
+            inject_panic: false,
         }
     }
 
@@ -63,6 +66,7 @@ impl RequestOutput {
         if self.stop_ids.contains(&token) {
             finish = Some(FinishReason::Stop);
         } else {
+            assert!(!self.inject_panic, "injected detokenization fault");
             let delta = self.detok.push(tok, token)?;
             let (emit, hit) = self.stops.push(&delta);
             text = emit;

@@ -23,7 +23,7 @@ use tandem::model::llama::StepLimits;
 use tandem::model::loader::ModelSource;
 use tandem::model::tokenizer::Tokenizer;
 use tandem::runtime::cpu::CpuBackend;
-use tandem::runtime::engine::{self, Engine, EngineConfig, EngineHandle};
+use tandem::runtime::engine::{self, Engine, EngineConfig, EngineHandle, FaultPlan};
 use tandem::server::{serve, ServerConfig};
 
 pub const MODEL: &str = "tiny-llama";
@@ -61,6 +61,15 @@ impl TestServer {
     }
 
     pub async fn start_with(cfg: EngineConfig, server_cfg: ServerConfig) -> Self {
+        Self::start_with_faults(cfg, server_cfg, FaultPlan::default()).await
+    }
+
+    /// [`start_with`](Self::start_with) on an engine that injects `faults` (tests/faults.rs).
+    pub async fn start_with_faults(
+        cfg: EngineConfig,
+        server_cfg: ServerConfig,
+        faults: FaultPlan,
+    ) -> Self {
         let source = ModelSource::open(&model_dir()).expect("open the tiny model");
         let limits = StepLimits {
             max_tokens: cfg.max_batch_tokens,
@@ -70,8 +79,8 @@ impl TestServer {
             .into_model(CpuBackend::new(), limits)
             .expect("load it");
         let tokenizer = Arc::new(tokenizer);
-        let engine =
-            engine::start(model, tokenizer.clone(), MODEL.into(), cfg).expect("start the engine");
+        let engine = engine::start_with_faults(model, tokenizer.clone(), MODEL.into(), cfg, faults)
+            .expect("start the engine");
         let handle = engine.handle();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

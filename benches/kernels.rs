@@ -1,0 +1,289 @@
+//! Microbenchmark of the CUDA kernels: each op's achieved bandwidth (bytes it must move at least,
+//! each input read once and each output written once, over its median time) against a measured
+//! device-to-device copy. f32 storage; Llama-3-8B-like shapes. Run on a GPU machine by
+//! `scripts/gpu-check.sh`'s run.sh; prints `skipped: ...` without a GPU.
+//!
+//! Each timing: 3 warm-up launches, then the median of 30, each between two CUDA events on the
+//! backend's stream. Inputs are random (never zeros) and larger than L2 except where noted.
+//! Output: a readable table, plus one `BENCH\t<name>\t<shape>\t<us>\t<rate>\t<unit>\t<% of copy>`
+//! line per row for run.sh.
+
+use std::hint::black_box;
+
+use tandem::runtime::backend::{AttentionParams, Backend, CacheShape, QkvLayout};
+use tandem::runtime::cuda::cudarc::driver::sys::CUevent_flags;
+use tandem::runtime::cuda::CudaBackend;
+use tandem::runtime::step::{SeqChunk, StepInput};
+
+type T = <CudaBackend as Backend>::Tensor;
+
+const WARMUP: usize = 3;
+const REPS: usize = 30;
+
+struct Bench {
+    b: CudaBackend,
+    seed: u64,
+    copy_gbs: f64,
+}
+
+impl Bench {
+    /// Random values in [-1, 1) (a cheap xorshift: the benchmark needs bytes, not statistics).
+    fn random(&mut self, n: usize) -> T {
+        let mut v = Vec::with_capacity(n);
+        let mut s = self.seed;
+        for _ in 0..n {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            v.push((s >> 40) as f32 / (1u64 << 23) as f32 - 1.0);
+        }
+        self.seed = s;
+        self.b.upload(&v).unwrap()
+    }
+
+    /// Median microseconds of `f` over REPS runs, each timed with events on the stream.
+    fn time(&self, mut f: impl FnMut(&CudaBackend)) -> f64 {
+        let ctx = self.b.context();
+        let stream = self.b.stream();
+        for _ in 0..WARMUP {
+            f(&self.b);
+        }
+        let mut times = Vec::with_capacity(REPS);
+        for _ in 0..REPS {
+            let start = ctx
+                .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                .unwrap();
+            let end = ctx
+                .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                .unwrap();
+            start.record(stream).unwrap();
+            f(&self.b);
+            end.record(stream).unwrap();
+            times.push(start.elapsed_ms(&end).unwrap() as f64 * 1e3);
+        }
+        self.b.synchronize().unwrap();
+        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        times[REPS / 2]
+    }
+
+    fn report_bytes(&self, name: &str, shape: &str, us: f64, bytes: f64) {
+        let gbs = bytes / us / 1e3;
+        let pct = 100.0 * gbs / self.copy_gbs;
+        println!("{name:<26} {shape:<34} {us:>10.1} {gbs:>9.0} GB/s {pct:>6.1}%");
+        println!("BENCH\t{name}\t{shape}\t{us:.1}\t{gbs:.0}\tGB/s\t{pct:.1}");
+    }
+
+    fn report_flops(&self, name: &str, shape: &str, us: f64, flops: f64) {
+        let tf = flops / us / 1e6;
+        println!(
+            "{name:<26} {shape:<34} {us:>10.1} {tf:>7.1} TFLOP/s {:>5}",
+            "-"
+        );
+        println!("BENCH\t{name}\t{shape}\t{us:.1}\t{tf:.1}\tTFLOP/s\t-");
+    }
+}
+
+fn main() {
+    let b = match CudaBackend::new(0) {
+        Ok(b) => b,
+        Err(e) => {
+            println!("skipped: kernels bench: no CUDA device ({e:#})");
+            return;
+        }
+    };
+    let device = b.device_name().unwrap_or_else(|_| "?".into());
+    let mut bench = Bench {
+        b,
+        seed: 0x2545_F491_4F6C_DD1D,
+        copy_gbs: 0.0,
+    };
+    println!("device: {device}");
+
+    // The ceiling: a 1 GiB device-to-device copy, counting bytes read plus bytes written.
+    let n = 1 << 28;
+    let src = bench.random(n);
+    let mut dst = bench.b.zeros(n).unwrap();
+    let us = bench.time(|b| b.stream().memcpy_dtod(&src, &mut dst).unwrap());
+    bench.copy_gbs = (2 * n * 4) as f64 / us / 1e3;
+    println!(
+        "{:<26} {:<34} {:>10} {:>14} {:>7}",
+        "kernel", "shape", "us", "rate", "% copy"
+    );
+    bench.report_bytes("copy_d2d", "1 GiB", us, (2 * n * 4) as f64);
+    drop((src, dst));
+
+    let (rows, hidden, inter, vocab) = (4096usize, 4096usize, 14336usize, 32000usize);
+    let f = 4.0; // bytes per element
+    let layout = QkvLayout {
+        num_heads: 32,
+        num_kv_heads: 8,
+        head_dim: 128,
+    };
+
+    // Metadata of one prefill of `rows` tokens.
+    let ids: Vec<u32> = (0..rows as u32)
+        .map(|i| (i * 7919) % vocab as u32)
+        .collect();
+    let table: Vec<u32> = (0..(rows / 16) as u32).collect();
+    let mut step = StepInput::build(
+        &[SeqChunk {
+            tokens: &ids,
+            num_cached: 0,
+            block_table: &table,
+            want_logits: true,
+        }],
+        16,
+    )
+    .unwrap();
+    step.logits_indices = (0..rows as u32).step_by(64).collect();
+    let mut meta = bench.b.new_meta(rows, 64).unwrap();
+    bench.b.upload_meta(&step, &mut meta).unwrap();
+
+    // Embedding gather and logit-row gather.
+    let emb = bench.random(vocab * hidden);
+    let mut x = bench.b.zeros(rows * hidden).unwrap();
+    let us = bench.time(|b| b.embed(&emb, &meta, hidden, &mut x).unwrap());
+    let shape = format!("{rows} rows x {hidden}");
+    bench.report_bytes("embed", &shape, us, 2.0 * (rows * hidden) as f64 * f);
+    let mut last = bench.b.zeros(64 * hidden).unwrap();
+    let us = bench.time(|b| b.gather_logit_rows(&x, &meta, hidden, &mut last).unwrap());
+    let shape = format!("64 of {rows} rows x {hidden} (L2)");
+    bench.report_bytes(
+        "gather_logit_rows",
+        &shape,
+        us,
+        2.0 * (64 * hidden) as f64 * f,
+    );
+    drop(emb);
+
+    // RMSNorm and the fused residual add + RMSNorm.
+    let xs = bench.random(rows * hidden);
+    let w = bench.random(hidden);
+    let mut out = bench.b.zeros(rows * hidden).unwrap();
+    let us = bench.time(|b| b.rms_norm(&xs, &w, 1e-5, rows, hidden, &mut out).unwrap());
+    let shape = format!("{rows} x {hidden}");
+    bench.report_bytes("rms_norm", &shape, us, 2.0 * (rows * hidden) as f64 * f);
+    let delta = bench.random(rows * hidden);
+    let mut residual = bench.random(rows * hidden);
+    let us = bench.time(|b| {
+        b.add_rms_norm(&mut residual, &delta, &w, 1e-5, rows, hidden, &mut out)
+            .unwrap()
+    });
+    bench.report_bytes("add_rms_norm", &shape, us, 4.0 * (rows * hidden) as f64 * f);
+    drop((xs, delta, residual, out));
+
+    // q/k norm, RoPE and the KV write on the fused qkv rows.
+    let mut qkv = bench.random(rows * layout.row_width());
+    let qw = bench.random(layout.head_dim);
+    let kw = bench.random(layout.head_dim);
+    let rotated = (rows * (layout.q_width() + layout.kv_width())) as f64 * f;
+    let shape = format!("{rows} rows, 32/8 heads x 128");
+    let us = bench.time(|b| b.qk_norm(&mut qkv, &qw, &kw, 1e-6, rows, layout).unwrap());
+    bench.report_bytes("qk_norm", &shape, us, 2.0 * rotated);
+    let angles: Vec<f32> = (0..8192 * 128).map(|i| (i % 977) as f32 * 1e-3).collect();
+    let cos_sin = bench.b.upload(&angles).unwrap();
+    let us = bench.time(|b| b.rope(&mut qkv, &cos_sin, &meta, layout).unwrap());
+    bench.report_bytes("rope", &shape, us, 2.0 * rotated);
+    let cache = CacheShape {
+        num_blocks: rows / 16,
+        block_size: 16,
+        num_kv_heads: layout.num_kv_heads,
+        head_dim: layout.head_dim,
+    };
+    let params = AttentionParams {
+        layout,
+        cache,
+        scale: 1.0 / (layout.head_dim as f32).sqrt(),
+        sliding_window: None,
+    };
+    let mut kc = bench.b.zeros(cache.elements()).unwrap();
+    let mut vc = bench.b.zeros(cache.elements()).unwrap();
+    let us = bench.time(|b| b.write_kv(&qkv, &mut kc, &mut vc, &meta, &params).unwrap());
+    let kv_bytes = 2.0 * (rows * layout.kv_width()) as f64 * f;
+    bench.report_bytes("write_kv", &shape, us, 2.0 * kv_bytes);
+
+    // Prefill attention: one 4096-token prompt, causal (compute-bound; bytes shown for scale).
+    let mut attn = bench.b.zeros(rows * layout.q_width()).unwrap();
+    let us = bench.time(|b| {
+        b.attention(&qkv, &kc, &vc, &meta, &params, &mut attn)
+            .unwrap()
+    });
+    let flops = 4.0 * (rows * rows / 2 * layout.head_dim * layout.num_heads) as f64;
+    bench.report_flops(
+        "paged_attention_prefill",
+        "1 x 4096 tokens, 32/8 x 128",
+        us,
+        flops,
+    );
+    drop((qkv, kc, vc, attn));
+
+    // SiLU·mul.
+    let gu = bench.random(rows * 2 * inter);
+    let mut act = bench.b.zeros(rows * inter).unwrap();
+    let us = bench.time(|b| b.silu_mul(&gu, rows, inter, &mut act).unwrap());
+    let shape = format!("{rows} x {inter}");
+    bench.report_bytes("silu_mul", &shape, us, 3.0 * (rows * inter) as f64 * f);
+    drop((gu, act));
+
+    // Paged decode attention: 64 sequences x 2048 context (the target: >= 70% of copy).
+    let (seqs, ctx, bs) = (64usize, 2048usize, 16usize);
+    let blocks_per_seq = ctx / bs;
+    let order: Vec<u32> = {
+        // Scatter blocks: a stride permutation of all blocks.
+        let nb = seqs * blocks_per_seq;
+        (0..nb as u32).map(|i| (i * 7919) % nb as u32).collect()
+    };
+    let toks = vec![1u32; seqs];
+    let chunks: Vec<SeqChunk> = (0..seqs)
+        .map(|s| SeqChunk {
+            tokens: &toks[s..s + 1],
+            num_cached: ctx - 1,
+            block_table: &order[s * blocks_per_seq..(s + 1) * blocks_per_seq],
+            want_logits: true,
+        })
+        .collect();
+    let dstep = StepInput::build(&chunks, bs).unwrap();
+    let mut dmeta = bench.b.new_meta(seqs, seqs).unwrap();
+    bench.b.upload_meta(&dstep, &mut dmeta).unwrap();
+    let dcache = CacheShape {
+        num_blocks: seqs * blocks_per_seq,
+        block_size: bs,
+        num_kv_heads: layout.num_kv_heads,
+        head_dim: layout.head_dim,
+    };
+    let dparams = AttentionParams {
+        cache: dcache,
+        ..params
+    };
+    let kc = bench.random(dcache.elements());
+    let vc = bench.random(dcache.elements());
+    let dq = bench.random(seqs * layout.row_width());
+    let mut dout = bench.b.zeros(seqs * layout.q_width()).unwrap();
+    let us = bench.time(|b| {
+        b.attention(&dq, &kc, &vc, &dmeta, &dparams, &mut dout)
+            .unwrap()
+    });
+    let bytes = 2.0 * dcache.elements() as f64 * f + 2.0 * (seqs * layout.q_width()) as f64 * f;
+    bench.report_bytes(
+        "paged_attention_decode",
+        "64 seqs x 2048 ctx, 32/8 x 128",
+        us,
+        bytes,
+    );
+    drop((kc, vc, dq, dout));
+
+    // cuBLAS sgemm through `linear` (f32, no TF32).
+    let (m, k, n) = (4096usize, 4096usize, 4096usize);
+    let a = bench.random(m * k);
+    let wt = bench.random(n * k);
+    let mut c = bench.b.zeros(m * n).unwrap();
+    let us = bench.time(|b| b.linear(&a, &wt, None, m, k, n, &mut c).unwrap());
+    bench.report_flops(
+        "linear",
+        "4096 x 4096 x 4096 sgemm",
+        us,
+        2.0 * (m * n * k) as f64,
+    );
+    black_box(&c);
+    bench.b.synchronize().unwrap();
+}

@@ -1,0 +1,5 @@
+#![no_main]
+//! The safetensors reader on truncated and corrupted files.
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| tandem_fuzz::harness::safetensors(data));

@@ -1,0 +1,2 @@
+//! The fuzz targets' shared bodies (see `harness.rs`).
+pub mod harness;

@@ -1,0 +1,722 @@
+//! The CUDA backend: the hand-written kernels of `kernels/*.cu` (PTX embedded by `build.rs`),
+//! launched through cudarc, and cuBLAS for the matrix products.
+//!
+//! Storage is f32 in this first step (bf16 storage follows); every reduction accumulates in f32.
+//! Every launch goes on the backend's one stream; no op allocates device memory (the model sizes
+//! its workspace up front), so the forward pass can later be captured in a CUDA graph. Each op
+//! checks on the host what the CPU reference op checks (sizes, token ids, positions, slots, block
+//! ids) before launching, so a bad step is an error rather than an out-of-bounds access.
+//!
+//! The CUDA libraries are loaded at run time: a `--features cuda` build runs anywhere, and
+//! [`CudaBackend::new`] answers "no CUDA driver found" where there is none.
+
+pub mod kernels;
+
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+pub use cudarc;
+use cudarc::cublas::{sys as cublas_sys, CudaBlas, Gemm, GemmConfig};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+};
+
+use self::kernels::Kernels;
+use super::backend::{AttentionParams, Backend, QkvLayout};
+use super::step::StepInput;
+
+/// The most `head_dim` the attention kernel handles (`ATTN_MAX_HEAD_DIM` in paged_attention.cu).
+pub const MAX_HEAD_DIM: usize = 256;
+
+/// Whether the CUDA driver library can be loaded. cudarc panics on first use when it cannot, so
+/// this is asked before anything touches the driver.
+pub fn driver_present() -> bool {
+    // SAFETY: only tries to dlopen libcuda under its usual names.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+/// Why no CUDA device can be used here, or `None` when device 0 opens. For tests and tools that
+/// skip themselves without a GPU.
+pub fn unavailable_reason() -> Option<String> {
+    match CudaBackend::new(0) {
+        Ok(_) => None,
+        Err(e) => Some(format!("{e:#}")),
+    }
+}
+
+/// The GPU: a context, one stream, a cuBLAS handle on that stream, and the loaded kernels.
+pub struct CudaBackend {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    blas: CudaBlas,
+    k: Kernels,
+}
+
+impl CudaBackend {
+    /// Opens device `ordinal`. Fails with a plain message (never a panic) when there is no driver,
+    /// no device, no cuBLAS, or a GPU older than compute capability 8.0.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        if !driver_present() {
+            bail!("no CUDA driver found; run with --device cpu");
+        }
+        // cudarc panics if a driver symbol is missing (a driver older than CUDA 13.0): report it.
+        let opened = std::panic::catch_unwind(|| Self::open(ordinal))
+            .map_err(|p| anyhow!("the CUDA driver failed to load: {}", panic_text(&p)))?;
+        opened
+    }
+
+    fn open(ordinal: usize) -> Result<Self> {
+        let count = CudaContext::device_count()
+            .map_err(|e| anyhow!("no CUDA device found ({e}); run with --device cpu"))?;
+        ensure!(
+            (ordinal as i32) < count,
+            "no CUDA device {ordinal} (this machine has {count}); run with --device cpu"
+        );
+        let ctx = CudaContext::new(ordinal)
+            .map_err(|e| anyhow!("opening CUDA device {ordinal}: {e}; run with --device cpu"))?;
+        // One stream carries everything, so cudarc's per-buffer event tracking (for ordering
+        // across streams) is only overhead; off before any buffer is made.
+        // SAFETY: every buffer this backend makes is used on `stream` alone.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream()?;
+        // SAFETY: only tries to dlopen libcublas under its usual names.
+        if !unsafe { cublas_sys::is_culib_present() } {
+            bail!(
+                "cuBLAS (libcublas.so.13) not found; add its folder to LD_LIBRARY_PATH \
+                 (e.g. a Python environment's nvidia/cu13/lib), or run with --device cpu"
+            );
+        }
+        let blas = CudaBlas::new(stream.clone()).context("creating the cuBLAS handle")?;
+        // Plain f32 arithmetic (no TF32), to match the CPU reference.
+        // SAFETY: the handle is live; CUBLAS_DEFAULT_MATH is a valid mode.
+        let status = unsafe {
+            cublas_sys::cublasSetMathMode(
+                *blas.handle(),
+                cublas_sys::cublasMath_t::CUBLAS_DEFAULT_MATH,
+            )
+        };
+        ensure!(
+            status == cublas_sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS,
+            "cublasSetMathMode: {status:?}"
+        );
+        let k = Kernels::load(&ctx)?;
+        Ok(CudaBackend {
+            ctx,
+            stream,
+            blas,
+            k,
+        })
+    }
+
+    /// The device's name, e.g. "NVIDIA H100 80GB HBM3".
+    pub fn device_name(&self) -> Result<String> {
+        Ok(self.ctx.name()?)
+    }
+
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The stream every op of this backend is launched on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Waits for all work queued so far; surfaces any asynchronous fault.
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize()?;
+        self.ctx.check_err()?;
+        Ok(())
+    }
+
+    /// Fills `t` with NaN (tests poison outputs so an unwritten element fails).
+    pub fn fill_nan(&self, t: &mut CudaSlice<f32>) -> Result<()> {
+        let n = t.len();
+        self.ctx.bind_to_thread()?;
+        let (p, _g) = t.device_ptr(&self.stream);
+        // SAFETY: p points at n f32 values owned by t.
+        unsafe {
+            cudarc::driver::sys::cuMemsetD32Async(p, 0x7fc0_0000, n, self.stream.cu_stream())
+                .result()?
+        };
+        Ok(())
+    }
+
+    fn ptr<T>(&self, s: &CudaSlice<T>) -> u64 {
+        // Event tracking is off, so the guard cudarc returns does nothing.
+        s.device_ptr(&self.stream).0
+    }
+
+    /// Launches `f` with the given arguments on the backend's stream.
+    fn launch<'a>(
+        &'a self,
+        f: &'a CudaFunction,
+        grid: (u32, u32, u32),
+        block: u32,
+        push: impl FnOnce(&mut cudarc::driver::LaunchArgs<'a>),
+    ) -> Result<()> {
+        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+            return Ok(());
+        }
+        let mut b = self.stream.launch_builder(f);
+        push(&mut b);
+        let cfg = LaunchConfig {
+            grid_dim: grid,
+            block_dim: (block, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: each caller checks sizes on the host and passes the argument list its kernel
+        // declares (see the kernel's header comment).
+        unsafe { b.launch(cfg) }?;
+        Ok(())
+    }
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+fn u32_of(n: usize, what: &str) -> Result<u32> {
+    u32::try_from(n).map_err(|_| anyhow!("{what} = {n} does not fit the kernels' 32-bit sizes"))
+}
+
+/// A step's metadata on the device: one buffer of u32 words at fixed offsets (so a later CUDA
+/// graph sees fixed addresses), filled by one copy per step, plus the host copy the ops validate.
+///
+/// Word layout for `T = max_tokens`, `S = max_seqs`, `B` = block-table columns of capacity:
+/// `slot_mapping` (i64, 2T words, first so it is 8-byte aligned) | `input_ids` T | `positions` T |
+/// `query_start_locs` S+1 | `context_lens` S | `logits_indices` S | `block_tables` S·B.
+pub struct CudaMeta {
+    host: StepInput,
+    staging: Vec<u32>,
+    dev: CudaSlice<u32>,
+    max_tokens: usize,
+    max_seqs: usize,
+    table_cols: usize,
+}
+
+impl CudaMeta {
+    fn ids_off(&self) -> usize {
+        2 * self.max_tokens
+    }
+    fn pos_off(&self) -> usize {
+        3 * self.max_tokens
+    }
+    fn qsl_off(&self) -> usize {
+        4 * self.max_tokens
+    }
+    fn ctx_off(&self) -> usize {
+        self.qsl_off() + self.max_seqs + 1
+    }
+    fn logits_off(&self) -> usize {
+        self.ctx_off() + self.max_seqs
+    }
+    fn tables_off(&self) -> usize {
+        self.logits_off() + self.max_seqs
+    }
+    fn words(&self) -> usize {
+        self.tables_off() + self.max_seqs * self.table_cols
+    }
+    /// The host copy of the step last uploaded.
+    pub fn host(&self) -> &StepInput {
+        &self.host
+    }
+}
+
+impl CudaBackend {
+    fn meta_ptr(&self, meta: &CudaMeta, word: usize) -> u64 {
+        self.ptr(&meta.dev) + 4 * word as u64
+    }
+}
+
+impl Backend for CudaBackend {
+    type Tensor = CudaSlice<f32>;
+    type Meta = CudaMeta;
+
+    fn upload(&self, data: &[f32]) -> Result<CudaSlice<f32>> {
+        if data.is_empty() {
+            return self.zeros(0);
+        }
+        Ok(self.stream.clone_htod(data)?)
+    }
+
+    fn zeros(&self, len: usize) -> Result<CudaSlice<f32>> {
+        // A zero-byte allocation is an error for the driver: hand out one element instead.
+        Ok(self.stream.alloc_zeros::<f32>(len.max(1))?)
+    }
+
+    fn download(&self, t: &CudaSlice<f32>, len: usize) -> Result<Vec<f32>> {
+        ensure!(
+            len <= t.len(),
+            "download of {len} elements from a tensor of {}",
+            t.len()
+        );
+        let mut out = vec![0.0f32; len];
+        if len > 0 {
+            self.stream.memcpy_dtoh(&t.slice(..len), &mut out)?;
+        }
+        self.synchronize()?;
+        Ok(out)
+    }
+
+    fn new_meta(&self, max_tokens: usize, max_seqs: usize) -> Result<CudaMeta> {
+        let mut meta = CudaMeta {
+            host: StepInput::default(),
+            staging: Vec::new(),
+            dev: self.stream.alloc_zeros::<u32>(1)?,
+            max_tokens,
+            max_seqs,
+            table_cols: 64,
+        };
+        meta.dev = self.stream.alloc_zeros::<u32>(meta.words())?;
+        meta.staging = vec![0; meta.words()];
+        Ok(meta)
+    }
+
+    fn upload_meta(&self, step: &StepInput, meta: &mut CudaMeta) -> Result<()> {
+        let (t, s) = (step.num_tokens(), step.num_seqs());
+        ensure!(
+            t <= meta.max_tokens
+                && s <= meta.max_seqs
+                && step.logits_indices.len() <= meta.max_seqs,
+            "step of {t} tokens / {s} sequences / {} logit rows exceeds the metadata buffers \
+             ({} tokens, {} sequences)",
+            step.logits_indices.len(),
+            meta.max_tokens,
+            meta.max_seqs
+        );
+        ensure!(
+            step.positions.len() == t
+                && step.slot_mapping.len() == t
+                && step.query_start_locs.len() == s + 1
+                && step.block_tables.len() == s * step.max_blocks_per_seq,
+            "inconsistent step metadata"
+        );
+        if step.max_blocks_per_seq > meta.table_cols {
+            // The one allocation outside load time: block tables wider than any seen before.
+            // Widening by doubling keeps it rare; a CUDA-graph step will size this up front.
+            meta.table_cols = step.max_blocks_per_seq.next_power_of_two();
+            meta.dev = self.stream.alloc_zeros::<u32>(meta.words())?;
+            meta.staging = vec![0; meta.words()];
+        }
+        for (i, &slot) in step.slot_mapping.iter().enumerate() {
+            let bits = slot as u64;
+            meta.staging[2 * i] = bits as u32;
+            meta.staging[2 * i + 1] = (bits >> 32) as u32;
+        }
+        let (ids, pos, qsl, ctx, lg, tb) = (
+            meta.ids_off(),
+            meta.pos_off(),
+            meta.qsl_off(),
+            meta.ctx_off(),
+            meta.logits_off(),
+            meta.tables_off(),
+        );
+        meta.staging[ids..ids + t].copy_from_slice(&step.input_ids);
+        meta.staging[pos..pos + t].copy_from_slice(&step.positions);
+        meta.staging[qsl..qsl + s + 1].copy_from_slice(&step.query_start_locs);
+        meta.staging[ctx..ctx + s].copy_from_slice(&step.context_lens);
+        meta.staging[lg..lg + step.logits_indices.len()].copy_from_slice(&step.logits_indices);
+        meta.staging[tb..tb + step.block_tables.len()].copy_from_slice(&step.block_tables);
+        let used = tb + step.block_tables.len();
+        self.stream
+            .memcpy_htod(&meta.staging[..used], &mut meta.dev.slice_mut(..used))?;
+        meta.host.clone_from(step);
+        Ok(())
+    }
+
+    fn embed(
+        &self,
+        table: &CudaSlice<f32>,
+        meta: &CudaMeta,
+        dim: usize,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        let ids = &meta.host.input_ids;
+        self.gather_rows(table, ids, self.meta_ptr(meta, meta.ids_off()), dim, out)
+    }
+
+    fn rms_norm(
+        &self,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        eps: f32,
+        rows: usize,
+        dim: usize,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        ensure!(
+            x.len() >= rows * dim && out.len() >= rows * dim && w.len() >= dim,
+            "rms_norm: buffers too small for {rows}x{dim}"
+        );
+        let (xp, wp, op, d) = (self.ptr(x), self.ptr(w), self.ptr(out), u32_of(dim, "dim")?);
+        self.launch(&self.k.rms_norm, (u32_of(rows, "rows")?, 1, 1), 256, |b| {
+            b.arg(&xp).arg(&wp).arg(&eps).arg(&d).arg(&op);
+        })
+    }
+
+    fn add_rms_norm(
+        &self,
+        residual: &mut CudaSlice<f32>,
+        delta: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        eps: f32,
+        rows: usize,
+        dim: usize,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        let n = rows * dim;
+        ensure!(
+            residual.len() >= n && delta.len() >= n && out.len() >= n && w.len() >= dim,
+            "add_rms_norm: buffers too small for {rows}x{dim}"
+        );
+        let (rp, dp, wp, op) = (
+            self.ptr(residual),
+            self.ptr(delta),
+            self.ptr(w),
+            self.ptr(out),
+        );
+        let d = u32_of(dim, "dim")?;
+        self.launch(
+            &self.k.add_rms_norm,
+            (u32_of(rows, "rows")?, 1, 1),
+            256,
+            |b| {
+                b.arg(&rp).arg(&dp).arg(&wp).arg(&eps).arg(&d).arg(&op);
+            },
+        )
+    }
+
+    fn linear(
+        &self,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        bias: Option<&CudaSlice<f32>>,
+        rows: usize,
+        k: usize,
+        n: usize,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        ensure!(
+            x.len() >= rows * k,
+            "linear: x has {} elements, needs {rows}x{k}",
+            x.len()
+        );
+        ensure!(
+            w.len() == n * k,
+            "linear: w has {} elements, needs {n}x{k}",
+            w.len()
+        );
+        ensure!(
+            out.len() >= rows * n,
+            "linear: out has {} elements, needs {rows}x{n}",
+            out.len()
+        );
+        if let Some(b) = bias {
+            ensure!(
+                b.len() == n,
+                "linear: bias has {} elements, needs {n}",
+                b.len()
+            );
+        }
+        if rows == 0 {
+            return Ok(());
+        }
+        // Row-major out[rows, n] = x[rows, k] · wᵀ is, read column-major, outᵀ[n, rows] =
+        // w'[k, n]ᵀ · xᵀ[k, rows], where w' (w read column-major, ld k) is wᵀ: so A = w with
+        // transa = T (lda = k), B = x with transb = N (ldb = k), C = out (ldc = n).
+        let cfg = GemmConfig {
+            transa: cublas_sys::cublasOperation_t::CUBLAS_OP_T,
+            transb: cublas_sys::cublasOperation_t::CUBLAS_OP_N,
+            m: u32_of(n, "n")? as i32,
+            n: u32_of(rows, "rows")? as i32,
+            k: u32_of(k, "k")? as i32,
+            alpha: 1.0f32,
+            lda: k as i32,
+            ldb: k as i32,
+            beta: 0.0f32,
+            ldc: n as i32,
+        };
+        self.ctx.bind_to_thread()?;
+        // SAFETY: the sizes checked above bound every element the GEMM reads and writes.
+        unsafe { self.blas.gemm(cfg, w, x, out) }?;
+        if let Some(bias) = bias {
+            let (op, bp, n32) = (self.ptr(out), self.ptr(bias), n as u32);
+            self.launch(
+                &self.k.add_bias,
+                (u32_of(rows, "rows")?, n32.div_ceil(256), 1),
+                256,
+                |b| {
+                    b.arg(&op).arg(&bp).arg(&n32);
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    fn qk_norm(
+        &self,
+        qkv: &mut CudaSlice<f32>,
+        q_w: &CudaSlice<f32>,
+        k_w: &CudaSlice<f32>,
+        eps: f32,
+        rows: usize,
+        layout: QkvLayout,
+    ) -> Result<()> {
+        ensure!(
+            qkv.len() >= rows * layout.row_width()
+                && q_w.len() >= layout.head_dim
+                && k_w.len() >= layout.head_dim,
+            "qk_norm: buffers too small"
+        );
+        let heads = u32_of(layout.num_heads + layout.num_kv_heads, "heads")?;
+        let (p, qp, kp) = (self.ptr(qkv), self.ptr(q_w), self.ptr(k_w));
+        let (nh, nkv, hd) = (
+            layout.num_heads as u32,
+            layout.num_kv_heads as u32,
+            layout.head_dim as u32,
+        );
+        // 4 warps per block, one head per warp.
+        self.launch(
+            &self.k.qk_norm,
+            (u32_of(rows, "rows")?, heads.div_ceil(4), 1),
+            128,
+            |b| {
+                b.arg(&p)
+                    .arg(&qp)
+                    .arg(&kp)
+                    .arg(&eps)
+                    .arg(&nh)
+                    .arg(&nkv)
+                    .arg(&hd);
+            },
+        )
+    }
+
+    fn rope(
+        &self,
+        qkv: &mut CudaSlice<f32>,
+        cos_sin: &CudaSlice<f32>,
+        meta: &CudaMeta,
+        layout: QkvLayout,
+    ) -> Result<()> {
+        let hd = layout.head_dim;
+        let max_pos = cos_sin.len() / hd;
+        let positions = &meta.host.positions;
+        if let Some(&p) = positions.iter().find(|&&p| p as usize >= max_pos) {
+            bail!("position {p} is beyond the model's RoPE table of {max_pos} positions");
+        }
+        let rows = positions.len();
+        ensure!(
+            qkv.len() >= rows * layout.row_width(),
+            "rope: qkv too small"
+        );
+        let (p, cs, pp) = (
+            self.ptr(qkv),
+            self.ptr(cos_sin),
+            self.meta_ptr(meta, meta.pos_off()),
+        );
+        let (mp, nh, nkv, hd) = (
+            u32_of(max_pos, "max positions")?,
+            layout.num_heads as u32,
+            layout.num_kv_heads as u32,
+            hd as u32,
+        );
+        self.launch(&self.k.rope, (rows as u32, 1, 1), 256, |b| {
+            b.arg(&p)
+                .arg(&cs)
+                .arg(&pp)
+                .arg(&mp)
+                .arg(&nh)
+                .arg(&nkv)
+                .arg(&hd);
+        })
+    }
+
+    fn write_kv(
+        &self,
+        qkv: &CudaSlice<f32>,
+        k_cache: &mut CudaSlice<f32>,
+        v_cache: &mut CudaSlice<f32>,
+        meta: &CudaMeta,
+        params: &AttentionParams,
+    ) -> Result<()> {
+        let l = params.layout;
+        let slots = params.cache.num_blocks * params.cache.block_size;
+        let kv = l.kv_width();
+        let mapping = &meta.host.slot_mapping;
+        if let Some(&s) = mapping.iter().find(|&&s| s >= 0 && s as usize >= slots) {
+            bail!("slot {s} is outside the cache of {slots} slots");
+        }
+        let rows = mapping.len();
+        ensure!(
+            qkv.len() >= rows * l.row_width()
+                && k_cache.len() >= slots * kv
+                && v_cache.len() >= slots * kv,
+            "write_kv: buffers too small"
+        );
+        let (qp, kp, vp, sp) = (
+            self.ptr(qkv),
+            self.ptr(k_cache),
+            self.ptr(v_cache),
+            self.meta_ptr(meta, 0),
+        );
+        let (qw, kw, ns) = (
+            u32_of(l.q_width(), "q width")?,
+            u32_of(kv, "kv width")?,
+            slots as u64,
+        );
+        self.launch(&self.k.write_kv, (rows as u32, 1, 1), 128, |b| {
+            b.arg(&qp)
+                .arg(&kp)
+                .arg(&vp)
+                .arg(&sp)
+                .arg(&qw)
+                .arg(&kw)
+                .arg(&ns);
+        })
+    }
+
+    fn attention(
+        &self,
+        qkv: &CudaSlice<f32>,
+        k_cache: &CudaSlice<f32>,
+        v_cache: &CudaSlice<f32>,
+        meta: &CudaMeta,
+        p: &AttentionParams,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        let l = p.layout;
+        let step = &meta.host;
+        let rows = step.num_tokens();
+        ensure!(
+            l.head_dim <= MAX_HEAD_DIM,
+            "attention: head_dim {} is above the CUDA kernel's {MAX_HEAD_DIM}",
+            l.head_dim
+        );
+        ensure!(
+            l.num_kv_heads > 0 && l.num_heads.is_multiple_of(l.num_kv_heads),
+            "attention: {} heads do not split into {} kv heads",
+            l.num_heads,
+            l.num_kv_heads
+        );
+        ensure!(
+            out.len() >= rows * l.q_width() && qkv.len() >= rows * l.row_width(),
+            "attention: output too small"
+        );
+        let cache_len = p.cache.num_blocks * p.cache.block_size * l.kv_width();
+        ensure!(
+            k_cache.len() >= cache_len && v_cache.len() >= cache_len,
+            "attention: cache buffers smaller than the cache shape"
+        );
+        for s in 0..step.num_seqs() {
+            let (start, end) = step.seq_rows(s);
+            let blocks = (step.context_lens[s] as usize).div_ceil(p.cache.block_size);
+            ensure!(
+                (step.context_lens[s] as usize) >= end - start,
+                "sequence {s}: context length below its new tokens"
+            );
+            ensure!(
+                blocks <= step.max_blocks_per_seq,
+                "sequence {s}: block table too short"
+            );
+            for &b in &step.block_table(s)[..blocks] {
+                ensure!(
+                    (b as usize) < p.cache.num_blocks,
+                    "sequence {s}: block {b} outside the cache"
+                );
+            }
+        }
+        let args = (
+            self.ptr(qkv),
+            self.ptr(k_cache),
+            self.ptr(v_cache),
+            self.meta_ptr(meta, meta.qsl_off()),
+            self.meta_ptr(meta, meta.ctx_off()),
+            self.meta_ptr(meta, meta.tables_off()),
+        );
+        let sizes = [
+            step.num_seqs() as u32,
+            u32_of(step.max_blocks_per_seq, "block table width")?,
+            l.num_heads as u32,
+            l.num_kv_heads as u32,
+            l.head_dim as u32,
+            u32_of(p.cache.block_size, "block size")?,
+        ];
+        let window = u32_of(p.sliding_window.unwrap_or(0), "sliding window")?;
+        let op = self.ptr(out);
+        self.launch(
+            &self.k.paged_attention,
+            (u32_of(rows, "rows")?, l.num_heads as u32, 1),
+            128,
+            |b| {
+                b.arg(&args.0).arg(&args.1).arg(&args.2);
+                b.arg(&args.3).arg(&args.4).arg(&args.5);
+                for v in &sizes {
+                    b.arg(v);
+                }
+                b.arg(&p.scale).arg(&window).arg(&op);
+            },
+        )
+    }
+
+    fn silu_mul(
+        &self,
+        gate_up: &CudaSlice<f32>,
+        rows: usize,
+        inter: usize,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        ensure!(
+            gate_up.len() >= rows * 2 * inter && out.len() >= rows * inter,
+            "silu_mul: buffers too small"
+        );
+        let (gp, op, i32_) = (self.ptr(gate_up), self.ptr(out), u32_of(inter, "inter")?);
+        self.launch(
+            &self.k.silu_mul,
+            (u32_of(rows, "rows")?, i32_.div_ceil(256), 1),
+            256,
+            |b| {
+                b.arg(&gp).arg(&i32_).arg(&op);
+            },
+        )
+    }
+
+    fn gather_logit_rows(
+        &self,
+        x: &CudaSlice<f32>,
+        meta: &CudaMeta,
+        dim: usize,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        let idx = &meta.host.logits_indices;
+        self.gather_rows(x, idx, self.meta_ptr(meta, meta.logits_off()), dim, out)
+    }
+}
+
+impl CudaBackend {
+    /// `out[i] = table[index[i]]`; `index` is the host copy of the device words at `index_ptr`.
+    fn gather_rows(
+        &self,
+        table: &CudaSlice<f32>,
+        index: &[u32],
+        index_ptr: u64,
+        dim: usize,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        ensure!(dim > 0, "gather of rows of width 0");
+        let table_rows = table.len() / dim;
+        ensure!(out.len() >= index.len() * dim, "gather: output too small");
+        if let Some(&id) = index.iter().find(|&&id| id as usize >= table_rows) {
+            bail!("token id {id} is outside the table of {table_rows} rows");
+        }
+        let (tp, op) = (self.ptr(table), self.ptr(out));
+        let (tr, d) = (u32_of(table_rows, "table rows")?, u32_of(dim, "dim")?);
+        self.launch(&self.k.gather_rows, (index.len() as u32, 1, 1), 256, |b| {
+            b.arg(&tp).arg(&index_ptr).arg(&tr).arg(&d).arg(&op);
+        })
+    }
+}

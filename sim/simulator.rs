@@ -1,0 +1,278 @@
+//! The discrete-event loop: the real [`Scheduler`] (with its block allocator, prefix cache and
+//! policy) against a pretend executor whose steps take the cost model's time.
+//!
+//! It mirrors the engine thread (`runtime/engine/core.rs`) step for step: requests are `add`ed
+//! as they arrive, `schedule` plans a step whenever fewer than `depth` steps are in flight
+//! (2 with overlap, as in the engine, so planning stays off the critical path and costs no
+//! simulated time), the executor runs queued steps back to back, and on each step's return
+//! `on_step_done` takes one fake token per sample. A request finishes when it has its trace's
+//! output length (its `max_tokens`, so the scheduler stops planning for it exactly as the
+//! engine's does with EOS ignored) and is `remove`d, freeing its blocks at once.
+
+use anyhow::{ensure, Result};
+use std::collections::VecDeque;
+
+use super::cost_model::CostModel;
+use super::workload::{prompt_tokens, TraceRequest};
+use crate::runtime::request::{Request, SamplingParams};
+use crate::runtime::scheduler::batch::Batch;
+use crate::runtime::scheduler::{policy, Scheduler, SchedulerConfig};
+
+/// The simulated engine's settings (the engine's own defaults, see `EngineConfig`).
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub sched: SchedulerConfig,
+    pub policy: String,
+    /// Plan step N+1 while step N runs (the engine's default).
+    pub overlap: bool,
+    /// Most requests waiting for their first admission; arrivals beyond it are refused, as the
+    /// engine's `max_queue` refuses submissions (0 = unbounded).
+    pub max_queue: usize,
+    /// Prompt ids are drawn below this (only matters for replaying on a real model).
+    pub vocab: u32,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            sched: SchedulerConfig {
+                max_num_seqs: 64,
+                max_batch_tokens: 512,
+                num_blocks: 1024,
+                block_size: 16,
+                enable_prefix_caching: true,
+            },
+            policy: "fcfs".into(),
+            overlap: true,
+            max_queue: 1024,
+            vocab: 49152,
+        }
+    }
+}
+
+/// What happened to one request, in simulated seconds from the start of the trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestResult {
+    pub arrival: f64,
+    pub prompt_len: usize,
+    pub output_len: usize,
+    pub prefix_group: Option<u32>,
+    pub priority: i32,
+    /// First planned into a step (the engine's queue time ends here too).
+    pub scheduled: f64,
+    /// Its first token came back.
+    pub first_token: f64,
+    pub finished: f64,
+    /// Prompt tokens served by the prefix cache (on its latest admission).
+    pub cached_tokens: usize,
+    pub preemptions: u32,
+    /// Refused on arrival (then it has no latencies).
+    pub rejected: Option<Rejection>,
+}
+
+/// Why a request was refused; the engine refuses the same requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// `max_queue` requests were already waiting.
+    QueueFull,
+    /// It needs more KV blocks than the whole cache has.
+    TooLarge,
+}
+
+impl Rejection {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Rejection::QueueFull => "queue_full",
+            Rejection::TooLarge => "too_large",
+        }
+    }
+}
+
+impl RequestResult {
+    pub fn queue_time(&self) -> f64 {
+        self.scheduled - self.arrival
+    }
+
+    pub fn ttft(&self) -> f64 {
+        self.first_token - self.arrival
+    }
+
+    pub fn e2e(&self) -> f64 {
+        self.finished - self.arrival
+    }
+
+    /// Mean time per output token after the first; `None` for single-token outputs.
+    pub fn tpot(&self) -> Option<f64> {
+        (self.output_len > 1)
+            .then(|| (self.finished - self.first_token) / (self.output_len - 1) as f64)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SimResult {
+    pub policy: String,
+    pub requests: Vec<RequestResult>,
+    pub steps: u64,
+    pub preemptions: u64,
+    /// Prompt tokens looked up in / served from the prefix cache.
+    pub prefix_queries: u64,
+    pub prefix_hits: u64,
+    /// Simulated seconds the executor was busy.
+    pub busy: f64,
+    /// Arrival of the first request to the end of the last step.
+    pub duration: f64,
+}
+
+struct InFlight {
+    batch: Batch,
+    end: f64,
+}
+
+/// Replays `trace` (validated, in arrival order) through the scheduler, steps timed by `cost`.
+pub fn simulate(cfg: &SimConfig, cost: &CostModel, trace: &[TraceRequest]) -> Result<SimResult> {
+    simulate_with(cfg, trace, |b| cost.step_time(&b.step))
+}
+
+/// [`simulate`] with any step timer: `step_time(batch)` gives a planned step's seconds. (Tests
+/// time real forward passes on the planned batches with it, to tell the cost model's error
+/// from the engine's.)
+pub fn simulate_with(
+    cfg: &SimConfig,
+    trace: &[TraceRequest],
+    mut step_time: impl FnMut(&Batch) -> f64,
+) -> Result<SimResult> {
+    super::workload::validate(trace)?;
+    let mut sched = Scheduler::new(cfg.sched.clone(), policy::by_name(&cfg.policy)?)?;
+    let depth = if cfg.overlap { 2 } else { 1 };
+    let bs = cfg.sched.block_size;
+    let mut results: Vec<RequestResult> = trace
+        .iter()
+        .map(|r| RequestResult {
+            arrival: r.arrival,
+            prompt_len: r.prompt_len,
+            output_len: r.output_len,
+            prefix_group: r.prefix_group,
+            priority: r.priority,
+            scheduled: f64::NAN,
+            first_token: f64::NAN,
+            finished: f64::NAN,
+            cached_tokens: 0,
+            preemptions: 0,
+            rejected: None,
+        })
+        .collect();
+    let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(depth);
+    let mut sampled: Vec<u32> = Vec::new();
+    let (mut now, mut executor_free, mut busy) = (0.0f64, 0.0f64, 0.0f64);
+    let mut next = 0;
+    let mut steps = 0u64;
+    // Added and not yet admitted for the first time (what `max_queue` bounds).
+    let mut waiting = 0usize;
+    loop {
+        while next < trace.len() && trace[next].arrival <= now {
+            let r = &trace[next];
+            let refuse = if cfg.max_queue > 0 && waiting >= cfg.max_queue {
+                Some(Rejection::QueueFull)
+            } else if (r.prompt_len + r.output_len).div_ceil(bs) > cfg.sched.num_blocks {
+                Some(Rejection::TooLarge)
+            } else {
+                None
+            };
+            if refuse.is_some() {
+                results[next].rejected = refuse;
+            } else {
+                waiting += 1;
+                let mut req = Request::new(
+                    prompt_tokens(r, next, cfg.vocab),
+                    SamplingParams {
+                        max_tokens: r.output_len,
+                        ignore_eos: true,
+                        ..Default::default()
+                    },
+                );
+                req.priority = r.priority;
+                sched.add(next as u64, req, 0);
+            }
+            next += 1;
+        }
+        while in_flight.len() < depth {
+            let Some(batch) = sched.schedule() else {
+                break;
+            };
+            for &(id, ..) in &batch.scheduled {
+                let r = &mut results[id as usize];
+                if r.scheduled.is_nan() {
+                    r.scheduled = now;
+                    waiting -= 1;
+                }
+            }
+            let dt = step_time(&batch);
+            let start = now.max(executor_free);
+            executor_free = start + dt;
+            busy += dt;
+            steps += 1;
+            in_flight.push_back(InFlight {
+                batch,
+                end: executor_free,
+            });
+        }
+        let step_end = in_flight.front().map(|f| f.end);
+        let arrival = trace.get(next).map(|r| r.arrival);
+        match (step_end, arrival) {
+            (None, None) => break,
+            (None, Some(a)) => now = a,
+            (Some(e), Some(a)) if a < e => now = a,
+            (Some(e), _) => {
+                now = e;
+                let done = in_flight.pop_front().expect("a step is in flight");
+                step_done(&mut sched, done.batch, now, &mut results, &mut sampled);
+            }
+        }
+    }
+    ensure!(
+        !sched.has_work(),
+        "the scheduler stopped making progress with {} requests running and {} waiting",
+        sched.num_running(),
+        sched.num_waiting()
+    );
+    let (prefix_queries, prefix_hits) = sched.allocator().prefix_stats();
+    let first = trace.first().map_or(0.0, |r| r.arrival);
+    Ok(SimResult {
+        policy: cfg.policy.clone(),
+        duration: (executor_free.max(now) - first).max(0.0),
+        requests: results,
+        steps,
+        preemptions: sched.preemptions,
+        prefix_queries,
+        prefix_hits,
+        busy,
+    })
+}
+
+/// A step came back at `now`: feed its samples to the scheduler and finish complete requests.
+fn step_done(
+    sched: &mut Scheduler,
+    batch: Batch,
+    now: f64,
+    results: &mut [RequestResult],
+    sampled: &mut Vec<u32>,
+) {
+    // Fake tokens: any id will do, the scheduler only stores them (and hashes full blocks).
+    sampled.clear();
+    sampled.extend(batch.samples.iter().map(|s| 1 + (s.id % 97) as u32));
+    for a in sched.on_step_done(&batch, sampled) {
+        let r = &mut results[a.id as usize];
+        let done = sched.get(a.id).map_or(0, |s| s.num_output());
+        if done == 1 {
+            r.first_token = now;
+        }
+        if done >= r.output_len {
+            r.finished = now;
+            if let Some(s) = sched.remove(a.id) {
+                r.cached_tokens = s.num_cached_prompt;
+                r.preemptions = s.preemptions;
+            }
+        }
+    }
+    sched.recycle(batch);
+}

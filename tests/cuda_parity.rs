@@ -1,0 +1,676 @@
+//! The CUDA backend against the CPU reference: every op on seeded random inputs (awkward sizes,
+//! one token, long contexts, scattered blocks), then the whole model on the tiny fixtures.
+//!
+//! Built only with `--features cuda`. Without a usable GPU every test prints
+//! `skipped: <name>: no CUDA device (<reason>)` and returns: they never pass silently.
+//! Outputs are poisoned with NaN before each run, so an element the kernel fails to write fails
+//! the comparison; the tolerance is `atol + |ref| * rtol` (f32 storage, f32 accumulation).
+
+mod common;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use common::{check_step, fixture_names, load_fixture, model_path, scattered};
+use tandem::model::llama::{Llama, StepLimits};
+use tandem::model::loader::ModelSource;
+use tandem::runtime::backend::{AttentionParams, Backend, CacheShape, QkvLayout};
+use tandem::runtime::cpu;
+use tandem::runtime::cuda::CudaBackend;
+use tandem::runtime::kv_cache::KvCache;
+use tandem::runtime::step::{SeqChunk, StepInput};
+
+/// The GPU, or `None` after printing why this test is skipped.
+fn gpu(name: &str) -> Option<CudaBackend> {
+    match CudaBackend::new(0) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            eprintln!("skipped: {name}: no CUDA device ({e:#})");
+            None
+        }
+    }
+}
+
+fn random(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// Asserts `|got - want| <= atol + |want| * rtol` everywhere (NaN never passes).
+fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    let mut bad = 0;
+    let mut first = None;
+    let mut worst = 0.0f32;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        let ok = err <= atol + w.abs() * rtol; // false for NaN
+        if !ok {
+            bad += 1;
+            first.get_or_insert((i, g, w));
+        }
+        if err.is_finite() {
+            worst = worst.max(err);
+        }
+    }
+    if let Some((i, g, w)) = first {
+        panic!(
+            "{what}: {bad} of {} elements out of tolerance (atol {atol}, rtol {rtol}); first at \
+             {i}: got {g}, want {w}",
+            got.len()
+        );
+    }
+    eprintln!("{what}: ok, {} elements, max |err| {worst:e}", got.len());
+}
+
+fn poisoned(b: &CudaBackend, len: usize) -> <CudaBackend as Backend>::Tensor {
+    let mut t = b.zeros(len).unwrap();
+    b.fill_nan(&mut t).unwrap();
+    t
+}
+
+fn meta_for(b: &CudaBackend, step: &StepInput) -> <CudaBackend as Backend>::Meta {
+    // Logit rows share the per-sequence buffers (the engine asks for at most one per sequence);
+    // a test that gathers more rows than it has sequences sizes them for its rows.
+    let seqs = step.num_seqs().max(step.logits_indices.len()).max(1);
+    let mut meta = b.new_meta(step.num_tokens().max(1), seqs).unwrap();
+    b.upload_meta(step, &mut meta).unwrap();
+    meta
+}
+
+/// A step of `tokens` rows of one sequence each (input ids and positions as given).
+fn simple_step(ids: &[u32], positions: &[u32]) -> StepInput {
+    StepInput {
+        input_ids: ids.to_vec(),
+        positions: positions.to_vec(),
+        slot_mapping: vec![-1; ids.len()],
+        query_start_locs: vec![0, ids.len() as u32],
+        context_lens: vec![ids.len() as u32],
+        block_tables: vec![],
+        max_blocks_per_seq: 0,
+        logits_indices: vec![],
+    }
+}
+
+#[test]
+fn embed() {
+    let Some(b) = gpu("embed") else { return };
+    let mut rng = StdRng::seed_from_u64(1);
+    for (vocab, dim, rows) in [(1000, 64, 1), (517, 100, 37), (300, 4099, 5)] {
+        let table = random(&mut rng, vocab * dim);
+        let ids: Vec<u32> = (0..rows)
+            .map(|_| rng.random_range(0..vocab as u32))
+            .collect();
+        let mut want = vec![0.0; rows * dim];
+        cpu::embed(&table, &ids, dim, &mut want).unwrap();
+        let step = simple_step(&ids, &vec![0; rows]);
+        let meta = meta_for(&b, &step);
+        let t = b.upload(&table).unwrap();
+        let mut out = poisoned(&b, rows * dim);
+        b.embed(&t, &meta, dim, &mut out).unwrap();
+        let got = b.download(&out, rows * dim).unwrap();
+        assert_close(
+            &format!("embed {vocab}x{dim}, {rows} rows"),
+            &got,
+            &want,
+            0.0,
+            0.0,
+        );
+
+        // An id outside the table is an error, as on the CPU.
+        let bad = simple_step(&[vocab as u32], &[0]);
+        let meta = meta_for(&b, &bad);
+        assert!(b.embed(&t, &meta, dim, &mut out).is_err());
+    }
+}
+
+#[test]
+fn gather_logit_rows() {
+    let Some(b) = gpu("gather_logit_rows") else {
+        return;
+    };
+    let mut rng = StdRng::seed_from_u64(2);
+    for (rows, dim, picks) in [(1, 64, vec![0u32]), (40, 77, vec![39, 0, 17, 17, 5])] {
+        let x = random(&mut rng, rows * dim);
+        let mut step = simple_step(&vec![0; rows], &vec![0; rows]);
+        step.logits_indices = picks.clone();
+        let meta = meta_for(&b, &step);
+        let mut want = vec![0.0; picks.len() * dim];
+        cpu::embed(&x, &picks, dim, &mut want).unwrap();
+        let xd = b.upload(&x).unwrap();
+        let mut out = poisoned(&b, picks.len() * dim);
+        b.gather_logit_rows(&xd, &meta, dim, &mut out).unwrap();
+        let got = b.download(&out, want.len()).unwrap();
+        assert_close(
+            &format!("gather_logit_rows {rows}x{dim}"),
+            &got,
+            &want,
+            0.0,
+            0.0,
+        );
+    }
+}
+
+const NORM_SHAPES: [(usize, usize); 5] = [(1, 64), (7, 100), (33, 4096), (3, 5003), (2, 1)];
+
+#[test]
+fn rms_norm() {
+    let Some(b) = gpu("rms_norm") else { return };
+    let mut rng = StdRng::seed_from_u64(3);
+    for (rows, dim) in NORM_SHAPES {
+        let x = random(&mut rng, rows * dim);
+        let w = random(&mut rng, dim);
+        let mut want = vec![0.0; rows * dim];
+        cpu::rms_norm(&x, &w, 1e-6, &mut want);
+        let (xd, wd) = (b.upload(&x).unwrap(), b.upload(&w).unwrap());
+        let mut out = poisoned(&b, rows * dim + 3); // longer than used: rows is what counts
+        b.rms_norm(&xd, &wd, 1e-6, rows, dim, &mut out).unwrap();
+        let got = b.download(&out, rows * dim).unwrap();
+        assert_close(&format!("rms_norm {rows}x{dim}"), &got, &want, 1e-5, 1e-5);
+    }
+}
+
+#[test]
+fn add_rms_norm() {
+    let Some(b) = gpu("add_rms_norm") else { return };
+    let mut rng = StdRng::seed_from_u64(4);
+    for (rows, dim) in NORM_SHAPES {
+        let mut residual = random(&mut rng, rows * dim);
+        let delta = random(&mut rng, rows * dim);
+        let w = random(&mut rng, dim);
+        let mut rd = b.upload(&residual).unwrap();
+        let (dd, wd) = (b.upload(&delta).unwrap(), b.upload(&w).unwrap());
+        let mut want = vec![0.0; rows * dim];
+        cpu::add_rms_norm(&mut residual, &delta, &w, 1e-5, &mut want);
+        let mut out = poisoned(&b, rows * dim);
+        b.add_rms_norm(&mut rd, &dd, &wd, 1e-5, rows, dim, &mut out)
+            .unwrap();
+        let got = b.download(&out, rows * dim).unwrap();
+        let got_res = b.download(&rd, rows * dim).unwrap();
+        assert_close(
+            &format!("add_rms_norm residual {rows}x{dim}"),
+            &got_res,
+            &residual,
+            0.0,
+            0.0,
+        );
+        assert_close(
+            &format!("add_rms_norm {rows}x{dim}"),
+            &got,
+            &want,
+            1e-5,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn linear() {
+    let Some(b) = gpu("linear") else { return };
+    let mut rng = StdRng::seed_from_u64(5);
+    for (rows, k, n, with_bias) in [
+        (1, 64, 64, false),
+        (7, 100, 33, true),
+        (65, 256, 513, false),
+        (130, 896, 1000, true),
+    ] {
+        let x = random(&mut rng, rows * k);
+        let w = random(&mut rng, n * k);
+        let bias = with_bias.then(|| random(&mut rng, n));
+        let mut want = vec![0.0; rows * n];
+        cpu::matmul_transposed(&x, &w, bias.as_deref(), rows, k, n, &mut want).unwrap();
+        let (xd, wd) = (b.upload(&x).unwrap(), b.upload(&w).unwrap());
+        let bd = bias.as_ref().map(|v| b.upload(v).unwrap());
+        let mut out = poisoned(&b, rows * n);
+        b.linear(&xd, &wd, bd.as_ref(), rows, k, n, &mut out)
+            .unwrap();
+        let got = b.download(&out, rows * n).unwrap();
+        assert_close(
+            &format!("linear {rows}x{k} -> {n}, bias {with_bias}"),
+            &got,
+            &want,
+            1e-4,
+            1e-4,
+        );
+    }
+}
+
+const LAYOUTS: [QkvLayout; 4] = [
+    QkvLayout {
+        num_heads: 4,
+        num_kv_heads: 2,
+        head_dim: 16,
+    },
+    QkvLayout {
+        num_heads: 8,
+        num_kv_heads: 1,
+        head_dim: 128,
+    },
+    QkvLayout {
+        num_heads: 5,
+        num_kv_heads: 5,
+        head_dim: 80,
+    },
+    QkvLayout {
+        num_heads: 2,
+        num_kv_heads: 1,
+        head_dim: 256,
+    },
+];
+
+#[test]
+fn qk_norm() {
+    let Some(b) = gpu("qk_norm") else { return };
+    let mut rng = StdRng::seed_from_u64(6);
+    for layout in LAYOUTS {
+        for rows in [1, 9] {
+            let mut qkv = random(&mut rng, rows * layout.row_width());
+            let q_w = random(&mut rng, layout.head_dim);
+            let k_w = random(&mut rng, layout.head_dim);
+            let mut d = b.upload(&qkv).unwrap();
+            let (qd, kd) = (b.upload(&q_w).unwrap(), b.upload(&k_w).unwrap());
+            cpu::qk_norm(&mut qkv, &q_w, &k_w, 1e-6, layout);
+            b.qk_norm(&mut d, &qd, &kd, 1e-6, rows, layout).unwrap();
+            let got = b.download(&d, qkv.len()).unwrap();
+            assert_close(
+                &format!("qk_norm {layout:?} x{rows}"),
+                &got,
+                &qkv,
+                1e-5,
+                1e-5,
+            );
+        }
+    }
+}
+
+#[test]
+fn rope() {
+    let Some(b) = gpu("rope") else { return };
+    let mut rng = StdRng::seed_from_u64(7);
+    for layout in LAYOUTS {
+        let (hd, max_pos) = (layout.head_dim, 300);
+        // A real table: cos | sin of pos * f_i for random frequencies.
+        let freqs: Vec<f32> = (0..hd / 2).map(|_| rng.random_range(0.0f32..1.0)).collect();
+        let mut table = Vec::with_capacity(max_pos * hd);
+        for pos in 0..max_pos {
+            table.extend(freqs.iter().map(|f| (pos as f32 * f).cos()));
+            table.extend(freqs.iter().map(|f| (pos as f32 * f).sin()));
+        }
+        for rows in [1, 13] {
+            let positions: Vec<u32> = (0..rows)
+                .map(|_| rng.random_range(0..max_pos as u32))
+                .collect();
+            let mut qkv = random(&mut rng, rows * layout.row_width());
+            let mut d = b.upload(&qkv).unwrap();
+            let td = b.upload(&table).unwrap();
+            cpu::rope(&mut qkv, &table, &positions, layout).unwrap();
+            let meta = meta_for(&b, &simple_step(&vec![0; rows], &positions));
+            b.rope(&mut d, &td, &meta, layout).unwrap();
+            let got = b.download(&d, qkv.len()).unwrap();
+            assert_close(&format!("rope {layout:?} x{rows}"), &got, &qkv, 1e-6, 1e-5);
+        }
+        // A position past the table is an error, as on the CPU.
+        let meta = meta_for(&b, &simple_step(&[0], &[max_pos as u32]));
+        let mut d = b.zeros(layout.row_width()).unwrap();
+        let td = b.upload(&table).unwrap();
+        assert!(b.rope(&mut d, &td, &meta, layout).is_err());
+    }
+}
+
+#[test]
+fn silu_mul() {
+    let Some(b) = gpu("silu_mul") else { return };
+    let mut rng = StdRng::seed_from_u64(8);
+    for (rows, inter) in [(1, 128), (13, 333), (64, 14336)] {
+        let gu: Vec<f32> = random(&mut rng, rows * 2 * inter)
+            .iter()
+            .map(|v| v * 8.0)
+            .collect();
+        let mut want = vec![0.0; rows * inter];
+        cpu::silu_mul(&gu, inter, &mut want);
+        let gd = b.upload(&gu).unwrap();
+        let mut out = poisoned(&b, rows * inter);
+        b.silu_mul(&gd, rows, inter, &mut out).unwrap();
+        let got = b.download(&out, want.len()).unwrap();
+        assert_close(&format!("silu_mul {rows}x{inter}"), &got, &want, 1e-6, 1e-5);
+    }
+}
+
+/// A random step: sequence `i` has `q_lens[i]` new rows and context `ctx_lens[i]`, its blocks
+/// handed out from a scrambled permutation of the cache's blocks.
+fn attention_step(q_lens: &[usize], ctx_lens: &[usize], block_size: usize) -> (StepInput, usize) {
+    let per_seq: Vec<usize> = ctx_lens.iter().map(|c| c.div_ceil(block_size)).collect();
+    let num_blocks = per_seq.iter().sum::<usize>() + 3;
+    let order = scattered(num_blocks);
+    let mut tables = Vec::new();
+    let mut next = 0;
+    for &n in &per_seq {
+        tables.push(order[next..next + n].to_vec());
+        next += n;
+    }
+    let tokens: Vec<Vec<u32>> = q_lens.iter().map(|&q| vec![0; q]).collect();
+    let chunks: Vec<SeqChunk> = q_lens
+        .iter()
+        .zip(ctx_lens)
+        .enumerate()
+        .map(|(i, (&q, &c))| SeqChunk {
+            tokens: &tokens[i],
+            num_cached: c - q,
+            block_table: &tables[i],
+            want_logits: true,
+        })
+        .collect();
+    (StepInput::build(&chunks, block_size).unwrap(), num_blocks)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_attention(
+    b: &CudaBackend,
+    what: &str,
+    layout: QkvLayout,
+    block_size: usize,
+    window: Option<usize>,
+    q_lens: &[usize],
+    ctx_lens: &[usize],
+    seed: u64,
+) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (step, num_blocks) = attention_step(q_lens, ctx_lens, block_size);
+    let cache = CacheShape {
+        num_blocks,
+        block_size,
+        num_kv_heads: layout.num_kv_heads,
+        head_dim: layout.head_dim,
+    };
+    let params = AttentionParams {
+        layout,
+        cache,
+        scale: 1.0 / (layout.head_dim as f32).sqrt(),
+        sliding_window: window,
+    };
+    let rows = step.num_tokens();
+    let qkv: Vec<f32> = random(&mut rng, rows * layout.row_width())
+        .iter()
+        .map(|v| v * 3.0) // peakier softmax than uniform inputs give
+        .collect();
+    let k_cache = random(&mut rng, cache.elements());
+    let v_cache = random(&mut rng, cache.elements());
+    let mut want = vec![0.0; rows * layout.q_width()];
+    cpu::attention(&qkv, &k_cache, &v_cache, &step, &params, &mut want).unwrap();
+    let meta = meta_for(b, &step);
+    let (qd, kd, vd) = (
+        b.upload(&qkv).unwrap(),
+        b.upload(&k_cache).unwrap(),
+        b.upload(&v_cache).unwrap(),
+    );
+    let mut out = poisoned(b, want.len());
+    b.attention(&qd, &kd, &vd, &meta, &params, &mut out)
+        .unwrap();
+    let got = b.download(&out, want.len()).unwrap();
+    assert_close(what, &got, &want, 2e-5, 1e-4);
+}
+
+#[test]
+fn paged_attention_decode() {
+    let Some(b) = gpu("paged_attention_decode") else {
+        return;
+    };
+    let ctx = [1, 2, 5, 16, 17, 100, 300, 2049];
+    for (i, layout) in LAYOUTS.into_iter().enumerate() {
+        for block_size in [16, 5] {
+            check_attention(
+                &b,
+                &format!("decode {layout:?} block {block_size}"),
+                layout,
+                block_size,
+                None,
+                &[1; 8],
+                &ctx,
+                10 + i as u64,
+            );
+        }
+    }
+}
+
+#[test]
+fn paged_attention_prefill() {
+    let Some(b) = gpu("paged_attention_prefill") else {
+        return;
+    };
+    for (i, layout) in LAYOUTS.into_iter().enumerate() {
+        for block_size in [16, 7] {
+            // Whole prompts, then chunked prefill beside decode rows (c > q: earlier context is
+            // read from the cache).
+            check_attention(
+                &b,
+                &format!("prefill {layout:?} block {block_size}"),
+                layout,
+                block_size,
+                None,
+                &[1, 33, 64, 3],
+                &[1, 33, 64, 3],
+                20 + i as u64,
+            );
+            check_attention(
+                &b,
+                &format!("chunked prefill {layout:?} block {block_size}"),
+                layout,
+                block_size,
+                None,
+                &[17, 1, 40, 2],
+                &[50, 9, 1000, 2],
+                30 + i as u64,
+            );
+        }
+    }
+}
+
+#[test]
+fn paged_attention_sliding_window() {
+    let Some(b) = gpu("paged_attention_sliding_window") else {
+        return;
+    };
+    for window in [1, 7, 64] {
+        check_attention(
+            &b,
+            &format!("sliding window {window}"),
+            LAYOUTS[0],
+            16,
+            Some(window),
+            &[1, 20, 5, 1],
+            &[300, 20, 70, 3],
+            40 + window as u64,
+        );
+    }
+}
+
+#[test]
+fn write_kv() {
+    let Some(b) = gpu("write_kv") else { return };
+    let mut rng = StdRng::seed_from_u64(9);
+    for layout in LAYOUTS {
+        let cache = CacheShape {
+            num_blocks: 11,
+            block_size: 5,
+            num_kv_heads: layout.num_kv_heads,
+            head_dim: layout.head_dim,
+        };
+        let params = AttentionParams {
+            layout,
+            cache,
+            scale: 1.0,
+            sliding_window: None,
+        };
+        // Scattered distinct slots, some rows padding (-1).
+        let order = scattered(cache.num_blocks * cache.block_size);
+        let rows = 19;
+        let mapping: Vec<i64> = (0..rows)
+            .map(|i| if i % 4 == 3 { -1 } else { order[i] as i64 })
+            .collect();
+        let qkv = random(&mut rng, rows * layout.row_width());
+        let mut k_want = random(&mut rng, cache.elements());
+        let mut v_want = random(&mut rng, cache.elements());
+        let (mut kd, mut vd) = (b.upload(&k_want).unwrap(), b.upload(&v_want).unwrap());
+        cpu::write_kv(&qkv, &mut k_want, &mut v_want, &mapping, &params).unwrap();
+        let mut step = simple_step(&vec![0; rows], &vec![0; rows]);
+        step.slot_mapping = mapping;
+        let meta = meta_for(&b, &step);
+        let qd = b.upload(&qkv).unwrap();
+        b.write_kv(&qd, &mut kd, &mut vd, &meta, &params).unwrap();
+        // The whole cache: written slots match, every other slot is untouched.
+        let (kg, vg) = (
+            b.download(&kd, cache.elements()).unwrap(),
+            b.download(&vd, cache.elements()).unwrap(),
+        );
+        assert_close(&format!("write_kv k {layout:?}"), &kg, &k_want, 0.0, 0.0);
+        assert_close(&format!("write_kv v {layout:?}"), &vg, &v_want, 0.0, 0.0);
+
+        // A slot past the cache is an error, as on the CPU.
+        step.slot_mapping[0] = (cache.num_blocks * cache.block_size) as i64;
+        let meta = meta_for(&b, &step);
+        assert!(b.write_kv(&qd, &mut kd, &mut vd, &meta, &params).is_err());
+    }
+}
+
+/// Runs sequences through one paged cache on any backend (the CUDA twin of common::Driver).
+struct Driver<B: Backend> {
+    model: Llama<B>,
+    kv: KvCache<B>,
+    block_size: usize,
+    free: Vec<u32>,
+}
+
+struct Seq {
+    tokens: Vec<u32>,
+    cached: usize,
+    blocks: Vec<u32>,
+}
+
+impl<B: Backend> Driver<B> {
+    fn new(model: Llama<B>, num_blocks: usize, block_size: usize, order: Vec<u32>) -> Self {
+        let kv = model.new_kv_cache(num_blocks, block_size).unwrap();
+        let mut free = order;
+        free.reverse();
+        Driver {
+            model,
+            kv,
+            block_size,
+            free,
+        }
+    }
+
+    fn step(&mut self, seqs: &mut [Seq], counts: &[usize]) -> Vec<Vec<f32>> {
+        for (s, &n) in seqs.iter_mut().zip(counts) {
+            while s.blocks.len() < (s.cached + n).div_ceil(self.block_size) {
+                s.blocks
+                    .push(self.free.pop().expect("test cache too small"));
+            }
+        }
+        let chunks: Vec<SeqChunk> = seqs
+            .iter()
+            .zip(counts)
+            .filter(|(_, &n)| n > 0)
+            .map(|(s, &n)| SeqChunk {
+                tokens: &s.tokens[s.cached..s.cached + n],
+                num_cached: s.cached,
+                block_table: &s.blocks,
+                want_logits: true,
+            })
+            .collect();
+        let step = StepInput::build(&chunks, self.block_size).unwrap();
+        let logits = self.model.forward_to_host(&step, &mut self.kv).unwrap();
+        for (s, &n) in seqs.iter_mut().zip(counts) {
+            s.cached += n;
+        }
+        logits
+    }
+}
+
+/// The whole model on the GPU, f32: every fixture case alone and all cases batched over
+/// scattered 4-token blocks; greedy ids identical to the fixture (transformers), top-5 logits
+/// within the fixture tolerance.
+#[test]
+fn model_fixtures() {
+    let Some(_) = gpu("model_fixtures") else {
+        return;
+    };
+    let limits = StepLimits {
+        max_tokens: 256,
+        max_seqs: 16,
+    };
+    let mut ran = 0;
+    for name in fixture_names() {
+        let f = load_fixture(&name);
+        let Some(path) = model_path(&f) else { continue };
+        let backend = CudaBackend::new(0).unwrap();
+        let (model, _) = ModelSource::open(&path)
+            .and_then(|s| s.into_model(backend, limits))
+            .unwrap_or_else(|e| panic!("loading {}: {e:#}", path.display()));
+
+        let mut driver = Driver::new(model, 64, 16, (0..64).collect());
+        for case in &f.cases {
+            let mut seqs = vec![Seq {
+                tokens: [&case.prompt_ids[..], &case.generated_ids[..]].concat(),
+                cached: 0,
+                blocks: vec![],
+            }];
+            let what = format!("cuda {name} alone {:?}", case.prompt);
+            let logits = driver.step(&mut seqs, &[case.prompt_ids.len()]);
+            check_step(&what, &logits[0], case, 0);
+            for i in 1..case.generated_ids.len() {
+                let logits = driver.step(&mut seqs, &[1]);
+                check_step(&what, &logits[0], case, i);
+            }
+            driver = Driver::new(driver.model, 64, 16, (0..64).collect());
+        }
+
+        let block_size = 4;
+        let num_blocks = f
+            .cases
+            .iter()
+            .map(|c| (c.prompt_ids.len() + c.generated_ids.len()).div_ceil(block_size))
+            .sum::<usize>()
+            + 3;
+        let mut driver = Driver::new(driver.model, num_blocks, block_size, scattered(num_blocks));
+        let mut seqs: Vec<Seq> = f
+            .cases
+            .iter()
+            .map(|c| Seq {
+                tokens: [&c.prompt_ids[..], &c.generated_ids[..]].concat(),
+                cached: 0,
+                blocks: vec![],
+            })
+            .collect();
+        let steps = f
+            .cases
+            .iter()
+            .enumerate()
+            .map(|(i, c)| i + c.generated_ids.len())
+            .max()
+            .unwrap_or(0);
+        for t in 0..steps {
+            let counts: Vec<usize> = f
+                .cases
+                .iter()
+                .enumerate()
+                .map(|(i, c)| match t {
+                    t if t == i => c.prompt_ids.len(),
+                    t if t > i && t - i < c.generated_ids.len() => 1,
+                    _ => 0,
+                })
+                .collect();
+            let logits = driver.step(&mut seqs, &counts);
+            let active = counts.iter().enumerate().filter(|(_, &n)| n > 0);
+            for (row, (i, _)) in active.enumerate() {
+                check_step(
+                    &format!("cuda {name} batched {:?}", f.cases[i].prompt),
+                    &logits[row],
+                    &f.cases[i],
+                    t - i,
+                );
+            }
+        }
+        eprintln!("model_fixtures: {name}: ok");
+        ran += 1;
+    }
+    assert!(ran > 0, "no fixture ran");
+}

@@ -1,0 +1,256 @@
+//! The simulator on crafted and synthetic workloads: exact timings for a lone request,
+//! determinism per seed, each policy's ordering showing in the results, the prefix cache,
+//! preemption, refusals, and speed (100k requests in under 10 s).
+
+use std::time::Instant;
+
+use tandem::runtime::scheduler::SchedulerConfig;
+use tandem::sim::report::{Slo, Summary};
+use tandem::sim::simulator::{Rejection, RequestResult};
+use tandem::sim::workload::{Synthetic, TraceRequest};
+use tandem::sim::{simulate, CostModel, SimConfig, SimResult};
+
+const SLO: Slo = Slo {
+    ttft_s: 1.0,
+    tpot_s: 0.1,
+};
+
+/// 1 ms per step plus 0.1 ms per token: simple enough to predict by hand.
+fn linear_cost() -> CostModel {
+    CostModel::from_coefficients(vec![1, 1001], &[0.0011, 0.1011, 0.0, 0.0])
+}
+
+fn config(policy: &str, max_num_seqs: usize, max_batch_tokens: usize) -> SimConfig {
+    SimConfig {
+        sched: SchedulerConfig {
+            max_num_seqs,
+            max_batch_tokens,
+            num_blocks: 4096,
+            block_size: 16,
+            enable_prefix_caching: true,
+        },
+        policy: policy.into(),
+        ..Default::default()
+    }
+}
+
+fn req(arrival: f64, prompt_len: usize, output_len: usize) -> TraceRequest {
+    TraceRequest {
+        arrival,
+        prompt_len,
+        output_len,
+        prefix_group: None,
+        prefix_len: 0,
+        priority: 0,
+    }
+}
+
+fn run(cfg: &SimConfig, trace: &[TraceRequest]) -> SimResult {
+    simulate(cfg, &linear_cost(), trace).unwrap()
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+#[test]
+fn a_lone_request_takes_one_prefill_step_then_one_decode_step_per_token() {
+    for overlap in [true, false] {
+        let cfg = SimConfig {
+            overlap,
+            ..config("fcfs", 8, 512)
+        };
+        let r = run(&cfg, &[req(2.0, 100, 5)]);
+        let q = &r.requests[0];
+        let (prefill, decode) = (0.0011 + 0.0001 * 99.0, 0.0011);
+        assert!((q.ttft() - prefill).abs() < 1e-12, "{q:?}");
+        assert!((q.e2e() - (prefill + 4.0 * decode)).abs() < 1e-12, "{q:?}");
+        assert_eq!(q.queue_time(), 0.0);
+        assert_eq!(r.steps, 5);
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_results() {
+    let spec = Synthetic {
+        num_requests: 500,
+        rate: 20.0,
+        prefix_groups: 4,
+        prefix_share: 0.5,
+        seed: 3,
+        ..Default::default()
+    };
+    let cfg = SimConfig {
+        sched: SchedulerConfig {
+            num_blocks: 400, // small enough to preempt
+            ..config("fcfs", 64, 512).sched
+        },
+        ..config("fcfs", 64, 512)
+    };
+    let a = run(&cfg, &spec.generate().unwrap());
+    let b = run(&cfg, &spec.generate().unwrap());
+    assert!(a.preemptions > 0 && a.prefix_hits > 0);
+    assert_eq!(format!("{:?}", a.requests), format!("{:?}", b.requests));
+    assert_eq!(Summary::of(&a, SLO), Summary::of(&b, SLO));
+    let other = Synthetic { seed: 4, ..spec };
+    let c = run(&cfg, &other.generate().unwrap());
+    assert_ne!(format!("{:?}", a.requests), format!("{:?}", c.requests));
+}
+
+/// One slot: a long prompt and three short ones queue behind a running request.
+fn queue_behind_one() -> Vec<TraceRequest> {
+    vec![
+        req(0.0, 8, 50),
+        req(0.001, 400, 5),
+        req(0.002, 8, 5),
+        req(0.003, 8, 5),
+        req(0.004, 8, 5),
+    ]
+}
+
+fn first_tokens(r: &SimResult) -> Vec<f64> {
+    r.requests.iter().map(|q| q.first_token).collect()
+}
+
+#[test]
+fn shortest_prompt_first_serves_short_prompts_before_an_earlier_long_one() {
+    let trace = queue_behind_one();
+    let fcfs = first_tokens(&run(&config("fcfs", 1, 512), &trace));
+    let spf = first_tokens(&run(&config("shortest-prompt-first", 1, 512), &trace));
+    assert!(fcfs[1] < fcfs[2] && fcfs[2] < fcfs[3] && fcfs[3] < fcfs[4]);
+    assert!(spf[2] < spf[3] && spf[3] < spf[4] && spf[4] < spf[1]);
+}
+
+#[test]
+fn priority_admits_the_most_urgent_waiting_request_first() {
+    let mut trace = queue_behind_one();
+    trace[4].priority = -1;
+    let fcfs = first_tokens(&run(&config("fcfs", 1, 512), &trace));
+    let prio = first_tokens(&run(&config("priority", 1, 512), &trace));
+    assert!(fcfs[4] > fcfs[1]);
+    assert!(prio[4] < prio[1] && prio[4] < prio[2]);
+}
+
+#[test]
+fn prefill_first_trades_running_decodes_for_new_prompts_and_decode_first_the_reverse() {
+    // Eight long decodes running, then eight long prompts arrive; the step budget (64 tokens)
+    // cannot serve both at once.
+    let mut trace: Vec<TraceRequest> = (0..8).map(|_| req(0.0, 16, 300)).collect();
+    trace.extend((0..8).map(|i| req(0.05 + 0.01 * i as f64, 256, 4)));
+    let measure = |policy: &str| {
+        let r = run(&config(policy, 16, 64), &trace);
+        let (early, late): (Vec<&RequestResult>, Vec<&RequestResult>) =
+            r.requests.iter().partition(|q| q.output_len == 300);
+        (
+            median(late.iter().map(|q| q.ttft()).collect()),
+            median(early.iter().map(|q| q.tpot().unwrap()).collect()),
+        )
+    };
+    let (pf_ttft, pf_tpot) = measure("prefill-first");
+    let (df_ttft, df_tpot) = measure("decode-first");
+    assert!(
+        pf_ttft < df_ttft,
+        "TTFT: prefill-first {pf_ttft}, decode-first {df_ttft}"
+    );
+    assert!(
+        pf_tpot > df_tpot,
+        "TPOT: prefill-first {pf_tpot}, decode-first {df_tpot}"
+    );
+}
+
+#[test]
+fn shared_prefixes_hit_the_prefix_cache_and_cut_time_to_first_token() {
+    let trace = Synthetic {
+        num_requests: 300,
+        rate: 10.0,
+        prefix_groups: 3,
+        prefix_len: 512,
+        seed: 1,
+        ..Default::default()
+    }
+    .generate()
+    .unwrap();
+    let on = run(&config("fcfs", 64, 512), &trace);
+    let mut cfg = config("fcfs", 64, 512);
+    cfg.sched.enable_prefix_caching = false;
+    let off = run(&cfg, &trace);
+    let (s_on, s_off) = (Summary::of(&on, SLO), Summary::of(&off, SLO));
+    assert!(
+        s_on.prefix_cache_hits as f64 > 0.5 * 512.0 * 300.0,
+        "{s_on:?}"
+    );
+    assert_eq!(s_off.prefix_cache_hits, 0);
+    assert!(
+        on.requests
+            .iter()
+            .filter(|q| q.cached_tokens >= 496)
+            .count()
+            > 250
+    );
+    assert!(s_on.ttft.mean < s_off.ttft.mean);
+}
+
+#[test]
+fn a_small_cache_preempts_and_still_finishes_everything() {
+    let trace: Vec<TraceRequest> = (0..32).map(|_| req(0.0, 64, 128)).collect();
+    let mut cfg = config("fcfs", 32, 512);
+    cfg.sched.num_blocks = 64;
+    let r = run(&cfg, &trace);
+    let s = Summary::of(&r, SLO);
+    assert!(s.preemptions > 0);
+    assert_eq!(s.completed, 32);
+    assert!(r.requests.iter().any(|q| q.preemptions > 0));
+}
+
+#[test]
+fn requests_are_refused_like_the_engine_refuses_them() {
+    let mut trace: Vec<TraceRequest> = (0..10).map(|_| req(0.0, 16, 4)).collect();
+    trace.push(req(1.0, 5000, 10));
+    let mut cfg = config("fcfs", 8, 512);
+    cfg.max_queue = 2;
+    cfg.sched.num_blocks = 100;
+    let r = run(&cfg, &trace);
+    let refused = |why| {
+        r.requests
+            .iter()
+            .filter(|q| q.rejected == Some(why))
+            .count()
+    };
+    assert_eq!(refused(Rejection::QueueFull), 8);
+    assert_eq!(refused(Rejection::TooLarge), 1);
+    assert_eq!(Summary::of(&r, SLO).completed, 2);
+}
+
+#[test]
+fn a_hundred_thousand_requests_simulate_in_under_ten_seconds() {
+    if cfg!(debug_assertions) {
+        eprintln!("skipped: the 100k-request timing is only meaningful in a release build");
+        return;
+    }
+    let cost = CostModel::default_cpu();
+    // Loads from light (many one-request steps) to saturated.
+    for rate in [0.02, 0.2] {
+        let trace = Synthetic {
+            num_requests: 100_000,
+            rate,
+            prompt_median: 64.0,
+            output_median: 32.0,
+            ..Default::default()
+        }
+        .generate()
+        .unwrap();
+        let t = Instant::now();
+        let r = simulate(&SimConfig::default(), &cost, &trace).unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        let s = Summary::of(&r, SLO);
+        eprintln!(
+            "100k requests at {rate} req/s: {secs:.2} s wall, {} steps, {} completed, {:.0}% busy",
+            s.steps,
+            s.completed,
+            s.utilization * 100.0
+        );
+        assert!(secs < 10.0, "{secs} s");
+        assert!(s.completed > 0);
+    }
+}

@@ -1,0 +1,156 @@
+//! `tandem sim` and `tandem calibrate` as a user runs them: reports, CSV, charts, a fitted cost
+//! model that `sim` accepts.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn tandem(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tandem {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn sim_prints_the_report_and_writes_per_request_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let trace = dir.path().join("trace.jsonl");
+    let out = tandem(&[
+        "sim",
+        "--num-requests",
+        "200",
+        "--rate",
+        "0.2",
+        "--prefix-groups",
+        "2",
+        "--save-trace",
+        trace.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "throughput:",
+        "goodput:",
+        "TTFT",
+        "TPOT",
+        "E2E",
+        "queue",
+        "preemptions:",
+        "prefix cache:",
+    ] {
+        assert!(stdout.contains(want), "no {want:?} in:\n{stdout}");
+    }
+    let csv = read(&out_dir.join("requests.csv"));
+    assert_eq!(csv.lines().count(), 201);
+    assert!(csv.starts_with("id,arrival,prompt_len,output_len,prefix_group,"));
+    let summary: serde_json::Value =
+        serde_json::from_str(&read(&out_dir.join("summary.json"))).unwrap();
+    assert_eq!(summary["completed"], 200);
+
+    // The saved trace replays to the same report.
+    let again = tandem(&[
+        "sim",
+        "--trace",
+        trace.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    let first_lines = |s: &[u8]| {
+        String::from_utf8_lossy(s)
+            .lines()
+            .take(9)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(first_lines(&out.stdout), first_lines(&again.stdout));
+}
+
+#[test]
+fn sim_compare_sweeps_policies_over_rates_and_draws_charts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tandem(&[
+        "sim",
+        "--compare",
+        "fcfs,prefill-first,decode-first",
+        "--rates",
+        "0.05,0.1,0.2",
+        "--num-requests",
+        "100",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("prefill-first"), "{stdout}");
+    let csv = read(&dir.path().join("compare.csv"));
+    assert_eq!(csv.lines().count(), 1 + 3 * 3);
+    let svg = read(&dir.path().join("compare.svg"));
+    assert!(svg.starts_with("<svg"));
+    for want in ["decode-first", "TTFT p99", "arrival rate"] {
+        assert!(svg.contains(want), "no {want:?} in the chart");
+    }
+}
+
+#[test]
+fn calibrate_fits_a_cost_model_that_sim_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/models/tiny-llama");
+    let cost = dir.path().join("cost.json");
+    let out = tandem(&[
+        "calibrate",
+        "--model",
+        model,
+        "--max-batch-tokens",
+        "64",
+        "--max-num-seqs",
+        "8",
+        "--out",
+        cost.to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("fit over"));
+    let json: serde_json::Value = serde_json::from_str(&read(&cost)).unwrap();
+    assert!(!json["measurements"].as_array().unwrap().is_empty());
+    tandem(&[
+        "sim",
+        "--cost-model",
+        cost.to_str().unwrap(),
+        "--num-requests",
+        "50",
+        "--max-batch-tokens",
+        "64",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+}
+
+#[test]
+fn sim_rejects_an_unknown_policy_and_a_bad_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .args(args)
+            .arg("--out")
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = run(&["sim", "--policy", "nope", "--num-requests", "5"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown scheduling policy"));
+    let trace = dir.path().join("bad.jsonl");
+    std::fs::write(&trace, "{\"arrival\": 0, \"prompt_len\": 4}\n").unwrap();
+    let out = run(&["sim", "--trace", trace.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.jsonl:1"));
+}
