@@ -26,23 +26,23 @@ pub trait WeightSource {
 
 pub struct LayerWeights<B: Backend> {
     pub attn_norm: B::Tensor,        // (hidden)
-    pub qkv: B::Tensor,              // (q_dim + 2 * kv_dim, hidden)
+    pub qkv: B::Weight,              // (q_dim + 2 * kv_dim, hidden)
     pub qkv_bias: Option<B::Tensor>, // (q_dim + 2 * kv_dim)
     pub q_norm: Option<B::Tensor>,   // (head_dim)
     pub k_norm: Option<B::Tensor>,   // (head_dim)
-    pub o: B::Tensor,                // (hidden, q_dim)
+    pub o: B::Weight,                // (hidden, q_dim)
     pub o_bias: Option<B::Tensor>,   // (hidden)
     pub mlp_norm: B::Tensor,         // (hidden)
-    pub gate_up: B::Tensor,          // (2 * intermediate, hidden)
-    pub down: B::Tensor,             // (hidden, intermediate)
+    pub gate_up: B::Weight,          // (2 * intermediate, hidden)
+    pub down: B::Weight,             // (hidden, intermediate)
 }
 
 pub struct LlamaWeights<B: Backend> {
-    pub embed: B::Tensor, // (vocab, hidden)
+    pub embed: B::Weight, // (vocab, hidden)
     pub layers: Vec<LayerWeights<B>>,
     pub norm: B::Tensor, // (hidden)
     /// (vocab, hidden); `None` when tied to `embed`.
-    pub lm_head: Option<B::Tensor>,
+    pub lm_head: Option<B::Weight>,
 }
 
 /// Loads tensors from a source and checks their shapes.
@@ -79,6 +79,11 @@ fn upload<B: Backend>(b: &B, data: Vec<f32>) -> Result<B::Tensor> {
     b.upload(&data)
 }
 
+/// A `[n, k]` matrix for `linear` / `embed`.
+fn upload_weight<B: Backend>(b: &B, data: Vec<f32>, n: usize, k: usize) -> Result<B::Weight> {
+    b.upload_weight(&data, n, k)
+}
+
 fn upload_opt<B: Backend>(b: &B, data: Option<Vec<f32>>) -> Result<Option<B::Tensor>> {
     data.map(|d| b.upload(&d)).transpose()
 }
@@ -87,7 +92,7 @@ impl<B: Backend> LlamaWeights<B> {
     pub fn load(cfg: &ModelConfig, src: &dyn WeightSource, backend: &B) -> Result<Self> {
         let f = Fetch { src };
         let (h, v) = (cfg.hidden_size, cfg.vocab_size);
-        let embed = upload(backend, f.get("model.embed_tokens.weight", &[v, h])?)?;
+        let embed = upload_weight(backend, f.get("model.embed_tokens.weight", &[v, h])?, v, h)?;
         let layers = (0..cfg.num_layers)
             .map(|i| load_layer(cfg, &f, backend, i))
             .collect::<Result<Vec<_>>>()?;
@@ -96,7 +101,12 @@ impl<B: Backend> LlamaWeights<B> {
         let lm_head = if cfg.tie_word_embeddings {
             None
         } else {
-            Some(upload(backend, f.get("lm_head.weight", &[v, h])?)?)
+            Some(upload_weight(
+                backend,
+                f.get("lm_head.weight", &[v, h])?,
+                v,
+                h,
+            )?)
         };
         Ok(LlamaWeights {
             embed,
@@ -106,7 +116,7 @@ impl<B: Backend> LlamaWeights<B> {
         })
     }
 
-    pub fn lm_head(&self) -> &B::Tensor {
+    pub fn lm_head(&self) -> &B::Weight {
         self.lm_head.as_ref().unwrap_or(&self.embed)
     }
 }
@@ -141,17 +151,22 @@ fn load_layer<B: Backend>(
     gate_up.extend(f.get(&format!("{p}.mlp.up_proj.weight"), &[inter, h])?);
     Ok(LayerWeights {
         attn_norm: upload(b, f.get(&format!("{p}.input_layernorm.weight"), &[h])?)?,
-        qkv: upload(b, qkv)?,
+        qkv: upload_weight(b, qkv, q + 2 * kv, h)?,
         qkv_bias: upload_opt(b, qkv_bias)?,
         q_norm: upload_opt(b, f.get_opt(cfg.qk_norm, &attn("q_norm.weight"), &[hd])?)?,
         k_norm: upload_opt(b, f.get_opt(cfg.qk_norm, &attn("k_norm.weight"), &[hd])?)?,
-        o: upload(b, f.get(&attn("o_proj.weight"), &[h, q])?)?,
+        o: upload_weight(b, f.get(&attn("o_proj.weight"), &[h, q])?, h, q)?,
         o_bias: upload_opt(b, f.get_opt(cfg.o_bias, &attn("o_proj.bias"), &[h])?)?,
         mlp_norm: upload(
             b,
             f.get(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
         )?,
-        gate_up: upload(b, gate_up)?,
-        down: upload(b, f.get(&format!("{p}.mlp.down_proj.weight"), &[h, inter])?)?,
+        gate_up: upload_weight(b, gate_up, 2 * inter, h)?,
+        down: upload_weight(
+            b,
+            f.get(&format!("{p}.mlp.down_proj.weight"), &[h, inter])?,
+            h,
+            inter,
+        )?,
     })
 }

@@ -59,9 +59,14 @@ pub trait Backend {
     type Tensor;
     /// A step's metadata, resident where the ops read it.
     type Meta;
+    /// A weight matrix, in whatever layout the backend's matrix product reads fastest.
+    type Weight;
 
     /// Copies host data to a new device tensor (used at load time).
     fn upload(&self, data: &[f32]) -> Result<Self::Tensor>;
+    /// Uploads a `[n, k]` row-major weight matrix (HF layout) for [`linear`](Self::linear) and
+    /// [`embed`](Self::embed) (used at load time).
+    fn upload_weight(&self, data: &[f32], n: usize, k: usize) -> Result<Self::Weight>;
     /// A new zero-filled device tensor of `len` elements.
     fn zeros(&self, len: usize) -> Result<Self::Tensor>;
     /// Copies the first `len` elements back to the host.
@@ -75,7 +80,7 @@ pub trait Backend {
     /// `out[t] = table[input_ids[t]]`; table is `[vocab, dim]`.
     fn embed(
         &self,
-        table: &Self::Tensor,
+        table: &Self::Weight,
         meta: &Self::Meta,
         dim: usize,
         out: &mut Self::Tensor,
@@ -110,7 +115,7 @@ pub trait Backend {
     fn linear(
         &self,
         x: &Self::Tensor,
-        w: &Self::Tensor,
+        w: &Self::Weight,
         bias: Option<&Self::Tensor>,
         rows: usize,
         k: usize,

@@ -7,6 +7,7 @@
 use anyhow::{ensure, Result};
 use rayon::prelude::*;
 
+use super::ops::dot;
 use crate::runtime::backend::AttentionParams;
 use crate::runtime::step::StepInput;
 
@@ -132,18 +133,22 @@ fn attend_one_head(
         let at = slot * kv_width + job.kv_head * hd;
         at..at + hd
     };
-    let score = |j: usize| -> f32 {
-        let k = &k_cache[key_at(j)];
-        job.q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * p.scale
-    };
-    // Two passes, no scratch buffer: the max for a stable softmax, then the weighted sum.
-    let max = (job.first..=job.last)
-        .map(score)
-        .fold(f32::NEG_INFINITY, f32::max);
+    // One pass with an online softmax (running max, rescaled sum and accumulator), so each
+    // score is computed once.
+    let (mut max, mut total) = (f32::NEG_INFINITY, 0.0f32);
     out.fill(0.0);
-    let mut total = 0.0f32;
     for j in job.first..=job.last {
-        let weight = (score(j) - max).exp();
+        let score = dot(job.q, &k_cache[key_at(j)]) * p.scale;
+        if score > max {
+            // exp(-inf) = 0 on the first key: the empty accumulator is scaled by 0.
+            let rescale = (max - score).exp();
+            total *= rescale;
+            for o in out.iter_mut() {
+                *o *= rescale;
+            }
+            max = score;
+        }
+        let weight = (score - max).exp();
         total += weight;
         let v = &v_cache[key_at(j)];
         for (o, vv) in out.iter_mut().zip(v) {

@@ -4,6 +4,7 @@
 mod attention;
 mod gemm;
 mod ops;
+mod packed;
 
 use anyhow::{ensure, Result};
 
@@ -13,6 +14,7 @@ use super::step::StepInput;
 pub use attention::{attention, write_kv};
 pub use gemm::matmul_transposed;
 pub use ops::{add_rms_norm, embed, qk_norm, rms_norm, rope, silu_mul};
+pub use packed::{matmul_packed, PackedWeight};
 
 /// The CPU device. Tensors are host vectors; metadata is the host [`StepInput`] itself.
 #[derive(Debug, Default, Clone)]
@@ -24,12 +26,36 @@ impl CpuBackend {
     }
 }
 
+/// `out[i] = table[ids[i]]` from a packed table (see [`embed`] for the row-major one).
+fn embed_packed(table: &PackedWeight, ids: &[u32], dim: usize, out: &mut [f32]) -> Result<()> {
+    ensure!(
+        table.k() == dim,
+        "embed: table rows have {} elements, not {dim}",
+        table.k()
+    );
+    ensure!(out.len() >= ids.len() * dim, "embed: output too small");
+    for (row, &id) in out.chunks_exact_mut(dim).zip(ids) {
+        ensure!(
+            (id as usize) < table.n(),
+            "token id {id} is outside the table of {} rows",
+            table.n()
+        );
+        table.row_into(id as usize, row);
+    }
+    Ok(())
+}
+
 impl Backend for CpuBackend {
     type Tensor = Vec<f32>;
     type Meta = StepInput;
+    type Weight = PackedWeight;
 
     fn upload(&self, data: &[f32]) -> Result<Vec<f32>> {
         Ok(data.to_vec())
+    }
+
+    fn upload_weight(&self, data: &[f32], n: usize, k: usize) -> Result<PackedWeight> {
+        PackedWeight::from_rows(data, n, k)
     }
 
     fn zeros(&self, len: usize) -> Result<Vec<f32>> {
@@ -63,12 +89,12 @@ impl Backend for CpuBackend {
 
     fn embed(
         &self,
-        table: &Vec<f32>,
+        table: &PackedWeight,
         meta: &StepInput,
         dim: usize,
         out: &mut Vec<f32>,
     ) -> Result<()> {
-        embed(table, &meta.input_ids, dim, out)
+        embed_packed(table, &meta.input_ids, dim, out)
     }
 
     fn rms_norm(
@@ -102,20 +128,24 @@ impl Backend for CpuBackend {
     fn linear(
         &self,
         x: &Vec<f32>,
-        w: &Vec<f32>,
+        w: &PackedWeight,
         bias: Option<&Vec<f32>>,
         rows: usize,
         k: usize,
         n: usize,
         out: &mut Vec<f32>,
     ) -> Result<()> {
-        matmul_transposed(
+        ensure!(
+            (w.n(), w.k()) == (n, k),
+            "linear: weight is {}x{}, the call says {n}x{k}",
+            w.n(),
+            w.k()
+        );
+        matmul_packed(
             &x[..rows * k],
             w,
             bias.map(|b| b.as_slice()),
             rows,
-            k,
-            n,
             &mut out[..rows * n],
         )
     }

@@ -23,8 +23,29 @@ pub fn embed(table: &[f32], ids: &[u32], dim: usize, out: &mut [f32]) -> Result<
     Ok(())
 }
 
+/// `Σ a[i]·b[i]` over eight independent partial sums. A single running sum is a chain of
+/// dependent adds the compiler must keep in order (no reassociation of floats), so it stays
+/// scalar; eight lanes let it use vector registers. perf showed the scalar form (attention
+/// scores, RMS sums) at ~16% of a CPU decode step.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let split = n - n % 8;
+    let mut acc = [0.0f32; 8];
+    for (x, y) in a[..split].chunks_exact(8).zip(b[..split].chunks_exact(8)) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let tail: f32 = a[split..n]
+        .iter()
+        .zip(&b[split..n])
+        .map(|(x, y)| x * y)
+        .sum();
+    acc.iter().sum::<f32>() + tail
+}
+
 fn inv_rms(x: &[f32], eps: f32) -> f32 {
-    let mean_sq = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let mean_sq = dot(x, x) / x.len() as f32;
     1.0 / (mean_sq + eps).sqrt()
 }
 
@@ -124,6 +145,16 @@ pub fn silu_mul(gate_up: &[f32], inter: usize, out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_equals_the_plain_sum_at_every_length() {
+        for n in 0..40 {
+            let a: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let b: Vec<f32> = (0..n).map(|i| 1.0 - i as f32 * 0.25).collect();
+            let want: f64 = a.iter().zip(&b).map(|(x, y)| (x * y) as f64).sum();
+            assert!((dot(&a, &b) as f64 - want).abs() < 1e-3, "n = {n}");
+        }
+    }
 
     #[test]
     fn rms_norm_of_a_known_row() {

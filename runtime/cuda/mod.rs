@@ -235,6 +235,17 @@ impl CudaBackend {
 impl Backend for CudaBackend {
     type Tensor = CudaSlice<f32>;
     type Meta = CudaMeta;
+    // cuBLAS reads the HF row-major layout as it is: a weight is an ordinary tensor.
+    type Weight = CudaSlice<f32>;
+
+    fn upload_weight(&self, data: &[f32], n: usize, k: usize) -> Result<CudaSlice<f32>> {
+        ensure!(
+            data.len() == n * k,
+            "weight has {} elements, expected {n}x{k}",
+            data.len()
+        );
+        self.upload(data)
+    }
 
     fn upload(&self, data: &[f32]) -> Result<CudaSlice<f32>> {
         if data.is_empty() {

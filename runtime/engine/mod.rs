@@ -100,6 +100,7 @@ pub fn start<B>(
 where
     B: Backend + Send + 'static,
     B::Tensor: Send,
+    B::Weight: Send,
     B::Meta: Send,
 {
     start_with_faults(model, tokenizer, model_name, cfg, FaultPlan::default())
@@ -117,6 +118,7 @@ pub fn start_with_faults<B>(
 where
     B: Backend + Send + 'static,
     B::Tensor: Send,
+    B::Weight: Send,
     B::Meta: Send,
 {
     let policy = policy::by_name(&cfg.policy)?;
