@@ -1,10 +1,12 @@
 //! `tandem bench throughput`: offline throughput of the engine, in-process.
 
 use anyhow::{Context, Result};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use tandem::runtime::engine::launch::EngineArgs;
 use tandem::runtime::request::{Event, Request, SamplingParams};
+use tandem::sim::workload::{prompt_tokens, read_trace};
 
 #[derive(clap::Args)]
 pub struct ThroughputArgs {
@@ -20,6 +22,22 @@ pub struct ThroughputArgs {
     pub output_len: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// A JSONL trace (the simulator's format: prompt_len, output_len per line; arrival times are
+    /// ignored, every request is submitted at once) instead of the fixed sizes above. The same
+    /// file drives the comparison with transformers in scripts/gpu-bench.sh.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+}
+
+fn request(prompt: Vec<u32>, output_len: usize) -> Request {
+    Request::new(
+        prompt,
+        SamplingParams {
+            max_tokens: output_len,
+            ignore_eos: true,
+            ..Default::default()
+        },
+    )
 }
 
 pub fn run(args: ThroughputArgs) -> Result<()> {
@@ -39,21 +57,23 @@ pub fn run(args: ThroughputArgs) -> Result<()> {
         (state >> 33) % n
     };
     let low = 100.min(vocab / 2);
-    let requests: Vec<Request> = (0..args.num_prompts)
-        .map(|_| {
-            let prompt = (0..args.input_len)
-                .map(|_| (low + next(vocab - low)) as u32)
-                .collect();
-            Request::new(
-                prompt,
-                SamplingParams {
-                    max_tokens: args.output_len,
-                    ignore_eos: true,
-                    ..Default::default()
-                },
-            )
-        })
-        .collect();
+    let requests: Vec<Request> = match &args.trace {
+        Some(path) => read_trace(path)?
+            .iter()
+            .enumerate()
+            .map(|(i, r)| request(prompt_tokens(r, i, vocab as u32), r.output_len))
+            .collect(),
+        None => (0..args.num_prompts)
+            .map(|_| {
+                let prompt = (0..args.input_len)
+                    .map(|_| (low + next(vocab - low)) as u32)
+                    .collect();
+                request(prompt, args.output_len)
+            })
+            .collect(),
+    };
+    let num_requests = requests.len();
+    let prompt_tokens_total: usize = requests.iter().map(|r| r.prompt_ids.len()).sum();
     drop(tokenizer);
     let started = Instant::now();
     let mut streams = requests
@@ -78,10 +98,10 @@ pub fn run(args: ThroughputArgs) -> Result<()> {
     let stats = handle.stats();
     handle.shutdown();
     engine.join()?;
-    let total = args.num_prompts * args.input_len + output_tokens;
+    let total = prompt_tokens_total + output_tokens;
     println!(
         "requests: {} ({} failed)  overlap: {}  policy: {}",
-        args.num_prompts, failed, !args.engine.no_overlap, args.engine.policy
+        num_requests, failed, !args.engine.no_overlap, args.engine.policy
     );
     println!(
         "elapsed: {secs:.2} s  steps: {}  preemptions: {}",
@@ -89,7 +109,7 @@ pub fn run(args: ThroughputArgs) -> Result<()> {
     );
     println!(
         "throughput: {:.2} requests/s, {:.1} output tokens/s, {:.1} total tokens/s",
-        args.num_prompts as f64 / secs,
+        num_requests as f64 / secs,
         output_tokens as f64 / secs,
         total as f64 / secs
     );

@@ -90,3 +90,46 @@ fn a_bad_model_path_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("does not exist"), "{stderr}");
 }
+
+#[test]
+fn bench_throughput_replays_a_trace() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/models/tiny-llama");
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.jsonl");
+    std::fs::write(
+        &trace,
+        "{\"arrival\": 0, \"prompt_len\": 20, \"output_len\": 5}\n\
+         {\"arrival\": 0.5, \"prompt_len\": 7, \"output_len\": 3}\n",
+    )
+    .unwrap();
+    let out = tandem()
+        .args(["bench", "throughput", "--model", model, "--trace"])
+        .arg(&trace)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("requests: 2 (0 failed)"), "{stdout}");
+    // 8 output tokens (5 + 3, EOS ignored) and 27 prompt tokens: total / output = 35 / 8.
+    let rate = |label: &str| -> f64 {
+        let at = stdout
+            .find(label)
+            .unwrap_or_else(|| panic!("{label}: {stdout}"));
+        stdout[..at].rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let ratio = rate(" total tokens/s") / rate(" output tokens/s");
+    assert!((ratio - 35.0 / 8.0).abs() < 0.01, "{stdout}");
+
+    // A missing trace is a clear error, not a panic.
+    let out = tandem()
+        .args(["bench", "throughput", "--model", model, "--trace"])
+        .arg(dir.path().join("absent.jsonl"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("absent.jsonl"));
+}

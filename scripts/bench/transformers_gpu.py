@@ -1,0 +1,67 @@
+"""transformers' continuous batching (`generate_batch`) on the GPU, on a trace of requests.
+
+    python transformers_gpu.py MODEL_DIR TRACE.jsonl
+
+The trace is the simulator's JSONL (prompt_len, output_len per line; arrivals ignored: every
+request is submitted at once, as `tandem bench throughput --trace` does). Greedy, EOS ignored,
+bf16, its best settings as far as this version exposes them (CUDA graphs warmed up, async
+batching where the config has it). Prints one line:
+    transformers generate_batch <output tokens> <seconds> <tokens/s>
+"""
+
+import dataclasses
+import inspect
+import json
+import random
+import sys
+import time
+
+import torch
+from transformers import AutoModelForCausalLM, GenerationConfig
+
+
+def cb_config():
+    """The continuous-batching config with every speed option this version has switched on."""
+    try:
+        from transformers.generation import ContinuousBatchingConfig
+    except ImportError:
+        return None, {}
+    fields = set(inspect.signature(ContinuousBatchingConfig).parameters)
+    if not torch.cuda.is_available():
+        return ContinuousBatchingConfig(), {}  # a local smoke run: the GPU options need a GPU
+    wanted = {"use_cuda_graph": True, "use_async_batching": True, "async_batching": True}
+    kwargs = {k: v for k, v in wanted.items() if k in fields}
+    return ContinuousBatchingConfig(**kwargs), kwargs
+
+
+def main():
+    model_dir, trace = sys.argv[1], sys.argv[2]
+    reqs = [json.loads(line) for line in open(trace) if line.strip()]
+    rng = random.Random(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16,
+                                                 device_map="cuda" if torch.cuda.is_available() else "cpu").eval()
+    vocab = model.config.vocab_size
+    inputs = [[rng.randrange(100, vocab) for _ in range(r["prompt_len"])] for r in reqs]
+    out_len = max(r["output_len"] for r in reqs)
+    assert all(r["output_len"] == out_len for r in reqs), "one output length per trace"
+    gen = GenerationConfig(max_new_tokens=out_len, min_new_tokens=out_len, do_sample=False,
+                           eos_token_id=None, pad_token_id=0)
+    cb, used = cb_config()
+    print(f"transformers continuous batching options: {used or 'defaults'}", flush=True)
+    kwargs = {"continuous_batching_config": cb} if cb is not None else {}
+    with torch.inference_mode():
+        # Warm-up on a few requests: compilation, graph capture, allocator.
+        model.generate_batch(inputs=inputs[:8], generation_config=gen, **kwargs)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        results = model.generate_batch(inputs=inputs, generation_config=gen, **kwargs)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        secs = time.perf_counter() - start
+    tokens = sum(len(r.generated_tokens) for r in results.values())
+    print(f"transformers generate_batch {tokens} {secs:.3f} {tokens / secs:.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
