@@ -214,6 +214,21 @@ impl<B: Backend> Llama<B> {
         Ok(&ws.logits)
     }
 
+    /// [`forward`](Self::forward), with the logits copied into `out` on the host: one row of
+    /// `vocab_size` per wanted row, flat. `out` is resized, so a caller that keeps it allocates
+    /// nothing once warmed up (the executor does, every step).
+    pub fn forward_into(
+        &mut self,
+        step: &StepInput,
+        kv: &mut KvCache<B>,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        let n = step.logits_indices.len() * self.cfg.vocab_size;
+        self.forward(step, kv)?;
+        out.resize(n, 0.0);
+        self.backend.download_into(&self.ws.logits, out)
+    }
+
     /// [`forward`](Self::forward), with the logits copied to the host, one `Vec` per wanted row.
     pub fn forward_to_host(
         &mut self,

@@ -71,6 +71,12 @@ pub trait Backend {
     fn zeros(&self, len: usize) -> Result<Self::Tensor>;
     /// Copies the first `len` elements back to the host.
     fn download(&self, t: &Self::Tensor, len: usize) -> Result<Vec<f32>>;
+    /// Copies the first `out.len()` elements into `out` (a buffer the caller reuses every step).
+    fn download_into(&self, t: &Self::Tensor, out: &mut [f32]) -> Result<()> {
+        let v = self.download(t, out.len())?;
+        out.copy_from_slice(&v);
+        Ok(())
+    }
 
     /// Metadata buffers able to hold steps of up to `max_tokens` rows and `max_seqs` sequences.
     fn new_meta(&self, max_tokens: usize, max_seqs: usize) -> Result<Self::Meta>;

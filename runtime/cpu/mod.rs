@@ -71,6 +71,17 @@ impl Backend for CpuBackend {
         Ok(t[..len].to_vec())
     }
 
+    fn download_into(&self, t: &Vec<f32>, out: &mut [f32]) -> Result<()> {
+        ensure!(
+            out.len() <= t.len(),
+            "download of {} elements from a tensor of {}",
+            out.len(),
+            t.len()
+        );
+        out.copy_from_slice(&t[..out.len()]);
+        Ok(())
+    }
+
     fn new_meta(&self, max_tokens: usize, max_seqs: usize) -> Result<StepInput> {
         let mut m = StepInput::default();
         m.input_ids.reserve(max_tokens);

@@ -110,22 +110,26 @@ impl<B: Backend> Executor<B> {
         batch: &Batch,
     ) -> Result<(Vec<Sampled>, Vec<(usize, String)>), String> {
         let vocab = self.model.cfg.vocab_size;
-        let rows = self
-            .model
-            .forward_to_host(&batch.step, &mut self.kv)
+        self.model
+            .forward_into(&batch.step, &mut self.kv, &mut self.logits)
             .map_err(|e| format!("forward pass failed: {e:#}"))?;
+        if self.logits.len() != batch.samples.len() * vocab {
+            return Err(format!(
+                "internal error: {} logit rows for {} samples",
+                self.logits.len() / vocab.max(1),
+                batch.samples.len()
+            ));
+        }
         let mut out = Vec::with_capacity(batch.samples.len());
         let mut failed = Vec::new();
-        for (i, (slot, row)) in batch.samples.iter().zip(rows).enumerate() {
-            self.logits.clear();
-            self.logits.extend_from_slice(&row);
-            debug_assert_eq!(self.logits.len(), vocab);
+        for (i, slot) in batch.samples.iter().enumerate() {
             let state = self.samplers.get_mut(&slot.id).ok_or_else(|| {
                 format!("internal error: no sampler state for request {}", slot.id)
             })?;
             // One request's sampler failing (a bug, or an injected fault) fails that request
             // only: its batch-mates' samples are independent of it.
-            let (logits, scratch) = (&mut self.logits, &mut self.scratch);
+            let logits = &mut self.logits[i * vocab..(i + 1) * vocab];
+            let scratch = &mut self.scratch;
             let inject = self.faulty.as_ref().is_some_and(|f| f.contains(slot.id));
             let s = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 assert!(!inject, "injected sampling fault");
