@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use tandem::runtime::engine::launch::EngineArgs;
+use tandem::runtime::engine::timeline::{idle_fraction, write_csv};
 use tandem::runtime::request::{Event, Request, SamplingParams};
 use tandem::sim::workload::{prompt_tokens, read_trace};
 
@@ -27,6 +28,10 @@ pub struct ThroughputArgs {
     /// file drives the comparison with transformers in scripts/gpu-bench.sh.
     #[arg(long)]
     pub trace: Option<PathBuf>,
+    /// Write each step's start and end (seconds), tokens and sequences to this CSV file, and
+    /// report the fraction of time the executor sat idle between steps.
+    #[arg(long)]
+    pub timeline: Option<PathBuf>,
 }
 
 fn request(prompt: Vec<u32>, output_len: usize) -> Request {
@@ -75,6 +80,7 @@ pub fn run(args: ThroughputArgs) -> Result<()> {
     let num_requests = requests.len();
     let prompt_tokens_total: usize = requests.iter().map(|r| r.prompt_ids.len()).sum();
     drop(tokenizer);
+    handle.timeline().start();
     let started = Instant::now();
     let mut streams = requests
         .into_iter()
@@ -95,6 +101,7 @@ pub fn run(args: ThroughputArgs) -> Result<()> {
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    let steps = handle.timeline().take();
     let stats = handle.stats();
     handle.shutdown();
     engine.join()?;
@@ -113,5 +120,14 @@ pub fn run(args: ThroughputArgs) -> Result<()> {
         output_tokens as f64 / secs,
         total as f64 / secs
     );
+    let busy: f64 = steps.iter().map(|s| s.end - s.start).sum();
+    println!(
+        "steps: mean {:.2} ms busy, executor idle between steps {:.2}%",
+        1e3 * busy / steps.len().max(1) as f64,
+        100.0 * idle_fraction(&steps)
+    );
+    if let Some(path) = &args.timeline {
+        write_csv(path, &steps)?;
+    }
     Ok(())
 }

@@ -102,9 +102,12 @@ fn bench_throughput_replays_a_trace() {
          {\"arrival\": 0.5, \"prompt_len\": 7, \"output_len\": 3}\n",
     )
     .unwrap();
+    let timeline = dir.path().join("timeline.csv");
     let out = tandem()
         .args(["bench", "throughput", "--model", model, "--trace"])
         .arg(&trace)
+        .arg("--timeline")
+        .arg(&timeline)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -123,6 +126,28 @@ fn bench_throughput_replays_a_trace() {
     };
     let ratio = rate(" total tokens/s") / rate(" output tokens/s");
     assert!((ratio - 35.0 / 8.0).abs() < 0.01, "{stdout}");
+    assert!(stdout.contains("executor idle between steps"), "{stdout}");
+
+    // The timeline: one line per step the engine counted, in order, each start <= end, and
+    // every prompt token and generated token (but the last of each request) in some step.
+    let steps: usize = stdout
+        .split("steps: ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no step count: {stdout}"));
+    let csv = std::fs::read_to_string(&timeline).unwrap();
+    let rows: Vec<Vec<f64>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(rows.len(), steps, "{csv}");
+    let tokens: f64 = rows.iter().map(|r| r[3]).sum();
+    assert_eq!(tokens, 27.0 + 8.0 - 2.0, "{csv}");
+    for w in rows.windows(2) {
+        assert!(w[0][1] <= w[0][2] && w[0][1] <= w[1][1], "{csv}");
+    }
 
     // A missing trace is a clear error, not a panic.
     let out = tandem()

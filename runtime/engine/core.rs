@@ -147,6 +147,12 @@ impl EngineCore {
     fn step_done(&mut self, out: StepOutput) {
         self.in_flight -= 1;
         self.stats.steps += 1;
+        self.shared.timeline.record(
+            out.started,
+            out.finished,
+            out.batch.step.num_tokens(),
+            out.batch.step.num_seqs(),
+        );
         if let Some(err) = out.error {
             for &(id, ..) in &out.batch.scheduled {
                 self.finish(id, FinishReason::Error(err.clone()));

@@ -4,6 +4,7 @@
 //! backend's on-device carry-over), keeps each request's sampler state, and returns the samples.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use crate::model::llama::Llama;
 use crate::runtime::backend::Backend;
@@ -25,6 +26,9 @@ pub struct StepOutput {
     /// Samples whose sampling failed (index into `sampled`, why); only those requests fail, and
     /// their `sampled` entry is a stand-in that must not be used.
     pub failed: Vec<(usize, String)>,
+    /// When the executor took the batch and when its samples were ready.
+    pub started: Instant,
+    pub finished: Instant,
 }
 
 pub struct Executor<B: Backend> {
@@ -55,6 +59,7 @@ impl<B: Backend> Executor<B> {
     }
 
     pub fn run(&mut self, mut batch: Batch) -> StepOutput {
+        let started = Instant::now();
         for id in &batch.sampler_drops {
             self.samplers.remove(id);
         }
@@ -88,6 +93,8 @@ impl<B: Backend> Executor<B> {
                     sampled,
                     error: None,
                     failed,
+                    started,
+                    finished: Instant::now(),
                 }
             }
             Err(e) => {
@@ -98,6 +105,8 @@ impl<B: Backend> Executor<B> {
                     sampled: Vec::new(),
                     error: Some(e),
                     failed: Vec::new(),
+                    started,
+                    finished: Instant::now(),
                 }
             }
         }

@@ -80,6 +80,7 @@ pub(crate) struct Shared {
     pub dead: Mutex<Option<String>>,
     pub stats: Mutex<EngineStats>,
     pub model: ModelInfo,
+    pub timeline: super::timeline::Timeline,
 }
 
 #[derive(Clone)]
@@ -226,6 +227,11 @@ impl EngineHandle {
             .lock()
             .map(|s| s.clone())
             .unwrap_or_default()
+    }
+
+    /// Step timings, recorded from `timeline().start()` until `timeline().take()`.
+    pub fn timeline(&self) -> &super::timeline::Timeline {
+        &self.shared.timeline
     }
 
     pub fn model(&self) -> &ModelInfo {

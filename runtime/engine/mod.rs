@@ -19,6 +19,7 @@ pub mod fault;
 pub mod handle;
 pub mod launch;
 mod output;
+pub mod timeline;
 
 use anyhow::{Context, Result};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
@@ -162,6 +163,7 @@ where
         dead: Mutex::new(None),
         stats: Mutex::new(EngineStats::default()),
         model: info,
+        timeline: timeline::Timeline::default(),
     });
     let depth = if cfg.overlap { 2 } else { 1 };
     let (to_executor, batches) = mpsc::sync_channel(depth);
