@@ -14,7 +14,8 @@
 #       carry=["device-out"], timeout_s=570)
 #
 # It prints one table: output tokens/s of tandem (overlap on, and --no-overlap) and of
-# transformers generate_batch, and the ratio tandem / transformers.
+# transformers generate_batch, the ratio tandem / transformers, and the executor's idle time
+# between steps (bench throughput --timeline; the CSVs come back in $OUT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=device-out
@@ -52,22 +53,24 @@ for arch in "${@:-llama-3.2-1b}"; do
   # KV capacity for every request at once (prompt <= 1024 + 256 output tokens).
   common=(bench throughput --device cuda --model "$dir" --trace "$trace" --max-num-seqs 256
           --max-batch-tokens 8192 --num-kv-blocks 24576)
-  timeout 150 "$tandem" "${common[@]}" >"$log/tandem-$arch.log" 2>&1
-  tail -n 3 "$log/tandem-$arch.log"
+  timeout 150 "$tandem" "${common[@]}" --timeline "$log/timeline-$arch.csv" \
+    >"$log/tandem-$arch.log" 2>&1
+  tail -n 4 "$log/tandem-$arch.log"
   timeout 150 "$tandem" "${common[@]}" --no-overlap >"$log/tandem-noov-$arch.log" 2>&1
   tail -n 1 "$log/tandem-noov-$arch.log"
   timeout 200 python3 "$here/transformers_gpu.py" "$dir" "$trace" >"$log/hf-$arch.log" 2>&1
   tail -n 2 "$log/hf-$arch.log"
   t=$(rate "$log/tandem-$arch.log"); o=$(rate "$log/tandem-noov-$arch.log")
   h=$(awk '/^transformers generate_batch/ {print $5}' "$log/hf-$arch.log")
-  rows+=("$arch|${t:--}|${o:--}|${h:--}")
+  idle=$(grep -o 'idle between steps [0-9.]*%' "$log/tandem-$arch.log" | awk '{print $4}')
+  rows+=("$arch|${t:--}|${o:--}|${h:--}|${idle:--}")
 done
 echo
-printf '%-14s %16s %16s %16s %8s\n' model "tandem tok/s" "no-overlap" "transformers" ratio
+printf '%-14s %16s %16s %16s %8s %10s\n' model "tandem tok/s" "no-overlap" "transformers" ratio "idle"
 for r in "${rows[@]}"; do
-  IFS='|' read -r a t o h <<<"$r"
+  IFS='|' read -r a t o h idle <<<"$r"
   ratio=$(python3 -c "import sys; t,h=sys.argv[1:]; print(f'{float(t)/float(h):.2f}')" "$t" "$h" 2>/dev/null || echo -)
-  printf '%-14s %16s %16s %16s %8s\n' "$a" "$t" "$o" "$h" "$ratio"
+  printf '%-14s %16s %16s %16s %8s %10s\n' "$a" "$t" "$o" "$h" "$ratio" "$idle"
 done
 RUN
 chmod +x "$out/bench/run.sh"
