@@ -21,6 +21,10 @@ port=$("$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true' EXIT
 until curl -sf "http://127.0.0.1:$port/health" >/dev/null; do sleep 0.2; done
+# Warm-up, as the transformers side gets (a 2-token generate of the same batch): first-touch page
+# faults of the workspace and the allocator's first growth stay out of the measurement.
+./target/release/tandem bench serve --url "http://127.0.0.1:$port" \
+  --num-prompts 32 --concurrency 32 --input-len 8 --output-len 2 >/dev/null 2>&1
 tandem_out=$(./target/release/tandem bench serve --url "http://127.0.0.1:$port" \
   --num-prompts 32 --concurrency 32 --input-len 8 --output-len 64 2>/dev/null)
 kill "$pid"; wait "$pid" 2>/dev/null || true; trap - EXIT
