@@ -12,7 +12,7 @@ use std::hint::black_box;
 
 use tandem::runtime::backend::{AttentionParams, Backend, CacheShape, QkvLayout};
 use tandem::runtime::cuda::cudarc::driver::sys::CUevent_flags;
-use tandem::runtime::cuda::CudaBackend;
+use tandem::runtime::cuda::{CudaBackend, DecodePath};
 use tandem::runtime::step::{SeqChunk, StepInput};
 
 type T = <CudaBackend as Backend>::Tensor;
@@ -136,7 +136,7 @@ fn main() {
     )
     .unwrap();
     step.logits_indices = (0..rows as u32).step_by(64).collect();
-    let mut meta = bench.b.new_meta(rows, 64).unwrap();
+    let mut meta = bench.b.new_meta(rows, 64, layout).unwrap();
     bench.b.upload_meta(&step, &mut meta).unwrap();
 
     // Embedding gather and logit-row gather.
@@ -243,7 +243,7 @@ fn main() {
         })
         .collect();
     let dstep = StepInput::build(&chunks, bs).unwrap();
-    let mut dmeta = bench.b.new_meta(seqs, seqs).unwrap();
+    let mut dmeta = bench.b.new_meta(seqs, seqs, layout).unwrap();
     bench.b.upload_meta(&dstep, &mut dmeta).unwrap();
     let dcache = CacheShape {
         num_blocks: seqs * blocks_per_seq,
@@ -259,17 +259,20 @@ fn main() {
     let vc = bench.random(dcache.elements());
     let dq = bench.random(seqs * layout.row_width());
     let mut dout = bench.b.zeros(seqs * layout.q_width()).unwrap();
-    let us = bench.time(|b| {
-        b.attention(&dq, &kc, &vc, &dmeta, &dparams, &mut dout)
-            .unwrap()
-    });
     let bytes = 2.0 * dcache.elements() as f64 * f + 2.0 * (seqs * layout.q_width()) as f64 * f;
-    bench.report_bytes(
-        "paged_attention_decode",
-        "64 seqs x 2048 ctx, 32/8 x 128",
-        us,
-        bytes,
-    );
+    // The split-context decode kernel, then the general kernel on the same step for comparison.
+    for (name, path) in [
+        ("paged_attention_decode", DecodePath::Auto),
+        ("paged_attention_decode_gen", DecodePath::General),
+    ] {
+        bench.b.set_decode_path(path);
+        let us = bench.time(|b| {
+            b.attention(&dq, &kc, &vc, &dmeta, &dparams, &mut dout)
+                .unwrap()
+        });
+        bench.report_bytes(name, "64 seqs x 2048 ctx, 32/8 x 128", us, bytes);
+    }
+    bench.b.set_decode_path(DecodePath::Auto);
     drop((kc, vc, dq, dout));
 
     // cuBLAS sgemm through `linear` (f32, no TF32).

@@ -16,7 +16,7 @@ use tandem::model::llama::{Llama, StepLimits};
 use tandem::model::loader::ModelSource;
 use tandem::runtime::backend::{AttentionParams, Backend, CacheShape, QkvLayout};
 use tandem::runtime::cpu;
-use tandem::runtime::cuda::CudaBackend;
+use tandem::runtime::cuda::{CudaBackend, DecodePath};
 use tandem::runtime::kv_cache::KvCache;
 use tandem::runtime::step::{SeqChunk, StepInput};
 
@@ -68,11 +68,20 @@ fn poisoned(b: &CudaBackend, len: usize) -> <CudaBackend as Backend>::Tensor {
     t
 }
 
+/// Metadata for `step`, its attention workspace sized for LAYOUTS[0] (ops that do not attend).
 fn meta_for(b: &CudaBackend, step: &StepInput) -> <CudaBackend as Backend>::Meta {
+    meta_with(b, step, LAYOUTS[0])
+}
+
+fn meta_with(
+    b: &CudaBackend,
+    step: &StepInput,
+    layout: QkvLayout,
+) -> <CudaBackend as Backend>::Meta {
     // Logit rows share the per-sequence buffers (the engine asks for at most one per sequence);
     // a test that gathers more rows than it has sequences sizes them for its rows.
     let seqs = step.num_seqs().max(step.logits_indices.len()).max(1);
-    let mut meta = b.new_meta(step.num_tokens().max(1), seqs).unwrap();
+    let mut meta = b.new_meta(step.num_tokens().max(1), seqs, layout).unwrap();
     b.upload_meta(step, &mut meta).unwrap();
     meta
 }
@@ -396,7 +405,7 @@ fn check_attention(
     let v_cache = random(&mut rng, cache.elements());
     let mut want = vec![0.0; rows * layout.q_width()];
     cpu::attention(&qkv, &k_cache, &v_cache, &step, &params, &mut want).unwrap();
-    let meta = meta_for(b, &step);
+    let meta = meta_with(b, &step, layout);
     let (qd, kd, vd) = (
         b.upload(&qkv).unwrap(),
         b.upload(&k_cache).unwrap(),
@@ -429,6 +438,106 @@ fn paged_attention_decode() {
             );
         }
     }
+}
+
+/// Layouts for the decode kernel: GQA ratios 1, 3, 4, 5, 8, 16 and head_dim 16 to 256 (its
+/// instances: 4 or 8 elements per lane, 1 to 8 heads per warp, groups in up to 4 chunks), plus
+/// a head_dim that is not a multiple of 4 (falls back to the general kernel).
+const DECODE_LAYOUTS: [(usize, usize, usize); 9] = [
+    (4, 4, 64),
+    (8, 2, 80),
+    (32, 8, 128),
+    (8, 1, 128),
+    (16, 1, 128),
+    (9, 3, 64),
+    (10, 2, 96),
+    (8, 1, 256),
+    (6, 3, 18),
+];
+
+/// Pure decode steps (one row per sequence) on the decode kernel, with its split count chosen
+/// (Auto), pinned to 1 (no merge) and to 7 (uneven splits, some empty for short sequences), and
+/// on the general kernel: contexts of 1 to 5000 keys over scattered blocks.
+#[test]
+fn paged_attention_decode_split() {
+    let Some(b) = gpu("paged_attention_decode_split") else {
+        return;
+    };
+    let ctx = [1, 17, 600, 5000, 64, 65];
+    for (i, &(nh, nkv, hd)) in DECODE_LAYOUTS.iter().enumerate() {
+        let layout = QkvLayout {
+            num_heads: nh,
+            num_kv_heads: nkv,
+            head_dim: hd,
+        };
+        for path in [
+            DecodePath::Auto,
+            DecodePath::Splits(1),
+            DecodePath::Splits(7),
+            DecodePath::General,
+        ] {
+            b.set_decode_path(path);
+            for block_size in [16, 5] {
+                check_attention(
+                    &b,
+                    &format!("decode {layout:?} block {block_size} {path:?}"),
+                    layout,
+                    block_size,
+                    None,
+                    &[1; 6],
+                    &ctx,
+                    50 + i as u64,
+                );
+            }
+        }
+        // One long sequence alone: Auto splits it as far as the kernel allows.
+        b.set_decode_path(DecodePath::Auto);
+        check_attention(
+            &b,
+            &format!("decode {layout:?} one sequence of 5000"),
+            layout,
+            16,
+            None,
+            &[1],
+            &[5000],
+            70 + i as u64,
+        );
+    }
+    b.set_decode_path(DecodePath::Auto);
+}
+
+/// Decode steps with a sliding window: windows shorter and longer than the contexts, split and
+/// unsplit.
+#[test]
+fn paged_attention_decode_sliding_window() {
+    let Some(b) = gpu("paged_attention_decode_sliding_window") else {
+        return;
+    };
+    let layout = QkvLayout {
+        num_heads: 8,
+        num_kv_heads: 2,
+        head_dim: 128,
+    };
+    for path in [
+        DecodePath::Auto,
+        DecodePath::Splits(1),
+        DecodePath::Splits(5),
+    ] {
+        b.set_decode_path(path);
+        for window in [1, 7, 64, 1000, 6000] {
+            check_attention(
+                &b,
+                &format!("decode sliding window {window} {path:?}"),
+                layout,
+                16,
+                Some(window),
+                &[1; 5],
+                &[1, 17, 600, 5000, 1000],
+                80 + window as u64,
+            );
+        }
+    }
+    b.set_decode_path(DecodePath::Auto);
 }
 
 #[test]

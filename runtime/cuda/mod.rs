@@ -10,8 +10,10 @@
 //! The CUDA libraries are loaded at run time: a `--features cuda` build runs anywhere, and
 //! [`CudaBackend::new`] answers "no CUDA driver found" where there is none.
 
+mod attention;
 pub mod kernels;
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -21,6 +23,8 @@ use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
 };
 
+pub use self::attention::DecodePath;
+use self::attention::DecodeWorkspace;
 use self::kernels::Kernels;
 use super::backend::{AttentionParams, Backend, QkvLayout};
 use super::step::StepInput;
@@ -50,6 +54,10 @@ pub struct CudaBackend {
     stream: Arc<CudaStream>,
     blas: CudaBlas,
     k: Kernels,
+    /// Streaming multiprocessors: the decode attention sizes its grid from them.
+    sm_count: usize,
+    /// [`DecodePath`], encoded (tests and the benchmark pin it).
+    decode_path: AtomicUsize,
 }
 
 impl CudaBackend {
@@ -99,12 +107,17 @@ impl CudaBackend {
             status == cublas_sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS,
             "cublasSetMathMode: {status:?}"
         );
-        let k = Kernels::load(&ctx)?;
+        let k = Kernels::load(&ctx, "f32")?;
+        let sms = ctx.attribute(
+            cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+        )?;
         Ok(CudaBackend {
             ctx,
             stream,
             blas,
             k,
+            sm_count: sms.max(1) as usize,
+            decode_path: AtomicUsize::new(DecodePath::Auto.encode()),
         })
     }
 
@@ -196,6 +209,8 @@ pub struct CudaMeta {
     max_tokens: usize,
     max_seqs: usize,
     table_cols: usize,
+    /// Split partials of the decode attention, sized for `max_seqs` and the model's layout.
+    decode: DecodeWorkspace,
 }
 
 impl CudaMeta {
@@ -262,7 +277,7 @@ impl Backend for CudaBackend {
         Ok(out)
     }
 
-    fn new_meta(&self, max_tokens: usize, max_seqs: usize) -> Result<CudaMeta> {
+    fn new_meta(&self, max_tokens: usize, max_seqs: usize, layout: QkvLayout) -> Result<CudaMeta> {
         let mut meta = CudaMeta {
             host: StepInput::default(),
             staging: Vec::new(),
@@ -270,6 +285,7 @@ impl Backend for CudaBackend {
             max_tokens,
             max_seqs,
             table_cols: 64,
+            decode: self.new_decode_workspace(max_seqs, layout)?,
         };
         meta.dev = self.stream.alloc_zeros::<u32>(meta.words())?;
         meta.staging = vec![0; meta.words()];
@@ -589,78 +605,7 @@ impl Backend for CudaBackend {
         p: &AttentionParams,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        let l = p.layout;
-        let step = &meta.host;
-        let rows = step.num_tokens();
-        ensure!(
-            l.head_dim <= MAX_HEAD_DIM,
-            "attention: head_dim {} is above the CUDA kernel's {MAX_HEAD_DIM}",
-            l.head_dim
-        );
-        ensure!(
-            l.num_kv_heads > 0 && l.num_heads.is_multiple_of(l.num_kv_heads),
-            "attention: {} heads do not split into {} kv heads",
-            l.num_heads,
-            l.num_kv_heads
-        );
-        ensure!(
-            out.len() >= rows * l.q_width() && qkv.len() >= rows * l.row_width(),
-            "attention: output too small"
-        );
-        let cache_len = p.cache.num_blocks * p.cache.block_size * l.kv_width();
-        ensure!(
-            k_cache.len() >= cache_len && v_cache.len() >= cache_len,
-            "attention: cache buffers smaller than the cache shape"
-        );
-        for s in 0..step.num_seqs() {
-            let (start, end) = step.seq_rows(s);
-            let blocks = (step.context_lens[s] as usize).div_ceil(p.cache.block_size);
-            ensure!(
-                (step.context_lens[s] as usize) >= end - start,
-                "sequence {s}: context length below its new tokens"
-            );
-            ensure!(
-                blocks <= step.max_blocks_per_seq,
-                "sequence {s}: block table too short"
-            );
-            for &b in &step.block_table(s)[..blocks] {
-                ensure!(
-                    (b as usize) < p.cache.num_blocks,
-                    "sequence {s}: block {b} outside the cache"
-                );
-            }
-        }
-        let args = (
-            self.ptr(qkv),
-            self.ptr(k_cache),
-            self.ptr(v_cache),
-            self.meta_ptr(meta, meta.qsl_off()),
-            self.meta_ptr(meta, meta.ctx_off()),
-            self.meta_ptr(meta, meta.tables_off()),
-        );
-        let sizes = [
-            step.num_seqs() as u32,
-            u32_of(step.max_blocks_per_seq, "block table width")?,
-            l.num_heads as u32,
-            l.num_kv_heads as u32,
-            l.head_dim as u32,
-            u32_of(p.cache.block_size, "block size")?,
-        ];
-        let window = u32_of(p.sliding_window.unwrap_or(0), "sliding window")?;
-        let op = self.ptr(out);
-        self.launch(
-            &self.k.paged_attention,
-            (u32_of(rows, "rows")?, l.num_heads as u32, 1),
-            128,
-            |b| {
-                b.arg(&args.0).arg(&args.1).arg(&args.2);
-                b.arg(&args.3).arg(&args.4).arg(&args.5);
-                for v in &sizes {
-                    b.arg(v);
-                }
-                b.arg(&p.scale).arg(&window).arg(&op);
-            },
-        )
+        self.attention_op(qkv, k_cache, v_cache, meta, p, out)
     }
 
     fn silu_mul(
