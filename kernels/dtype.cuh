@@ -51,3 +51,15 @@ __device__ __forceinline__ void load_vec(const T* __restrict__ p, float* o) {
     static_assert(PER == 4 || PER == 8, "load_vec: PER is 4 or 8");
     if constexpr (PER == 4) load4(p, o); else load8(p, o);
 }
+
+// Stores 4 f32 values as 4 consecutive elements (aligned as for load4), rounding for bf16.
+__device__ __forceinline__ void store4(float* __restrict__ p, const float* v) {
+    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+}
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+    return (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(lo)) |
+           ((uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(hi)) << 16);
+}
+__device__ __forceinline__ void store4(bf16* __restrict__ p, const float* v) {
+    *reinterpret_cast<uint2*>(p) = make_uint2(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]));
+}

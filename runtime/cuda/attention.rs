@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use anyhow::{ensure, Result};
 use cudarc::driver::{CudaSlice, PushKernelArg};
 
-use super::{u32_of, CudaBackend, CudaMeta, MAX_HEAD_DIM};
+use super::{u32_of, CudaBackend, CudaMeta, CudaTensor, MAX_HEAD_DIM};
 use crate::runtime::backend::{AttentionParams, QkvLayout};
 
 /// Fewest keys per split (`DEC_MIN_SPLIT_KEYS` in paged_attention_decode.cu).
@@ -139,12 +139,12 @@ impl CudaBackend {
 
     pub(super) fn attention_op(
         &self,
-        qkv: &CudaSlice<f32>,
-        k_cache: &CudaSlice<f32>,
-        v_cache: &CudaSlice<f32>,
+        qkv: &CudaTensor,
+        k_cache: &CudaTensor,
+        v_cache: &CudaTensor,
         meta: &CudaMeta,
         p: &AttentionParams,
-        out: &mut CudaSlice<f32>,
+        out: &mut CudaTensor,
     ) -> Result<()> {
         let l = p.layout;
         let step = &meta.host;
@@ -199,9 +199,9 @@ impl CudaBackend {
             }
         }
         let args = (
-            self.ptr(qkv),
-            self.ptr(k_cache),
-            self.ptr(v_cache),
+            self.tp(qkv),
+            self.tp(k_cache),
+            self.tp(v_cache),
             self.meta_ptr(meta, meta.qsl_off()),
             self.meta_ptr(meta, meta.ctx_off()),
             self.meta_ptr(meta, meta.tables_off()),
@@ -215,7 +215,7 @@ impl CudaBackend {
             u32_of(p.cache.block_size, "block size")?,
         ];
         let window = u32_of(p.sliding_window.unwrap_or(0), "sliding window")?;
-        let op = self.ptr(out);
+        let op = self.tp(out);
         self.launch(
             &self.k.paged_attention,
             (u32_of(rows, "rows")?, l.num_heads as u32, 1),
@@ -236,13 +236,13 @@ impl CudaBackend {
     #[allow(clippy::too_many_arguments)]
     fn decode_attention(
         &self,
-        qkv: &CudaSlice<f32>,
-        k_cache: &CudaSlice<f32>,
-        v_cache: &CudaSlice<f32>,
+        qkv: &CudaTensor,
+        k_cache: &CudaTensor,
+        v_cache: &CudaTensor,
         meta: &CudaMeta,
         p: &AttentionParams,
         splits: usize,
-        out: &mut CudaSlice<f32>,
+        out: &mut CudaTensor,
     ) -> Result<()> {
         let l = p.layout;
         let step = &meta.host;
@@ -257,9 +257,9 @@ impl CudaBackend {
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("no decode kernel for head_dim {}", l.head_dim))?;
         let args = (
-            self.ptr(qkv),
-            self.ptr(k_cache),
-            self.ptr(v_cache),
+            self.tp(qkv),
+            self.tp(k_cache),
+            self.tp(v_cache),
             self.meta_ptr(meta, meta.qsl_off()),
             self.meta_ptr(meta, meta.ctx_off()),
             self.meta_ptr(meta, meta.tables_off()),
@@ -272,7 +272,7 @@ impl CudaBackend {
             u32_of(p.cache.block_size, "block size")?,
         ];
         let window = u32_of(p.sliding_window.unwrap_or(0), "sliding window")?;
-        let (n_splits, op) = (splits as u32, self.ptr(out));
+        let (n_splits, op) = (splits as u32, self.tp(out));
         let (po, pml) = (self.ptr(&meta.decode.o), self.ptr(&meta.decode.ml));
         let grid = (n_splits, l.num_kv_heads as u32, u32_of(seqs, "sequences")?);
         self.launch(f, grid, DEC_THREADS, |b| {

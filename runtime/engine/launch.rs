@@ -19,6 +19,10 @@ pub struct EngineArgs {
     /// Where to run the model.
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
     pub device: String,
+    /// How tensors (weights, activations, KV cache) are stored on the GPU: bf16 (the default
+    /// with --device cuda) or f32. The CPU backend computes in f32 only.
+    #[arg(long, value_parser = ["bf16", "f32"])]
+    pub dtype: Option<String>,
     /// Most requests running at once.
     #[arg(long, default_value_t = 64)]
     pub max_num_seqs: usize,
@@ -61,6 +65,9 @@ impl EngineArgs {
 
     /// Opens the model (fetching the default one if needed) and starts an engine on it.
     pub fn launch(&self) -> Result<(Engine, Arc<Tokenizer>)> {
+        if self.device == "cpu" && self.dtype.as_deref() == Some("bf16") {
+            anyhow::bail!("--dtype bf16 needs --device cuda; the CPU backend computes in f32");
+        }
         // Open the device before the model, so a machine without one fails at once.
         #[cfg(not(feature = "cuda"))]
         if self.device == "cuda" {
@@ -68,7 +75,8 @@ impl EngineArgs {
         }
         #[cfg(feature = "cuda")]
         let cuda = if self.device == "cuda" {
-            Some(crate::runtime::cuda::CudaBackend::new(0)?)
+            let dtype = self.dtype.as_deref().unwrap_or("bf16").parse()?;
+            Some(crate::runtime::cuda::CudaBackend::new(0, dtype)?)
         } else {
             None
         };
@@ -85,7 +93,11 @@ impl EngineArgs {
         };
         #[cfg(feature = "cuda")]
         if let Some(backend) = cuda {
-            tracing::info!(device = %backend.device_name()?, "running on CUDA");
+            tracing::info!(
+                device = %backend.device_name()?,
+                dtype = %backend.dtype(),
+                "running on CUDA"
+            );
             let (model, tokenizer) = source.into_model(backend, limits)?;
             let tokenizer = Arc::new(tokenizer);
             let engine = start(model, tokenizer.clone(), name, self.engine_config())?;
