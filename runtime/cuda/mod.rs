@@ -149,6 +149,12 @@ impl CudaBackend {
         Ok(())
     }
 
+    /// `(free, total)` bytes of device memory.
+    pub fn memory_info(&self) -> Result<(usize, usize)> {
+        self.ctx.bind_to_thread()?;
+        Ok(cudarc::driver::result::mem_get_info()?)
+    }
+
     /// How this backend stores tensors.
     pub fn dtype(&self) -> DType {
         self.dtype
