@@ -513,7 +513,7 @@ impl Backend for CudaBackend {
                 (&beta as *const f32).cast(),
                 op as *mut std::ffi::c_void,
                 ty,
-                n_,
+                m_, // ldc: a column of outᵀ is one output row of n features
                 cublas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
                 cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )
