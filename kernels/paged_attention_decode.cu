@@ -23,21 +23,20 @@
 // Template parameters: PER elements of head_dim per lane (4: head_dim <= 128, 8: <= 256;
 // head_dim % PER == 0, so each lane's slice is one aligned vector load), HC q heads per warp
 // (a power of two). The group's heads are cut into nchunks = ceil(group / HC) <= 4 chunks; warp w
-// takes chunk w % nchunks and every (4 / nchunks)-th tile of KEYS keys of the split, so the
+// takes chunk w % nchunks and every (4 / nchunks)-th tile of DEC_KEYS keys of the split, so the
 // warps of one block read neighbouring keys and a chunk's re-read of a key hits L1.
 //
-// Per tile a warp loads KEYS (DEC_KEYS, or twice that for bf16) K and V rows (lane l holds
-// elements [PER l, PER l + PER)), forms HC * KEYS partial dot products per lane and reduces
-// them all at once with a "transposing" butterfly (N values over 32 lanes in N - 1 + log2(32 / N) shuffles instead of
+// Per tile a warp loads DEC_KEYS K and V rows (lane l holds elements [PER l, PER l + PER)),
+// forms HC * DEC_KEYS partial dot products per lane and reduces them all at once with a
+// "transposing" butterfly (N values over 32 lanes in N - 1 + log2(32 / N) shuffles instead of
 // 5 N), after which lane l holds the full score of pair idx = l >> (5 - log2 N),
-// idx = head * KEYS + key. The online softmax runs on those lanes; the probabilities and the
+// idx = head * DEC_KEYS + key. The online softmax runs on those lanes; the probabilities and the
 // per-head rescale factors go through shared memory to every lane for the P.V update.
 #include "common.cuh"
 #include "dtype.cuh"
 
 #define DEC_THREADS 128
 #define DEC_WARPS (DEC_THREADS / TANDEM_WARP)
-// Keys per warp per tile (doubled for bf16 where registers allow: see decode_impl).
 #define DEC_KEYS 4
 // Fewest keys a split gets (the host picks splits from the longest context; shorter sequences
 // leave their trailing splits empty rather than splitting into slivers).
@@ -83,13 +82,9 @@ __device__ __forceinline__ void decode_impl(
     uint32_t num_kv_heads, uint32_t head_dim, uint32_t block_size, float scale,
     uint32_t sliding_window, uint32_t num_splits, T* __restrict__ out,
     float* __restrict__ part_o, float* __restrict__ part_ml) {
-    // Keys per tile: bf16 rows are half the bytes, so with 4 keys a warp has too few bytes in
-    // flight to cover memory latency; 8 keys where the registers allow it (head_dim <= 128, at
-    // most 4 heads per warp: N <= 32).
-    constexpr int KEYS = (sizeof(T) == 2 && PER == 4 && HC <= 4) ? 2 * DEC_KEYS : DEC_KEYS;
-    constexpr int N = HC * KEYS;  // scores per tile per warp
+    constexpr int N = HC * DEC_KEYS;  // scores per tile per warp
     constexpr int SH = 5 - dec_log2(N);
-    static_assert(N <= TANDEM_WARP && (N & (N - 1)) == 0, "HC * KEYS: a power of two <= 32");
+    static_assert(N <= TANDEM_WARP && (N & (N - 1)) == 0, "HC * DEC_KEYS: a power of two <= 32");
     constexpr int WIDTH = PER * TANDEM_WARP;  // most head_dim this instance handles
 
     __shared__ float sm_p[DEC_WARPS][N];
@@ -142,14 +137,14 @@ __device__ __forceinline__ void decode_impl(
     // the running max of head `my_h`, l the running sum of its probabilities at key `my_u` of
     // each tile (summed over the tile's keys at the end).
     const uint32_t idx = lane >> SH;
-    const uint32_t my_h = idx / KEYS, my_u = idx % KEYS;
+    const uint32_t my_h = idx / DEC_KEYS, my_u = idx % DEC_KEYS;
     float m = dec_neg_inf(), l = 0.0f;
 
-    const uint32_t stride = kgroups * KEYS;
-    for (uint32_t j0 = begin + kg * KEYS; active && j0 < end; j0 += stride) {
-        float kr[KEYS][PER], vr[KEYS][PER];
+    const uint32_t stride = kgroups * DEC_KEYS;
+    for (uint32_t j0 = begin + kg * DEC_KEYS; active && j0 < end; j0 += stride) {
+        float kr[DEC_KEYS][PER], vr[DEC_KEYS][PER];
 #pragma unroll
-        for (int u = 0; u < KEYS; u++) {
+        for (int u = 0; u < DEC_KEYS; u++) {
             const uint32_t j = j0 + u;
             if (lane_on && j < end) {
                 const size_t slot = (size_t)table[j / block_size] * block_size + j % block_size;
@@ -165,20 +160,20 @@ __device__ __forceinline__ void decode_impl(
 #pragma unroll
         for (int h = 0; h < HC; h++) {
 #pragma unroll
-            for (int u = 0; u < KEYS; u++) {
+            for (int u = 0; u < DEC_KEYS; u++) {
                 float dot = 0.0f;
 #pragma unroll
                 for (int i = 0; i < PER; i++) dot += q[h][i] * kr[u][i];
-                sc[h * KEYS + u] = dot;
+                sc[h * DEC_KEYS + u] = dot;
             }
         }
         float score = TransposeSum<N, 16>::run(sc, lane);
         if (j0 + my_u >= end) score = dec_neg_inf();
-        // The tile's max for head my_h: its KEYS scores sit on lanes differing in the bits
-        // SH .. SH + log2(KEYS) - 1.
+        // The tile's max for head my_h: its DEC_KEYS scores sit on lanes differing in the bits
+        // SH .. SH + log2(DEC_KEYS) - 1.
         float mx = score;
 #pragma unroll
-        for (int o = 1 << SH; o < (KEYS << SH); o *= 2) {
+        for (int o = 1 << SH; o < (DEC_KEYS << SH); o *= 2) {
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
         }
         mx = fmaxf(mx, m);  // key j0 < end is valid, so mx is finite
@@ -196,8 +191,8 @@ __device__ __forceinline__ void decode_impl(
 #pragma unroll
             for (int i = 0; i < PER; i++) acc[h][i] *= c;
 #pragma unroll
-            for (int u = 0; u < KEYS; u++) {
-                const float pu = sm_p[warp][h * KEYS + u];
+            for (int u = 0; u < DEC_KEYS; u++) {
+                const float pu = sm_p[warp][h * DEC_KEYS + u];
 #pragma unroll
                 for (int i = 0; i < PER; i++) acc[h][i] += pu * vr[u][i];
             }
@@ -206,7 +201,7 @@ __device__ __forceinline__ void decode_impl(
 
     // The warp's state per head: l summed over the tile's key columns.
 #pragma unroll
-    for (int o = 1 << SH; o < (KEYS << SH); o *= 2) l += __shfl_xor_sync(0xffffffffu, l, o);
+    for (int o = 1 << SH; o < (DEC_KEYS << SH); o *= 2) l += __shfl_xor_sync(0xffffffffu, l, o);
     sm_m[warp][my_h] = m;
     sm_l[warp][my_h] = l;
 #pragma unroll
