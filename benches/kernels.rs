@@ -109,7 +109,11 @@ fn main() {
     let n = 1 << 28;
     let src = bench.random(n);
     let mut dst = bench.b.zeros(n).unwrap();
-    let us = bench.time(|b| b.stream().memcpy_dtod(src.bytes(), dst.bytes_mut()).unwrap());
+    let us = bench.time(|b| {
+        b.stream()
+            .memcpy_dtod(src.bytes(), dst.bytes_mut())
+            .unwrap()
+    });
     bench.copy_gbs = (2 * n * 4) as f64 / us / 1e3;
     println!(
         "{:<26} {:<34} {:>10} {:>14} {:>7}",
@@ -297,6 +301,22 @@ fn kernels(bench: &mut Bench) {
                 .unwrap()
         });
         bench.report_bytes(name, "64 seqs x 2048 ctx, 32/8 x 128", us, bytes);
+    }
+    // TANDEM_BENCH_DECODE_SWEEP=1: the decode kernel at pinned split counts (for tuning the
+    // automatic choice; plain lines, not table rows).
+    if std::env::var_os("TANDEM_BENCH_DECODE_SWEEP").is_some() {
+        for splits in [1, 2, 3, 4, 6, 8, 12, 16] {
+            bench.b.set_decode_path(DecodePath::Splits(splits));
+            let us = bench.time(|b| {
+                b.attention(&dq, &kc, &vc, &dmeta, &dparams, &mut dout)
+                    .unwrap()
+            });
+            println!(
+                "decode sweep{}: {splits} splits: {us:.1} us, {:.0} GB/s",
+                bench.tag,
+                bytes / us / 1e3
+            );
+        }
     }
     bench.b.set_decode_path(DecodePath::Auto);
     drop((kc, vc, dq, dout));
