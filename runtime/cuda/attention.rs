@@ -9,7 +9,10 @@
 //! context split): the GQA group's q heads share every K/V load, and the splits fill the GPU.
 //! Expected (Llama-3-8B shapes, 64 sequences × 2048 keys, 32/8 heads × 128, f32): the cache is
 //! 64 × 2048 × 8 × 128 × 2 (K, V) × 4 B = 1.07 GB, which at ~4.2 TB/s is ~254 µs, against
-//! 1349.5 µs (18.8% of copy bandwidth) for the general kernel on an H200.
+//! 1349.5 µs (18.8% of copy bandwidth) for the general kernel on an H200. Measured there:
+//! 265.5 to 293.5 µs (87 to 97% of copy) by split count. bf16 reads half the bytes but runs no
+//! faster (~370 µs, 34% of copy): per key it is bound by something other than DRAM bytes, not
+//! yet understood (8 keys per tile instead of 4 made it slower).
 
 use std::sync::atomic::Ordering;
 
@@ -23,9 +26,11 @@ use crate::runtime::backend::{AttentionParams, QkvLayout};
 const MIN_SPLIT_KEYS: usize = 64;
 /// Most splits of one sequence (`DEC_MAX_SPLITS` in paged_attention_decode.cu).
 const MAX_SPLITS: usize = 64;
-/// Blocks per SM the split count aims for: about two waves at the 4 resident blocks per SM that
-/// the kernel's ~110 registers × 128 threads allow, so the tail of uneven splits stays short.
-const BLOCKS_PER_SM: usize = 8;
+/// Blocks per SM the split count aims for: one wave at the 4 resident blocks per SM that the
+/// kernel's ~110 registers × 128 threads allow. Splitting further only adds merge work: on an
+/// H200 (64 sequences × 2048 keys, 8 kv heads: 512 blocks unsplit) 1 split took 265.5 µs, 2
+/// took 275.6 µs and 3 to 16 took ~281 µs (f32; bf16 alike, 368 to 386 µs).
+const BLOCKS_PER_SM: usize = 4;
 /// Warps per block (`DEC_WARPS`): a GQA group may be cut into at most this many head chunks.
 const DEC_WARPS: usize = 4;
 /// Threads per block of both decode kernels.
@@ -69,7 +74,7 @@ pub(super) struct DecodeWorkspace {
 
 impl CudaBackend {
     /// Entries of (sequence, split) the workspace needs: the split count is at most
-    /// `ceil(target / (seqs × kv_heads))`, so `seqs × splits <= target / kv_heads + seqs`.
+    /// `max(1, target / (seqs × kv_heads))`, so `seqs × splits <= target / kv_heads + seqs`.
     fn decode_entries(&self, max_seqs: usize, layout: QkvLayout) -> usize {
         let target = BLOCKS_PER_SM * self.sm_count;
         max_seqs + target.div_ceil(layout.num_kv_heads.max(1))
@@ -124,9 +129,11 @@ impl CudaBackend {
         let wanted = match path {
             DecodePath::Splits(n) => n,
             _ => {
+                // Split only as far as one wave of blocks needs (rounding down: a grid that
+                // almost fills the GPU unsplit is faster than one split in two).
                 let target = BLOCKS_PER_SM * self.sm_count;
-                target
-                    .div_ceil(seqs * l.num_kv_heads)
+                (target / (seqs * l.num_kv_heads))
+                    .max(1)
                     .min(max_span.div_ceil(MIN_SPLIT_KEYS))
             }
         };
