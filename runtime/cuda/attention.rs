@@ -10,9 +10,8 @@
 //! Expected (Llama-3-8B shapes, 64 sequences × 2048 keys, 32/8 heads × 128, f32): the cache is
 //! 64 × 2048 × 8 × 128 × 2 (K, V) × 4 B = 1.07 GB, which at ~4.2 TB/s is ~254 µs, against
 //! 1349.5 µs (18.8% of copy bandwidth) for the general kernel on an H200. Measured there:
-//! 265.5 to 293.5 µs (87 to 97% of copy) by split count. bf16 reads half the bytes but runs no
-//! faster (~370 µs, 34% of copy): per key it is bound by something other than DRAM bytes, not
-//! yet understood (8 keys per tile instead of 4 made it slower).
+//! 265.5 to 293.5 µs (87 to 97% of copy) by split count. bf16 (0.54 GB) was latency-bound at
+//! ~370 µs (34%) until its K/V loads were issued one tile ahead: 207.6 µs (62%).
 
 use std::sync::atomic::Ordering;
 
