@@ -8,8 +8,10 @@ use std::path::PathBuf;
 mod cli;
 
 use tandem::model::default_model::ensure_default_model;
-use tandem::model::llama::StepLimits;
+use tandem::model::llama::{Llama, StepLimits};
 use tandem::model::loader::ModelSource;
+use tandem::model::tokenizer::Tokenizer;
+use tandem::runtime::backend::Backend;
 use tandem::runtime::cpu::CpuBackend;
 use tandem::runtime::generate::{generate, GenerateOptions};
 
@@ -77,6 +79,13 @@ struct GenerateArgs {
     /// Keep generating past the end-of-sequence token.
     #[arg(long)]
     ignore_eos: bool,
+    /// Where to run the model.
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    device: String,
+    /// How tensors are stored on the GPU: bf16 (the default with --device cuda) or f32. The CPU
+    /// backend computes in f32 only.
+    #[arg(long, value_parser = ["bf16", "f32"])]
+    dtype: Option<String>,
 }
 
 fn main() {
@@ -112,13 +121,51 @@ fn open_model(args: &ModelArgs) -> Result<ModelSource> {
 
 fn run_generate(args: GenerateArgs) -> Result<()> {
     anyhow::ensure!(args.temperature >= 0.0, "--temperature must be >= 0");
-    let source = open_model(&args.model)?;
-    tracing::info!(path = %source.path.display(), arch = ?source.config.arch, "loading model");
+    if args.device == "cpu" && args.dtype.as_deref() == Some("bf16") {
+        anyhow::bail!("--dtype bf16 needs --device cuda; the CPU backend computes in f32");
+    }
     let limits = StepLimits {
         max_tokens: args.model.max_batch_tokens,
         max_seqs: 1,
     };
-    let (mut model, tokenizer) = source.into_model(CpuBackend::new(), limits)?;
+    if args.device == "cuda" {
+        return run_generate_cuda(args, limits);
+    }
+    let source = open_model(&args.model)?;
+    tracing::info!(path = %source.path.display(), arch = ?source.config.arch, "loading model");
+    let (model, tokenizer) = source.into_model(CpuBackend::new(), limits)?;
+    generate_with(model, &tokenizer, &args)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn run_generate_cuda(_: GenerateArgs, _: StepLimits) -> Result<()> {
+    anyhow::bail!("this build of tandem has no CUDA support; run with --device cpu")
+}
+
+#[cfg(feature = "cuda")]
+fn run_generate_cuda(args: GenerateArgs, limits: StepLimits) -> Result<()> {
+    use tandem::runtime::cuda::{CudaBackend, DType};
+    // The device first, so a machine without one fails at once.
+    let dtype: DType = args.dtype.as_deref().unwrap_or("bf16").parse()?;
+    let backend = CudaBackend::new(0, dtype)?;
+    let source = open_model(&args.model)?;
+    tracing::info!(
+        path = %source.path.display(),
+        arch = ?source.config.arch,
+        device = %backend.device_name()?,
+        %dtype,
+        "loading model"
+    );
+    let (model, tokenizer) = source.into_model(backend, limits)?;
+    generate_with(model, &tokenizer, &args)
+}
+
+/// Generates from `args.prompt` on any backend, printing text as it completes.
+fn generate_with<B: Backend>(
+    mut model: Llama<B>,
+    tokenizer: &Tokenizer,
+    args: &GenerateArgs,
+) -> Result<()> {
     let prompt = tokenizer.encode(&args.prompt, true)?;
     let opts = GenerateOptions {
         max_tokens: args.max_tokens,

@@ -1,6 +1,7 @@
 //! Microbenchmark of the CUDA kernels: each op's achieved bandwidth (bytes it must move at least,
 //! each input read once and each output written once, over its median time) against a measured
-//! device-to-device copy. f32 storage; Llama-3-8B-like shapes. Run on a GPU machine by
+//! device-to-device copy. Every kernel runs in both storage dtypes (f32 rows, then the same rows
+//! suffixed `_bf16`, bytes counted at the dtype's size); Llama-3-8B-like shapes. Run on a GPU machine by
 //! `scripts/gpu-check.sh`'s run.sh; prints `skipped: ...` without a GPU.
 //!
 //! Each timing: 3 warm-up launches, then the median of 30, each between two CUDA events on the
@@ -12,7 +13,7 @@ use std::hint::black_box;
 
 use tandem::runtime::backend::{AttentionParams, Backend, CacheShape, QkvLayout};
 use tandem::runtime::cuda::cudarc::driver::sys::CUevent_flags;
-use tandem::runtime::cuda::CudaBackend;
+use tandem::runtime::cuda::{CudaBackend, DType, DecodePath};
 use tandem::runtime::step::{SeqChunk, StepInput};
 
 type T = <CudaBackend as Backend>::Tensor;
@@ -24,6 +25,8 @@ struct Bench {
     b: CudaBackend,
     seed: u64,
     copy_gbs: f64,
+    /// Appended to every row's name: "" for f32, "_bf16" for bf16.
+    tag: &'static str,
 }
 
 impl Bench {
@@ -67,6 +70,7 @@ impl Bench {
     }
 
     fn report_bytes(&self, name: &str, shape: &str, us: f64, bytes: f64) {
+        let name = format!("{name}{}", self.tag);
         let gbs = bytes / us / 1e3;
         let pct = 100.0 * gbs / self.copy_gbs;
         println!("{name:<26} {shape:<34} {us:>10.1} {gbs:>9.0} GB/s {pct:>6.1}%");
@@ -74,6 +78,7 @@ impl Bench {
     }
 
     fn report_flops(&self, name: &str, shape: &str, us: f64, flops: f64) {
+        let name = format!("{name}{}", self.tag);
         let tf = flops / us / 1e6;
         println!(
             "{name:<26} {shape:<34} {us:>10.1} {tf:>7.1} TFLOP/s {:>5}",
@@ -84,7 +89,7 @@ impl Bench {
 }
 
 fn main() {
-    let b = match CudaBackend::new(0) {
+    let b = match CudaBackend::new(0, DType::F32) {
         Ok(b) => b,
         Err(e) => {
             println!("skipped: kernels bench: no CUDA device ({e:#})");
@@ -96,6 +101,7 @@ fn main() {
         b,
         seed: 0x2545_F491_4F6C_DD1D,
         copy_gbs: 0.0,
+        tag: "",
     };
     println!("device: {device}");
 
@@ -103,7 +109,11 @@ fn main() {
     let n = 1 << 28;
     let src = bench.random(n);
     let mut dst = bench.b.zeros(n).unwrap();
-    let us = bench.time(|b| b.stream().memcpy_dtod(&src, &mut dst).unwrap());
+    let us = bench.time(|b| {
+        b.stream()
+            .memcpy_dtod(src.bytes(), dst.bytes_mut())
+            .unwrap()
+    });
     bench.copy_gbs = (2 * n * 4) as f64 / us / 1e3;
     println!(
         "{:<26} {:<34} {:>10} {:>14} {:>7}",
@@ -111,9 +121,29 @@ fn main() {
     );
     bench.report_bytes("copy_d2d", "1 GiB", us, (2 * n * 4) as f64);
     drop((src, dst));
+    kernels(&mut bench);
+    let copy_gbs = bench.copy_gbs;
+    drop(bench);
+    let b = match CudaBackend::new(0, DType::Bf16) {
+        Ok(b) => b,
+        Err(e) => {
+            println!("kernels bench: no bf16 backend ({e:#})");
+            return;
+        }
+    };
+    let mut bench = Bench {
+        b,
+        seed: 0x2545_F491_4F6C_DD1D,
+        copy_gbs,
+        tag: "_bf16",
+    };
+    kernels(&mut bench);
+}
 
+/// Every kernel at the backend's dtype.
+fn kernels(bench: &mut Bench) {
     let (rows, hidden, inter, vocab) = (4096usize, 4096usize, 14336usize, 32000usize);
-    let f = 4.0; // bytes per element
+    let f = bench.b.dtype().size() as f64; // bytes per element
     let layout = QkvLayout {
         num_heads: 32,
         num_kv_heads: 8,
@@ -136,7 +166,7 @@ fn main() {
     )
     .unwrap();
     step.logits_indices = (0..rows as u32).step_by(64).collect();
-    let mut meta = bench.b.new_meta(rows, 64).unwrap();
+    let mut meta = bench.b.new_meta(rows, 64, layout).unwrap();
     bench.b.upload_meta(&step, &mut meta).unwrap();
 
     // Embedding gather and logit-row gather.
@@ -243,7 +273,7 @@ fn main() {
         })
         .collect();
     let dstep = StepInput::build(&chunks, bs).unwrap();
-    let mut dmeta = bench.b.new_meta(seqs, seqs).unwrap();
+    let mut dmeta = bench.b.new_meta(seqs, seqs, layout).unwrap();
     bench.b.upload_meta(&dstep, &mut dmeta).unwrap();
     let dcache = CacheShape {
         num_blocks: seqs * blocks_per_seq,
@@ -259,20 +289,39 @@ fn main() {
     let vc = bench.random(dcache.elements());
     let dq = bench.random(seqs * layout.row_width());
     let mut dout = bench.b.zeros(seqs * layout.q_width()).unwrap();
-    let us = bench.time(|b| {
-        b.attention(&dq, &kc, &vc, &dmeta, &dparams, &mut dout)
-            .unwrap()
-    });
     let bytes = 2.0 * dcache.elements() as f64 * f + 2.0 * (seqs * layout.q_width()) as f64 * f;
-    bench.report_bytes(
-        "paged_attention_decode",
-        "64 seqs x 2048 ctx, 32/8 x 128",
-        us,
-        bytes,
-    );
+    // The split-context decode kernel, then the general kernel on the same step for comparison.
+    for (name, path) in [
+        ("paged_attention_decode", DecodePath::Auto),
+        ("paged_attention_decode_gen", DecodePath::General),
+    ] {
+        bench.b.set_decode_path(path);
+        let us = bench.time(|b| {
+            b.attention(&dq, &kc, &vc, &dmeta, &dparams, &mut dout)
+                .unwrap()
+        });
+        bench.report_bytes(name, "64 seqs x 2048 ctx, 32/8 x 128", us, bytes);
+    }
+    // TANDEM_BENCH_DECODE_SWEEP=1: the decode kernel at pinned split counts (for tuning the
+    // automatic choice; plain lines, not table rows).
+    if std::env::var_os("TANDEM_BENCH_DECODE_SWEEP").is_some() {
+        for splits in [1, 2, 3, 4, 6, 8, 12, 16] {
+            bench.b.set_decode_path(DecodePath::Splits(splits));
+            let us = bench.time(|b| {
+                b.attention(&dq, &kc, &vc, &dmeta, &dparams, &mut dout)
+                    .unwrap()
+            });
+            println!(
+                "decode sweep{}: {splits} splits: {us:.1} us, {:.0} GB/s",
+                bench.tag,
+                bytes / us / 1e3
+            );
+        }
+    }
+    bench.b.set_decode_path(DecodePath::Auto);
     drop((kc, vc, dq, dout));
 
-    // cuBLAS sgemm through `linear` (f32, no TF32).
+    // cuBLAS through `linear`: sgemm (f32, no TF32) or bf16 GemmEx with f32 accumulation.
     let (m, k, n) = (4096usize, 4096usize, 4096usize);
     let a = bench.random(m * k);
     let wt = bench.random(n * k);
@@ -280,7 +329,7 @@ fn main() {
     let us = bench.time(|b| b.linear(&a, &wt, None, m, k, n, &mut c).unwrap());
     bench.report_flops(
         "linear",
-        "4096 x 4096 x 4096 sgemm",
+        "4096 x 4096 x 4096 GEMM",
         us,
         2.0 * (m * n * k) as f64,
     );

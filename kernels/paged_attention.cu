@@ -1,6 +1,6 @@
-// paged_attention_f32: causal attention of every query row and head over its sequence's keys and
+// paged_attention_<dtype>: causal attention of every query row and head over its sequence's keys and
 // values in the paged cache — decode, prefill and chunked prefill in one kernel, grouped-query
-// heads, optional sliding window. f32 storage, f32 accumulation.
+// heads, optional sliding window. f32 or bf16 storage, f32 accumulation.
 //
 // For sequence s with q new rows and context length c (cached + new), query row i of s sits at
 // key index c - q + i and attends to keys first..=c - q + i, where first = 0, or with a sliding
@@ -18,10 +18,11 @@
 // Method (correctness first): one block per (row, head). Each warp walks every 4th group of
 // ATTN_KEYS consecutive keys, lane l owning dims l, l+32, ...; it keeps an online-softmax state
 // (running max m, sum l, accumulator) in registers; the 4 warps' states are merged through
-// shared memory at the end. Not yet done (later steps): splitting long contexts over several
-// blocks (split-K) with a reduction, and sharing each K/V load across the q heads of a GQA group;
-// bf16 storage.
+// shared memory at the end. Pure decode steps (one row per sequence) run
+// paged_attention_decode.cu instead, which splits long contexts over blocks and shares each K/V
+// load across the q heads of a GQA group.
 #include "common.cuh"
+#include "dtype.cuh"
 
 #define ATTN_THREADS 128
 #define ATTN_WARPS (ATTN_THREADS / TANDEM_WARP)
@@ -31,15 +32,13 @@
 
 __device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }
 
-extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
-paged_attention_f32(const float* __restrict__ qkv, const float* __restrict__ k_cache,
-                    const float* __restrict__ v_cache,
-                    const uint32_t* __restrict__ query_start_locs,
-                    const uint32_t* __restrict__ context_lens,
-                    const uint32_t* __restrict__ block_tables, uint32_t num_seqs,
-                    uint32_t max_blocks_per_seq, uint32_t num_heads, uint32_t num_kv_heads,
-                    uint32_t head_dim, uint32_t block_size, float scale,
-                    uint32_t sliding_window, float* __restrict__ out) {
+template <typename T>
+__device__ __forceinline__ void paged_attention_impl(
+    const T* __restrict__ qkv, const T* __restrict__ k_cache, const T* __restrict__ v_cache,
+    const uint32_t* __restrict__ query_start_locs, const uint32_t* __restrict__ context_lens,
+    const uint32_t* __restrict__ block_tables, uint32_t num_seqs, uint32_t max_blocks_per_seq,
+    uint32_t num_heads, uint32_t num_kv_heads, uint32_t head_dim, uint32_t block_size,
+    float scale, uint32_t sliding_window, T* __restrict__ out) {
     __shared__ float sm_m[ATTN_WARPS];
     __shared__ float sm_l[ATTN_WARPS];
     __shared__ float sm_acc[ATTN_WARPS][ATTN_MAX_HEAD_DIM];
@@ -62,7 +61,7 @@ paged_attention_f32(const float* __restrict__ qkv, const float* __restrict__ k_c
 
     const uint32_t kv_head = head / (num_heads / num_kv_heads);
     const size_t kv_width = (size_t)num_kv_heads * head_dim;
-    const float* q = qkv + (size_t)row * (num_heads + 2 * num_kv_heads) * head_dim +
+    const T* q = qkv + (size_t)row * (num_heads + 2 * num_kv_heads) * head_dim +
                      (size_t)head * head_dim;
     const uint32_t* table = block_tables + (size_t)s * max_blocks_per_seq;
 
@@ -70,7 +69,7 @@ paged_attention_f32(const float* __restrict__ qkv, const float* __restrict__ k_c
 #pragma unroll
     for (int i = 0; i < ATTN_PER_LANE; i++) {
         const uint32_t d = lane + TANDEM_WARP * i;
-        qr[i] = d < head_dim ? q[d] : 0.0f;
+        qr[i] = d < head_dim ? to_f32(q[d]) : 0.0f;
         acc[i] = 0.0f;
     }
     float m = neg_inf(), l = 0.0f;
@@ -86,11 +85,11 @@ paged_attention_f32(const float* __restrict__ qkv, const float* __restrict__ k_c
             if (j <= key_pos) {
                 const size_t slot = (size_t)table[j / block_size] * block_size + j % block_size;
                 off[u] = slot * kv_width + (size_t)kv_head * head_dim;
-                const float* k = k_cache + off[u];
+                const T* k = k_cache + off[u];
 #pragma unroll
                 for (int i = 0; i < ATTN_PER_LANE; i++) {
                     const uint32_t d = lane + TANDEM_WARP * i;
-                    if (d < head_dim) part += qr[i] * k[d];
+                    if (d < head_dim) part += qr[i] * to_f32(k[d]);
                 }
             }
             sc[u] = part;
@@ -111,11 +110,11 @@ paged_attention_f32(const float* __restrict__ qkv, const float* __restrict__ k_c
             if (j0 + u > key_pos) break;
             const float p = expf(sc[u] - mx);
             l += p;
-            const float* v = v_cache + off[u];
+            const T* v = v_cache + off[u];
 #pragma unroll
             for (int i = 0; i < ATTN_PER_LANE; i++) {
                 const uint32_t d = lane + TANDEM_WARP * i;
-                if (d < head_dim) acc[i] += p * v[d];
+                if (d < head_dim) acc[i] += p * to_f32(v[d]);
             }
         }
         m = mx;
@@ -143,11 +142,26 @@ paged_attention_f32(const float* __restrict__ qkv, const float* __restrict__ k_c
         total += sm_l[w] * weight[w];
     }
     const float inv_total = 1.0f / total;
-    float* o = out + (size_t)row * num_heads * head_dim + (size_t)head * head_dim;
+    T* o = out + (size_t)row * num_heads * head_dim + (size_t)head * head_dim;
     for (uint32_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
         float sum = 0.0f;
 #pragma unroll
         for (int w = 0; w < ATTN_WARPS; w++) sum += sm_acc[w][d] * weight[w];
-        o[d] = sum * inv_total;
+        o[d] = from_f32<T>(sum * inv_total);
     }
 }
+
+#define PAGED_ATTENTION_ENTRY(SUFFIX, T)                                                          \
+    extern "C" __global__ void __launch_bounds__(ATTN_THREADS) paged_attention_##SUFFIX(          \
+        const T* __restrict__ qkv, const T* __restrict__ k_cache, const T* __restrict__ v_cache,  \
+        const uint32_t* __restrict__ query_start_locs, const uint32_t* __restrict__ context_lens, \
+        const uint32_t* __restrict__ block_tables, uint32_t num_seqs,                             \
+        uint32_t max_blocks_per_seq, uint32_t num_heads, uint32_t num_kv_heads,                   \
+        uint32_t head_dim, uint32_t block_size, float scale, uint32_t sliding_window,             \
+        T* __restrict__ out) {                                                                    \
+        paged_attention_impl<T>(qkv, k_cache, v_cache, query_start_locs, context_lens,            \
+                                block_tables, num_seqs, max_blocks_per_seq, num_heads,            \
+                                num_kv_heads, head_dim, block_size, scale, sliding_window, out);  \
+    }
+PAGED_ATTENTION_ENTRY(f32, float)
+PAGED_ATTENTION_ENTRY(bf16, bf16)

@@ -82,7 +82,7 @@ impl<B: Backend> Llama<B> {
             "step limits must be positive"
         );
         let cos_sin = backend.upload(&cos_sin_table(&cfg, cfg.max_position_embeddings))?;
-        let meta = backend.new_meta(limits.max_tokens, limits.max_seqs)?;
+        let meta = backend.new_meta(limits.max_tokens, limits.max_seqs, qkv_layout(&cfg))?;
         let ws = Workspace::new(&backend, &cfg, limits)?;
         Ok(Llama {
             cfg,

@@ -78,8 +78,10 @@ pub trait Backend {
         Ok(())
     }
 
-    /// Metadata buffers able to hold steps of up to `max_tokens` rows and `max_seqs` sequences.
-    fn new_meta(&self, max_tokens: usize, max_seqs: usize) -> Result<Self::Meta>;
+    /// Metadata buffers able to hold steps of up to `max_tokens` rows and `max_seqs` sequences,
+    /// with any attention workspace sized for `layout` (so no step allocates).
+    fn new_meta(&self, max_tokens: usize, max_seqs: usize, layout: QkvLayout)
+        -> Result<Self::Meta>;
     /// Makes `step` the metadata the next ops read.
     fn upload_meta(&self, step: &StepInput, meta: &mut Self::Meta) -> Result<()>;
 

@@ -33,6 +33,7 @@ PY
 cat >"$out/bench/run.sh" <<'RUN'
 #!/usr/bin/env bash
 # On the GPU machine (written by scripts/gpu-bench.sh): bash device-out/bench/run.sh ARCH...
+# Time limits per run: TANDEM_SECS (150), HF_SECS (200); NO_OVERLAP_RUN=0 skips --no-overlap.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 log="${OUT:-/tmp}"
@@ -53,12 +54,15 @@ for arch in "${@:-llama-3.2-1b}"; do
   # KV capacity for every request at once (prompt <= 1024 + 256 output tokens).
   common=(bench throughput --device cuda --model "$dir" --trace "$trace" --max-num-seqs 256
           --max-batch-tokens 8192 --num-kv-blocks 24576)
-  timeout 150 "$tandem" "${common[@]}" --timeline "$log/timeline-$arch.csv" \
+  timeout "${TANDEM_SECS:-150}" "$tandem" "${common[@]}" --timeline "$log/timeline-$arch.csv" \
     >"$log/tandem-$arch.log" 2>&1
   tail -n 4 "$log/tandem-$arch.log"
-  timeout 150 "$tandem" "${common[@]}" --no-overlap >"$log/tandem-noov-$arch.log" 2>&1
-  tail -n 1 "$log/tandem-noov-$arch.log"
-  timeout 200 python3 "$here/transformers_gpu.py" "$dir" "$trace" >"$log/hf-$arch.log" 2>&1
+  if [[ "${NO_OVERLAP_RUN:-1}" == 1 ]]; then
+    timeout "${TANDEM_SECS:-150}" "$tandem" "${common[@]}" --no-overlap \
+      >"$log/tandem-noov-$arch.log" 2>&1
+    tail -n 2 "$log/tandem-noov-$arch.log"
+  fi
+  timeout "${HF_SECS:-200}" python3 "$here/transformers_gpu.py" "$dir" "$trace" >"$log/hf-$arch.log" 2>&1
   tail -n 2 "$log/hf-$arch.log"
   t=$(rate "$log/tandem-$arch.log"); o=$(rate "$log/tandem-noov-$arch.log")
   h=$(awk '/^transformers generate_batch/ {print $5}' "$log/hf-$arch.log")

@@ -10,8 +10,11 @@
 #
 #   run(command="bash device-out/run.sh", carry=["device-out"], timeout_s=540)
 #
-# It prints one table: each kernel's parity result and its achieved bandwidth against a
-# device-to-device copy. Record the table, the card and the date in benches/RESULTS.md.
+# It prints one table: each parity test's result (every kernel test runs in f32 and bf16), each
+# kernel's achieved bandwidth against a device-to-device copy in both dtypes (`_bf16` rows), and
+# `tandem generate --device cuda` on tests/models/tiny-llama in both dtypes against the CPU;
+# then the worst parity error per op and dtype. Record the tables, the card and the date in
+# benches/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=device-out
@@ -73,6 +76,24 @@ timeout 240 "$here/bin/cuda_parity" --test-threads=1 --show-output 2>&1 | tee "$
 echo "== kernels bench"
 timeout 150 "$here/bin/kernels" 2>&1 | tee "$log/kernels.log"
 
+echo "== generate"
+# Greedy, so f32 on the GPU should print the CPU's text; bf16 may drift after a few tokens.
+gen() {  # gen NAME ARGS...: runs tandem generate, records "NAME<TAB>ok|FAILED<TAB>text"
+  local name=$1; shift
+  local text rc
+  text=$(timeout 60 "$here/bin/tandem" generate --model "$here/tests/models/tiny-llama" \
+    --prompt "Hello, world!" --max-tokens 16 "$@" 2>>"$log/generate.log"); rc=$?
+  local status=ok; [[ $rc -eq 0 && -n "$text" ]] || status=FAILED
+  printf '%s\t%s\t%s\n' "$name" "$status" "$(printf %s "$text" | tr '\n\t' '  ' | cut -c1-80)" \
+    >>"$log/generate.tsv"
+  echo "$name (rc $rc): $text"
+}
+: >"$log/generate.tsv"; : >"$log/generate.log"
+gen generate_cpu --device cpu
+gen generate_cuda_f32 --device cuda --dtype f32
+gen generate_cuda_bf16 --device cuda --dtype bf16
+tail -n 3 "$log/generate.log"
+
 echo "== serve smoke test"
 port=18123
 timeout 60 "$here/bin/tandem" serve --device cuda --model "$here/tests/models/tiny-llama" --port $port \
@@ -85,24 +106,45 @@ kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
 echo "serve --device cuda: ${serve:-no answer (see serve.log)}" | cut -c1-300
 tail -n 5 "$log/serve.log"
 
-python3 - "$log/cuda_parity.log" "$log/kernels.log" <<'PY'
+python3 - "$log/cuda_parity.log" "$log/kernels.log" "$log/generate.tsv" <<'PY'
 import re, sys
-tests, bench = {}, {}
+tests, bench, errs = {}, {}, {}
 for line in open(sys.argv[1], errors="replace"):
     m = re.match(r"test (\S+) \.\.\. (\w+)", line)
     if m and tests.get(m.group(1)) != "SKIPPED": tests[m.group(1)] = m.group(2)
     m = re.search(r"skipped: (\S+):", line)
     if m: tests[m.group(1)] = "SKIPPED"
+    m = re.match(r"(f32|bf16) (\S+) .*: ok, \d+ elements, max \|err\| (\S+)", line)
+    if m:
+        key = (m.group(2), m.group(1))
+        errs[key] = max(errs.get(key, 0.0), float(m.group(3)))
 for line in open(sys.argv[2], errors="replace"):
     if line.startswith("BENCH\t"):
         _, name, shape, us, rate, unit, pct = line.rstrip("\n").split("\t")
         bench[name] = (shape, us, rate + " " + unit, pct)
+gen = {}
+for line in open(sys.argv[3], errors="replace"):
+    parts = line.rstrip("\n").split("\t")
+    if len(parts) == 3: gen[parts[0]] = (parts[1], parts[2])
+cpu_text = gen.get("generate_cpu", ("", None))[1]
+for name, (status, text) in gen.items():
+    if name != "generate_cpu" and status == "ok":
+        gen[name] = (status, text + ("  [= cpu]" if text == cpu_text else "  [differs from cpu]"))
 names = list(dict.fromkeys(list(tests) + list(bench)))
 print()
 print(f"{'kernel':<26} {'parity':<8} {'shape':<34} {'us':>9} {'rate':>14} {'% copy':>7}")
 for n in names:
     shape, us, rate, pct = bench.get(n, ("", "", "", ""))
     print(f"{n:<26} {tests.get(n, '-'):<8} {shape:<34} {us:>9} {rate:>14} {pct:>7}")
+for name, (status, text) in gen.items():
+    print(f"{name:<26} {status:<8} {text}")
+for line in open(sys.argv[1], errors="replace"):
+    if line.startswith("model_bf16_vs_cpu:"): print(line.rstrip())
+print()
+print(f"{'op (parity)':<26} {'f32 max|err|':>14} {'bf16 max|err|':>14}")
+for op in dict.fromkeys(k[0] for k in errs):
+    f, b = errs.get((op, "f32")), errs.get((op, "bf16"))
+    print(f"{op:<26} {f if f is not None else '-':>14} {b if b is not None else '-':>14}")
 PY
 RUN
 sed -i "s|__BUILD_ROOT__|$PWD|" "$out/run.sh"

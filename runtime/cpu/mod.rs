@@ -82,7 +82,7 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn new_meta(&self, max_tokens: usize, max_seqs: usize) -> Result<StepInput> {
+    fn new_meta(&self, max_tokens: usize, max_seqs: usize, _: QkvLayout) -> Result<StepInput> {
         let mut m = StepInput::default();
         m.input_ids.reserve(max_tokens);
         m.positions.reserve(max_tokens);

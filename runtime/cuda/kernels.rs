@@ -31,7 +31,7 @@ pub fn ptx_for(file: &KernelFile, major: i32, minor: i32) -> Result<&'static str
     }
 }
 
-/// Every kernel the backend launches, loaded into one context.
+/// Every kernel the backend launches, loaded into one context, for one storage dtype.
 pub struct Kernels {
     pub gather_rows: CudaFunction,
     pub rms_norm: CudaFunction,
@@ -40,12 +40,17 @@ pub struct Kernels {
     pub rope: CudaFunction,
     pub write_kv: CudaFunction,
     pub paged_attention: CudaFunction,
+    /// `paged_attention_decode_<dtype>_d<32 * per>_h<hc>`, indexed `[per == 8][log2 hc]`; the
+    /// head_dim-256 set has no 8-head variant (its registers would not fit).
+    pub decode: [[Option<CudaFunction>; 4]; 2],
+    pub decode_merge: CudaFunction,
     pub silu_mul: CudaFunction,
     pub add_bias: CudaFunction,
 }
 
 impl Kernels {
-    pub fn load(ctx: &Arc<CudaContext>) -> Result<Self> {
+    /// Loads every kernel's entry point for storage dtype `dtype` (`"f32"` or `"bf16"`).
+    pub fn load(ctx: &Arc<CudaContext>, dtype: &str) -> Result<Self> {
         let (major, minor) = ctx.compute_capability()?;
         let mut modules: HashMap<&'static str, Arc<CudaModule>> = HashMap::new();
         for file in KERNEL_FILES {
@@ -62,16 +67,29 @@ impl Kernels {
                 .load_function(func)
                 .with_context(|| format!("kernel {func} in kernels/{file}.cu"))
         };
+        let typed = |file: &str, base: &str| get(file, &format!("{base}_{dtype}"));
+        let mut decode: [[Option<CudaFunction>; 4]; 2] = Default::default();
+        for (p, per) in [4, 8].into_iter().enumerate() {
+            for (h, hc) in [1, 2, 4, 8].into_iter().enumerate() {
+                if per == 8 && hc == 8 {
+                    continue;
+                }
+                let name = format!("paged_attention_decode_{dtype}_d{}_h{hc}", 32 * per);
+                decode[p][h] = Some(get("paged_attention_decode", &name)?);
+            }
+        }
         Ok(Kernels {
-            gather_rows: get("gather_rows", "gather_rows_f32")?,
-            rms_norm: get("rms_norm", "rms_norm_f32")?,
-            add_rms_norm: get("rms_norm", "add_rms_norm_f32")?,
-            qk_norm: get("qk_norm", "qk_norm_f32")?,
-            rope: get("rope", "rope_f32")?,
-            write_kv: get("kv_cache", "write_kv_f32")?,
-            paged_attention: get("paged_attention", "paged_attention_f32")?,
-            silu_mul: get("silu_mul", "silu_mul_f32")?,
-            add_bias: get("bias", "add_bias_f32")?,
+            gather_rows: typed("gather_rows", "gather_rows")?,
+            rms_norm: typed("rms_norm", "rms_norm")?,
+            add_rms_norm: typed("rms_norm", "add_rms_norm")?,
+            qk_norm: typed("qk_norm", "qk_norm")?,
+            rope: typed("rope", "rope")?,
+            write_kv: typed("kv_cache", "write_kv")?,
+            paged_attention: typed("paged_attention", "paged_attention")?,
+            decode,
+            decode_merge: typed("paged_attention_decode", "paged_attention_merge")?,
+            silu_mul: typed("silu_mul", "silu_mul")?,
+            add_bias: typed("bias", "add_bias")?,
         })
     }
 }

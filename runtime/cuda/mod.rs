@@ -1,7 +1,8 @@
 //! The CUDA backend: the hand-written kernels of `kernels/*.cu` (PTX embedded by `build.rs`),
 //! launched through cudarc, and cuBLAS for the matrix products.
 //!
-//! Storage is f32 in this first step (bf16 storage follows); every reduction accumulates in f32.
+//! Tensors are stored in the backend's [`DType`] (bf16 or f32; the trait's host side stays f32);
+//! every kernel computes and every reduction accumulates in f32.
 //! Every launch goes on the backend's one stream; no op allocates device memory (the model sizes
 //! its workspace up front), so the forward pass can later be captured in a CUDA graph. Each op
 //! checks on the host what the CPU reference op checks (sizes, token ids, positions, slots, block
@@ -10,17 +11,23 @@
 //! The CUDA libraries are loaded at run time: a `--features cuda` build runs anywhere, and
 //! [`CudaBackend::new`] answers "no CUDA driver found" where there is none.
 
+mod attention;
+mod dtype;
 pub mod kernels;
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 pub use cudarc;
-use cudarc::cublas::{sys as cublas_sys, CudaBlas, Gemm, GemmConfig};
+use cudarc::cublas::{sys as cublas_sys, CudaBlas};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
 };
 
+pub use self::attention::DecodePath;
+use self::attention::DecodeWorkspace;
+pub use self::dtype::{CudaTensor, DType};
 use self::kernels::Kernels;
 use super::backend::{AttentionParams, Backend, QkvLayout};
 use super::step::StepInput;
@@ -38,7 +45,7 @@ pub fn driver_present() -> bool {
 /// Why no CUDA device can be used here, or `None` when device 0 opens. For tests and tools that
 /// skip themselves without a GPU.
 pub fn unavailable_reason() -> Option<String> {
-    match CudaBackend::new(0) {
+    match CudaBackend::new(0, DType::F32) {
         Ok(_) => None,
         Err(e) => Some(format!("{e:#}")),
     }
@@ -50,22 +57,29 @@ pub struct CudaBackend {
     stream: Arc<CudaStream>,
     blas: CudaBlas,
     k: Kernels,
+    /// How every tensor of this backend is stored.
+    dtype: DType,
+    /// Streaming multiprocessors: the decode attention sizes its grid from them.
+    sm_count: usize,
+    /// [`DecodePath`], encoded (tests and the benchmark pin it).
+    decode_path: AtomicUsize,
 }
 
 impl CudaBackend {
-    /// Opens device `ordinal`. Fails with a plain message (never a panic) when there is no driver,
-    /// no device, no cuBLAS, or a GPU older than compute capability 8.0.
-    pub fn new(ordinal: usize) -> Result<Self> {
+    /// Opens device `ordinal`, storing tensors as `dtype`. Fails with a plain message (never a
+    /// panic) when there is no driver, no device, no cuBLAS, or a GPU older than compute
+    /// capability 8.0.
+    pub fn new(ordinal: usize, dtype: DType) -> Result<Self> {
         if !driver_present() {
             bail!("no CUDA driver found; run with --device cpu");
         }
         // cudarc panics if a driver symbol is missing (a driver older than CUDA 13.0): report it.
-        let opened = std::panic::catch_unwind(|| Self::open(ordinal))
+        let opened = std::panic::catch_unwind(|| Self::open(ordinal, dtype))
             .map_err(|p| anyhow!("the CUDA driver failed to load: {}", panic_text(&p)))?;
         opened
     }
 
-    fn open(ordinal: usize) -> Result<Self> {
+    fn open(ordinal: usize, dtype: DType) -> Result<Self> {
         let count = CudaContext::device_count()
             .map_err(|e| anyhow!("no CUDA device found ({e}); run with --device cpu"))?;
         ensure!(
@@ -99,12 +113,18 @@ impl CudaBackend {
             status == cublas_sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS,
             "cublasSetMathMode: {status:?}"
         );
-        let k = Kernels::load(&ctx)?;
+        let k = Kernels::load(&ctx, dtype.name())?;
+        let sms = ctx.attribute(
+            cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+        )?;
         Ok(CudaBackend {
             ctx,
             stream,
             blas,
             k,
+            dtype,
+            sm_count: sms.max(1) as usize,
+            decode_path: AtomicUsize::new(DecodePath::Auto.encode()),
         })
     }
 
@@ -129,17 +149,41 @@ impl CudaBackend {
         Ok(())
     }
 
+    /// `(free, total)` bytes of device memory.
+    pub fn memory_info(&self) -> Result<(usize, usize)> {
+        self.ctx.bind_to_thread()?;
+        Ok(cudarc::driver::result::mem_get_info()?)
+    }
+
+    /// How this backend stores tensors.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
     /// Fills `t` with NaN (tests poison outputs so an unwritten element fails).
-    pub fn fill_nan(&self, t: &mut CudaSlice<f32>) -> Result<()> {
+    pub fn fill_nan(&self, t: &mut CudaTensor) -> Result<()> {
         let n = t.len();
         self.ctx.bind_to_thread()?;
-        let (p, _g) = t.device_ptr(&self.stream);
-        // SAFETY: p points at n f32 values owned by t.
+        let p = self.tp(t);
+        let stream = self.stream.cu_stream();
+        // SAFETY: p points at n elements of t's dtype owned by t (its buffer holds at least
+        // n * size bytes).
         unsafe {
-            cudarc::driver::sys::cuMemsetD32Async(p, 0x7fc0_0000, n, self.stream.cu_stream())
-                .result()?
+            match t.dtype {
+                DType::F32 => {
+                    cudarc::driver::sys::cuMemsetD32Async(p, 0x7fc0_0000, n, stream).result()?
+                }
+                DType::Bf16 => {
+                    cudarc::driver::sys::cuMemsetD16Async(p, 0x7fc0, n, stream).result()?
+                }
+            }
         };
         Ok(())
+    }
+
+    /// The device address of a tensor's first element.
+    fn tp(&self, t: &CudaTensor) -> u64 {
+        self.ptr(&t.buf)
     }
 
     fn ptr<T>(&self, s: &CudaSlice<T>) -> u64 {
@@ -196,6 +240,8 @@ pub struct CudaMeta {
     max_tokens: usize,
     max_seqs: usize,
     table_cols: usize,
+    /// Split partials of the decode attention, sized for `max_seqs` and the model's layout.
+    decode: DecodeWorkspace,
 }
 
 impl CudaMeta {
@@ -233,12 +279,12 @@ impl CudaBackend {
 }
 
 impl Backend for CudaBackend {
-    type Tensor = CudaSlice<f32>;
+    type Tensor = CudaTensor;
     type Meta = CudaMeta;
     // cuBLAS reads the HF row-major layout as it is: a weight is an ordinary tensor.
-    type Weight = CudaSlice<f32>;
+    type Weight = CudaTensor;
 
-    fn upload_weight(&self, data: &[f32], n: usize, k: usize) -> Result<CudaSlice<f32>> {
+    fn upload_weight(&self, data: &[f32], n: usize, k: usize) -> Result<CudaTensor> {
         ensure!(
             data.len() == n * k,
             "weight has {} elements, expected {n}x{k}",
@@ -247,33 +293,44 @@ impl Backend for CudaBackend {
         self.upload(data)
     }
 
-    fn upload(&self, data: &[f32]) -> Result<CudaSlice<f32>> {
+    fn upload(&self, data: &[f32]) -> Result<CudaTensor> {
         if data.is_empty() {
             return self.zeros(0);
         }
-        Ok(self.stream.clone_htod(data)?)
+        let bytes = self.dtype.encode(data);
+        Ok(CudaTensor {
+            buf: self.stream.clone_htod(&bytes)?,
+            len: data.len(),
+            dtype: self.dtype,
+        })
     }
 
-    fn zeros(&self, len: usize) -> Result<CudaSlice<f32>> {
+    fn zeros(&self, len: usize) -> Result<CudaTensor> {
         // A zero-byte allocation is an error for the driver: hand out one element instead.
-        Ok(self.stream.alloc_zeros::<f32>(len.max(1))?)
+        let len = len.max(1);
+        Ok(CudaTensor {
+            buf: self.stream.alloc_zeros::<u8>(len * self.dtype.size())?,
+            len,
+            dtype: self.dtype,
+        })
     }
 
-    fn download(&self, t: &CudaSlice<f32>, len: usize) -> Result<Vec<f32>> {
+    fn download(&self, t: &CudaTensor, len: usize) -> Result<Vec<f32>> {
         ensure!(
             len <= t.len(),
             "download of {len} elements from a tensor of {}",
             t.len()
         );
-        let mut out = vec![0.0f32; len];
+        let mut bytes = vec![0u8; len * t.dtype.size()];
         if len > 0 {
-            self.stream.memcpy_dtoh(&t.slice(..len), &mut out)?;
+            self.stream
+                .memcpy_dtoh(&t.buf.slice(..bytes.len()), &mut bytes)?;
         }
         self.synchronize()?;
-        Ok(out)
+        Ok(t.dtype.decode(&bytes))
     }
 
-    fn new_meta(&self, max_tokens: usize, max_seqs: usize) -> Result<CudaMeta> {
+    fn new_meta(&self, max_tokens: usize, max_seqs: usize, layout: QkvLayout) -> Result<CudaMeta> {
         let mut meta = CudaMeta {
             host: StepInput::default(),
             staging: Vec::new(),
@@ -281,6 +338,7 @@ impl Backend for CudaBackend {
             max_tokens,
             max_seqs,
             table_cols: 64,
+            decode: self.new_decode_workspace(max_seqs, layout)?,
         };
         meta.dev = self.stream.alloc_zeros::<u32>(meta.words())?;
         meta.staging = vec![0; meta.words()];
@@ -341,10 +399,10 @@ impl Backend for CudaBackend {
 
     fn embed(
         &self,
-        table: &CudaSlice<f32>,
+        table: &CudaTensor,
         meta: &CudaMeta,
         dim: usize,
-        out: &mut CudaSlice<f32>,
+        out: &mut CudaTensor,
     ) -> Result<()> {
         let ids = &meta.host.input_ids;
         self.gather_rows(table, ids, self.meta_ptr(meta, meta.ids_off()), dim, out)
@@ -352,18 +410,18 @@ impl Backend for CudaBackend {
 
     fn rms_norm(
         &self,
-        x: &CudaSlice<f32>,
-        w: &CudaSlice<f32>,
+        x: &CudaTensor,
+        w: &CudaTensor,
         eps: f32,
         rows: usize,
         dim: usize,
-        out: &mut CudaSlice<f32>,
+        out: &mut CudaTensor,
     ) -> Result<()> {
         ensure!(
             x.len() >= rows * dim && out.len() >= rows * dim && w.len() >= dim,
             "rms_norm: buffers too small for {rows}x{dim}"
         );
-        let (xp, wp, op, d) = (self.ptr(x), self.ptr(w), self.ptr(out), u32_of(dim, "dim")?);
+        let (xp, wp, op, d) = (self.tp(x), self.tp(w), self.tp(out), u32_of(dim, "dim")?);
         self.launch(&self.k.rms_norm, (u32_of(rows, "rows")?, 1, 1), 256, |b| {
             b.arg(&xp).arg(&wp).arg(&eps).arg(&d).arg(&op);
         })
@@ -371,25 +429,20 @@ impl Backend for CudaBackend {
 
     fn add_rms_norm(
         &self,
-        residual: &mut CudaSlice<f32>,
-        delta: &CudaSlice<f32>,
-        w: &CudaSlice<f32>,
+        residual: &mut CudaTensor,
+        delta: &CudaTensor,
+        w: &CudaTensor,
         eps: f32,
         rows: usize,
         dim: usize,
-        out: &mut CudaSlice<f32>,
+        out: &mut CudaTensor,
     ) -> Result<()> {
         let n = rows * dim;
         ensure!(
             residual.len() >= n && delta.len() >= n && out.len() >= n && w.len() >= dim,
             "add_rms_norm: buffers too small for {rows}x{dim}"
         );
-        let (rp, dp, wp, op) = (
-            self.ptr(residual),
-            self.ptr(delta),
-            self.ptr(w),
-            self.ptr(out),
-        );
+        let (rp, dp, wp, op) = (self.tp(residual), self.tp(delta), self.tp(w), self.tp(out));
         let d = u32_of(dim, "dim")?;
         self.launch(
             &self.k.add_rms_norm,
@@ -403,13 +456,13 @@ impl Backend for CudaBackend {
 
     fn linear(
         &self,
-        x: &CudaSlice<f32>,
-        w: &CudaSlice<f32>,
-        bias: Option<&CudaSlice<f32>>,
+        x: &CudaTensor,
+        w: &CudaTensor,
+        bias: Option<&CudaTensor>,
         rows: usize,
         k: usize,
         n: usize,
-        out: &mut CudaSlice<f32>,
+        out: &mut CudaTensor,
     ) -> Result<()> {
         ensure!(
             x.len() >= rows * k,
@@ -439,23 +492,45 @@ impl Backend for CudaBackend {
         // Row-major out[rows, n] = x[rows, k] · wᵀ is, read column-major, outᵀ[n, rows] =
         // w'[k, n]ᵀ · xᵀ[k, rows], where w' (w read column-major, ld k) is wᵀ: so A = w with
         // transa = T (lda = k), B = x with transb = N (ldb = k), C = out (ldc = n).
-        let cfg = GemmConfig {
-            transa: cublas_sys::cublasOperation_t::CUBLAS_OP_T,
-            transb: cublas_sys::cublasOperation_t::CUBLAS_OP_N,
-            m: u32_of(n, "n")? as i32,
-            n: u32_of(rows, "rows")? as i32,
-            k: u32_of(k, "k")? as i32,
-            alpha: 1.0f32,
-            lda: k as i32,
-            ldb: k as i32,
-            beta: 0.0f32,
-            ldc: n as i32,
-        };
+        // GemmEx with the storage type for A, B and C and f32 compute: bf16 runs on the tensor
+        // cores with f32 accumulation; f32 stays plain f32 (the handle's math mode forbids TF32).
+        let (m_, n_, k_) = (
+            u32_of(n, "n")? as i32,
+            u32_of(rows, "rows")? as i32,
+            u32_of(k, "k")? as i32,
+        );
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        let ty = self.dtype.cuda_type();
+        let (wp, xp, op) = (self.tp(w), self.tp(x), self.tp(out));
         self.ctx.bind_to_thread()?;
-        // SAFETY: the sizes checked above bound every element the GEMM reads and writes.
-        unsafe { self.blas.gemm(cfg, w, x, out) }?;
+        // SAFETY: the sizes checked above bound every element the GEMM reads and writes; all
+        // three tensors have this backend's dtype `ty`; alpha and beta are f32, as
+        // CUBLAS_COMPUTE_32F requires, and live across the call.
+        unsafe {
+            cudarc::cublas::result::gemm_ex(
+                *self.blas.handle(),
+                cublas_sys::cublasOperation_t::CUBLAS_OP_T,
+                cublas_sys::cublasOperation_t::CUBLAS_OP_N,
+                m_,
+                n_,
+                k_,
+                (&alpha as *const f32).cast(),
+                wp as *const std::ffi::c_void,
+                ty,
+                k_,
+                xp as *const std::ffi::c_void,
+                ty,
+                k_,
+                (&beta as *const f32).cast(),
+                op as *mut std::ffi::c_void,
+                ty,
+                m_, // ldc: a column of outᵀ is one output row of n features
+                cublas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }?;
         if let Some(bias) = bias {
-            let (op, bp, n32) = (self.ptr(out), self.ptr(bias), n as u32);
+            let (op, bp, n32) = (self.tp(out), self.tp(bias), n as u32);
             self.launch(
                 &self.k.add_bias,
                 (u32_of(rows, "rows")?, n32.div_ceil(256), 1),
@@ -470,9 +545,9 @@ impl Backend for CudaBackend {
 
     fn qk_norm(
         &self,
-        qkv: &mut CudaSlice<f32>,
-        q_w: &CudaSlice<f32>,
-        k_w: &CudaSlice<f32>,
+        qkv: &mut CudaTensor,
+        q_w: &CudaTensor,
+        k_w: &CudaTensor,
         eps: f32,
         rows: usize,
         layout: QkvLayout,
@@ -484,7 +559,7 @@ impl Backend for CudaBackend {
             "qk_norm: buffers too small"
         );
         let heads = u32_of(layout.num_heads + layout.num_kv_heads, "heads")?;
-        let (p, qp, kp) = (self.ptr(qkv), self.ptr(q_w), self.ptr(k_w));
+        let (p, qp, kp) = (self.tp(qkv), self.tp(q_w), self.tp(k_w));
         let (nh, nkv, hd) = (
             layout.num_heads as u32,
             layout.num_kv_heads as u32,
@@ -509,8 +584,8 @@ impl Backend for CudaBackend {
 
     fn rope(
         &self,
-        qkv: &mut CudaSlice<f32>,
-        cos_sin: &CudaSlice<f32>,
+        qkv: &mut CudaTensor,
+        cos_sin: &CudaTensor,
         meta: &CudaMeta,
         layout: QkvLayout,
     ) -> Result<()> {
@@ -526,8 +601,8 @@ impl Backend for CudaBackend {
             "rope: qkv too small"
         );
         let (p, cs, pp) = (
-            self.ptr(qkv),
-            self.ptr(cos_sin),
+            self.tp(qkv),
+            self.tp(cos_sin),
             self.meta_ptr(meta, meta.pos_off()),
         );
         let (mp, nh, nkv, hd) = (
@@ -549,9 +624,9 @@ impl Backend for CudaBackend {
 
     fn write_kv(
         &self,
-        qkv: &CudaSlice<f32>,
-        k_cache: &mut CudaSlice<f32>,
-        v_cache: &mut CudaSlice<f32>,
+        qkv: &CudaTensor,
+        k_cache: &mut CudaTensor,
+        v_cache: &mut CudaTensor,
         meta: &CudaMeta,
         params: &AttentionParams,
     ) -> Result<()> {
@@ -570,9 +645,9 @@ impl Backend for CudaBackend {
             "write_kv: buffers too small"
         );
         let (qp, kp, vp, sp) = (
-            self.ptr(qkv),
-            self.ptr(k_cache),
-            self.ptr(v_cache),
+            self.tp(qkv),
+            self.tp(k_cache),
+            self.tp(v_cache),
             self.meta_ptr(meta, 0),
         );
         let (qw, kw, ns) = (
@@ -593,99 +668,28 @@ impl Backend for CudaBackend {
 
     fn attention(
         &self,
-        qkv: &CudaSlice<f32>,
-        k_cache: &CudaSlice<f32>,
-        v_cache: &CudaSlice<f32>,
+        qkv: &CudaTensor,
+        k_cache: &CudaTensor,
+        v_cache: &CudaTensor,
         meta: &CudaMeta,
         p: &AttentionParams,
-        out: &mut CudaSlice<f32>,
+        out: &mut CudaTensor,
     ) -> Result<()> {
-        let l = p.layout;
-        let step = &meta.host;
-        let rows = step.num_tokens();
-        ensure!(
-            l.head_dim <= MAX_HEAD_DIM,
-            "attention: head_dim {} is above the CUDA kernel's {MAX_HEAD_DIM}",
-            l.head_dim
-        );
-        ensure!(
-            l.num_kv_heads > 0 && l.num_heads.is_multiple_of(l.num_kv_heads),
-            "attention: {} heads do not split into {} kv heads",
-            l.num_heads,
-            l.num_kv_heads
-        );
-        ensure!(
-            out.len() >= rows * l.q_width() && qkv.len() >= rows * l.row_width(),
-            "attention: output too small"
-        );
-        let cache_len = p.cache.num_blocks * p.cache.block_size * l.kv_width();
-        ensure!(
-            k_cache.len() >= cache_len && v_cache.len() >= cache_len,
-            "attention: cache buffers smaller than the cache shape"
-        );
-        for s in 0..step.num_seqs() {
-            let (start, end) = step.seq_rows(s);
-            let blocks = (step.context_lens[s] as usize).div_ceil(p.cache.block_size);
-            ensure!(
-                (step.context_lens[s] as usize) >= end - start,
-                "sequence {s}: context length below its new tokens"
-            );
-            ensure!(
-                blocks <= step.max_blocks_per_seq,
-                "sequence {s}: block table too short"
-            );
-            for &b in &step.block_table(s)[..blocks] {
-                ensure!(
-                    (b as usize) < p.cache.num_blocks,
-                    "sequence {s}: block {b} outside the cache"
-                );
-            }
-        }
-        let args = (
-            self.ptr(qkv),
-            self.ptr(k_cache),
-            self.ptr(v_cache),
-            self.meta_ptr(meta, meta.qsl_off()),
-            self.meta_ptr(meta, meta.ctx_off()),
-            self.meta_ptr(meta, meta.tables_off()),
-        );
-        let sizes = [
-            step.num_seqs() as u32,
-            u32_of(step.max_blocks_per_seq, "block table width")?,
-            l.num_heads as u32,
-            l.num_kv_heads as u32,
-            l.head_dim as u32,
-            u32_of(p.cache.block_size, "block size")?,
-        ];
-        let window = u32_of(p.sliding_window.unwrap_or(0), "sliding window")?;
-        let op = self.ptr(out);
-        self.launch(
-            &self.k.paged_attention,
-            (u32_of(rows, "rows")?, l.num_heads as u32, 1),
-            128,
-            |b| {
-                b.arg(&args.0).arg(&args.1).arg(&args.2);
-                b.arg(&args.3).arg(&args.4).arg(&args.5);
-                for v in &sizes {
-                    b.arg(v);
-                }
-                b.arg(&p.scale).arg(&window).arg(&op);
-            },
-        )
+        self.attention_op(qkv, k_cache, v_cache, meta, p, out)
     }
 
     fn silu_mul(
         &self,
-        gate_up: &CudaSlice<f32>,
+        gate_up: &CudaTensor,
         rows: usize,
         inter: usize,
-        out: &mut CudaSlice<f32>,
+        out: &mut CudaTensor,
     ) -> Result<()> {
         ensure!(
             gate_up.len() >= rows * 2 * inter && out.len() >= rows * inter,
             "silu_mul: buffers too small"
         );
-        let (gp, op, i32_) = (self.ptr(gate_up), self.ptr(out), u32_of(inter, "inter")?);
+        let (gp, op, i32_) = (self.tp(gate_up), self.tp(out), u32_of(inter, "inter")?);
         self.launch(
             &self.k.silu_mul,
             (u32_of(rows, "rows")?, i32_.div_ceil(256), 1),
@@ -698,10 +702,10 @@ impl Backend for CudaBackend {
 
     fn gather_logit_rows(
         &self,
-        x: &CudaSlice<f32>,
+        x: &CudaTensor,
         meta: &CudaMeta,
         dim: usize,
-        out: &mut CudaSlice<f32>,
+        out: &mut CudaTensor,
     ) -> Result<()> {
         let idx = &meta.host.logits_indices;
         self.gather_rows(x, idx, self.meta_ptr(meta, meta.logits_off()), dim, out)
@@ -712,11 +716,11 @@ impl CudaBackend {
     /// `out[i] = table[index[i]]`; `index` is the host copy of the device words at `index_ptr`.
     fn gather_rows(
         &self,
-        table: &CudaSlice<f32>,
+        table: &CudaTensor,
         index: &[u32],
         index_ptr: u64,
         dim: usize,
-        out: &mut CudaSlice<f32>,
+        out: &mut CudaTensor,
     ) -> Result<()> {
         ensure!(dim > 0, "gather of rows of width 0");
         let table_rows = table.len() / dim;
@@ -724,7 +728,7 @@ impl CudaBackend {
         if let Some(&id) = index.iter().find(|&&id| id as usize >= table_rows) {
             bail!("token id {id} is outside the table of {table_rows} rows");
         }
-        let (tp, op) = (self.ptr(table), self.ptr(out));
+        let (tp, op) = (self.tp(table), self.tp(out));
         let (tr, d) = (u32_of(table_rows, "table rows")?, u32_of(dim, "dim")?);
         self.launch(&self.k.gather_rows, (index.len() as u32, 1, 1), 256, |b| {
             b.arg(&tp).arg(&index_ptr).arg(&tr).arg(&d).arg(&op);

@@ -11,6 +11,9 @@ use crate::model::loader::ModelSource;
 use crate::model::tokenizer::Tokenizer;
 use crate::runtime::cpu::CpuBackend;
 
+/// KV-cache blocks on the CPU when --num-kv-blocks is not given.
+const DEFAULT_CPU_KV_BLOCKS: usize = 1024;
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct EngineArgs {
     /// An HF model directory or a .gguf file; the default model (SmolLM2-135M-Instruct) if absent.
@@ -19,6 +22,10 @@ pub struct EngineArgs {
     /// Where to run the model.
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
     pub device: String,
+    /// How tensors (weights, activations, KV cache) are stored on the GPU: bf16 (the default
+    /// with --device cuda) or f32. The CPU backend computes in f32 only.
+    #[arg(long, value_parser = ["bf16", "f32"])]
+    pub dtype: Option<String>,
     /// Most requests running at once.
     #[arg(long, default_value_t = 64)]
     pub max_num_seqs: usize,
@@ -28,9 +35,14 @@ pub struct EngineArgs {
     /// Tokens per KV-cache block.
     #[arg(long, default_value_t = 16)]
     pub block_size: usize,
-    /// KV-cache blocks (capacity = blocks × block size tokens).
-    #[arg(long, default_value_t = 1024)]
-    pub num_kv_blocks: usize,
+    /// KV-cache blocks (capacity = blocks × block size tokens). Default: 1024 on the CPU; on
+    /// CUDA, as many as --gpu-memory-utilization leaves room for.
+    #[arg(long)]
+    pub num_kv_blocks: Option<usize>,
+    /// Share of the GPU's memory tandem may use in all (weights, workspaces, KV cache); the KV
+    /// cache gets what the rest leaves after a warm-up pass. CUDA only.
+    #[arg(long, default_value_t = 0.9)]
+    pub gpu_memory_utilization: f64,
     /// Scheduling policy: fcfs, prefill-first, decode-first, shortest-prompt-first, priority.
     #[arg(long, default_value = "fcfs")]
     pub policy: String,
@@ -51,7 +63,7 @@ impl EngineArgs {
             max_num_seqs: self.max_num_seqs,
             max_batch_tokens: self.max_batch_tokens,
             block_size: self.block_size,
-            num_blocks: self.num_kv_blocks,
+            num_blocks: self.num_kv_blocks.unwrap_or(DEFAULT_CPU_KV_BLOCKS),
             policy: self.policy.clone(),
             overlap: !self.no_overlap,
             max_queue: self.max_queue,
@@ -61,6 +73,9 @@ impl EngineArgs {
 
     /// Opens the model (fetching the default one if needed) and starts an engine on it.
     pub fn launch(&self) -> Result<(Engine, Arc<Tokenizer>)> {
+        if self.device == "cpu" && self.dtype.as_deref() == Some("bf16") {
+            anyhow::bail!("--dtype bf16 needs --device cuda; the CPU backend computes in f32");
+        }
         // Open the device before the model, so a machine without one fails at once.
         #[cfg(not(feature = "cuda"))]
         if self.device == "cuda" {
@@ -68,7 +83,8 @@ impl EngineArgs {
         }
         #[cfg(feature = "cuda")]
         let cuda = if self.device == "cuda" {
-            Some(crate::runtime::cuda::CudaBackend::new(0)?)
+            let dtype = self.dtype.as_deref().unwrap_or("bf16").parse()?;
+            Some(crate::runtime::cuda::CudaBackend::new(0, dtype)?)
         } else {
             None
         };
@@ -85,10 +101,22 @@ impl EngineArgs {
         };
         #[cfg(feature = "cuda")]
         if let Some(backend) = cuda {
-            tracing::info!(device = %backend.device_name()?, "running on CUDA");
-            let (model, tokenizer) = source.into_model(backend, limits)?;
+            tracing::info!(
+                device = %backend.device_name()?,
+                dtype = %backend.dtype(),
+                "running on CUDA"
+            );
+            let (mut model, tokenizer) = source.into_model(backend, limits)?;
+            let mut config = self.engine_config();
+            if self.num_kv_blocks.is_none() {
+                config.num_blocks = super::kv_sizing::blocks_from_free_memory(
+                    &mut model,
+                    self.block_size,
+                    self.gpu_memory_utilization,
+                )?;
+            }
             let tokenizer = Arc::new(tokenizer);
-            let engine = start(model, tokenizer.clone(), name, self.engine_config())?;
+            let engine = start(model, tokenizer.clone(), name, config)?;
             return Ok((engine, tokenizer));
         }
         let (model, tokenizer) = source.into_model(CpuBackend::new(), limits)?;

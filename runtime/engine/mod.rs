@@ -17,6 +17,7 @@ pub mod executor;
 #[doc(hidden)]
 pub mod fault;
 pub mod handle;
+pub mod kv_sizing;
 pub mod launch;
 mod output;
 pub mod timeline;

@@ -1,0 +1,307 @@
+//! The attention op on the GPU: the host checks, the choice between the general kernel
+//! (`kernels/paged_attention.cu`: prefill, chunked prefill, mixed steps) and the split-context
+//! decode kernel (`kernels/paged_attention_decode.cu`: steps where every sequence has one query
+//! row), and the decode kernel's workspace for split partials, sized when the metadata is made.
+//!
+//! Why the decode path: at decode, attention is a read of the cache. The general kernel runs one
+//! block per (row, q head), so each K/V byte is read `num_heads / num_kv_heads` times and a long
+//! context is walked by one block. The decode kernel runs one block per (sequence, kv head,
+//! context split): the GQA group's q heads share every K/V load, and the splits fill the GPU.
+//! Expected (Llama-3-8B shapes, 64 sequences × 2048 keys, 32/8 heads × 128, f32): the cache is
+//! 64 × 2048 × 8 × 128 × 2 (K, V) × 4 B = 1.07 GB, which at ~4.2 TB/s is ~254 µs, against
+//! 1349.5 µs (18.8% of copy bandwidth) for the general kernel on an H200. Measured there:
+//! 265.5 to 293.5 µs (87 to 97% of copy) by split count. bf16 (0.54 GB) was latency-bound at
+//! ~370 µs (34%) until its K/V loads were issued one tile ahead: 207.6 µs (62%).
+
+use std::sync::atomic::Ordering;
+
+use anyhow::{ensure, Result};
+use cudarc::driver::{CudaSlice, PushKernelArg};
+
+use super::{u32_of, CudaBackend, CudaMeta, CudaTensor, MAX_HEAD_DIM};
+use crate::runtime::backend::{AttentionParams, QkvLayout};
+
+/// Fewest keys per split (`DEC_MIN_SPLIT_KEYS` in paged_attention_decode.cu).
+const MIN_SPLIT_KEYS: usize = 64;
+/// Most splits of one sequence (`DEC_MAX_SPLITS` in paged_attention_decode.cu).
+const MAX_SPLITS: usize = 64;
+/// Blocks per SM the split count aims for: one wave at the 4 resident blocks per SM that the
+/// kernel's ~110 registers × 128 threads allow. Splitting further only adds merge work: on an
+/// H200 (64 sequences × 2048 keys, 8 kv heads: 512 blocks unsplit) 1 split took 265.5 µs, 2
+/// took 275.6 µs and 3 to 16 took ~281 µs (f32; bf16 alike, 368 to 386 µs).
+const BLOCKS_PER_SM: usize = 4;
+/// Warps per block (`DEC_WARPS`): a GQA group may be cut into at most this many head chunks.
+const DEC_WARPS: usize = 4;
+/// Threads per block of both decode kernels.
+const DEC_THREADS: u32 = 128;
+
+/// How the decode step's attention is computed; tests and the benchmark pin it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodePath {
+    /// The decode kernel where it applies, its split count chosen from the step.
+    Auto,
+    /// Always the general kernel (the reference the decode kernel is benchmarked against).
+    General,
+    /// The decode kernel with this many splits (capped by the workspace and the kernel).
+    Splits(usize),
+}
+
+impl DecodePath {
+    pub(super) fn encode(self) -> usize {
+        match self {
+            DecodePath::Auto => 0,
+            DecodePath::General => usize::MAX,
+            DecodePath::Splits(n) => n.clamp(1, MAX_SPLITS),
+        }
+    }
+
+    fn decode(v: usize) -> Self {
+        match v {
+            0 => DecodePath::Auto,
+            usize::MAX => DecodePath::General,
+            n => DecodePath::Splits(n),
+        }
+    }
+}
+
+/// The decode kernel's partial results: `o` is `[entries, num_heads, head_dim]`, `ml` is
+/// `[entries, num_heads, 2]`, one entry per (sequence, split) of a step.
+pub(super) struct DecodeWorkspace {
+    o: CudaSlice<f32>,
+    ml: CudaSlice<f32>,
+}
+
+impl CudaBackend {
+    /// Entries of (sequence, split) the workspace needs: the split count is at most
+    /// `max(1, target / (seqs × kv_heads))`, so `seqs × splits <= target / kv_heads + seqs`.
+    fn decode_entries(&self, max_seqs: usize, layout: QkvLayout) -> usize {
+        let target = BLOCKS_PER_SM * self.sm_count;
+        max_seqs + target.div_ceil(layout.num_kv_heads.max(1))
+    }
+
+    pub(super) fn new_decode_workspace(
+        &self,
+        max_seqs: usize,
+        layout: QkvLayout,
+    ) -> Result<DecodeWorkspace> {
+        let entries = self.decode_entries(max_seqs, layout);
+        let per_entry = layout.num_heads * layout.head_dim.min(MAX_HEAD_DIM);
+        Ok(DecodeWorkspace {
+            o: self
+                .stream
+                .alloc_zeros::<f32>((entries * per_entry).max(1))?,
+            ml: self
+                .stream
+                .alloc_zeros::<f32>((entries * layout.num_heads * 2).max(1))?,
+        })
+    }
+
+    /// Pins how decode steps compute attention (tests compare both paths; the benchmark times
+    /// both). Affects this backend only.
+    pub fn set_decode_path(&self, path: DecodePath) {
+        self.decode_path.store(path.encode(), Ordering::Relaxed);
+    }
+
+    /// The split count for a decode step of `seqs` sequences whose longest key range is
+    /// `max_span`, or `None` when the general kernel must run.
+    fn decode_splits(
+        &self,
+        meta: &CudaMeta,
+        l: QkvLayout,
+        seqs: usize,
+        max_span: usize,
+    ) -> Option<usize> {
+        let path = DecodePath::decode(self.decode_path.load(Ordering::Relaxed));
+        if path == DecodePath::General || seqs == 0 {
+            return None;
+        }
+        // The kernel's shape limits: each lane holds one aligned vector of 4 or 8 elements,
+        // and the group's heads fit in DEC_WARPS chunks of the largest instance.
+        let per = if l.head_dim <= 128 { 4 } else { 8 };
+        let max_hc = if per == 4 { 8 } else { 4 };
+        if l.head_dim > MAX_HEAD_DIM || !l.head_dim.is_multiple_of(per) {
+            return None;
+        }
+        if (l.num_heads / l.num_kv_heads).div_ceil(max_hc) > DEC_WARPS {
+            return None;
+        }
+        let wanted = match path {
+            DecodePath::Splits(n) => n,
+            _ => {
+                // Split only as far as one wave of blocks needs (rounding down: a grid that
+                // almost fills the GPU unsplit is faster than one split in two).
+                let target = BLOCKS_PER_SM * self.sm_count;
+                (target / (seqs * l.num_kv_heads))
+                    .max(1)
+                    .min(max_span.div_ceil(MIN_SPLIT_KEYS))
+            }
+        };
+        // The workspace bounds the splits; one split needs none.
+        let per_seq = l.num_heads * l.head_dim;
+        let fits = (meta.decode.o.len() / (seqs * per_seq))
+            .min(meta.decode.ml.len() / (seqs * l.num_heads * 2));
+        Some(wanted.min(MAX_SPLITS).min(fits).max(1))
+    }
+
+    pub(super) fn attention_op(
+        &self,
+        qkv: &CudaTensor,
+        k_cache: &CudaTensor,
+        v_cache: &CudaTensor,
+        meta: &CudaMeta,
+        p: &AttentionParams,
+        out: &mut CudaTensor,
+    ) -> Result<()> {
+        let l = p.layout;
+        let step = &meta.host;
+        let rows = step.num_tokens();
+        ensure!(
+            l.head_dim <= MAX_HEAD_DIM,
+            "attention: head_dim {} is above the CUDA kernel's {MAX_HEAD_DIM}",
+            l.head_dim
+        );
+        ensure!(
+            l.num_kv_heads > 0 && l.num_heads.is_multiple_of(l.num_kv_heads),
+            "attention: {} heads do not split into {} kv heads",
+            l.num_heads,
+            l.num_kv_heads
+        );
+        ensure!(
+            out.len() >= rows * l.q_width() && qkv.len() >= rows * l.row_width(),
+            "attention: output too small"
+        );
+        let cache_len = p.cache.num_blocks * p.cache.block_size * l.kv_width();
+        ensure!(
+            k_cache.len() >= cache_len && v_cache.len() >= cache_len,
+            "attention: cache buffers smaller than the cache shape"
+        );
+        let mut max_span = 0;
+        for s in 0..step.num_seqs() {
+            let (start, end) = step.seq_rows(s);
+            let ctx = step.context_lens[s] as usize;
+            let blocks = ctx.div_ceil(p.cache.block_size);
+            ensure!(
+                ctx >= end - start,
+                "sequence {s}: context length below its new tokens"
+            );
+            ensure!(
+                blocks <= step.max_blocks_per_seq,
+                "sequence {s}: block table too short"
+            );
+            for &b in &step.block_table(s)[..blocks] {
+                ensure!(
+                    (b as usize) < p.cache.num_blocks,
+                    "sequence {s}: block {b} outside the cache"
+                );
+            }
+            max_span = max_span.max(p.sliding_window.map_or(ctx, |w| ctx.min(w)));
+        }
+        // Every sequence has one row exactly when there are as many rows as sequences (each
+        // has at least one).
+        let seqs = step.num_seqs();
+        if rows == seqs {
+            if let Some(splits) = self.decode_splits(meta, l, seqs, max_span) {
+                return self.decode_attention(qkv, k_cache, v_cache, meta, p, splits, out);
+            }
+        }
+        let args = (
+            self.tp(qkv),
+            self.tp(k_cache),
+            self.tp(v_cache),
+            self.meta_ptr(meta, meta.qsl_off()),
+            self.meta_ptr(meta, meta.ctx_off()),
+            self.meta_ptr(meta, meta.tables_off()),
+        );
+        let sizes = [
+            seqs as u32,
+            u32_of(step.max_blocks_per_seq, "block table width")?,
+            l.num_heads as u32,
+            l.num_kv_heads as u32,
+            l.head_dim as u32,
+            u32_of(p.cache.block_size, "block size")?,
+        ];
+        let window = u32_of(p.sliding_window.unwrap_or(0), "sliding window")?;
+        let op = self.tp(out);
+        self.launch(
+            &self.k.paged_attention,
+            (u32_of(rows, "rows")?, l.num_heads as u32, 1),
+            128,
+            |b| {
+                b.arg(&args.0).arg(&args.1).arg(&args.2);
+                b.arg(&args.3).arg(&args.4).arg(&args.5);
+                for v in &sizes {
+                    b.arg(v);
+                }
+                b.arg(&p.scale).arg(&window).arg(&op);
+            },
+        )
+    }
+
+    /// The decode kernel over `splits` context splits, then (splits > 1) the merge kernel.
+    /// The caller has checked the step and that the kernel handles this layout.
+    #[allow(clippy::too_many_arguments)]
+    fn decode_attention(
+        &self,
+        qkv: &CudaTensor,
+        k_cache: &CudaTensor,
+        v_cache: &CudaTensor,
+        meta: &CudaMeta,
+        p: &AttentionParams,
+        splits: usize,
+        out: &mut CudaTensor,
+    ) -> Result<()> {
+        let l = p.layout;
+        let step = &meta.host;
+        let seqs = step.num_seqs();
+        let group = l.num_heads / l.num_kv_heads;
+        let per_idx = usize::from(l.head_dim > 128);
+        // The fewest heads per warp that keeps the group within DEC_WARPS chunks, at least the
+        // whole group up to the instance's maximum (fewer chunks: fewer re-reads from L1).
+        let max_hc_log2 = if per_idx == 0 { 3 } else { 2 };
+        let hc_log2 = (group.next_power_of_two().trailing_zeros() as usize).min(max_hc_log2);
+        let f = self.k.decode[per_idx][hc_log2]
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no decode kernel for head_dim {}", l.head_dim))?;
+        let args = (
+            self.tp(qkv),
+            self.tp(k_cache),
+            self.tp(v_cache),
+            self.meta_ptr(meta, meta.qsl_off()),
+            self.meta_ptr(meta, meta.ctx_off()),
+            self.meta_ptr(meta, meta.tables_off()),
+        );
+        let sizes = [
+            u32_of(step.max_blocks_per_seq, "block table width")?,
+            l.num_heads as u32,
+            l.num_kv_heads as u32,
+            l.head_dim as u32,
+            u32_of(p.cache.block_size, "block size")?,
+        ];
+        let window = u32_of(p.sliding_window.unwrap_or(0), "sliding window")?;
+        let (n_splits, op) = (splits as u32, self.tp(out));
+        let (po, pml) = (self.ptr(&meta.decode.o), self.ptr(&meta.decode.ml));
+        let grid = (n_splits, l.num_kv_heads as u32, u32_of(seqs, "sequences")?);
+        self.launch(f, grid, DEC_THREADS, |b| {
+            b.arg(&args.0).arg(&args.1).arg(&args.2);
+            b.arg(&args.3).arg(&args.4).arg(&args.5);
+            for v in &sizes {
+                b.arg(v);
+            }
+            b.arg(&p.scale).arg(&window).arg(&n_splits).arg(&op);
+            b.arg(&po).arg(&pml);
+        })?;
+        if splits > 1 {
+            let (qsl, nh, hd) = (args.3, l.num_heads as u32, l.head_dim as u32);
+            self.launch(
+                &self.k.decode_merge,
+                (seqs as u32, nh, 1),
+                DEC_THREADS,
+                |b| {
+                    b.arg(&po).arg(&pml).arg(&qsl);
+                    b.arg(&n_splits).arg(&nh).arg(&hd).arg(&op);
+                },
+            )?;
+        }
+        Ok(())
+    }
+}
