@@ -54,7 +54,7 @@ pub struct SimArgs {
     pub num_requests: usize,
     /// Synthetic workload: mean arrivals per second (Poisson); `inf` = all at once. The default
     /// keeps the CPU default model (shipped cost model) about half busy.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.25)]
     pub rate: f64,
     /// Synthetic workload: median prompt length (lognormal).
     #[arg(long, default_value_t = 128.0)]
