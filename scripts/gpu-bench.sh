@@ -37,12 +37,7 @@ cat >"$out/bench/run.sh" <<'RUN'
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 log="${OUT:-/tmp}"
-nv=$(python3 -c 'import nvidia, os; print(os.path.dirname(nvidia.__file__))' 2>/dev/null \
-     || python3 -c 'import nvidia; print(list(nvidia.__path__)[0])' 2>/dev/null || true)
-if [[ -n "$nv" ]]; then
-  for d in "$nv"/*/lib "$nv"/cu13/lib; do [[ -d "$d" ]] && LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"; done
-  export LD_LIBRARY_PATH
-fi
+source "$here/../cuda-libs.sh"
 export PYTHONUNBUFFERED=1
 tandem="$here/../bin/tandem"
 trace="$here/trace.jsonl"

@@ -46,6 +46,7 @@ for b in cuda_parity kernels tandem; do
   [[ -x "$out/bin/$b" ]] || { echo "gpu-check: $b binary missing" >&2; exit 1; }
 done
 cp -r tests/models tests/fixtures "$out/tests/"
+cp scripts/cuda-libs.sh "$out/"
 
 cat >"$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
@@ -54,13 +55,7 @@ cat >"$out/run.sh" <<'RUN'
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 log="${OUT:-/tmp}"
-# cuBLAS (libcublas.so.13) lives in the Python environment's nvidia/*/lib folders.
-nv=$(python3 -c 'import nvidia, os; print(os.path.dirname(nvidia.__file__))' 2>/dev/null \
-     || python3 -c 'import nvidia; print(list(nvidia.__path__)[0])' 2>/dev/null || true)
-if [[ -n "$nv" ]]; then
-  for d in "$nv"/*/lib "$nv"/cu13/lib; do [[ -d "$d" ]] && LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"; done
-  export LD_LIBRARY_PATH
-fi
+source "$here/cuda-libs.sh"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 date -u +"date: %Y-%m-%dT%H:%MZ"
 

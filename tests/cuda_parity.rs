@@ -13,13 +13,15 @@ mod common;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use common::{check_step, fixture_names, load_fixture, model_path, scattered};
-use tandem::model::llama::{Llama, StepLimits};
+use common::{
+    check_all_cases_batched, check_each_case_alone, fixture_names, load_fixture, model_path,
+    scattered, Driver, Seq,
+};
+use tandem::model::llama::StepLimits;
 use tandem::model::loader::ModelSource;
 use tandem::runtime::backend::{AttentionParams, Backend, CacheShape, QkvLayout};
 use tandem::runtime::cpu::{self, CpuBackend};
 use tandem::runtime::cuda::{CudaBackend, DType, DecodePath};
-use tandem::runtime::kv_cache::KvCache;
 use tandem::runtime::step::{SeqChunk, StepInput};
 
 /// The GPU with f32 storage, or `None` after printing why this test is skipped.
@@ -731,60 +733,6 @@ fn write_kv() {
     }
 }
 
-/// Runs sequences through one paged cache on any backend (the CUDA twin of common::Driver).
-struct Driver<B: Backend> {
-    model: Llama<B>,
-    kv: KvCache<B>,
-    block_size: usize,
-    free: Vec<u32>,
-}
-
-struct Seq {
-    tokens: Vec<u32>,
-    cached: usize,
-    blocks: Vec<u32>,
-}
-
-impl<B: Backend> Driver<B> {
-    fn new(model: Llama<B>, num_blocks: usize, block_size: usize, order: Vec<u32>) -> Self {
-        let kv = model.new_kv_cache(num_blocks, block_size).unwrap();
-        let mut free = order;
-        free.reverse();
-        Driver {
-            model,
-            kv,
-            block_size,
-            free,
-        }
-    }
-
-    fn step(&mut self, seqs: &mut [Seq], counts: &[usize]) -> Vec<Vec<f32>> {
-        for (s, &n) in seqs.iter_mut().zip(counts) {
-            while s.blocks.len() < (s.cached + n).div_ceil(self.block_size) {
-                s.blocks
-                    .push(self.free.pop().expect("test cache too small"));
-            }
-        }
-        let chunks: Vec<SeqChunk> = seqs
-            .iter()
-            .zip(counts)
-            .filter(|(_, &n)| n > 0)
-            .map(|(s, &n)| SeqChunk {
-                tokens: &s.tokens[s.cached..s.cached + n],
-                num_cached: s.cached,
-                block_table: &s.blocks,
-                want_logits: true,
-            })
-            .collect();
-        let step = StepInput::build(&chunks, self.block_size).unwrap();
-        let logits = self.model.forward_to_host(&step, &mut self.kv).unwrap();
-        for (s, &n) in seqs.iter_mut().zip(counts) {
-            s.cached += n;
-        }
-        logits
-    }
-}
-
 /// The whole model on the GPU, f32: every fixture case alone and all cases batched over
 /// scattered 4-token blocks; greedy ids identical to the fixture (transformers), top-5 logits
 /// within the fixture tolerance.
@@ -806,69 +754,9 @@ fn model_fixtures() {
             .and_then(|s| s.into_model(backend, limits))
             .unwrap_or_else(|e| panic!("loading {}: {e:#}", path.display()));
 
-        let mut driver = Driver::new(model, 64, 16, (0..64).collect());
-        for case in &f.cases {
-            let mut seqs = vec![Seq {
-                tokens: [&case.prompt_ids[..], &case.generated_ids[..]].concat(),
-                cached: 0,
-                blocks: vec![],
-            }];
-            let what = format!("cuda {name} alone {:?}", case.prompt);
-            let logits = driver.step(&mut seqs, &[case.prompt_ids.len()]);
-            check_step(&what, &logits[0], case, 0);
-            for i in 1..case.generated_ids.len() {
-                let logits = driver.step(&mut seqs, &[1]);
-                check_step(&what, &logits[0], case, i);
-            }
-            driver = Driver::new(driver.model, 64, 16, (0..64).collect());
-        }
-
-        let block_size = 4;
-        let num_blocks = f
-            .cases
-            .iter()
-            .map(|c| (c.prompt_ids.len() + c.generated_ids.len()).div_ceil(block_size))
-            .sum::<usize>()
-            + 3;
-        let mut driver = Driver::new(driver.model, num_blocks, block_size, scattered(num_blocks));
-        let mut seqs: Vec<Seq> = f
-            .cases
-            .iter()
-            .map(|c| Seq {
-                tokens: [&c.prompt_ids[..], &c.generated_ids[..]].concat(),
-                cached: 0,
-                blocks: vec![],
-            })
-            .collect();
-        let steps = f
-            .cases
-            .iter()
-            .enumerate()
-            .map(|(i, c)| i + c.generated_ids.len())
-            .max()
-            .unwrap_or(0);
-        for t in 0..steps {
-            let counts: Vec<usize> = f
-                .cases
-                .iter()
-                .enumerate()
-                .map(|(i, c)| match t {
-                    t if t == i => c.prompt_ids.len(),
-                    t if t > i && t - i < c.generated_ids.len() => 1,
-                    _ => 0,
-                })
-                .collect();
-            let logits = driver.step(&mut seqs, &counts);
-            let active = counts.iter().enumerate().filter(|(_, &n)| n > 0);
-            for (row, (i, _)) in active.enumerate() {
-                check_step(
-                    &format!("cuda {name} batched {:?}", f.cases[i].prompt),
-                    &logits[row],
-                    &f.cases[i],
-                    t - i,
-                );
-            }
-        }
+        let label = format!("cuda {name}");
+        let model = check_each_case_alone(model, &f, &label);
+        check_all_cases_batched(model, &f, &label);
         eprintln!("model_fixtures: {name}: ok");
         ran += 1;
     }

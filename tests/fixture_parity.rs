@@ -16,88 +16,15 @@ fn each_case_alone(name: &str) {
     let f = load_fixture(name);
     let Some(path) = model_path(&f) else { return };
     let (model, _) = open_model(&path, LIMITS);
-    let mut driver = Driver::new(model, 64, 16, (0..64).collect());
-    for case in &f.cases {
-        let mut seqs = vec![Seq {
-            tokens: [&case.prompt_ids[..], &case.generated_ids[..]].concat(),
-            cached: 0,
-            blocks: vec![],
-        }];
-        let what = format!("{name} alone {:?}", case.prompt);
-        let logits = driver.step(&mut seqs, &[case.prompt_ids.len()]);
-        check_step(&what, &logits[0], case, 0);
-        for i in 1..case.generated_ids.len() {
-            let logits = driver.step(&mut seqs, &[1]);
-            check_step(&what, &logits[0], case, i);
-        }
-        driver = Driver::new(driver.model, 64, 16, (0..64).collect());
-    }
+    check_each_case_alone(model, &f, name);
 }
 
-/// All cases in one flat batch, staggered so prefill chunks and decode tokens share steps, with
-/// 4-token blocks handed out in a scrambled order.
+/// All cases in one flat batch over scrambled blocks (see `check_all_cases_batched`).
 fn all_cases_batched(name: &str) {
     let f = load_fixture(name);
     let Some(path) = model_path(&f) else { return };
     let (model, _) = open_model(&path, LIMITS);
-    let block_size = 4;
-    let num_blocks = f
-        .cases
-        .iter()
-        .map(|c| (c.prompt_ids.len() + c.generated_ids.len()).div_ceil(block_size))
-        .sum::<usize>()
-        + 3;
-    let mut driver = Driver::new(model, num_blocks, block_size, scattered(num_blocks));
-    let mut seqs: Vec<Seq> = f
-        .cases
-        .iter()
-        .map(|c| Seq {
-            tokens: [&c.prompt_ids[..], &c.generated_ids[..]].concat(),
-            cached: 0,
-            blocks: vec![],
-        })
-        .collect();
-    let steps = f
-        .cases
-        .iter()
-        .enumerate()
-        .map(|(i, c)| i + c.generated_ids.len())
-        .max()
-        .unwrap_or(0);
-    for t in 0..steps {
-        // Sequence i joins at step t = i with its whole prompt, then decodes one token a step.
-        let counts: Vec<usize> = f
-            .cases
-            .iter()
-            .enumerate()
-            .map(|(i, c)| match t {
-                t if t == i => c.prompt_ids.len(),
-                t if t > i && t - i < c.generated_ids.len() => 1,
-                _ => 0,
-            })
-            .collect();
-        let logits = driver.step(&mut seqs, &counts);
-        let active = counts
-            .iter()
-            .enumerate()
-            .filter(|(_, &n)| n > 0)
-            .map(|(i, _)| i);
-        for (row, i) in active.enumerate() {
-            check_step(
-                &format!("{name} batched {:?}", f.cases[i].prompt),
-                &logits[row],
-                &f.cases[i],
-                t - i,
-            );
-        }
-    }
-    let scattered_blocks = seqs
-        .iter()
-        .any(|s| s.blocks.windows(2).any(|w| w[1] != w[0] + 1));
-    assert!(
-        scattered_blocks,
-        "the test meant to use non-contiguous blocks"
-    );
+    check_all_cases_batched(model, &f, name);
 }
 
 /// The prompt's last logits are the same prefilled at once, in chunks of 3, and token by token.

@@ -14,27 +14,11 @@ pub fn matmul_transposed(
     out: &mut [f32],
 ) -> Result<()> {
     ensure!(
-        x.len() >= m * k,
-        "matmul: x has {} elements, needs {m}x{k}",
-        x.len()
-    );
-    ensure!(
         w.len() == n * k,
         "matmul: w has {} elements, needs {n}x{k}",
         w.len()
     );
-    ensure!(
-        out.len() >= m * n,
-        "matmul: out has {} elements, needs {m}x{n}",
-        out.len()
-    );
-    if let Some(b) = bias {
-        ensure!(
-            b.len() == n,
-            "matmul: bias has {} elements, needs {n}",
-            b.len()
-        );
-    }
+    check_operands(x, bias, m, k, n, out)?;
     if m == 0 {
         return Ok(());
     }
@@ -70,6 +54,41 @@ pub fn matmul_transposed(
             parallelism,
         );
     }
+    add_bias(out, bias, m, n);
+    Ok(())
+}
+
+/// The size checks every matmul makes on `x[m, k]`, the `bias[n]` and `out[m, n]`.
+pub(super) fn check_operands(
+    x: &[f32],
+    bias: Option<&[f32]>,
+    m: usize,
+    k: usize,
+    n: usize,
+    out: &[f32],
+) -> Result<()> {
+    ensure!(
+        x.len() >= m * k,
+        "matmul: x has {} elements, needs {m}x{k}",
+        x.len()
+    );
+    ensure!(
+        out.len() >= m * n,
+        "matmul: out has {} elements, needs {m}x{n}",
+        out.len()
+    );
+    if let Some(b) = bias {
+        ensure!(
+            b.len() == n,
+            "matmul: bias has {} elements, needs {n}",
+            b.len()
+        );
+    }
+    Ok(())
+}
+
+/// `out[r, :] += bias` for each of the `m` rows of width `n`.
+pub(super) fn add_bias(out: &mut [f32], bias: Option<&[f32]>, m: usize, n: usize) {
     if let Some(b) = bias {
         for row in out[..m * n].chunks_exact_mut(n) {
             for (o, bv) in row.iter_mut().zip(b) {
@@ -77,7 +96,6 @@ pub fn matmul_transposed(
             }
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]

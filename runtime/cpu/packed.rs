@@ -17,6 +17,8 @@
 use anyhow::{ensure, Result};
 use rayon::prelude::*;
 
+use super::gemm::{add_bias, check_operands};
+
 /// Output features per group. 32 measured best of 16/32/64: 16 makes too many calls, 64 rows
 /// overflow the microkernel's 16-row panel into a strided read.
 pub const GROUP: usize = 32;
@@ -92,23 +94,7 @@ pub fn matmul_packed(
     out: &mut [f32],
 ) -> Result<()> {
     let (n, k) = (w.n, w.k);
-    ensure!(
-        x.len() >= m * k,
-        "matmul: x has {} elements, needs {m}x{k}",
-        x.len()
-    );
-    ensure!(
-        out.len() >= m * n,
-        "matmul: out has {} elements, needs {m}x{n}",
-        out.len()
-    );
-    if let Some(b) = bias {
-        ensure!(
-            b.len() == n,
-            "matmul: bias has {} elements, needs {n}",
-            b.len()
-        );
-    }
+    check_operands(x, bias, m, k, n, out)?;
     if m == 0 || n == 0 {
         return Ok(());
     }
@@ -117,13 +103,7 @@ pub fn matmul_packed(
     } else {
         gemm_packed(x, w, m, out);
     }
-    if let Some(b) = bias {
-        for row in out[..m * n].chunks_exact_mut(n) {
-            for (o, bv) in row.iter_mut().zip(b) {
-                *o += bv;
-            }
-        }
-    }
+    add_bias(out, bias, m, n);
     Ok(())
 }
 

@@ -14,6 +14,7 @@
 mod attention;
 mod dtype;
 pub mod kernels;
+mod meta;
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -26,9 +27,9 @@ use cudarc::driver::{
 };
 
 pub use self::attention::DecodePath;
-use self::attention::DecodeWorkspace;
 pub use self::dtype::{CudaTensor, DType};
 use self::kernels::Kernels;
+pub use self::meta::CudaMeta;
 use super::backend::{AttentionParams, Backend, QkvLayout};
 use super::step::StepInput;
 
@@ -225,51 +226,6 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 
 fn u32_of(n: usize, what: &str) -> Result<u32> {
     u32::try_from(n).map_err(|_| anyhow!("{what} = {n} does not fit the kernels' 32-bit sizes"))
-}
-
-/// A step's metadata on the device: one buffer of u32 words at fixed offsets (so a later CUDA
-/// graph sees fixed addresses), filled by one copy per step, plus the host copy the ops validate.
-///
-/// Word layout for `T = max_tokens`, `S = max_seqs`, `B` = block-table columns of capacity:
-/// `slot_mapping` (i64, 2T words, first so it is 8-byte aligned) | `input_ids` T | `positions` T |
-/// `query_start_locs` S+1 | `context_lens` S | `logits_indices` S | `block_tables` S·B.
-pub struct CudaMeta {
-    host: StepInput,
-    staging: Vec<u32>,
-    dev: CudaSlice<u32>,
-    max_tokens: usize,
-    max_seqs: usize,
-    table_cols: usize,
-    /// Split partials of the decode attention, sized for `max_seqs` and the model's layout.
-    decode: DecodeWorkspace,
-}
-
-impl CudaMeta {
-    fn ids_off(&self) -> usize {
-        2 * self.max_tokens
-    }
-    fn pos_off(&self) -> usize {
-        3 * self.max_tokens
-    }
-    fn qsl_off(&self) -> usize {
-        4 * self.max_tokens
-    }
-    fn ctx_off(&self) -> usize {
-        self.qsl_off() + self.max_seqs + 1
-    }
-    fn logits_off(&self) -> usize {
-        self.ctx_off() + self.max_seqs
-    }
-    fn tables_off(&self) -> usize {
-        self.logits_off() + self.max_seqs
-    }
-    fn words(&self) -> usize {
-        self.tables_off() + self.max_seqs * self.table_cols
-    }
-    /// The host copy of the step last uploaded.
-    pub fn host(&self) -> &StepInput {
-        &self.host
-    }
 }
 
 impl CudaBackend {

@@ -6,6 +6,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -22,10 +23,11 @@ pub struct StepTiming {
     pub seqs: usize,
 }
 
-/// Recorded steps, off until [`start`](Self::start) (the engine pays one atomic-free `Option`
-/// check per step otherwise).
+/// Recorded steps, off until [`start`](Self::start); while off, the engine's per-step cost is
+/// one relaxed atomic load.
 #[derive(Default)]
 pub struct Timeline {
+    on: AtomicBool,
     inner: Mutex<Option<(Instant, Vec<StepTiming>)>>,
 }
 
@@ -34,11 +36,13 @@ impl Timeline {
     pub fn start(&self) {
         if let Ok(mut t) = self.inner.lock() {
             *t = Some((Instant::now(), Vec::new()));
+            self.on.store(true, Ordering::Relaxed);
         }
     }
 
     /// Stops recording and returns the steps.
     pub fn take(&self) -> Vec<StepTiming> {
+        self.on.store(false, Ordering::Relaxed);
         self.inner
             .lock()
             .ok()
@@ -48,6 +52,9 @@ impl Timeline {
     }
 
     pub(crate) fn record(&self, started: Instant, finished: Instant, tokens: usize, seqs: usize) {
+        if !self.on.load(Ordering::Relaxed) {
+            return;
+        }
         if let Ok(mut t) = self.inner.lock() {
             if let Some((zero, steps)) = t.as_mut() {
                 let at = |i: Instant| i.saturating_duration_since(*zero).as_secs_f64();

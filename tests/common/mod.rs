@@ -9,6 +9,7 @@ use tandem::model::default_model::default_model_path;
 use tandem::model::llama::{Llama, StepLimits};
 use tandem::model::loader::ModelSource;
 use tandem::model::tokenizer::Tokenizer;
+use tandem::runtime::backend::Backend;
 use tandem::runtime::cpu::CpuBackend;
 use tandem::runtime::kv_cache::KvCache;
 use tandem::runtime::step::{SeqChunk, StepInput};
@@ -107,17 +108,17 @@ pub struct Seq {
 }
 
 /// Runs several sequences through one paged cache, handing out blocks from a given order so
-/// tests can scatter them.
-pub struct Driver {
-    pub model: Llama<CpuBackend>,
-    pub kv: KvCache<CpuBackend>,
+/// tests can scatter them. Any backend: the CUDA parity tests drive the GPU model with it.
+pub struct Driver<B: Backend = CpuBackend> {
+    pub model: Llama<B>,
+    pub kv: KvCache<B>,
     pub block_size: usize,
     free_blocks: Vec<u32>,
 }
 
-impl Driver {
+impl<B: Backend> Driver<B> {
     pub fn new(
-        model: Llama<CpuBackend>,
+        model: Llama<B>,
         num_blocks: usize,
         block_size: usize,
         block_order: Vec<u32>,
@@ -161,6 +162,92 @@ impl Driver {
         }
         logits
     }
+}
+
+/// The fixture's cases one at a time, each in a fresh cache: prefill the prompt, then decode
+/// the fixture's tokens one by one, checking every step. `label` prefixes failure messages.
+pub fn check_each_case_alone<B: Backend>(model: Llama<B>, f: &Fixture, label: &str) -> Llama<B> {
+    let mut driver = Driver::new(model, 64, 16, (0..64).collect());
+    for case in &f.cases {
+        let mut seqs = vec![Seq {
+            tokens: [&case.prompt_ids[..], &case.generated_ids[..]].concat(),
+            cached: 0,
+            blocks: vec![],
+        }];
+        let what = format!("{label} alone {:?}", case.prompt);
+        let logits = driver.step(&mut seqs, &[case.prompt_ids.len()]);
+        check_step(&what, &logits[0], case, 0);
+        for i in 1..case.generated_ids.len() {
+            let logits = driver.step(&mut seqs, &[1]);
+            check_step(&what, &logits[0], case, i);
+        }
+        driver = Driver::new(driver.model, 64, 16, (0..64).collect());
+    }
+    driver.model
+}
+
+/// All the fixture's cases in one flat batch, staggered so prefill chunks and decode tokens
+/// share steps (case i joins at step i with its whole prompt, then decodes a token a step),
+/// over 4-token blocks handed out in a scrambled order; every step checked.
+pub fn check_all_cases_batched<B: Backend>(model: Llama<B>, f: &Fixture, label: &str) -> Llama<B> {
+    let block_size = 4;
+    let num_blocks = f
+        .cases
+        .iter()
+        .map(|c| (c.prompt_ids.len() + c.generated_ids.len()).div_ceil(block_size))
+        .sum::<usize>()
+        + 3;
+    let mut driver = Driver::new(model, num_blocks, block_size, scattered(num_blocks));
+    let mut seqs: Vec<Seq> = f
+        .cases
+        .iter()
+        .map(|c| Seq {
+            tokens: [&c.prompt_ids[..], &c.generated_ids[..]].concat(),
+            cached: 0,
+            blocks: vec![],
+        })
+        .collect();
+    let steps = f
+        .cases
+        .iter()
+        .enumerate()
+        .map(|(i, c)| i + c.generated_ids.len())
+        .max()
+        .unwrap_or(0);
+    for t in 0..steps {
+        let counts: Vec<usize> = f
+            .cases
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match t {
+                t if t == i => c.prompt_ids.len(),
+                t if t > i && t - i < c.generated_ids.len() => 1,
+                _ => 0,
+            })
+            .collect();
+        let logits = driver.step(&mut seqs, &counts);
+        let active = counts
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(|(i, _)| i);
+        for (row, i) in active.enumerate() {
+            check_step(
+                &format!("{label} batched {:?}", f.cases[i].prompt),
+                &logits[row],
+                &f.cases[i],
+                t - i,
+            );
+        }
+    }
+    let scattered_blocks = seqs
+        .iter()
+        .any(|s| s.blocks.windows(2).any(|w| w[1] != w[0] + 1));
+    assert!(
+        scattered_blocks,
+        "the test meant to use non-contiguous blocks"
+    );
+    driver.model
 }
 
 /// A permutation of `0..n` that is far from sorted (deterministic).
