@@ -14,6 +14,7 @@
 mod attention;
 mod dtype;
 pub mod kernels;
+mod sampling;
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -29,7 +30,9 @@ pub use self::attention::DecodePath;
 use self::attention::DecodeWorkspace;
 pub use self::dtype::{CudaTensor, DType};
 use self::kernels::Kernels;
+use self::sampling::SampleBuffers;
 use super::backend::{AttentionParams, Backend, QkvLayout};
+use super::sampling::{DeviceSampling, Sampled};
 use super::step::StepInput;
 
 /// The most `head_dim` the attention kernel handles (`ATTN_MAX_HEAD_DIM` in paged_attention.cu).
@@ -242,6 +245,8 @@ pub struct CudaMeta {
     table_cols: usize,
     /// Split partials of the decode attention, sized for `max_seqs` and the model's layout.
     decode: DecodeWorkspace,
+    /// The device sampler's parameters and results, for `max_seqs` rows.
+    sampling: SampleBuffers,
 }
 
 impl CudaMeta {
@@ -339,6 +344,7 @@ impl Backend for CudaBackend {
             max_seqs,
             table_cols: 64,
             decode: self.new_decode_workspace(max_seqs, layout)?,
+            sampling: SampleBuffers::new(&self.stream, max_seqs)?,
         };
         meta.dev = self.stream.alloc_zeros::<u32>(meta.words())?;
         meta.staging = vec![0; meta.words()];
@@ -709,6 +715,17 @@ impl Backend for CudaBackend {
     ) -> Result<()> {
         let idx = &meta.host.logits_indices;
         self.gather_rows(x, idx, self.meta_ptr(meta, meta.logits_off()), dim, out)
+    }
+
+    fn sample_rows(
+        &self,
+        logits: &CudaTensor,
+        vocab: usize,
+        params: &[DeviceSampling],
+        meta: &mut CudaMeta,
+        out: &mut Vec<Sampled>,
+    ) -> Result<bool> {
+        self.sample_rows_op(logits, vocab, params, meta, out)
     }
 }
 
