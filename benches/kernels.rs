@@ -14,6 +14,7 @@ use std::hint::black_box;
 use tandem::runtime::backend::{AttentionParams, Backend, CacheShape, QkvLayout};
 use tandem::runtime::cuda::cudarc::driver::sys::CUevent_flags;
 use tandem::runtime::cuda::{CudaBackend, DType, DecodePath};
+use tandem::runtime::sampling::DeviceSampling;
 use tandem::runtime::step::{SeqChunk, StepInput};
 
 type T = <CudaBackend as Backend>::Tensor;
@@ -320,6 +321,37 @@ fn kernels(bench: &mut Bench) {
     }
     bench.b.set_decode_path(DecodePath::Auto);
     drop((kc, vc, dq, dout));
+
+    // Device sampling of a decode step: 256 rows of a Llama-3 vocabulary (128,256), greedy and
+    // top-p 0.9 at temperature 0.8; bytes = the logits read once. The time includes the
+    // parameter upload, the token download and the host synchronisation.
+    let (srows, svocab) = (256usize, 128_256usize);
+    let slogits = bench.random(srows * svocab);
+    let mut smeta = bench.b.new_meta(1, srows, layout).unwrap();
+    for (name, greedy) in [("sample_greedy", true), ("sample_top_p", false)] {
+        let params: Vec<DeviceSampling> = (0..srows as u64)
+            .map(|r| DeviceSampling {
+                greedy,
+                inv_temperature: 1.0 / 0.8,
+                top_k: 0,
+                top_p: 0.9,
+                min_p: 0.0,
+                seed: r,
+                position: 0,
+                logprobs: None,
+            })
+            .collect();
+        let mut out = Vec::with_capacity(srows);
+        let us = bench.time(|b| {
+            out.clear();
+            assert!(b
+                .sample_rows(&slogits, svocab, &params, &mut smeta, &mut out)
+                .unwrap());
+        });
+        let shape = format!("{srows} rows x {svocab}");
+        bench.report_bytes(name, &shape, us, (srows * svocab) as f64 * f);
+    }
+    drop((slogits, smeta));
 
     // cuBLAS through `linear`: sgemm (f32, no TF32) or bf16 GemmEx with f32 accumulation.
     let (m, k, n) = (4096usize, 4096usize, 4096usize);

@@ -10,6 +10,7 @@ use super::rope::cos_sin_table;
 use super::weights::LlamaWeights;
 use crate::runtime::backend::{AttentionParams, Backend, CacheShape, QkvLayout};
 use crate::runtime::kv_cache::KvCache;
+use crate::runtime::sampling::{DeviceSampling, Sampled};
 use crate::runtime::step::StepInput;
 
 /// The most a single step may hold.
@@ -223,10 +224,37 @@ impl<B: Backend> Llama<B> {
         kv: &mut KvCache<B>,
         out: &mut Vec<f32>,
     ) -> Result<()> {
-        let n = step.logits_indices.len() * self.cfg.vocab_size;
         self.forward(step, kv)?;
-        out.resize(n, 0.0);
+        self.logits_into(step.logits_indices.len(), out)
+    }
+
+    /// Copies the first `rows` logit rows of the last [`forward`](Self::forward) into `out` (resized).
+    pub fn logits_into(&self, rows: usize, out: &mut Vec<f32>) -> Result<()> {
+        out.resize(rows * self.cfg.vocab_size, 0.0);
         self.backend.download_into(&self.ws.logits, out)
+    }
+
+    /// [`forward`](Self::forward), then each logit row sampled on the device with its
+    /// `params` entry (one per `step.logits_indices`), appended to `out`. `Ok(false)` when the
+    /// backend does not sample on the device: the logits are still there for
+    /// [`logits_into`](Self::logits_into) and `out` is untouched.
+    pub fn forward_sample(
+        &mut self,
+        step: &StepInput,
+        kv: &mut KvCache<B>,
+        params: &[DeviceSampling],
+        out: &mut Vec<Sampled>,
+    ) -> Result<bool> {
+        ensure!(
+            params.len() == step.logits_indices.len(),
+            "{} sampling parameters for {} logit rows",
+            params.len(),
+            step.logits_indices.len()
+        );
+        self.forward(step, kv)?;
+        let vocab = self.cfg.vocab_size;
+        self.backend
+            .sample_rows(&self.ws.logits, vocab, params, &mut self.meta, out)
     }
 
     /// [`forward`](Self::forward), with the logits copied to the host, one `Vec` per wanted row.

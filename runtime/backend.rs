@@ -7,6 +7,7 @@
 
 use anyhow::Result;
 
+use super::sampling::{DeviceSampling, Sampled};
 use super::step::StepInput;
 
 /// Layout of the fused q|k|v projection output: each row is `[q heads | k heads | v heads]`.
@@ -192,4 +193,25 @@ pub trait Backend {
         dim: usize,
         out: &mut Self::Tensor,
     ) -> Result<()>;
+
+    /// Samples row `i` of `logits` (`[params.len(), vocab]`, as the model's forward pass leaves
+    /// them) with `params[i]`, on the device, appending one [`Sampled`] per row to `out`: the
+    /// same token [`crate::runtime::sampling::sample`] picks (see `DeviceSampling`). `meta` holds
+    /// the parameter and result buffers (sized for `max_seqs` rows by [`new_meta`]).
+    ///
+    /// `Ok(false)`, with `out` untouched, means this backend does not sample on the device (the
+    /// default): the caller downloads the logits and samples on the host.
+    ///
+    /// [`new_meta`]: Self::new_meta
+    fn sample_rows(
+        &self,
+        logits: &Self::Tensor,
+        vocab: usize,
+        params: &[DeviceSampling],
+        meta: &mut Self::Meta,
+        out: &mut Vec<Sampled>,
+    ) -> Result<bool> {
+        let _ = (logits, vocab, params, meta, out);
+        Ok(false)
+    }
 }

@@ -46,6 +46,7 @@ pub struct Kernels {
     pub decode_merge: CudaFunction,
     pub silu_mul: CudaFunction,
     pub add_bias: CudaFunction,
+    pub sample_rows: CudaFunction,
 }
 
 impl Kernels {
@@ -90,6 +91,7 @@ impl Kernels {
             decode_merge: typed("paged_attention_decode", "paged_attention_merge")?,
             silu_mul: typed("silu_mul", "silu_mul")?,
             add_bias: typed("bias", "add_bias")?,
+            sample_rows: typed("sampling", "sample_rows")?,
         })
     }
 }

@@ -3,6 +3,7 @@
 use cudarc::driver::CudaSlice;
 
 use super::attention::DecodeWorkspace;
+use super::sampling::SampleBuffers;
 use crate::runtime::step::StepInput;
 
 /// A step's metadata on the device: one buffer of u32 words at fixed offsets (so a later CUDA
@@ -20,6 +21,8 @@ pub struct CudaMeta {
     pub(super) table_cols: usize,
     /// Split partials of the decode attention, sized for `max_seqs` and the model's layout.
     pub(super) decode: DecodeWorkspace,
+    /// The device sampler's parameters and results, for `max_seqs` rows.
+    pub(super) sampling: SampleBuffers,
 }
 
 impl CudaMeta {

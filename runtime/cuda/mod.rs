@@ -15,6 +15,7 @@ mod attention;
 mod dtype;
 pub mod kernels;
 mod meta;
+mod sampling;
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub use self::dtype::{CudaTensor, DType};
 use self::kernels::Kernels;
 pub use self::meta::CudaMeta;
 use super::backend::{AttentionParams, Backend, QkvLayout};
+use super::sampling::{DeviceSampling, Sampled};
 use super::step::StepInput;
 
 /// The most `head_dim` the attention kernel handles (`ATTN_MAX_HEAD_DIM` in paged_attention.cu).
@@ -295,6 +297,7 @@ impl Backend for CudaBackend {
             max_seqs,
             table_cols: 64,
             decode: self.new_decode_workspace(max_seqs, layout)?,
+            sampling: sampling::SampleBuffers::new(&self.stream, max_seqs)?,
         };
         meta.dev = self.stream.alloc_zeros::<u32>(meta.words())?;
         meta.staging = vec![0; meta.words()];
@@ -665,6 +668,17 @@ impl Backend for CudaBackend {
     ) -> Result<()> {
         let idx = &meta.host.logits_indices;
         self.gather_rows(x, idx, self.meta_ptr(meta, meta.logits_off()), dim, out)
+    }
+
+    fn sample_rows(
+        &self,
+        logits: &CudaTensor,
+        vocab: usize,
+        params: &[DeviceSampling],
+        meta: &mut CudaMeta,
+        out: &mut Vec<Sampled>,
+    ) -> Result<bool> {
+        self.sample_rows_op(logits, vocab, params, meta, out)
     }
 }
 

@@ -10,7 +10,7 @@ use crate::model::llama::Llama;
 use crate::runtime::backend::Backend;
 use crate::runtime::kv_cache::KvCache;
 use crate::runtime::request::RequestId;
-use crate::runtime::sampling::{sample, Sampled, SamplerScratch, SamplerState};
+use crate::runtime::sampling::{sample, DeviceSampling, Sampled, SamplerScratch, SamplerState};
 use crate::runtime::scheduler::batch::Batch;
 
 use super::fault::FaultySet;
@@ -39,6 +39,8 @@ pub struct Executor<B: Backend> {
     /// The previous step's sampled tokens, in sample order: placeholders read from here.
     prev_sampled: Vec<u32>,
     logits: Vec<f32>,
+    /// This step's rows as the device sampler takes them (reused every step).
+    device_params: Vec<DeviceSampling>,
     /// Fault injection (tests only; `None` in production): the requests whose sampler panics,
     /// marked by the engine thread (see `FaultPlan::panic_sampling`).
     pub(crate) faulty: Option<FaultySet>,
@@ -54,6 +56,7 @@ impl<B: Backend> Executor<B> {
             scratch: SamplerScratch::new(vocab),
             prev_sampled: Vec::new(),
             logits: Vec::new(),
+            device_params: Vec::new(),
             faulty: None,
         }
     }
@@ -119,9 +122,37 @@ impl<B: Backend> Executor<B> {
         batch: &Batch,
     ) -> Result<(Vec<Sampled>, Vec<(usize, String)>), String> {
         let vocab = self.model.cfg.vocab_size;
-        self.model
-            .forward_into(&batch.step, &mut self.kv, &mut self.logits)
-            .map_err(|e| format!("forward pass failed: {e:#}"))?;
+        if self.device_eligible(batch)? {
+            let mut out = Vec::with_capacity(batch.samples.len());
+            let on_device = self
+                .model
+                .forward_sample(&batch.step, &mut self.kv, &self.device_params, &mut out)
+                .map_err(|e| format!("forward pass failed: {e:#}"))?;
+            if on_device {
+                if out.len() != batch.samples.len() {
+                    return Err(format!(
+                        "internal error: {} device samples for {} rows",
+                        out.len(),
+                        batch.samples.len()
+                    ));
+                }
+                // Advance each request's sampler exactly as `sample` does when it records.
+                for (slot, s) in batch.samples.iter().zip(&out) {
+                    if let Some(state) = self.samplers.get_mut(&slot.id) {
+                        state.record_device_sample(s.token);
+                    }
+                }
+                return Ok((out, Vec::new()));
+            }
+            // The backend samples on the host only: the logits are still on the device.
+            self.model
+                .logits_into(batch.samples.len(), &mut self.logits)
+                .map_err(|e| format!("forward pass failed: {e:#}"))?;
+        } else {
+            self.model
+                .forward_into(&batch.step, &mut self.kv, &mut self.logits)
+                .map_err(|e| format!("forward pass failed: {e:#}"))?;
+        }
         if self.logits.len() != batch.samples.len() * vocab {
             return Err(format!(
                 "internal error: {} logit rows for {} samples",
@@ -157,5 +188,26 @@ impl<B: Backend> Executor<B> {
             }
         }
         Ok((out, failed))
+    }
+
+    /// Whether every sample of `batch` can be drawn by the device sampler (fills
+    /// `device_params`). Penalties need the token history, which stays on the host: a batch with
+    /// any request using them (or more than 20 top logprobs, or an injected sampling fault)
+    /// samples on the host, as before.
+    fn device_eligible(&mut self, batch: &Batch) -> Result<bool, String> {
+        self.device_params.clear();
+        for slot in &batch.samples {
+            let state = self.samplers.get(&slot.id).ok_or_else(|| {
+                format!("internal error: no sampler state for request {}", slot.id)
+            })?;
+            if self.faulty.as_ref().is_some_and(|f| f.contains(slot.id)) {
+                return Ok(false);
+            }
+            match state.device_sampling() {
+                Some(p) => self.device_params.push(p),
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
     }
 }

@@ -79,6 +79,56 @@ impl SamplerState {
         self.history.record(token);
         self.num_generated += 1;
     }
+
+    /// This request's next draw as a device sampler runs it, or `None` when it needs what only
+    /// the host sampler does: penalties (they need the token history, kept on the host) or more
+    /// than [`MAX_DEVICE_TOP_LOGPROBS`] top logprobs.
+    pub fn device_sampling(&self) -> Option<DeviceSampling> {
+        let p = &self.params;
+        if penalties::any(p) || p.logprobs.is_some_and(|n| n > MAX_DEVICE_TOP_LOGPROBS) {
+            return None;
+        }
+        let greedy = self.is_greedy();
+        Some(DeviceSampling {
+            greedy,
+            // As `processors::apply_temperature` computes it.
+            inv_temperature: if greedy { 0.0 } else { 1.0 / p.temperature },
+            top_k: u32::try_from(p.top_k).unwrap_or(u32::MAX),
+            top_p: p.top_p,
+            min_p: p.min_p,
+            seed: self.seed,
+            position: self.num_generated as u64,
+            logprobs: p.logprobs.map(|n| n as u32),
+        })
+    }
+
+    /// Records a token a device sampler chose from [`SamplerState::device_sampling`], exactly as
+    /// [`sample`] records its own.
+    pub fn record_device_sample(&mut self, token: u32) {
+        self.record(token);
+    }
+}
+
+/// The most top logprobs a device sampler returns per token.
+pub const MAX_DEVICE_TOP_LOGPROBS: usize = 20;
+
+/// One row's sampling for a device sampler (`Backend::sample_rows`): [`sample`] without the
+/// penalties, which stay on the host. Made by [`SamplerState::device_sampling`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeviceSampling {
+    /// [`SamplerState::is_greedy`]: the first maximum of the raw row.
+    pub greedy: bool,
+    /// `1 / temperature`, in f32 as the host computes it (unused when greedy).
+    pub inv_temperature: f32,
+    /// 0 or at least the vocabulary: off.
+    pub top_k: u32,
+    pub top_p: f32,
+    pub min_p: f32,
+    pub seed: u64,
+    /// Tokens generated so far: the draw uses `rng::uniform(seed, position)`.
+    pub position: u64,
+    /// `Some(n)`: the chosen token's raw logprob and the top `n` (at most 20).
+    pub logprobs: Option<u32>,
 }
 
 /// Reusable buffers so steady-state sampling does not allocate per token (sized to the vocab
@@ -91,6 +141,8 @@ pub struct SamplerScratch {
     weights: Vec<f32>,
     /// The raw logits, kept for the chosen token's logprob when penalties overwrite them.
     raw: Vec<f32>,
+    /// The top-p candidates in id order, while [`processors::top_p`] reorders `keys`.
+    by_id: Vec<processors::Key>,
 }
 
 impl SamplerScratch {
@@ -99,6 +151,7 @@ impl SamplerScratch {
             keys: Vec::with_capacity(vocab),
             weights: vec![0.0; vocab],
             raw: Vec::with_capacity(vocab),
+            by_id: Vec::new(),
         }
     }
 }
@@ -155,6 +208,10 @@ pub fn sample(
 /// Top-k, then top-p over the top-k distribution, then min-p (relative to the maximum, so the
 /// same before or after renormalising), then the draw from what is left, renormalised.
 ///
+/// Whatever the shape, the draw walks the surviving tokens in id order: an order a device
+/// sampler can follow without sorting (a block-wide prefix sum), so both pick the same token for
+/// the same `u` (`kernels/sampling.cu`).
+///
 /// Three shapes, cheapest first: no truncation draws straight from the weights of the whole row;
 /// top-k works on its `k` survivors only; top-p / min-p without top-k turn into keys only the
 /// tokens that can survive both (see [`processors::top_p_tail`]). Prefiltering by min-p before
@@ -170,7 +227,12 @@ fn draw_truncated(
     if n == 0 {
         return 0;
     }
-    let SamplerScratch { keys, weights, .. } = scratch;
+    let SamplerScratch {
+        keys,
+        weights,
+        by_id,
+        ..
+    } = scratch;
     if weights.len() < n {
         weights.resize(n, 0.0);
     }
@@ -179,6 +241,8 @@ fn draw_truncated(
         let total = processors::weights_of_keys(logits, keys, weights);
         processors::top_p(keys, weights, total, params.top_p);
         processors::min_p(keys, weights, params.min_p);
+        // The draw walks the survivors in id order, as the device sampler does.
+        keys.sort_unstable_by_key(|&k| processors::key_id(k));
         return processors::draw(keys, weights, u);
     }
     let total = math::exp_shifted(logits, math::max(logits), weights);
@@ -195,7 +259,16 @@ fn draw_truncated(
         threshold = threshold.max(params.min_p.min(1.0));
     }
     processors::keys_above(logits, weights, threshold, keys);
-    processors::top_p(keys, weights, total, params.top_p);
+    if top_p_on {
+        // `top_p` reorders the candidates; the draw walks them in id order (as the device sampler
+        // does), so keep the id-ordered list and cut it at the nucleus' least likely key.
+        by_id.clear();
+        by_id.extend_from_slice(keys);
+        processors::top_p(keys, weights, total, params.top_p);
+        let boundary = keys.iter().copied().max().unwrap_or(0);
+        keys.clear();
+        keys.extend(by_id.iter().copied().filter(|&k| k <= boundary));
+    }
     processors::min_p(keys, weights, params.min_p);
     processors::draw(keys, weights, u)
 }

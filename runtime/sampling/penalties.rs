@@ -23,6 +23,11 @@ pub struct TokenHistory {
     counts: Option<HashMap<u32, u32>>,
 }
 
+/// Whether `params` asks for any penalty (then sampling needs the token history).
+pub fn any(params: &SamplingParams) -> bool {
+    wants_repetition(params) || wants_counts(params)
+}
+
 /// Whether `params` asks for the repetition penalty.
 fn wants_repetition(params: &SamplingParams) -> bool {
     params.repetition_penalty != 1.0 && params.repetition_penalty.is_finite()

@@ -7,10 +7,12 @@
 //! Candidates, when a processor needs to order tokens, are [`Key`]s: the logit's order-preserving
 //! bits and the token id packed into one `u64`, so that ascending key order is "most likely first,
 //! then lowest id" and sorting or selecting compares plain integers with no indirection. That order
-//! is total: ties at a top-k or top-p boundary always keep the lower ids. The order in which
-//! [`draw`] walks the candidates is fixed by this module alone (sorted keys, id order, or
-//! [`top_p`]'s own partitioning), never by the standard library's unstable selection algorithm,
-//! which keeps a seeded request's tokens identical across runs, platforms and toolchains.
+//! is total: ties at a top-k or top-p boundary always keep the lower ids. [`draw`] and
+//! [`draw_all`] walk the candidates in id order (`super::draw_truncated` restores it after
+//! [`top_p`]'s partitioning), never in an order left by the standard library's unstable
+//! algorithms, which keeps a seeded request's tokens identical across runs, platforms and
+//! toolchains, and lets the device sampler (`kernels/sampling.cu`) pick the same token with a
+//! prefix sum instead of a sort.
 //!
 //! None of these allocate: the buffers live in [`super::SamplerScratch`].
 
