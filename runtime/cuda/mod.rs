@@ -17,7 +17,7 @@ pub mod kernels;
 mod meta;
 mod sampling;
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -66,6 +66,8 @@ pub struct CudaBackend {
     sm_count: usize,
     /// [`DecodePath`], encoded (tests and the benchmark pin it).
     decode_path: AtomicUsize,
+    /// Whether decode steps replay captured CUDA graphs (`--no-cuda-graphs` turns it off).
+    cuda_graphs: AtomicBool,
 }
 
 impl CudaBackend {
@@ -128,6 +130,7 @@ impl CudaBackend {
             dtype,
             sm_count: sms.max(1) as usize,
             decode_path: AtomicUsize::new(DecodePath::Auto.encode()),
+            cuda_graphs: AtomicBool::new(true),
         })
     }
 
@@ -138,6 +141,16 @@ impl CudaBackend {
 
     pub fn context(&self) -> &Arc<CudaContext> {
         &self.ctx
+    }
+
+    /// Turns replaying captured CUDA graphs for decode steps on or off (on by default).
+    pub fn set_cuda_graphs(&self, on: bool) {
+        self.cuda_graphs.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether decode steps replay captured CUDA graphs.
+    pub fn cuda_graphs(&self) -> bool {
+        self.cuda_graphs.load(Ordering::Relaxed)
     }
 
     /// The stream every op of this backend is launched on.

@@ -49,6 +49,9 @@ pub struct EngineArgs {
     /// Plan each step only after the previous one returns (for comparison and debugging).
     #[arg(long)]
     pub no_overlap: bool,
+    /// Run every decode step eagerly instead of replaying captured CUDA graphs (CUDA only).
+    #[arg(long)]
+    pub no_cuda_graphs: bool,
     /// Turn off reuse of cached prompt prefixes.
     #[arg(long)]
     pub no_prefix_caching: bool,
@@ -84,7 +87,9 @@ impl EngineArgs {
         #[cfg(feature = "cuda")]
         let cuda = if self.device == "cuda" {
             let dtype = self.dtype.as_deref().unwrap_or("bf16").parse()?;
-            Some(crate::runtime::cuda::CudaBackend::new(0, dtype)?)
+            let backend = crate::runtime::cuda::CudaBackend::new(0, dtype)?;
+            backend.set_cuda_graphs(!self.no_cuda_graphs);
+            Some(backend)
         } else {
             None
         };
