@@ -10,7 +10,7 @@ use super::rope::cos_sin_table;
 use super::weights::LlamaWeights;
 use crate::runtime::backend::{AttentionParams, Backend, CacheShape, QkvLayout};
 use crate::runtime::kv_cache::KvCache;
-use crate::runtime::sampling::{DeviceSampling, Sampled};
+use crate::runtime::sampling::DeviceSampling;
 use crate::runtime::step::StepInput;
 
 /// The most a single step may hold.
@@ -64,10 +64,16 @@ fn qkv_layout(cfg: &ModelConfig) -> QkvLayout {
 pub struct Llama<B: Backend> {
     pub cfg: ModelConfig,
     pub limits: StepLimits,
-    backend: B,
+    pub(super) backend: B,
     weights: LlamaWeights<B>,
     cos_sin: B::Tensor, // (max_position_embeddings, head_dim)
-    meta: B::Meta,
+    /// Two metadata slots, used in turn: a step's metadata goes up while the step before, in
+    /// the other slot, may still be running (see `sampled_step.rs`).
+    pub(super) metas: [B::Meta; 2],
+    pub(super) next_slot: usize,
+    /// Reused buffers for a step padded to a graph shape and its sampling entries.
+    pub(super) padded: StepInput,
+    pub(super) padded_sampling: Vec<DeviceSampling>,
     ws: Workspace<B>,
 }
 
@@ -83,7 +89,8 @@ impl<B: Backend> Llama<B> {
             "step limits must be positive"
         );
         let cos_sin = backend.upload(&cos_sin_table(&cfg, cfg.max_position_embeddings))?;
-        let meta = backend.new_meta(limits.max_tokens, limits.max_seqs, qkv_layout(&cfg))?;
+        let new_meta = || backend.new_meta(limits.max_tokens, limits.max_seqs, qkv_layout(&cfg));
+        let metas = [new_meta()?, new_meta()?];
         let ws = Workspace::new(&backend, &cfg, limits)?;
         Ok(Llama {
             cfg,
@@ -91,7 +98,10 @@ impl<B: Backend> Llama<B> {
             backend,
             weights,
             cos_sin,
-            meta,
+            metas,
+            next_slot: 0,
+            padded: StepInput::default(),
+            padded_sampling: Vec::new(),
             ws,
         })
     }
@@ -115,104 +125,65 @@ impl<B: Backend> Llama<B> {
     /// `step.logits_indices`, as `(len(logits_indices), vocab)` on the device.
     pub fn forward(&mut self, step: &StepInput, kv: &mut KvCache<B>) -> Result<&B::Tensor> {
         self.check_step(step, kv)?;
-        let (b, cfg, w, ws) = (&self.backend, &self.cfg, &self.weights, &mut self.ws);
-        let rows = step.num_tokens();
-        let (h, inter, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.rms_norm_eps);
-        let layout = qkv_layout(cfg);
-        let params = AttentionParams {
-            layout,
-            cache: kv.shape,
-            scale: 1.0 / (cfg.head_dim as f32).sqrt(),
-            sliding_window: cfg.sliding_window,
-        };
-        b.upload_meta(step, &mut self.meta)?;
-        let meta = &self.meta;
+        let slot = self.take_slot();
+        self.backend
+            .upload_step(step, &[], &[], &mut self.metas[slot])?;
+        self.run_ops(step, kv, slot, false, None)?;
+        Ok(&self.ws.logits)
+    }
 
-        b.embed(&w.embed, meta, h, &mut ws.residual)?;
-        for (i, (layer, (k_cache, v_cache))) in
-            w.layers.iter().zip(kv.layers.iter_mut()).enumerate()
-        {
-            // The previous layer's MLP output joins the residual stream inside the fused norm.
-            if i == 0 {
-                b.rms_norm(&ws.residual, &layer.attn_norm, eps, rows, h, &mut ws.normed)?;
-            } else {
-                b.add_rms_norm(
-                    &mut ws.residual,
-                    &ws.delta,
-                    &layer.attn_norm,
-                    eps,
-                    rows,
-                    h,
-                    &mut ws.normed,
-                )?;
-            }
-            b.linear(
-                &ws.normed,
-                &layer.qkv,
-                layer.qkv_bias.as_ref(),
-                rows,
-                h,
-                layout.row_width(),
-                &mut ws.qkv,
-            )?;
-            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
-                b.qk_norm(&mut ws.qkv, qn, kn, eps, rows, layout)?;
-            }
-            b.rope(&mut ws.qkv, &self.cos_sin, meta, layout)?;
-            b.write_kv(&ws.qkv, k_cache, v_cache, meta, &params)?;
-            b.attention(&ws.qkv, k_cache, v_cache, meta, &params, &mut ws.attn)?;
-            b.linear(
-                &ws.attn,
-                &layer.o,
-                layer.o_bias.as_ref(),
-                rows,
-                cfg.q_dim(),
-                h,
-                &mut ws.delta,
-            )?;
+    /// The metadata slot the next step uses (they alternate).
+    pub(super) fn take_slot(&mut self) -> usize {
+        let slot = self.next_slot;
+        self.next_slot ^= 1;
+        slot
+    }
 
-            b.add_rms_norm(
-                &mut ws.residual,
-                &ws.delta,
-                &layer.mlp_norm,
-                eps,
-                rows,
-                h,
-                &mut ws.normed,
-            )?;
-            b.linear(
-                &ws.normed,
-                &layer.gate_up,
-                None,
-                rows,
-                h,
-                2 * inter,
-                &mut ws.gate_up,
-            )?;
-            b.silu_mul(&ws.gate_up, rows, inter, &mut ws.act)?;
-            b.linear(&ws.act, &layer.down, None, rows, inter, h, &mut ws.delta)?;
+    /// Issues the step whose metadata is in slot `slot` (uploaded already): the forward pass,
+    /// then, with `sample_rows`, sampling on the device; or replays the graph the backend
+    /// captured for it (`graph`: the step is padded to a graph shape). Then marks its end.
+    pub(super) fn run_ops(
+        &mut self,
+        step: &StepInput,
+        kv: &mut KvCache<B>,
+        slot: usize,
+        graph: bool,
+        sample_rows: Option<usize>,
+    ) -> Result<()> {
+        let b = &self.backend;
+        let meta = &mut self.metas[slot];
+        // A second attempt runs eagerly when capturing a graph failed (the backend then turns
+        // its graphs off): capturing only records the ops, so none of them has run yet.
+        for attempt in 0..2 {
+            if b.begin_ops(meta, graph && attempt == 0)? {
+                break;
+            }
+            let issued = forward_ops(
+                b,
+                &self.cfg,
+                &self.weights,
+                &mut self.ws,
+                &self.cos_sin,
+                meta,
+                step,
+                kv,
+            )
+            .and_then(|()| match sample_rows {
+                Some(rows) => b.sample_launch(&self.ws.logits, self.cfg.vocab_size, rows, meta),
+                None => Ok(()),
+            });
+            // A capture must end even when an op failed, or the stream stays in capture mode.
+            let ended = b.end_ops(meta, issued.is_ok());
+            issued?;
+            match ended {
+                Ok(()) => break,
+                Err(e) if graph && attempt == 0 => {
+                    tracing::warn!("running the step eagerly: {e:#}");
+                }
+                Err(e) => return Err(e),
+            }
         }
-        b.add_rms_norm(
-            &mut ws.residual,
-            &ws.delta,
-            &w.norm,
-            eps,
-            rows,
-            h,
-            &mut ws.normed,
-        )?;
-        let n_logits = step.logits_indices.len();
-        b.gather_logit_rows(&ws.normed, meta, h, &mut ws.last)?;
-        b.linear(
-            &ws.last,
-            w.lm_head(),
-            None,
-            n_logits,
-            h,
-            cfg.vocab_size,
-            &mut ws.logits,
-        )?;
-        Ok(&ws.logits)
+        b.finish_step(meta)
     }
 
     /// [`forward`](Self::forward), with the logits copied into `out` on the host: one row of
@@ -234,29 +205,6 @@ impl<B: Backend> Llama<B> {
         self.backend.download_into(&self.ws.logits, out)
     }
 
-    /// [`forward`](Self::forward), then each logit row sampled on the device with its
-    /// `params` entry (one per `step.logits_indices`), appended to `out`. `Ok(false)` when the
-    /// backend does not sample on the device: the logits are still there for
-    /// [`logits_into`](Self::logits_into) and `out` is untouched.
-    pub fn forward_sample(
-        &mut self,
-        step: &StepInput,
-        kv: &mut KvCache<B>,
-        params: &[DeviceSampling],
-        out: &mut Vec<Sampled>,
-    ) -> Result<bool> {
-        ensure!(
-            params.len() == step.logits_indices.len(),
-            "{} sampling parameters for {} logit rows",
-            params.len(),
-            step.logits_indices.len()
-        );
-        self.forward(step, kv)?;
-        let vocab = self.cfg.vocab_size;
-        self.backend
-            .sample_rows(&self.ws.logits, vocab, params, &mut self.meta, out)
-    }
-
     /// [`forward`](Self::forward), with the logits copied to the host, one `Vec` per wanted row.
     pub fn forward_to_host(
         &mut self,
@@ -271,7 +219,7 @@ impl<B: Backend> Llama<B> {
     }
 
     /// Everything a backend would otherwise have to trust: sizes, ranges, consistency.
-    fn check_step(&self, step: &StepInput, kv: &KvCache<B>) -> Result<()> {
+    pub(super) fn check_step(&self, step: &StepInput, kv: &KvCache<B>) -> Result<()> {
         let rows = step.num_tokens();
         let seqs = step.num_seqs();
         ensure!(rows > 0, "empty step");
@@ -328,6 +276,134 @@ impl<B: Backend> Llama<B> {
             kv.layers.len() == self.cfg.num_layers,
             "KV cache has the wrong number of layers"
         );
+        // The backend's ops check these too, but a replayed graph runs no op's checks.
+        let slots = (kv.shape.num_blocks * kv.shape.block_size) as i64;
+        ensure!(
+            step.slot_mapping.iter().all(|&s| s < slots),
+            "cache slot outside the cache of {slots} slots"
+        );
+        for s in 0..seqs {
+            let blocks = (step.context_lens[s] as usize).div_ceil(kv.shape.block_size);
+            ensure!(
+                blocks <= step.max_blocks_per_seq,
+                "sequence {s}: block table too short for its context"
+            );
+            ensure!(
+                step.block_table(s)[..blocks]
+                    .iter()
+                    .all(|&b| (b as usize) < kv.shape.num_blocks),
+                "sequence {s}: block outside the cache of {} blocks",
+                kv.shape.num_blocks
+            );
+        }
         Ok(())
     }
+}
+
+/// The forward pass's ops for `step` (its metadata in `meta`), in order; the logits land in
+/// `ws.logits`. Launches only: no allocation, no wait, no copy (so a backend may capture it).
+#[allow(clippy::too_many_arguments)]
+fn forward_ops<B: Backend>(
+    b: &B,
+    cfg: &ModelConfig,
+    w: &LlamaWeights<B>,
+    ws: &mut Workspace<B>,
+    cos_sin: &B::Tensor,
+    meta: &B::Meta,
+    step: &StepInput,
+    kv: &mut KvCache<B>,
+) -> Result<()> {
+    let rows = step.num_tokens();
+    let (h, inter, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.rms_norm_eps);
+    let layout = qkv_layout(cfg);
+    let params = AttentionParams {
+        layout,
+        cache: kv.shape,
+        scale: 1.0 / (cfg.head_dim as f32).sqrt(),
+        sliding_window: cfg.sliding_window,
+    };
+
+    b.embed(&w.embed, meta, h, &mut ws.residual)?;
+    for (i, (layer, (k_cache, v_cache))) in w.layers.iter().zip(kv.layers.iter_mut()).enumerate() {
+        // The previous layer's MLP output joins the residual stream inside the fused norm.
+        if i == 0 {
+            b.rms_norm(&ws.residual, &layer.attn_norm, eps, rows, h, &mut ws.normed)?;
+        } else {
+            b.add_rms_norm(
+                &mut ws.residual,
+                &ws.delta,
+                &layer.attn_norm,
+                eps,
+                rows,
+                h,
+                &mut ws.normed,
+            )?;
+        }
+        b.linear(
+            &ws.normed,
+            &layer.qkv,
+            layer.qkv_bias.as_ref(),
+            rows,
+            h,
+            layout.row_width(),
+            &mut ws.qkv,
+        )?;
+        if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+            b.qk_norm(&mut ws.qkv, qn, kn, eps, rows, layout)?;
+        }
+        b.rope(&mut ws.qkv, cos_sin, meta, layout)?;
+        b.write_kv(&ws.qkv, k_cache, v_cache, meta, &params)?;
+        b.attention(&ws.qkv, k_cache, v_cache, meta, &params, &mut ws.attn)?;
+        b.linear(
+            &ws.attn,
+            &layer.o,
+            layer.o_bias.as_ref(),
+            rows,
+            cfg.q_dim(),
+            h,
+            &mut ws.delta,
+        )?;
+
+        b.add_rms_norm(
+            &mut ws.residual,
+            &ws.delta,
+            &layer.mlp_norm,
+            eps,
+            rows,
+            h,
+            &mut ws.normed,
+        )?;
+        b.linear(
+            &ws.normed,
+            &layer.gate_up,
+            None,
+            rows,
+            h,
+            2 * inter,
+            &mut ws.gate_up,
+        )?;
+        b.silu_mul(&ws.gate_up, rows, inter, &mut ws.act)?;
+        b.linear(&ws.act, &layer.down, None, rows, inter, h, &mut ws.delta)?;
+    }
+    b.add_rms_norm(
+        &mut ws.residual,
+        &ws.delta,
+        &w.norm,
+        eps,
+        rows,
+        h,
+        &mut ws.normed,
+    )?;
+    let n_logits = step.logits_indices.len();
+    b.gather_logit_rows(&ws.normed, meta, h, &mut ws.last)?;
+    b.linear(
+        &ws.last,
+        w.lm_head(),
+        None,
+        n_logits,
+        h,
+        cfg.vocab_size,
+        &mut ws.logits,
+    )?;
+    Ok(())
 }

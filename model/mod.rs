@@ -11,5 +11,6 @@ pub mod llama;
 pub mod loader;
 pub mod rope;
 pub mod safetensors_dir;
+pub mod sampled_step;
 pub mod tokenizer;
 pub mod weights;

@@ -5,6 +5,8 @@
 //! Every op writes into a buffer the caller allocated up front, so a step allocates nothing.
 //! `rows` is the number of token rows live in this step; buffers may be larger.
 
+use std::time::Instant;
+
 use anyhow::Result;
 
 use super::sampling::{DeviceSampling, Sampled};
@@ -194,24 +196,100 @@ pub trait Backend {
         out: &mut Self::Tensor,
     ) -> Result<()>;
 
-    /// Samples row `i` of `logits` (`[params.len(), vocab]`, as the model's forward pass leaves
-    /// them) with `params[i]`, on the device, appending one [`Sampled`] per row to `out`: the
-    /// same token [`crate::runtime::sampling::sample`] picks (see `DeviceSampling`). `meta` holds
-    /// the parameter and result buffers (sized for `max_seqs` rows by [`new_meta`]).
+    // --- Steps sampled on the device, launched without waiting (see `Llama::launch_sampled`).
+    // The defaults describe a backend that does not do this: the executor then downloads the
+    // logits and samples on the host, one step at a time.
+
+    /// Whether [`sample_launch`](Self::sample_launch) and the rest below are implemented.
+    fn samples_on_device(&self) -> bool {
+        false
+    }
+
+    /// [`upload_meta`](Self::upload_meta), plus what a step sampled on the device needs: the
+    /// carried rows (`(row, i)`: the row's input id is sample `i` of the step before, filled in by
+    /// [`carry_tokens`](Self::carry_tokens)) and one sampling entry per logits row.
+    fn upload_step(
+        &self,
+        step: &StepInput,
+        carry: &[(u32, u32)],
+        sampling: &[DeviceSampling],
+        meta: &mut Self::Meta,
+    ) -> Result<()> {
+        anyhow::ensure!(
+            carry.is_empty() && sampling.is_empty(),
+            "this backend does not sample on the device"
+        );
+        self.upload_meta(step, meta)
+    }
+
+    /// The decode-step shape `(rows, block-table width)`, rows at most `max_rows`, this backend
+    /// would rather run `step` at (padded, see [`StepInput::pad_decode`]), so a captured graph
+    /// can replay it; `None` to run it as it is.
+    fn graph_shape(&self, step: &StepInput, max_rows: usize) -> Option<(usize, usize)> {
+        let _ = (step, max_rows);
+        None
+    }
+
+    /// Writes the carried input ids of the step in `meta` from the samples of the step in
+    /// `prev` (launched before it and maybe still running).
+    fn carry_tokens(&self, meta: &mut Self::Meta, prev: &Self::Meta) -> Result<()> {
+        let _ = (meta, prev);
+        anyhow::bail!("this backend does not sample on the device")
+    }
+
+    /// Called before a step's ops; `graph`: the step was padded to a [`graph_shape`]. `Ok(true)`:
+    /// a graph captured for this step's shape was launched in their place, so the caller skips
+    /// them. `Ok(false)`: issue them (a backend may be capturing them), then call
+    /// [`end_ops`](Self::end_ops).
     ///
-    /// `Ok(false)`, with `out` untouched, means this backend does not sample on the device (the
-    /// default): the caller downloads the logits and samples on the host.
-    ///
-    /// [`new_meta`]: Self::new_meta
-    fn sample_rows(
+    /// [`graph_shape`]: Self::graph_shape
+    fn begin_ops(&self, meta: &mut Self::Meta, graph: bool) -> Result<bool> {
+        let _ = (meta, graph);
+        Ok(false)
+    }
+
+    /// After the ops [`begin_ops`](Self::begin_ops) asked for (`ok`: all of them were issued).
+    fn end_ops(&self, meta: &mut Self::Meta, ok: bool) -> Result<()> {
+        let _ = (meta, ok);
+        Ok(())
+    }
+
+    /// Samples the first `rows` rows of `logits` (`[rows, vocab]`) with the step's sampling
+    /// entries, on the device, leaving the results in `meta`. Same token as
+    /// [`crate::runtime::sampling::sample`] for the same entry (see `DeviceSampling`).
+    fn sample_launch(
         &self,
         logits: &Self::Tensor,
         vocab: usize,
-        params: &[DeviceSampling],
+        rows: usize,
         meta: &mut Self::Meta,
+    ) -> Result<()> {
+        let _ = (logits, vocab, rows, meta);
+        anyhow::bail!("this backend does not sample on the device")
+    }
+
+    /// Marks the end of the step in `meta` and starts bringing its samples back.
+    fn finish_step(&self, meta: &mut Self::Meta) -> Result<()> {
+        let _ = meta;
+        Ok(())
+    }
+
+    /// Whether the samples of the step in `meta` are back (collecting them will not wait).
+    fn step_ready(&self, meta: &Self::Meta) -> bool {
+        let _ = meta;
+        true
+    }
+
+    /// Waits for the samples of the step in `meta` and appends one per entry of `sampling`
+    /// (the entries it was uploaded with, padding excluded) to `out`. Returns when the device
+    /// started and finished the step, where the backend can tell.
+    fn collect_samples(
+        &self,
+        meta: &mut Self::Meta,
+        sampling: &[DeviceSampling],
         out: &mut Vec<Sampled>,
-    ) -> Result<bool> {
-        let _ = (logits, vocab, params, meta, out);
-        Ok(false)
+    ) -> Result<Option<(Instant, Instant)>> {
+        let _ = (meta, sampling, out);
+        anyhow::bail!("this backend does not sample on the device")
     }
 }

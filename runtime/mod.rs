@@ -8,6 +8,7 @@ pub mod cuda;
 pub mod detokenizer;
 pub mod engine;
 pub mod generate;
+pub mod graph_shape;
 pub mod kv;
 pub mod kv_cache;
 pub mod request;

@@ -113,6 +113,60 @@ impl StepInput {
     pub fn block_table(&self, s: usize) -> &[u32] {
         &self.block_tables[s * self.max_blocks_per_seq..(s + 1) * self.max_blocks_per_seq]
     }
+
+    /// Whether every sequence has exactly one new token and wants its logits, in row order: the
+    /// steady-state decode step, the one shape a captured CUDA graph replays.
+    pub fn is_plain_decode(&self) -> bool {
+        let n = self.num_seqs();
+        n > 0
+            && self.num_tokens() == n
+            && self.logits_indices.len() == n
+            && self
+                .logits_indices
+                .iter()
+                .enumerate()
+                .all(|(i, &r)| r as usize == i)
+    }
+
+    /// This plain decode step (see [`is_plain_decode`](Self::is_plain_decode)) grown to `rows`
+    /// sequences and block tables `width` wide, into `out` (its buffers reused), so that steps of
+    /// different sizes share one graph. Each padding sequence is one token 0 at position 0 with
+    /// a context of 1 (key 0 of block 0, read and ignored) and slot -1, so it writes nothing to the
+    /// cache; its logits row is computed and ignored.
+    pub fn pad_decode(&self, rows: usize, width: usize, out: &mut StepInput) -> Result<()> {
+        let n = self.num_seqs();
+        if !self.is_plain_decode() || rows < n || width < self.max_blocks_per_seq || width == 0 {
+            bail!(
+                "cannot pad a step of {} tokens / {n} sequences (block tables {} wide) to {rows} \
+                 decode rows of width {width}",
+                self.num_tokens(),
+                self.max_blocks_per_seq
+            );
+        }
+        let pad = rows - n;
+        out.input_ids.clone_from(&self.input_ids);
+        out.input_ids.resize(rows, 0);
+        out.positions.clone_from(&self.positions);
+        out.positions.resize(rows, 0);
+        out.slot_mapping.clone_from(&self.slot_mapping);
+        out.slot_mapping.resize(rows, -1);
+        out.query_start_locs.clear();
+        out.query_start_locs.extend(0..=rows as u32);
+        out.context_lens.clone_from(&self.context_lens);
+        out.context_lens.resize(rows, 1);
+        out.logits_indices.clear();
+        out.logits_indices.extend(0..rows as u32);
+        out.block_tables.clear();
+        out.block_tables.reserve(rows * width);
+        for s in 0..n {
+            out.block_tables.extend_from_slice(self.block_table(s));
+            out.block_tables.resize((s + 1) * width, 0);
+        }
+        out.block_tables
+            .resize(out.block_tables.len() + pad * width, 0);
+        out.max_blocks_per_seq = width;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -148,6 +202,60 @@ mod tests {
         assert_eq!(step.context_lens, vec![5, 7]);
         assert_eq!(step.logits_indices, vec![2, 3]);
         assert_eq!(step.block_table(1), &[5, 1]);
+    }
+
+    fn decode_of_two() -> StepInput {
+        let (a, b) = ([10], [20]);
+        let chunk = |tokens, num_cached, block_table| SeqChunk {
+            tokens,
+            num_cached,
+            block_table,
+            want_logits: true,
+        };
+        StepInput::build(&[chunk(&a, 5, &[7, 3]), chunk(&b, 2, &[5])], 4).unwrap()
+    }
+
+    #[test]
+    fn pads_a_decode_step_with_rows_that_write_nothing() {
+        let step = decode_of_two();
+        assert!(step.is_plain_decode());
+        let mut out = StepInput::default();
+        step.pad_decode(4, 4, &mut out).unwrap();
+        assert_eq!(out.input_ids, vec![10, 20, 0, 0]);
+        assert_eq!(out.positions, vec![5, 2, 0, 0]);
+        assert_eq!(out.slot_mapping, vec![13, 22, -1, -1]);
+        assert_eq!(out.query_start_locs, vec![0, 1, 2, 3, 4]);
+        assert_eq!(out.context_lens, vec![6, 3, 1, 1]);
+        assert_eq!(out.logits_indices, vec![0, 1, 2, 3]);
+        assert_eq!(out.max_blocks_per_seq, 4);
+        assert_eq!(out.block_table(0), &[7, 3, 0, 0]);
+        assert_eq!(out.block_table(1), &[5, 0, 0, 0]);
+        assert_eq!(out.block_table(3), &[0, 0, 0, 0]);
+        // Reusing the buffers for a smaller step leaves nothing of the larger one behind.
+        step.pad_decode(2, 2, &mut out).unwrap();
+        assert_eq!(out.block_tables, vec![7, 3, 5, 0]);
+        assert_eq!(out.context_lens, vec![6, 3]);
+    }
+
+    #[test]
+    fn refuses_to_pad_what_is_not_a_plain_decode() {
+        let step = decode_of_two();
+        let mut out = StepInput::default();
+        assert!(step.pad_decode(1, 4, &mut out).is_err(), "fewer rows");
+        assert!(step.pad_decode(4, 1, &mut out).is_err(), "narrower tables");
+        let a = [1, 2];
+        let prefill = StepInput::build(
+            &[SeqChunk {
+                tokens: &a,
+                num_cached: 0,
+                block_table: &[0],
+                want_logits: true,
+            }],
+            4,
+        )
+        .unwrap();
+        assert!(!prefill.is_plain_decode());
+        assert!(prefill.pad_decode(4, 4, &mut out).is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! Every CUDA kernel is checked against these.
 
 mod attention;
+mod emulated;
 mod gemm;
 mod ops;
 mod packed;
@@ -9,22 +10,39 @@ mod packed;
 use anyhow::{ensure, Result};
 
 use super::backend::{AttentionParams, Backend, QkvLayout};
+use super::sampling::{DeviceSampling, Sampled};
 use super::step::StepInput;
+use std::time::Instant;
 
 pub use attention::{attention, write_kv};
 pub use gemm::matmul_transposed;
 pub use ops::{add_rms_norm, embed, qk_norm, rms_norm, rope, silu_mul};
 pub use packed::{matmul_packed, PackedWeight};
 
-/// The CPU device. Tensors are host vectors; metadata is the host [`StepInput`] itself.
+/// The CPU device. Tensors are host vectors; metadata is the host [`StepInput`] itself (plus,
+/// when it emulates a device sampler, that sampler's inputs and results: [`CpuMeta`]).
 #[derive(Debug, Default, Clone)]
-pub struct CpuBackend;
+pub struct CpuBackend {
+    /// Whether to act as a backend that samples on the device and replays graphs of padded decode
+    /// steps (see `emulated.rs`): the executor's launch-ahead path, checked on the CPU.
+    emulate_device: bool,
+}
 
 impl CpuBackend {
     pub fn new() -> Self {
-        CpuBackend
+        CpuBackend::default()
+    }
+
+    /// A CPU backend that emulates sampling on the device and padding decode steps to graph
+    /// shapes, so the launch-ahead executor path and step padding run (and are tested) here.
+    pub fn emulating_device() -> Self {
+        CpuBackend {
+            emulate_device: true,
+        }
     }
 }
+
+pub use emulated::CpuMeta;
 
 /// `out[i] = table[ids[i]]` from a packed table (see [`embed`] for the row-major one).
 fn embed_packed(table: &PackedWeight, ids: &[u32], dim: usize, out: &mut [f32]) -> Result<()> {
@@ -47,7 +65,7 @@ fn embed_packed(table: &PackedWeight, ids: &[u32], dim: usize, out: &mut [f32]) 
 
 impl Backend for CpuBackend {
     type Tensor = Vec<f32>;
-    type Meta = StepInput;
+    type Meta = CpuMeta;
     type Weight = PackedWeight;
 
     fn upload(&self, data: &[f32]) -> Result<Vec<f32>> {
@@ -82,8 +100,8 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn new_meta(&self, max_tokens: usize, max_seqs: usize, _: QkvLayout) -> Result<StepInput> {
-        let mut m = StepInput::default();
+    fn new_meta(&self, max_tokens: usize, max_seqs: usize, _: QkvLayout) -> Result<CpuMeta> {
+        let mut m = CpuMeta::default();
         m.input_ids.reserve(max_tokens);
         m.positions.reserve(max_tokens);
         m.slot_mapping.reserve(max_tokens);
@@ -92,16 +110,59 @@ impl Backend for CpuBackend {
         Ok(m)
     }
 
-    fn upload_meta(&self, step: &StepInput, meta: &mut StepInput) -> Result<()> {
+    fn upload_meta(&self, step: &StepInput, meta: &mut CpuMeta) -> Result<()> {
+        self.emu_upload_step(step, &[], &[], meta)
+    }
+
+    // The emulated device sampler and graph padding (emulated.rs); off unless
+    // `CpuBackend::emulating_device`.
+
+    fn samples_on_device(&self) -> bool {
+        self.emulates_device()
+    }
+
+    fn upload_step(
+        &self,
+        step: &StepInput,
+        carry: &[(u32, u32)],
+        sampling: &[DeviceSampling],
+        meta: &mut CpuMeta,
+    ) -> Result<()> {
         // clone_from reuses the vectors' capacity: no allocation once warmed up.
-        meta.clone_from(step);
-        Ok(())
+        self.emu_upload_step(step, carry, sampling, meta)
+    }
+
+    fn graph_shape(&self, step: &StepInput, max_rows: usize) -> Option<(usize, usize)> {
+        self.emu_graph_shape(step, max_rows)
+    }
+
+    fn carry_tokens(&self, meta: &mut CpuMeta, prev: &CpuMeta) -> Result<()> {
+        self.emu_carry_tokens(meta, prev)
+    }
+
+    fn sample_launch(
+        &self,
+        logits: &Vec<f32>,
+        vocab: usize,
+        rows: usize,
+        meta: &mut CpuMeta,
+    ) -> Result<()> {
+        self.emu_sample(logits, vocab, rows, meta)
+    }
+
+    fn collect_samples(
+        &self,
+        meta: &mut CpuMeta,
+        sampling: &[DeviceSampling],
+        out: &mut Vec<Sampled>,
+    ) -> Result<Option<(Instant, Instant)>> {
+        self.emu_collect(meta, sampling, out).map(|()| None)
     }
 
     fn embed(
         &self,
         table: &PackedWeight,
-        meta: &StepInput,
+        meta: &CpuMeta,
         dim: usize,
         out: &mut Vec<f32>,
     ) -> Result<()> {
@@ -178,7 +239,7 @@ impl Backend for CpuBackend {
         &self,
         qkv: &mut Vec<f32>,
         cos_sin: &Vec<f32>,
-        meta: &StepInput,
+        meta: &CpuMeta,
         layout: QkvLayout,
     ) -> Result<()> {
         rope(qkv, cos_sin, &meta.positions, layout)
@@ -189,7 +250,7 @@ impl Backend for CpuBackend {
         qkv: &Vec<f32>,
         k_cache: &mut Vec<f32>,
         v_cache: &mut Vec<f32>,
-        meta: &StepInput,
+        meta: &CpuMeta,
         params: &AttentionParams,
     ) -> Result<()> {
         write_kv(qkv, k_cache, v_cache, &meta.slot_mapping, params)
@@ -200,7 +261,7 @@ impl Backend for CpuBackend {
         qkv: &Vec<f32>,
         k_cache: &Vec<f32>,
         v_cache: &Vec<f32>,
-        meta: &StepInput,
+        meta: &CpuMeta,
         params: &AttentionParams,
         out: &mut Vec<f32>,
     ) -> Result<()> {
@@ -225,7 +286,7 @@ impl Backend for CpuBackend {
     fn gather_logit_rows(
         &self,
         x: &Vec<f32>,
-        meta: &StepInput,
+        meta: &CpuMeta,
         dim: usize,
         out: &mut Vec<f32>,
     ) -> Result<()> {

@@ -196,6 +196,12 @@ impl CudaBackend {
             }
             max_span = max_span.max(p.sliding_window.map_or(ctx, |w| ctx.min(w)));
         }
+        if meta.graph_mode {
+            // A replayed graph keeps the split count it was captured with: size it for the
+            // longest context the block tables can hold (shorter ones leave splits empty).
+            let most = step.max_blocks_per_seq * p.cache.block_size;
+            max_span = p.sliding_window.map_or(most, |w| most.min(w));
+        }
         // Every sequence has one row exactly when there are as many rows as sequences (each
         // has at least one).
         let seqs = step.num_seqs();

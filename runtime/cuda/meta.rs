@@ -1,29 +1,70 @@
-//! A step's metadata as the CUDA kernels read it: fixed offsets in one device buffer.
+//! A step's metadata as the CUDA kernels read it: fixed offsets in one device buffer, filled by one
+//! copy per step from page-locked memory on the copy stream; plus, per metadata slot, the sampler's
+//! result buffers, the events that order the slot's streams, and the graphs captured on it.
 
-use cudarc::driver::CudaSlice;
+use std::collections::HashMap;
+
+use cudarc::driver::{CudaEvent, CudaGraph, CudaSlice};
 
 use super::attention::DecodeWorkspace;
-use super::sampling::SampleBuffers;
+use super::pinned::PinnedWords;
+use super::sampling::{SampleBuffers, PARAM_WORDS};
 use crate::runtime::step::StepInput;
 
-/// A step's metadata on the device: one buffer of u32 words at fixed offsets (so a later CUDA
-/// graph sees fixed addresses), filled by one copy per step, plus the host copy the ops validate.
+/// A step's metadata on the device: one buffer of u32 words at fixed offsets (so a captured graph
+/// sees fixed addresses), filled by one copy per step, plus the host copy the ops validate.
 ///
 /// Word layout for `T = max_tokens`, `S = max_seqs`, `B` = block-table columns of capacity:
 /// `slot_mapping` (i64, 2T words, first so it is 8-byte aligned) | `input_ids` T | `positions` T |
-/// `query_start_locs` S+1 | `context_lens` S | `logits_indices` S | `block_tables` S·B.
+/// `query_start_locs` S+1 | `context_lens` S | `logits_indices` S | `carry` 2S (row, sample) |
+/// sampling entries S·PARAM_WORDS | `block_tables` S·B (last: a step copies only its own rows).
 pub struct CudaMeta {
     pub(super) host: StepInput,
-    pub(super) staging: Vec<u32>,
+    /// The carried rows of the step last uploaded, as `(row, sample)`.
+    pub(super) carry: Vec<(u32, u32)>,
+    /// Sampling entries uploaded with the step (rows the device sampler may take).
+    pub(super) sampling_rows: usize,
+    pub(super) staging: PinnedWords,
     pub(super) dev: CudaSlice<u32>,
     pub(super) max_tokens: usize,
     pub(super) max_seqs: usize,
     pub(super) table_cols: usize,
     /// Split partials of the decode attention, sized for `max_seqs` and the model's layout.
     pub(super) decode: DecodeWorkspace,
-    /// The device sampler's parameters and results, for `max_seqs` rows.
+    /// The device sampler's results, for `max_seqs` rows.
     pub(super) sampling: SampleBuffers,
+    pub(super) events: SlotEvents,
+    /// Graphs captured on this slot's buffers, by `(rows, block-table width)`.
+    pub(super) graphs: HashMap<(usize, usize), SendGraph>,
+    /// The shape being captured between `begin_ops` and `end_ops`.
+    pub(super) capturing: Option<(usize, usize)>,
+    /// The step is padded to a graph shape: the decode attention sizes its splits from the table
+    /// width rather than the longest context, so a replay is right for any context in the width.
+    pub(super) graph_mode: bool,
 }
+
+/// The events that order one metadata slot's work across the three streams.
+pub(super) struct SlotEvents {
+    /// Copy stream: this slot's metadata copy is done (the compute stream waits; so does the
+    /// host before it rewrites the staging words).
+    pub uploaded: CudaEvent,
+    /// Compute stream: the slot's step (ops and sampling) is done, so its device words may be
+    /// rewritten (the copy stream waits) and its samples copied back (the return stream waits).
+    pub step_done: CudaEvent,
+    /// Return stream: the samples are in host memory (the host waits; so does the compute
+    /// stream before the slot's next step rewrites them).
+    pub samples_back: CudaEvent,
+    /// Compute stream, with timing: the step's first and last work, for the timeline.
+    pub started: CudaEvent,
+    pub finished: CudaEvent,
+}
+
+/// A captured graph, movable to the executor thread.
+pub(super) struct SendGraph(pub CudaGraph);
+
+// SAFETY: a graph is used (launched, dropped) only by the one thread that owns its `CudaMeta`
+// at a time, never concurrently; CUDA graph objects need only external serialization.
+unsafe impl Send for SendGraph {}
 
 impl CudaMeta {
     pub(super) fn ids_off(&self) -> usize {
@@ -41,8 +82,14 @@ impl CudaMeta {
     pub(super) fn logits_off(&self) -> usize {
         self.ctx_off() + self.max_seqs
     }
-    pub(super) fn tables_off(&self) -> usize {
+    pub(super) fn carry_off(&self) -> usize {
         self.logits_off() + self.max_seqs
+    }
+    pub(super) fn params_off(&self) -> usize {
+        self.carry_off() + 2 * self.max_seqs
+    }
+    pub(super) fn tables_off(&self) -> usize {
+        self.params_off() + PARAM_WORDS * self.max_seqs
     }
     pub(super) fn words(&self) -> usize {
         self.tables_off() + self.max_seqs * self.table_cols

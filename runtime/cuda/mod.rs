@@ -13,12 +13,16 @@
 
 mod attention;
 mod dtype;
+mod graphs;
 pub mod kernels;
 mod meta;
+mod pinned;
 mod sampling;
+mod step_io;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 pub use cudarc;
@@ -34,6 +38,9 @@ pub use self::meta::CudaMeta;
 use super::backend::{AttentionParams, Backend, QkvLayout};
 use super::sampling::{DeviceSampling, Sampled};
 use super::step::StepInput;
+
+/// cuBLAS's workspace: 32 MiB, what NVIDIA advises for Hopper.
+const BLAS_WORKSPACE: usize = 32 << 20;
 
 /// The most `head_dim` the attention kernel handles (`ATTN_MAX_HEAD_DIM` in paged_attention.cu).
 pub const MAX_HEAD_DIM: usize = 256;
@@ -57,7 +64,17 @@ pub fn unavailable_reason() -> Option<String> {
 /// The GPU: a context, one stream, a cuBLAS handle on that stream, and the loaded kernels.
 pub struct CudaBackend {
     ctx: Arc<CudaContext>,
+    /// The compute stream: every kernel and GEMM.
     stream: Arc<CudaStream>,
+    /// Step metadata going up (`step_io.rs`).
+    copy_stream: Arc<CudaStream>,
+    /// Samples coming back (`step_io.rs`).
+    return_stream: Arc<CudaStream>,
+    /// A timed event recorded on the compute stream at start-up and the host's clock then: the
+    /// timeline's steps are placed on the host clock by their device time since it.
+    epoch: (cudarc::driver::CudaEvent, Instant),
+    /// cuBLAS's workspace, given up front so no GEMM allocates (a captured graph must not).
+    _blas_workspace: CudaSlice<u8>,
     blas: CudaBlas,
     k: Kernels,
     /// How every tensor of this backend is stored.
@@ -118,11 +135,34 @@ impl CudaBackend {
             status == cublas_sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS,
             "cublasSetMathMode: {status:?}"
         );
+        let blas_workspace = stream.alloc_zeros::<u8>(BLAS_WORKSPACE)?;
+        // SAFETY: the handle is live; the workspace is a device buffer of the given size that
+        // lives as long as the backend (and so the handle).
+        let status = unsafe {
+            cublas_sys::cublasSetWorkspace_v2(
+                *blas.handle(),
+                blas_workspace.device_ptr(&stream).0 as *mut std::ffi::c_void,
+                BLAS_WORKSPACE,
+            )
+        };
+        ensure!(
+            status == cublas_sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS,
+            "cublasSetWorkspace: {status:?}"
+        );
         let k = Kernels::load(&ctx, dtype.name())?;
+        let epoch_event =
+            ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))?;
+        epoch_event.record(&stream)?;
+        epoch_event.synchronize()?;
+        let epoch = (epoch_event, Instant::now());
         let sms = ctx.attribute(
             cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
         )?;
         Ok(CudaBackend {
+            copy_stream: ctx.new_stream()?,
+            return_stream: ctx.new_stream()?,
+            epoch,
+            _blas_workspace: blas_workspace,
             ctx,
             stream,
             blas,
@@ -302,71 +342,40 @@ impl Backend for CudaBackend {
     }
 
     fn new_meta(&self, max_tokens: usize, max_seqs: usize, layout: QkvLayout) -> Result<CudaMeta> {
+        let sync = || self.ctx.new_event(None);
+        let timed = || {
+            self.ctx
+                .new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))
+        };
         let mut meta = CudaMeta {
             host: StepInput::default(),
-            staging: Vec::new(),
+            carry: Vec::new(),
+            sampling_rows: 0,
+            staging: pinned::PinnedWords::new(&self.ctx, 1)?,
             dev: self.stream.alloc_zeros::<u32>(1)?,
             max_tokens,
             max_seqs,
             table_cols: 64,
             decode: self.new_decode_workspace(max_seqs, layout)?,
-            sampling: sampling::SampleBuffers::new(&self.stream, max_seqs)?,
+            sampling: sampling::SampleBuffers::new(self, max_seqs)?,
+            events: meta::SlotEvents {
+                uploaded: sync()?,
+                step_done: sync()?,
+                samples_back: sync()?,
+                started: timed()?,
+                finished: timed()?,
+            },
+            graphs: Default::default(),
+            capturing: None,
+            graph_mode: false,
         };
         meta.dev = self.stream.alloc_zeros::<u32>(meta.words())?;
-        meta.staging = vec![0; meta.words()];
+        meta.staging = pinned::PinnedWords::new(&self.ctx, meta.words())?;
         Ok(meta)
     }
 
     fn upload_meta(&self, step: &StepInput, meta: &mut CudaMeta) -> Result<()> {
-        let (t, s) = (step.num_tokens(), step.num_seqs());
-        ensure!(
-            t <= meta.max_tokens
-                && s <= meta.max_seqs
-                && step.logits_indices.len() <= meta.max_seqs,
-            "step of {t} tokens / {s} sequences / {} logit rows exceeds the metadata buffers \
-             ({} tokens, {} sequences)",
-            step.logits_indices.len(),
-            meta.max_tokens,
-            meta.max_seqs
-        );
-        ensure!(
-            step.positions.len() == t
-                && step.slot_mapping.len() == t
-                && step.query_start_locs.len() == s + 1
-                && step.block_tables.len() == s * step.max_blocks_per_seq,
-            "inconsistent step metadata"
-        );
-        if step.max_blocks_per_seq > meta.table_cols {
-            // The one allocation outside load time: block tables wider than any seen before.
-            // Widening by doubling keeps it rare; a CUDA-graph step will size this up front.
-            meta.table_cols = step.max_blocks_per_seq.next_power_of_two();
-            meta.dev = self.stream.alloc_zeros::<u32>(meta.words())?;
-            meta.staging = vec![0; meta.words()];
-        }
-        for (i, &slot) in step.slot_mapping.iter().enumerate() {
-            let bits = slot as u64;
-            meta.staging[2 * i] = bits as u32;
-            meta.staging[2 * i + 1] = (bits >> 32) as u32;
-        }
-        let (ids, pos, qsl, ctx, lg, tb) = (
-            meta.ids_off(),
-            meta.pos_off(),
-            meta.qsl_off(),
-            meta.ctx_off(),
-            meta.logits_off(),
-            meta.tables_off(),
-        );
-        meta.staging[ids..ids + t].copy_from_slice(&step.input_ids);
-        meta.staging[pos..pos + t].copy_from_slice(&step.positions);
-        meta.staging[qsl..qsl + s + 1].copy_from_slice(&step.query_start_locs);
-        meta.staging[ctx..ctx + s].copy_from_slice(&step.context_lens);
-        meta.staging[lg..lg + step.logits_indices.len()].copy_from_slice(&step.logits_indices);
-        meta.staging[tb..tb + step.block_tables.len()].copy_from_slice(&step.block_tables);
-        let used = tb + step.block_tables.len();
-        self.stream
-            .memcpy_htod(&meta.staging[..used], &mut meta.dev.slice_mut(..used))?;
-        meta.host.clone_from(step);
-        Ok(())
+        self.upload_step_op(step, &[], &[], meta)
     }
 
     fn embed(
@@ -683,15 +692,63 @@ impl Backend for CudaBackend {
         self.gather_rows(x, idx, self.meta_ptr(meta, meta.logits_off()), dim, out)
     }
 
-    fn sample_rows(
+    // Steps sampled on the device and launched ahead: step_io.rs, graphs.rs, sampling.rs.
+
+    fn samples_on_device(&self) -> bool {
+        true
+    }
+
+    fn upload_step(
+        &self,
+        step: &StepInput,
+        carry: &[(u32, u32)],
+        sampling: &[DeviceSampling],
+        meta: &mut CudaMeta,
+    ) -> Result<()> {
+        self.upload_step_op(step, carry, sampling, meta)
+    }
+
+    fn graph_shape(&self, step: &StepInput, max_rows: usize) -> Option<(usize, usize)> {
+        self.graph_shape_op(step, max_rows)
+    }
+
+    fn carry_tokens(&self, meta: &mut CudaMeta, prev: &CudaMeta) -> Result<()> {
+        self.carry_tokens_op(meta, prev)
+    }
+
+    fn begin_ops(&self, meta: &mut CudaMeta, graph: bool) -> Result<bool> {
+        self.begin_ops_op(meta, graph)
+    }
+
+    fn end_ops(&self, meta: &mut CudaMeta, ok: bool) -> Result<()> {
+        self.end_ops_op(meta, ok)
+    }
+
+    fn sample_launch(
         &self,
         logits: &CudaTensor,
         vocab: usize,
-        params: &[DeviceSampling],
+        rows: usize,
         meta: &mut CudaMeta,
+    ) -> Result<()> {
+        self.sample_launch_op(logits, vocab, rows, meta)
+    }
+
+    fn finish_step(&self, meta: &mut CudaMeta) -> Result<()> {
+        self.finish_step_op(meta)
+    }
+
+    fn step_ready(&self, meta: &CudaMeta) -> bool {
+        self.step_ready_op(meta)
+    }
+
+    fn collect_samples(
+        &self,
+        meta: &mut CudaMeta,
+        sampling: &[DeviceSampling],
         out: &mut Vec<Sampled>,
-    ) -> Result<bool> {
-        self.sample_rows_op(logits, vocab, params, meta, out)
+    ) -> Result<Option<(Instant, Instant)>> {
+        self.collect_op(meta, sampling, out)
     }
 }
 

@@ -5,12 +5,15 @@
 //! UNVERIFIED ON A GPU when written (it builds, and the kernel assembles without spills); the
 //! parity tests `sample_rows_*` in tests/cuda_parity.rs check it against the CPU sampler.
 //!
-//! The per-row parameters go up in one copy and the results come back in one, through buffers
-//! sized for `max_seqs` rows when the step metadata is made ([`SampleBuffers`], part of
-//! [`super::CudaMeta`]): sampling allocates nothing on the device per step.
+//! The per-row entries go up with the step's metadata (one copy, see [`super::CudaMeta`]); the
+//! kernel writes its results into [`SampleBuffers`], which the return stream copies to
+//! page-locked memory (`step_io.rs`): sampling allocates nothing and waits for nothing, so it can
+//! be captured in a graph with the forward pass.
 
 use anyhow::{ensure, Result};
-use cudarc::driver::{CudaSlice, CudaStream, PushKernelArg};
+use cudarc::driver::{CudaSlice, PushKernelArg};
+
+use super::pinned::PinnedWords;
 
 use super::{u32_of, CudaBackend, CudaMeta, CudaTensor};
 use crate::runtime::request::TokenLogprob;
@@ -19,36 +22,39 @@ use crate::runtime::sampling::{DeviceSampling, Sampled, MAX_DEVICE_TOP_LOGPROBS}
 /// `SAMPLE_THREADS` in sampling.cu.
 const THREADS: u32 = 512;
 /// u32 words of one row's `SampleParams` (40 bytes).
-const PARAM_WORDS: usize = 10;
+pub(super) const PARAM_WORDS: usize = 10;
 /// u32 words of one row's result: token, logprob, top ids [20], top logprobs [20].
-const OUT_WORDS: usize = 2 + 2 * MAX_DEVICE_TOP_LOGPROBS;
+pub(super) const OUT_WORDS: usize = 2 + 2 * MAX_DEVICE_TOP_LOGPROBS;
 const GREEDY: u32 = 1;
 const LOGPROBS: u32 = 2;
 
-/// The parameter and result buffers of [`CudaBackend::sample_rows_op`], for up to `rows` rows.
+/// The device sampler's results for up to `rows` rows, on the device and (once copied back) in
+/// page-locked host memory.
 pub struct SampleBuffers {
     rows: usize,
-    params_host: Vec<u32>,
-    params_dev: CudaSlice<u32>,
-    out_host: Vec<u32>,
-    out_dev: CudaSlice<u32>,
+    pub(super) out_dev: CudaSlice<u32>,
+    pub(super) out_host: PinnedWords,
+    /// Rows the last step sampled (0: it sampled on the host, nothing to copy back).
+    pub(super) sampled_rows: usize,
+    /// The vocabulary they were sampled over (bounds the top logprobs).
+    vocab: usize,
 }
 
 impl SampleBuffers {
-    pub(super) fn new(stream: &std::sync::Arc<CudaStream>, rows: usize) -> Result<Self> {
+    pub(super) fn new(b: &CudaBackend, rows: usize) -> Result<Self> {
         let rows = rows.max(1);
         Ok(SampleBuffers {
             rows,
-            params_host: vec![0; rows * PARAM_WORDS],
-            params_dev: stream.alloc_zeros::<u32>(rows * PARAM_WORDS)?,
-            out_host: vec![0; rows * OUT_WORDS],
-            out_dev: stream.alloc_zeros::<u32>(rows * OUT_WORDS)?,
+            out_dev: b.stream.alloc_zeros::<u32>(rows * OUT_WORDS)?,
+            out_host: PinnedWords::new(&b.ctx, rows * OUT_WORDS)?,
+            sampled_rows: 0,
+            vocab: 0,
         })
     }
 }
 
 /// One row's `SampleParams` as the kernel reads it (little-endian u64 halves, low first).
-fn pack(p: &DeviceSampling, out: &mut [u32]) {
+pub(super) fn pack(p: &DeviceSampling, out: &mut [u32]) {
     let flags = if p.greedy { GREEDY } else { 0 } | if p.logprobs.is_some() { LOGPROBS } else { 0 };
     out.copy_from_slice(&[
         p.inv_temperature.to_bits(),
@@ -64,9 +70,89 @@ fn pack(p: &DeviceSampling, out: &mut [u32]) {
     ]);
 }
 
+/// Checks a step's sampling entries before they go up.
+pub(super) fn check_entries(entries: &[DeviceSampling]) -> Result<()> {
+    if let Some(n) = entries
+        .iter()
+        .filter_map(|p| p.logprobs)
+        .find(|&n| n as usize > MAX_DEVICE_TOP_LOGPROBS)
+    {
+        anyhow::bail!("{n} top logprobs requested; the device sampler returns at most 20");
+    }
+    Ok(())
+}
+
 impl CudaBackend {
-    /// [`crate::runtime::backend::Backend::sample_rows`] on this device.
-    pub(super) fn sample_rows_op(
+    /// [`crate::runtime::backend::Backend::sample_launch`] on this device: rows `0..rows` of
+    /// `logits` with the entries uploaded with the step.
+    pub(super) fn sample_launch_op(
+        &self,
+        logits: &CudaTensor,
+        vocab: usize,
+        rows: usize,
+        meta: &mut CudaMeta,
+    ) -> Result<()> {
+        ensure!(
+            rows <= meta.sampling_rows && rows <= meta.sampling.rows,
+            "sampling {rows} rows with {} entries uploaded ({} rows of buffers)",
+            meta.sampling_rows,
+            meta.sampling.rows
+        );
+        ensure!(vocab > 0, "sampling rows of width 0");
+        ensure!(
+            logits.len() >= rows * vocab,
+            "sampling {rows} rows of {vocab} from a tensor of {}",
+            logits.len()
+        );
+        let v32 = u32_of(vocab, "vocab")?;
+        let (lp, pp, op) = (
+            self.tp(logits),
+            self.meta_ptr(meta, meta.params_off()),
+            self.ptr(&meta.sampling.out_dev),
+        );
+        self.launch(&self.k.sample_rows, (rows as u32, 1, 1), THREADS, |b| {
+            b.arg(&lp).arg(&v32).arg(&pp).arg(&op);
+        })?;
+        meta.sampling.sampled_rows = rows;
+        meta.sampling.vocab = vocab;
+        Ok(())
+    }
+
+    /// The samples copied back for `entries` (one per row, in order), appended to `out`.
+    pub(super) fn read_samples(
+        &self,
+        meta: &CudaMeta,
+        entries: &[DeviceSampling],
+        out: &mut Vec<Sampled>,
+    ) -> Result<()> {
+        ensure!(
+            entries.len() <= meta.sampling.sampled_rows,
+            "{} samples wanted from a step that sampled {} rows",
+            entries.len(),
+            meta.sampling.sampled_rows
+        );
+        let words = meta.sampling.out_host.as_slice();
+        for (p, r) in entries.iter().zip(words.chunks_exact(OUT_WORDS)) {
+            let token = r[0];
+            let logprob = p.logprobs.map(|n| {
+                let n = (n as usize).min(meta.sampling.vocab);
+                TokenLogprob {
+                    token,
+                    logprob: f32::from_bits(r[1]),
+                    top: (0..n)
+                        .map(|a| (r[2 + a], f32::from_bits(r[2 + MAX_DEVICE_TOP_LOGPROBS + a])))
+                        .collect(),
+                }
+            });
+            out.push(Sampled { token, logprob });
+        }
+        Ok(())
+    }
+
+    /// Samples rows `0..params.len()` of `logits` on the device and waits for the results
+    /// (tests and the kernel benchmark; the engine's steps upload their entries with the step
+    /// and collect later). `meta` lends its buffers; its entries are overwritten.
+    pub fn sample_rows(
         &self,
         logits: &CudaTensor,
         vocab: usize,
@@ -78,63 +164,23 @@ impl CudaBackend {
         if rows == 0 {
             return Ok(true);
         }
-        let buf = &mut meta.sampling;
         ensure!(
-            rows <= buf.rows,
+            rows <= meta.max_seqs,
             "sampling {rows} rows exceeds the sampling buffers ({} rows)",
-            buf.rows
+            meta.max_seqs
         );
-        ensure!(vocab > 0, "sampling rows of width 0");
-        ensure!(
-            logits.len() >= rows * vocab,
-            "sampling {rows} rows of {vocab} from a tensor of {}",
-            logits.len()
-        );
-        if let Some(n) = params
-            .iter()
-            .filter_map(|p| p.logprobs)
-            .find(|&n| n as usize > MAX_DEVICE_TOP_LOGPROBS)
-        {
-            anyhow::bail!("{n} top logprobs requested; the device sampler returns at most 20");
+        check_entries(params)?;
+        let mut words = vec![0u32; rows * PARAM_WORDS];
+        for (p, w) in params.iter().zip(words.chunks_exact_mut(PARAM_WORDS)) {
+            pack(p, w);
         }
-        let v32 = u32_of(vocab, "vocab")?;
-        for (p, words) in params
-            .iter()
-            .zip(buf.params_host.chunks_exact_mut(PARAM_WORDS))
-        {
-            pack(p, words);
-        }
-        let n_params = rows * PARAM_WORDS;
-        self.stream.memcpy_htod(
-            &buf.params_host[..n_params],
-            &mut buf.params_dev.slice_mut(..n_params),
-        )?;
-        let (lp, pp, op) = (
-            self.tp(logits),
-            self.ptr(&buf.params_dev),
-            self.ptr(&buf.out_dev),
-        );
-        self.launch(&self.k.sample_rows, (rows as u32, 1, 1), THREADS, |b| {
-            b.arg(&lp).arg(&v32).arg(&pp).arg(&op);
-        })?;
-        let n_out = rows * OUT_WORDS;
+        let off = meta.params_off();
         self.stream
-            .memcpy_dtoh(&buf.out_dev.slice(..n_out), &mut buf.out_host[..n_out])?;
-        self.synchronize()?;
-        for (p, r) in params.iter().zip(buf.out_host.chunks_exact(OUT_WORDS)) {
-            let token = r[0];
-            let logprob = p.logprobs.map(|n| {
-                let n = (n as usize).min(vocab);
-                TokenLogprob {
-                    token,
-                    logprob: f32::from_bits(r[1]),
-                    top: (0..n)
-                        .map(|a| (r[2 + a], f32::from_bits(r[2 + MAX_DEVICE_TOP_LOGPROBS + a])))
-                        .collect(),
-                }
-            });
-            out.push(Sampled { token, logprob });
-        }
+            .memcpy_htod(&words, &mut meta.dev.slice_mut(off..off + words.len()))?;
+        meta.sampling_rows = rows;
+        self.sample_launch_op(logits, vocab, rows, meta)?;
+        self.finish_step_op(meta)?;
+        self.collect_op(meta, params, out)?;
         Ok(true)
     }
 }

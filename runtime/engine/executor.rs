@@ -1,9 +1,14 @@
 //! The executor: runs planned steps on the model, in order, and samples.
 //!
-//! It resolves placeholders from the previous step's samples (the CPU counterpart of the CUDA
-//! backend's on-device carry-over), keeps each request's sampler state, and returns the samples.
+//! It keeps each request's sampler state and returns each step's samples. Two ways to run a
+//! step: where the backend samples on the device and the step needs nothing only the host has
+//! (penalties), it is launched and collected later (`pipeline.rs`), so the next step can be
+//! launched first; otherwise it runs here at once, its logits sampled on the host, after any
+//! launched steps are collected. Placeholders (a row whose input is the previous step's sample)
+//! are resolved from the host copy of those samples, or on the device when the previous step is
+//! still in flight.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use crate::model::llama::Llama;
@@ -32,15 +37,18 @@ pub struct StepOutput {
 }
 
 pub struct Executor<B: Backend> {
-    model: Llama<B>,
-    kv: KvCache<B>,
-    samplers: HashMap<RequestId, SamplerState>,
+    pub(super) model: Llama<B>,
+    pub(super) kv: KvCache<B>,
+    pub(super) samplers: HashMap<RequestId, SamplerState>,
     scratch: SamplerScratch,
     /// The previous step's sampled tokens, in sample order: placeholders read from here.
-    prev_sampled: Vec<u32>,
+    pub(super) prev_sampled: Vec<u32>,
     logits: Vec<f32>,
-    /// This step's rows as the device sampler takes them (reused every step).
-    device_params: Vec<DeviceSampling>,
+    /// Steps launched on the device and not collected yet, oldest first (at most two).
+    pub(super) pending: VecDeque<super::pipeline::Pending>,
+    /// Per request, samples launched and not yet recorded in its sampler state: its next draw's
+    /// position is its recorded count plus these.
+    pub(super) in_flight: HashMap<RequestId, u32>,
     /// Fault injection (tests only; `None` in production): the requests whose sampler panics,
     /// marked by the engine thread (see `FaultPlan::panic_sampling`).
     pub(crate) faulty: Option<FaultySet>,
@@ -56,13 +64,25 @@ impl<B: Backend> Executor<B> {
             scratch: SamplerScratch::new(vocab),
             prev_sampled: Vec::new(),
             logits: Vec::new(),
-            device_params: Vec::new(),
+            pending: VecDeque::new(),
+            in_flight: HashMap::new(),
             faulty: None,
         }
     }
 
-    pub fn run(&mut self, mut batch: Batch) -> StepOutput {
-        let started = Instant::now();
+    /// Takes the next planned step; returns the steps finished meanwhile, in order (none when
+    /// this one was launched and nothing had to be collected first).
+    pub fn submit(&mut self, batch: Batch) -> Vec<StepOutput> {
+        let mut done = Vec::new();
+        // A request's sampler state is replaced or dropped only once its launched samples are
+        // recorded.
+        let touched = batch
+            .sampler_drops
+            .iter()
+            .chain(batch.sampler_resets.iter().map(|r| &r.id));
+        if touched.clone().any(|id| self.in_flight.contains_key(id)) {
+            self.drain(&mut done);
+        }
         for id in &batch.sampler_drops {
             self.samplers.remove(id);
         }
@@ -72,6 +92,19 @@ impl<B: Backend> Executor<B> {
                 SamplerState::new(r.params.clone(), r.seed, &r.prompt, &r.generated),
             );
         }
+        match self.device_entries(&batch) {
+            Some(sampling) => self.launch(batch, sampling, &mut done),
+            None => {
+                self.drain(&mut done);
+                done.push(self.run(batch));
+            }
+        }
+        done
+    }
+
+    /// Runs a step at once, sampling on the host (nothing launched may be outstanding).
+    fn run(&mut self, mut batch: Batch) -> StepOutput {
+        let started = Instant::now();
         let mut resolved = true;
         for &(row, from) in &batch.carry {
             match self.prev_sampled.get(from as usize) {
@@ -122,37 +155,9 @@ impl<B: Backend> Executor<B> {
         batch: &Batch,
     ) -> Result<(Vec<Sampled>, Vec<(usize, String)>), String> {
         let vocab = self.model.cfg.vocab_size;
-        if self.device_eligible(batch)? {
-            let mut out = Vec::with_capacity(batch.samples.len());
-            let on_device = self
-                .model
-                .forward_sample(&batch.step, &mut self.kv, &self.device_params, &mut out)
-                .map_err(|e| format!("forward pass failed: {e:#}"))?;
-            if on_device {
-                if out.len() != batch.samples.len() {
-                    return Err(format!(
-                        "internal error: {} device samples for {} rows",
-                        out.len(),
-                        batch.samples.len()
-                    ));
-                }
-                // Advance each request's sampler exactly as `sample` does when it records.
-                for (slot, s) in batch.samples.iter().zip(&out) {
-                    if let Some(state) = self.samplers.get_mut(&slot.id) {
-                        state.record_device_sample(s.token);
-                    }
-                }
-                return Ok((out, Vec::new()));
-            }
-            // The backend samples on the host only: the logits are still on the device.
-            self.model
-                .logits_into(batch.samples.len(), &mut self.logits)
-                .map_err(|e| format!("forward pass failed: {e:#}"))?;
-        } else {
-            self.model
-                .forward_into(&batch.step, &mut self.kv, &mut self.logits)
-                .map_err(|e| format!("forward pass failed: {e:#}"))?;
-        }
+        self.model
+            .forward_into(&batch.step, &mut self.kv, &mut self.logits)
+            .map_err(|e| format!("forward pass failed: {e:#}"))?;
         if self.logits.len() != batch.samples.len() * vocab {
             return Err(format!(
                 "internal error: {} logit rows for {} samples",
@@ -190,24 +195,24 @@ impl<B: Backend> Executor<B> {
         Ok((out, failed))
     }
 
-    /// Whether every sample of `batch` can be drawn by the device sampler (fills
-    /// `device_params`). Penalties need the token history, which stays on the host: a batch with
-    /// any request using them (or more than 20 top logprobs, or an injected sampling fault)
-    /// samples on the host, as before.
-    fn device_eligible(&mut self, batch: &Batch) -> Result<bool, String> {
-        self.device_params.clear();
-        for slot in &batch.samples {
-            let state = self.samplers.get(&slot.id).ok_or_else(|| {
-                format!("internal error: no sampler state for request {}", slot.id)
-            })?;
-            if self.faulty.as_ref().is_some_and(|f| f.contains(slot.id)) {
-                return Ok(false);
-            }
-            match state.device_sampling() {
-                Some(p) => self.device_params.push(p),
-                None => return Ok(false),
-            }
+    /// Each sample of `batch` as the device sampler takes it, or `None` when the step must run
+    /// on the host: the backend does not sample on the device, or a request needs penalties
+    /// (their token history stays on the host), more than 20 top logprobs, or an injected fault.
+    fn device_entries(&self, batch: &Batch) -> Option<Vec<DeviceSampling>> {
+        if !self.model.samples_on_device() {
+            return None;
         }
-        Ok(true)
+        batch
+            .samples
+            .iter()
+            .map(|slot| {
+                if self.faulty.as_ref().is_some_and(|f| f.contains(slot.id)) {
+                    return None;
+                }
+                let mut entry = self.samplers.get(&slot.id)?.device_sampling()?;
+                entry.position += u64::from(self.in_flight.get(&slot.id).copied().unwrap_or(0));
+                Some(entry)
+            })
+            .collect()
     }
 }

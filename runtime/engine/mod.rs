@@ -20,6 +20,7 @@ pub mod handle;
 pub mod kv_sizing;
 pub mod launch;
 mod output;
+mod pipeline;
 pub mod timeline;
 
 use anyhow::{Context, Result};
@@ -34,6 +35,7 @@ pub use handle::{EngineHandle, EngineStats, ModelInfo, RequestStream, SubmitErro
 use crate::model::llama::Llama;
 use crate::model::tokenizer::Tokenizer;
 use crate::runtime::backend::Backend;
+use crate::runtime::scheduler::batch::Batch;
 use crate::runtime::scheduler::{policy, Scheduler, SchedulerConfig};
 use executor::Executor;
 use handle::{Command, Shared};
@@ -178,21 +180,7 @@ where
     let done = commands;
     let executor_thread = std::thread::Builder::new()
         .name("tandem-executor".into())
-        .spawn(move || {
-            while let Ok(batch) = batches.recv() {
-                let ran =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| executor.run(batch)));
-                let msg = match ran {
-                    Ok(out) => Command::StepDone(Box::new(out)),
-                    // The model state may be half-written: stop here and let the engine fail over.
-                    Err(p) => Command::ExecutorDied(panic_message(&*p)),
-                };
-                let fatal = matches!(msg, Command::ExecutorDied(_));
-                if done.send(msg).is_err() || fatal {
-                    break;
-                }
-            }
-        })
+        .spawn(move || executor_loop(&mut executor, &batches, &done))
         .context("starting the executor thread")?;
 
     let core = core::EngineCore::new(
@@ -226,6 +214,59 @@ where
         engine_thread,
         executor_thread,
     })
+}
+
+/// The executor thread: takes planned steps in order and sends back finished ones. A step
+/// launched on the device is collected only when the next one has been launched, or when no next
+/// one comes before it is done, or when two are out; so the device has the next step queued while
+/// the host waits for this one's tokens.
+fn executor_loop<B: Backend>(
+    executor: &mut Executor<B>,
+    batches: &mpsc::Receiver<Batch>,
+    done: &mpsc::Sender<Command>,
+) {
+    use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+    // How long to wait for the next step before looking at the device again.
+    const POLL: std::time::Duration = std::time::Duration::from_micros(50);
+    loop {
+        let next = if !executor.has_pending() {
+            match batches.recv() {
+                Ok(b) => Some(b),
+                Err(_) => return,
+            }
+        } else if executor.pending_full() {
+            None
+        } else {
+            match batches.try_recv() {
+                Ok(b) => Some(b),
+                Err(TryRecvError::Disconnected) => None,
+                Err(TryRecvError::Empty) if executor.oldest_ready() => None,
+                Err(TryRecvError::Empty) => match batches.recv_timeout(POLL) {
+                    Ok(b) => Some(b),
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => None,
+                },
+            }
+        };
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match next {
+            Some(batch) => executor.submit(batch),
+            None => executor.collect_oldest().into_iter().collect(),
+        }));
+        match ran {
+            Ok(outputs) => {
+                for out in outputs {
+                    if done.send(Command::StepDone(Box::new(out))).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(p) => {
+                // The model state may be half-written: stop here and let the engine fail over.
+                let _ = done.send(Command::ExecutorDied(panic_message(&*p)));
+                return;
+            }
+        }
+    }
 }
 
 /// The text of a caught panic.

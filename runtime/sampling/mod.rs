@@ -131,6 +131,20 @@ pub struct DeviceSampling {
     pub logprobs: Option<u32>,
 }
 
+impl DeviceSampling {
+    /// The entry of a padding row (a graph's unused rows): greedy, its token ignored.
+    pub const PADDING: DeviceSampling = DeviceSampling {
+        greedy: true,
+        inv_temperature: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+        min_p: 0.0,
+        seed: 0,
+        position: 0,
+        logprobs: None,
+    };
+}
+
 /// Reusable buffers so steady-state sampling does not allocate per token (sized to the vocab
 /// once; a longer logits row grows them once).
 #[derive(Debug, Clone, Default)]
@@ -173,7 +187,54 @@ pub fn sample(
     scratch: &mut SamplerScratch,
 ) -> Sampled {
     let params = Arc::clone(&state.params);
+    let greedy = state.is_greedy();
+    let u = (!greedy).then(|| rng::uniform(state.seed, state.num_generated as u64));
+    let history = &state.history;
+    let s = pick(
+        logits,
+        &params,
+        if greedy {
+            0.0
+        } else {
+            1.0 / params.temperature
+        },
+        u,
+        scratch,
+        |l| history.apply(&params, l),
+    );
+    state.record(s.token);
+    s
+}
 
+/// What [`sample`] picks for a [`DeviceSampling`] entry (no penalties, nothing recorded): the
+/// host's version of a device sampler, for backends that emulate one.
+pub fn sample_entry(
+    entry: &DeviceSampling,
+    logits: &mut [f32],
+    scratch: &mut SamplerScratch,
+) -> Sampled {
+    let trunc = SamplingParams {
+        top_k: entry.top_k as usize,
+        top_p: entry.top_p,
+        min_p: entry.min_p,
+        logprobs: entry.logprobs.map(|n| n as usize),
+        ..SamplingParams::default()
+    };
+    let u = (!entry.greedy).then(|| rng::uniform(entry.seed, entry.position));
+    pick(logits, &trunc, entry.inv_temperature, u, scratch, |_| {})
+}
+
+/// The shared body of [`sample`] and [`sample_entry`]: raw logprobs, then `penalize`, then
+/// the first maximum (`u` is `None`: greedy) or the truncated draw at `u` after scaling by
+/// `inv_temperature`. Only `logprobs`, `top_k`, `top_p` and `min_p` of `params` are read.
+fn pick(
+    logits: &mut [f32],
+    params: &SamplingParams,
+    inv_temperature: f32,
+    u: Option<f64>,
+    scratch: &mut SamplerScratch,
+    penalize: impl FnOnce(&mut [f32]),
+) -> Sampled {
     // Raw log-probabilities first: everything below rewrites `logits`.
     let raw_logprobs = params.logprobs.map(|n| {
         processors::sanitize(logits);
@@ -184,15 +245,14 @@ pub fn sample(
         (ls, top)
     });
 
-    state.history.apply(&params, logits);
-    let token = if state.is_greedy() {
-        processors::argmax(logits) // skips NaN by itself
-    } else {
-        processors::apply_temperature(logits, params.temperature); // sanitizes too
-        let u = rng::uniform(state.seed, state.num_generated as u64);
-        draw_truncated(logits, &params, u, scratch)
+    penalize(logits);
+    let token = match u {
+        None => processors::argmax(logits), // skips NaN by itself
+        Some(u) => {
+            processors::scale_logits(logits, inv_temperature); // sanitizes too
+            draw_truncated(logits, params, u, scratch)
+        }
     };
-    state.record(token);
 
     let logprob = raw_logprobs.map(|(ls, top)| TokenLogprob {
         token,

@@ -82,7 +82,11 @@ pub fn argmax(logits: &[f32]) -> u32 {
 /// Divides every logit by `temperature` (> 0) and sanitizes the result (a small temperature can
 /// overflow large logits to +inf): one pass for both.
 pub fn apply_temperature(logits: &mut [f32], temperature: f32) {
-    let inv = 1.0 / temperature;
+    scale_logits(logits, 1.0 / temperature);
+}
+
+/// Multiplies every logit by `inv_temperature` (sanitizing as [`apply_temperature`] does).
+pub fn scale_logits(logits: &mut [f32], inv: f32) {
     for l in logits {
         *l = clean(*l * inv);
     }

@@ -95,8 +95,16 @@ pub fn model_path(f: &Fixture) -> Option<PathBuf> {
 }
 
 pub fn open_model(path: &Path, limits: StepLimits) -> (Llama<CpuBackend>, Tokenizer) {
+    open_model_on(path, limits, CpuBackend::new())
+}
+
+pub fn open_model_on(
+    path: &Path,
+    limits: StepLimits,
+    backend: CpuBackend,
+) -> (Llama<CpuBackend>, Tokenizer) {
     ModelSource::open(path)
-        .and_then(|s| s.into_model(CpuBackend::new(), limits))
+        .and_then(|s| s.into_model(backend, limits))
         .unwrap_or_else(|e| panic!("loading {}: {e:#}", path.display()))
 }
 

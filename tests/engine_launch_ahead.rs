@@ -1,0 +1,216 @@
+//! The launch-ahead path (steps sampled "on the device", launched before the previous step's
+//! tokens are collected, placeholders filled from the in-flight step, decode steps padded to graph
+//! shapes) on the CPU backend's emulated device: it must give exactly the tokens, logprobs and
+//! finish reasons of the plain path, whatever mix of requests runs.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use tandem::model::llama::{Llama, StepLimits};
+use tandem::runtime::cpu::CpuBackend;
+use tandem::runtime::engine::{start, EngineConfig, EngineHandle};
+use tandem::runtime::request::{Event, FinishReason, Request, SamplingParams, TokenLogprob};
+use tandem::runtime::sampling::{DeviceSampling, Sampled};
+use tandem::runtime::step::{SeqChunk, StepInput};
+
+fn tiny_llama() -> std::path::PathBuf {
+    repo_root().join("tests/models/tiny-llama")
+}
+
+#[derive(Debug)]
+struct Outcome {
+    ids: Vec<u32>,
+    logprobs: Vec<TokenLogprob>,
+    reason: FinishReason,
+}
+
+fn run_all(h: &EngineHandle, reqs: &[Request]) -> Vec<Outcome> {
+    let mut streams: Vec<_> = reqs.iter().map(|r| h.submit(r.clone()).unwrap()).collect();
+    streams
+        .iter_mut()
+        .map(|s| {
+            let (mut ids, mut logprobs) = (vec![], vec![]);
+            loop {
+                match s.blocking_recv().expect("stream ends with Finished") {
+                    Event::Tokens {
+                        ids: i,
+                        logprobs: l,
+                        ..
+                    } => {
+                        ids.extend(i);
+                        logprobs.extend(l);
+                    }
+                    Event::Finished { reason, .. } => {
+                        return Outcome {
+                            ids,
+                            logprobs,
+                            reason,
+                        }
+                    }
+                }
+            }
+        })
+        .collect()
+}
+
+/// Greedy, seeded top-k/top-p, min-p, logprobs, and penalties (host-only: the executor drains
+/// and runs those steps on the host) mixed in one crowd, with a pool small enough to preempt.
+fn crowd() -> Vec<Request> {
+    let mut state = 7u64;
+    let mut rand = move |n: u64| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) % n
+    };
+    (0..40)
+        .map(|i| {
+            let len = 3 + rand(30) as usize;
+            let prompt = (0..len).map(|_| 4 + rand(500) as u32).collect();
+            let mut p = SamplingParams {
+                max_tokens: 3 + rand(18) as usize,
+                ignore_eos: true,
+                seed: Some(i),
+                ..Default::default()
+            };
+            match i % 5 {
+                0 => p.temperature = 0.0,
+                1 => (p.temperature, p.top_k, p.top_p) = (0.8, 40, 0.9),
+                2 => (p.temperature, p.min_p, p.logprobs) = (1.1, 0.05, Some(3)),
+                3 => (p.temperature, p.top_p) = (0.7, 0.8),
+                _ => (p.temperature, p.frequency_penalty) = (0.9, 0.5),
+            }
+            Request::new(prompt, p)
+        })
+        .collect()
+}
+
+fn outcomes(backend: CpuBackend, overlap: bool, reqs: &[Request]) -> Vec<Outcome> {
+    let cfg = EngineConfig {
+        max_num_seqs: 16,
+        max_batch_tokens: 64,
+        block_size: 4,
+        num_blocks: 48,
+        overlap,
+        ..Default::default()
+    };
+    let limits = StepLimits {
+        max_tokens: cfg.max_batch_tokens,
+        max_seqs: cfg.max_num_seqs,
+    };
+    let (model, tok) = open_model_on(&tiny_llama(), limits, backend);
+    let e = start(model, Arc::new(tok), "tiny-llama".into(), cfg).unwrap();
+    let h = e.handle();
+    let got = run_all(&h, reqs);
+    assert!(h.stats().preemptions > 0, "the pool was meant to preempt");
+    h.shutdown();
+    e.join().unwrap();
+    got
+}
+
+#[test]
+fn launch_ahead_gives_the_plain_paths_tokens() {
+    let reqs = crowd();
+    let want = outcomes(CpuBackend::new(), false, &reqs);
+    for overlap in [true, false] {
+        let got = outcomes(CpuBackend::emulating_device(), overlap, &reqs);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let what = format!("request {i} (overlap {overlap}): {:?}", reqs[i].params);
+            assert_eq!((&g.ids, &g.reason), (&w.ids, &w.reason), "{what}");
+            // Padded decode steps change the matmuls' row count, so the floats may differ in
+            // the last bits (never enough to change a token here).
+            assert_eq!(g.logprobs.len(), w.logprobs.len(), "{what}");
+            for (a, b) in g.logprobs.iter().zip(&w.logprobs) {
+                assert_eq!(a.token, b.token, "{what}");
+                assert!(
+                    (a.logprob - b.logprob).abs() < 1e-4,
+                    "{what}: {a:?} vs {b:?}"
+                );
+                let ids = |t: &TokenLogprob| t.top.iter().map(|x| x.0).collect::<Vec<_>>();
+                assert_eq!(ids(a), ids(b), "{what}");
+            }
+        }
+    }
+}
+
+/// Two decode steps of one sequence launched back to back, the second's input carried from the
+/// first's sample before the first is collected: the tokens greedy generation gives.
+#[test]
+fn a_carried_step_reads_the_sample_still_in_flight() {
+    let limits = StepLimits {
+        max_tokens: 16,
+        max_seqs: 4,
+    };
+    let (mut plain, _) = open_model(&tiny_llama(), limits);
+    let (mut model, _) = open_model_on(&tiny_llama(), limits, CpuBackend::emulating_device());
+    let prompt = [5u32, 17, 99, 250, 3];
+    let want = greedy_tokens(&mut plain, &prompt, 3);
+
+    let mut kv = model.new_kv_cache(8, 4).unwrap();
+    let blocks = [2u32, 6];
+    let greedy = [DeviceSampling::PADDING];
+    let step = |tokens: &[u32], cached: usize| {
+        StepInput::build(
+            &[SeqChunk {
+                tokens,
+                num_cached: cached,
+                block_table: &blocks,
+                want_logits: true,
+            }],
+            4,
+        )
+        .unwrap()
+    };
+    let first = model
+        .launch_sampled(&step(&prompt, 0), &mut kv, &greedy, &[])
+        .unwrap();
+    // Row 0's input is a placeholder (0) until the device fills it from `first`'s sample 0.
+    let second = model
+        .launch_sampled(&step(&[0], prompt.len()), &mut kv, &greedy, &[(0, 0)])
+        .unwrap();
+    let mut got: Vec<Sampled> = Vec::new();
+    model.collect_sampled(first, &greedy, &mut got).unwrap();
+    let third = model
+        .launch_sampled(&step(&[0], prompt.len() + 1), &mut kv, &greedy, &[(0, 0)])
+        .unwrap();
+    model.collect_sampled(second, &greedy, &mut got).unwrap();
+    model.collect_sampled(third, &greedy, &mut got).unwrap();
+    let got: Vec<u32> = got.iter().map(|s| s.token).collect();
+    assert_eq!(got, want);
+}
+
+/// Greedy tokens by the plain forward pass, one step at a time.
+fn greedy_tokens(model: &mut Llama<CpuBackend>, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut kv = model.new_kv_cache(8, 4).unwrap();
+    let blocks = [1u32, 3];
+    let mut tokens = prompt.to_vec();
+    let mut cached = 0;
+    let mut out = vec![];
+    for _ in 0..n {
+        let step = StepInput::build(
+            &[SeqChunk {
+                tokens: &tokens[cached..],
+                num_cached: cached,
+                block_table: &blocks,
+                want_logits: true,
+            }],
+            4,
+        )
+        .unwrap();
+        let logits = model.forward_to_host(&step, &mut kv).unwrap();
+        let t = logits[0]
+            .iter()
+            .enumerate()
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |b, (i, &l)| if l > b.1 { (i, l) } else { b },
+            )
+            .0 as u32;
+        cached = tokens.len();
+        tokens.push(t);
+        out.push(t);
+    }
+    out
+}
