@@ -45,6 +45,8 @@ enum Command {
 enum BenchCommand {
     /// Offline throughput of the engine, in-process.
     Throughput(cli::bench_throughput::ThroughputArgs),
+    /// One decode step's time at several batch sizes, against the memory roofline.
+    Decode(cli::bench_decode::DecodeArgs),
     /// Load a running server with streaming requests (the figures `vllm bench serve` prints).
     Serve(tandem::server::BenchServeArgs),
 }
@@ -101,6 +103,7 @@ fn main() {
         Command::Generate(args) => run_generate(args),
         Command::Serve(args) => tandem::server::run_serve(args),
         Command::Bench(BenchCommand::Throughput(args)) => cli::bench_throughput::run(args),
+        Command::Bench(BenchCommand::Decode(args)) => cli::bench_decode::run(args),
         Command::Bench(BenchCommand::Serve(args)) => tandem::server::run_bench_serve(args),
         Command::Sim(args) => cli::sim::run(args),
         Command::Calibrate(args) => cli::calibrate::run(args),

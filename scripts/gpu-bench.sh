@@ -6,23 +6,37 @@
 # (scripts/bench/make_random_model.py); both engines load the same files and replay the same
 # trace (prompt lengths uniform in [128, 1024], 256 output tokens, EOS ignored, greedy).
 #
-#   bash scripts/gpu-bench.sh [NUM_REQUESTS]        (default 512)
+#   bash scripts/gpu-bench.sh [NUM_REQUESTS]        (default 256)
 #
-# then, in the same device call as the parity check:
+# then one device call of its own, for one model:
 #
-#   run(command="bash device-out/run.sh; bash device-out/bench/run.sh llama-3.2-1b qwen3-0.6b",
-#       carry=["device-out"], timeout_s=570)
+#   run(command="bash device-out/bench/run.sh llama-3.2-1b", carry=["device-out"], timeout_s=590)
 #
-# It prints one table: output tokens/s of tandem (overlap on, and --no-overlap) and of
-# transformers generate_batch, the ratio tandem / transformers, and the executor's idle time
-# between steps (bench throughput --timeline; the CSVs come back in $OUT).
+# Per model, in this order (so what matters most runs first if time runs short): tandem bench
+# throughput (overlap on, CUDA graphs on; --timeline), `tandem bench decode` at batch
+# 1/16/64/256 with 1024 cached tokens, with CUDA graphs and with --no-cuda-graphs, throughput
+# with --no-cuda-graphs, with --no-overlap, then transformers generate_batch with its best
+# settings and with its defaults. Then two tables: output tokens/s of each run with the ratio
+# tandem / the faster transformers run that finished and the executor's idle time between steps;
+# and each decode step's median time against its memory roofline (weight + KV bytes read over
+# the measured copy bandwidth). A run that timed out shows "timeout", one skipped "skipped",
+# any other missing number "-". The logs and the timeline CSV come back in $OUT.
+#
+# Time budget for one model with the default limits (run.sh's header lists the variables):
+# making the model ~20-30 s; each tandem throughput run ~20-40 s (cut at 90 s); each decode
+# table ~20 s (cut at 90 s); each transformers run up to 180 s. Whatever the limits, every run is
+# cut at what is left of BUDGET_SECS (540 s, i.e. 9 minutes, from the start), and a run that
+# would get under 20 s is skipped, so the call ends before the device tool's 600 s limit. With a
+# second model in the same call, it gets only what the first left; with the parity check
+# (device-out/run.sh, ~2 minutes) in the same call, lower BUDGET_SECS by as much.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=device-out
-n=${1:-512}
+n=${1:-256}
 [[ -x "$out/bin/tandem" ]] || { echo "gpu-bench: run scripts/gpu-check.sh first" >&2; exit 1; }
 mkdir -p "$out/bench"
-cp scripts/bench/make_random_model.py scripts/bench/transformers_gpu.py "$out/bench/"
+cp scripts/bench/make_random_model.py scripts/bench/transformers_gpu.py \
+  scripts/bench/bench_summary.py "$out/bench/"
 python3 - "$n" >"$out/bench/trace.jsonl" <<'PY'
 import json, random, sys
 rng = random.Random(0)
@@ -33,45 +47,75 @@ PY
 cat >"$out/bench/run.sh" <<'RUN'
 #!/usr/bin/env bash
 # On the GPU machine (written by scripts/gpu-bench.sh): bash device-out/bench/run.sh ARCH...
-# Time limits per run: TANDEM_SECS (150), HF_SECS (200); NO_OVERLAP_RUN=0 skips --no-overlap.
+# Time limits in seconds: TANDEM_SECS (90) per throughput run, DECODE_SECS (90) per decode table,
+# HF_SECS (180) per transformers run, MODEL_SECS (120) to make a model, and BUDGET_SECS (540) for
+# everything: no run goes past it. NO_OVERLAP_RUN=0 / NO_GRAPHS_RUN=0 skip those two runs.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 log="${OUT:-/tmp}"
+# shellcheck source=/dev/null  # carried next to bin/ by scripts/gpu-check.sh
 source "$here/../cuda-libs.sh"
 export PYTHONUNBUFFERED=1
 tandem="$here/../bin/tandem"
 trace="$here/trace.jsonl"
-rows=()
-rate() { grep -o '[0-9.]* output tokens/s' "$1" | cut -d' ' -f1; }
+deadline=$((SECONDS + ${BUDGET_SECS:-540}))
+: >"$log/status.tsv"
+
+# limited RUN ARCH SECS CMD...: CMD with its output in $log/RUN-ARCH.log, cut at SECS or at what
+# is left of the budget (less a margin for the tables), skipped when under 20 s would be left;
+# appends "ARCH RUN ok|failed|timeout|skipped SECONDS" to status.tsv.
+limited() {
+  local run=$1 arch=$2 secs=$3; shift 3
+  local left=$((deadline - SECONDS - 20)) started=$SECONDS rc status
+  ((secs > left)) && secs=$left
+  if ((secs < 20)); then
+    printf '%s\t%s\tskipped\t0\n' "$arch" "$run" >>"$log/status.tsv"
+    echo "== $run ($arch): skipped, the budget is spent"
+    return 1
+  fi
+  timeout -k 5 "$secs" "$@" >"$log/$run-$arch.log" 2>&1
+  rc=$?
+  case $rc in
+    0) status=ok ;;
+    124 | 137) status=timeout ;;
+    *) status=failed ;;
+  esac
+  printf '%s\t%s\t%s\t%s\n' "$arch" "$run" "$status" $((SECONDS - started)) >>"$log/status.tsv"
+  echo "== $run ($arch): $status after $((SECONDS - started)) s (limit $secs s)"
+  tail -n 3 "$log/$run-$arch.log"
+  [[ $status == ok ]]
+}
+
+done_archs=()
 for arch in "${@:-llama-3.2-1b}"; do
   dir=/tmp/tandem-models/$arch
-  python3 "$here/make_random_model.py" "$arch" "$dir" 2>&1 | tail -n 2
+  # A warm machine keeps the model from an earlier call (the tokenizer is written last).
+  if [[ ! -f "$dir/tokenizer.json" ]]; then
+    limited model "$arch" "${MODEL_SECS:-120}" python3 "$here/make_random_model.py" "$arch" "$dir"
+  fi
   # KV capacity for every request at once (prompt <= 1024 + 256 output tokens).
   common=(bench throughput --device cuda --model "$dir" --trace "$trace" --max-num-seqs 256
           --max-batch-tokens 8192 --num-kv-blocks 24576)
-  timeout "${TANDEM_SECS:-150}" "$tandem" "${common[@]}" --timeline "$log/timeline-$arch.csv" \
-    >"$log/tandem-$arch.log" 2>&1
-  tail -n 4 "$log/tandem-$arch.log"
-  if [[ "${NO_OVERLAP_RUN:-1}" == 1 ]]; then
-    timeout "${TANDEM_SECS:-150}" "$tandem" "${common[@]}" --no-overlap \
-      >"$log/tandem-noov-$arch.log" 2>&1
-    tail -n 2 "$log/tandem-noov-$arch.log"
+  limited tandem "$arch" "${TANDEM_SECS:-90}" \
+    "$tandem" "${common[@]}" --timeline "$log/timeline-$arch.csv"
+  # shellcheck disable=SC2054  # the comma-separated batch sizes are one argument
+  decode=(bench decode --device cuda --model "$dir" --batch 1,16,64,256 --context 1024)
+  limited decode "$arch" "${DECODE_SECS:-90}" "$tandem" "${decode[@]}"
+  limited decode-nographs "$arch" "${DECODE_SECS:-90}" "$tandem" "${decode[@]}" --no-cuda-graphs
+  if [[ "${NO_GRAPHS_RUN:-1}" == 1 ]]; then
+    limited tandem-nographs "$arch" "${TANDEM_SECS:-90}" "$tandem" "${common[@]}" --no-cuda-graphs
   fi
-  timeout "${HF_SECS:-200}" python3 "$here/transformers_gpu.py" "$dir" "$trace" >"$log/hf-$arch.log" 2>&1
-  tail -n 2 "$log/hf-$arch.log"
-  t=$(rate "$log/tandem-$arch.log"); o=$(rate "$log/tandem-noov-$arch.log")
-  h=$(awk '/^transformers generate_batch/ {print $5}' "$log/hf-$arch.log")
-  idle=$(grep -o 'idle between steps [0-9.]*%' "$log/tandem-$arch.log" | awk '{print $4}')
-  rows+=("$arch|${t:--}|${o:--}|${h:--}|${idle:--}")
-done
-echo
-printf '%-14s %16s %16s %16s %8s %10s\n' model "tandem tok/s" "no-overlap" "transformers" ratio "idle"
-for r in "${rows[@]}"; do
-  IFS='|' read -r a t o h idle <<<"$r"
-  ratio=$(python3 -c "import sys; t,h=sys.argv[1:]; print(f'{float(t)/float(h):.2f}')" "$t" "$h" 2>/dev/null || echo -)
-  printf '%-14s %16s %16s %16s %8s %10s\n' "$a" "$t" "$o" "$h" "$ratio" "$idle"
+  if [[ "${NO_OVERLAP_RUN:-1}" == 1 ]]; then
+    limited tandem-noov "$arch" "${TANDEM_SECS:-90}" "$tandem" "${common[@]}" --no-overlap
+  fi
+  limited hf "$arch" "${HF_SECS:-180}" python3 "$here/transformers_gpu.py" "$dir" "$trace"
+  limited hf-defaults "$arch" "${HF_SECS:-180}" \
+    python3 "$here/transformers_gpu.py" "$dir" "$trace" --defaults
+  done_archs+=("$arch")
+  # The tables so far after every model, so a call cut short still reports what finished.
+  python3 "$here/bench_summary.py" "$log" "${done_archs[@]}"
 done
 RUN
 chmod +x "$out/bench/run.sh"
 du -sh "$out"
-echo "gpu-bench: ready; device command: bash $out/run.sh; bash $out/bench/run.sh llama-3.2-1b qwen3-0.6b"
+echo "gpu-bench: ready; device command: bash $out/bench/run.sh llama-3.2-1b (or qwen3-0.6b)"

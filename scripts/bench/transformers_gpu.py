@@ -1,19 +1,19 @@
 """transformers' continuous batching (`generate_batch`) on the GPU, on a trace of requests.
 
-    python transformers_gpu.py MODEL_DIR TRACE.jsonl
+    python transformers_gpu.py MODEL_DIR TRACE.jsonl [--defaults]
 
 The trace is the simulator's JSONL (prompt_len, output_len per line; arrivals ignored: every
 request is submitted at once, as `tandem bench throughput --trace` does). Greedy, EOS ignored,
 bf16, its best settings as far as this version exposes them (CUDA graphs warmed up, async
-batching where the config has it). Prints one line:
+batching where the config has it), or with `--defaults` generate_batch exactly as a user calls
+it first (no continuous-batching config at all). Prints one line:
     transformers generate_batch <output tokens> <seconds> <tokens/s>
 """
 
-import dataclasses
+import argparse
 import inspect
 import json
 import random
-import sys
 import time
 
 import torch
@@ -35,8 +35,14 @@ def cb_config():
 
 
 def main():
-    model_dir, trace = sys.argv[1], sys.argv[2]
-    reqs = [json.loads(line) for line in open(trace) if line.strip()]
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model_dir")
+    ap.add_argument("trace")
+    ap.add_argument("--defaults", action="store_true",
+                    help="no use_cuda_graph / use_async_batching overrides")
+    args = ap.parse_args()
+    model_dir = args.model_dir
+    reqs = [json.loads(line) for line in open(args.trace) if line.strip()]
     rng = random.Random(0)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16,
                                                  device_map="cuda" if torch.cuda.is_available() else "cpu").eval()
@@ -46,7 +52,8 @@ def main():
     assert all(r["output_len"] == out_len for r in reqs), "one output length per trace"
     gen = GenerationConfig(max_new_tokens=out_len, min_new_tokens=out_len, do_sample=False,
                            eos_token_id=None, pad_token_id=0)
-    cb, used = cb_config()
+    # The defaults run passes no config, so generate_batch picks whatever this version defaults to.
+    cb, used = (None, {}) if args.defaults else cb_config()
     print(f"transformers continuous batching options: {used or 'defaults'}", flush=True)
     kwargs = {"continuous_batching_config": cb} if cb is not None else {}
     with torch.inference_mode():
