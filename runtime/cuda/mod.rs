@@ -73,9 +73,10 @@ pub struct CudaBackend {
     /// A timed event recorded on the compute stream at start-up and the host's clock then: the
     /// timeline's steps are placed on the host clock by their device time since it.
     epoch: (cudarc::driver::CudaEvent, Instant),
-    /// cuBLAS's workspace, given up front so no GEMM allocates (a captured graph must not).
-    _blas_workspace: CudaSlice<u8>,
     blas: CudaBlas,
+    /// cuBLAS's workspace, given up front so no GEMM allocates (a captured graph must not);
+    /// declared after the handle, so it is freed after it.
+    _blas_workspace: CudaSlice<u8>,
     k: Kernels,
     /// How every tensor of this backend is stored.
     dtype: DType,
@@ -110,9 +111,10 @@ impl CudaBackend {
         );
         let ctx = CudaContext::new(ordinal)
             .map_err(|e| anyhow!("opening CUDA device {ordinal}: {e}; run with --device cpu"))?;
-        // One stream carries everything, so cudarc's per-buffer event tracking (for ordering
-        // across streams) is only overhead; off before any buffer is made.
-        // SAFETY: every buffer this backend makes is used on `stream` alone.
+        // Kernels run on one stream; the copy and return streams touch only the metadata and
+        // sample buffers, ordered by this backend's own events (step_io.rs). cudarc's per-buffer
+        // event tracking would only add overhead: off before any buffer is made.
+        // SAFETY: every cross-stream use of a buffer is ordered by the events in step_io.rs.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream()?;
         // SAFETY: only tries to dlopen libcublas under its usual names.

@@ -2,6 +2,10 @@
 //! as the oracle), model loading, and a tiny driver that runs many sequences through one cache.
 #![allow(dead_code)]
 
+pub mod crowd;
+#[cfg(feature = "cuda")]
+pub mod gpu;
+
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,150 @@
+//! Shared by the CUDA test binaries (cuda_parity, cuda_model): the device or a "skipped" line,
+//! dtype-sized tolerances, poisoned outputs, metadata on the device.
+
+use rand::rngs::StdRng;
+use rand::Rng;
+
+use tandem::runtime::backend::{Backend, QkvLayout};
+use tandem::runtime::cuda::{CudaBackend, DType};
+use tandem::runtime::step::StepInput;
+
+/// The GPU with f32 storage, or `None` after printing why this test is skipped.
+pub fn gpu(name: &str) -> Option<CudaBackend> {
+    gpu_as(name, DType::F32)
+}
+
+pub fn gpu_as(name: &str, dtype: DType) -> Option<CudaBackend> {
+    match CudaBackend::new(0, dtype) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            eprintln!("skipped: {name}: no CUDA device ({e:#})");
+            None
+        }
+    }
+}
+
+/// The GPU once per storage dtype (f32, then bf16); empty after printing why this test is
+/// skipped.
+pub fn gpus(name: &str) -> Vec<CudaBackend> {
+    let Some(f32_backend) = gpu_as(name, DType::F32) else {
+        return vec![];
+    };
+    let bf16_backend = CudaBackend::new(0, DType::Bf16).expect("bf16 backend");
+    vec![f32_backend, bf16_backend]
+}
+
+/// The tolerance `(atol, rtol)` for `b`'s dtype, given the f32 one. Copies stay exact in bf16.
+/// Otherwise bf16 gets rtol 1e-2: the inputs are already bf16 values, every kernel computes in
+/// f32 and rounds its output once (at most 2^-9 ≈ 0.2% relative), so 1e-2 leaves room for the
+/// few ops that round an intermediate (the residual in add_rms_norm, the GEMM output before
+/// the bias) without hiding a real error (a wrong element is off by O(1)).
+pub fn tol(b: &CudaBackend, atol: f32, rtol: f32) -> (f32, f32) {
+    match b.dtype() {
+        DType::F32 => (atol, rtol),
+        DType::Bf16 if atol == 0.0 && rtol == 0.0 => (0.0, 0.0),
+        DType::Bf16 => (atol.max(1e-3), rtol.max(1e-2)),
+    }
+}
+
+/// `n` random values in [-1, 1), as `b`'s dtype stores them.
+pub fn random_as(b: &CudaBackend, rng: &mut StdRng, n: usize) -> Vec<f32> {
+    b.dtype().round(&random(rng, n))
+}
+
+pub fn random(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// Asserts `|got - want| <= atol + |want| * rtol` everywhere (NaN never passes).
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    let mut bad = 0;
+    let mut first = None;
+    let mut worst = 0.0f32;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        let ok = err <= atol + w.abs() * rtol; // false for NaN
+        if !ok {
+            bad += 1;
+            first.get_or_insert((i, g, w));
+        }
+        if err.is_finite() {
+            worst = worst.max(err);
+        }
+    }
+    if let Some((i, g, w)) = first {
+        panic!(
+            "{what}: {bad} of {} elements out of tolerance (atol {atol}, rtol {rtol}); first at \
+             {i}: got {g}, want {w}",
+            got.len()
+        );
+    }
+    eprintln!("{what}: ok, {} elements, max |err| {worst:e}", got.len());
+}
+
+/// [`assert_close`] at `b`'s dtype: the tolerance from [`tol`], the dtype in the label.
+pub fn check(b: &CudaBackend, what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    let (atol, rtol) = tol(b, atol, rtol);
+    assert_close(&format!("{} {what}", b.dtype()), got, want, atol, rtol);
+}
+
+pub fn poisoned(b: &CudaBackend, len: usize) -> <CudaBackend as Backend>::Tensor {
+    let mut t = b.zeros(len).unwrap();
+    b.fill_nan(&mut t).unwrap();
+    t
+}
+
+/// Metadata for `step`, its attention workspace sized for LAYOUTS[0] (ops that do not attend).
+pub fn meta_for(b: &CudaBackend, step: &StepInput) -> <CudaBackend as Backend>::Meta {
+    meta_with(b, step, LAYOUTS[0])
+}
+
+pub fn meta_with(
+    b: &CudaBackend,
+    step: &StepInput,
+    layout: QkvLayout,
+) -> <CudaBackend as Backend>::Meta {
+    // Logit rows share the per-sequence buffers (the engine asks for at most one per sequence);
+    // a test that gathers more rows than it has sequences sizes them for its rows.
+    let seqs = step.num_seqs().max(step.logits_indices.len()).max(1);
+    let mut meta = b.new_meta(step.num_tokens().max(1), seqs, layout).unwrap();
+    b.upload_meta(step, &mut meta).unwrap();
+    meta
+}
+
+/// A step of `tokens` rows of one sequence each (input ids and positions as given).
+pub fn simple_step(ids: &[u32], positions: &[u32]) -> StepInput {
+    StepInput {
+        input_ids: ids.to_vec(),
+        positions: positions.to_vec(),
+        slot_mapping: vec![-1; ids.len()],
+        query_start_locs: vec![0, ids.len() as u32],
+        context_lens: vec![ids.len() as u32],
+        block_tables: vec![],
+        max_blocks_per_seq: 0,
+        logits_indices: vec![],
+    }
+}
+
+pub const LAYOUTS: [QkvLayout; 4] = [
+    QkvLayout {
+        num_heads: 4,
+        num_kv_heads: 2,
+        head_dim: 16,
+    },
+    QkvLayout {
+        num_heads: 8,
+        num_kv_heads: 1,
+        head_dim: 128,
+    },
+    QkvLayout {
+        num_heads: 5,
+        num_kv_heads: 5,
+        head_dim: 80,
+    },
+    QkvLayout {
+        num_heads: 2,
+        num_kv_heads: 1,
+        head_dim: 256,
+    },
+];

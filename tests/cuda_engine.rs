@@ -1,0 +1,241 @@
+//! The GPU's launch-ahead path against eager steps and the CPU: decode steps replayed from CUDA
+//! graphs compute the logits eager steps compute (first replay = capture, second = replay);
+//! placeholders carried on the device read the sample still in flight; and a mixed crowd through
+//! the real engine (launch-ahead, graphs, device sampling, host sampling for penalties) gives the
+//! CPU's tokens.
+//!
+//! Built only with `--features cuda`. Without a usable GPU every test prints
+//! `skipped: <name>: no CUDA device (<reason>)` and returns: they never pass silently.
+
+mod common;
+
+use std::sync::Arc;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use common::crowd::{crowd, run_all, Outcome};
+use common::gpu::*;
+use common::{open_model, repo_root};
+use tandem::model::llama::{Llama, StepLimits};
+use tandem::model::loader::ModelSource;
+use tandem::runtime::backend::Backend;
+use tandem::runtime::cuda::{CudaBackend, DType};
+use tandem::runtime::engine::{start, EngineConfig};
+use tandem::runtime::request::Request;
+use tandem::runtime::sampling::{DeviceSampling, Sampled};
+use tandem::runtime::step::{SeqChunk, StepInput};
+
+const LIMITS: StepLimits = StepLimits {
+    max_tokens: 128,
+    max_seqs: 32,
+};
+const BLOCK: usize = 4;
+
+fn tiny_llama() -> std::path::PathBuf {
+    repo_root().join("tests/models/tiny-llama")
+}
+
+fn cuda_model(dtype: DType) -> Llama<CudaBackend> {
+    let backend = CudaBackend::new(0, dtype).unwrap();
+    ModelSource::open(&tiny_llama())
+        .and_then(|s| s.into_model(backend, LIMITS))
+        .unwrap()
+        .0
+}
+
+fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// For 1, 3, 9 and 20 sequences of different lengths (prefilled eagerly, blocks scattered), a
+/// decode step run eagerly and the same step padded to its graph shape, captured, then replayed:
+/// the same logits (to the dtype's tolerance) and the greedy token of those logits.
+#[test]
+fn graphs_replay_what_eager_steps_compute() {
+    for dtype in [DType::F32, DType::Bf16] {
+        let Some(probe) = gpu_as("graphs_replay_what_eager_steps_compute", dtype) else {
+            return;
+        };
+        let mut model = cuda_model(dtype);
+        let vocab = model.cfg.vocab_size;
+        let mut rng = StdRng::seed_from_u64(5);
+        for n in [1usize, 3, 9, 20] {
+            let mut kv = model.new_kv_cache(256, BLOCK).unwrap();
+            let mut order: Vec<u32> = (0..256).collect();
+            order.reverse();
+            let seqs: Vec<(Vec<u32>, Vec<u32>)> = (0..n)
+                .map(|_| {
+                    let len = 1 + rng.random_range(0..23usize);
+                    let toks = (0..len + 1).map(|_| rng.random_range(3..400u32)).collect();
+                    let blocks = (0..(len + 1).div_ceil(BLOCK))
+                        .map(|_| order.pop().unwrap())
+                        .collect();
+                    (toks, blocks)
+                })
+                .collect();
+            fn chunk((t, b): &(Vec<u32>, Vec<u32>), decode: bool) -> SeqChunk<'_> {
+                let len = t.len() - 1;
+                SeqChunk {
+                    tokens: if decode { &t[len..] } else { &t[..len] },
+                    num_cached: if decode { len } else { 0 },
+                    block_table: b,
+                    want_logits: true,
+                }
+            }
+            let prefill: Vec<_> = seqs.iter().map(|s| chunk(s, false)).collect();
+            let prefill = StepInput::build(&prefill, BLOCK).unwrap();
+            model.forward(&prefill, &mut kv).unwrap();
+            let decode: Vec<_> = seqs.iter().map(|s| chunk(s, true)).collect();
+            let step = StepInput::build(&decode, BLOCK).unwrap();
+
+            model.backend().set_cuda_graphs(false);
+            let eager = model.forward_to_host(&step, &mut kv).unwrap();
+            model.backend().set_cuda_graphs(true);
+            let greedy = vec![DeviceSampling::PADDING; n];
+            for round in ["capture", "replay"] {
+                let mut out: Vec<Sampled> = Vec::new();
+                assert!(model
+                    .forward_sample(&step, &mut kv, &greedy, &mut out)
+                    .unwrap());
+                let mut logits = Vec::new();
+                model.logits_into(n, &mut logits).unwrap();
+                let (atol, rtol) = tol(&probe, 1e-4, 1e-4);
+                let what = format!("{dtype:?} {n} sequences, {round}");
+                let want: Vec<f32> = eager.concat();
+                assert_close(&what, &logits, &want, atol, rtol);
+                for (i, s) in out.iter().enumerate() {
+                    assert_eq!(
+                        s.token,
+                        argmax(&logits[i * vocab..(i + 1) * vocab]),
+                        "{what}: row {i}"
+                    );
+                }
+            }
+            eprintln!("graphs_replay_what_eager_steps_compute: {dtype:?} {n} sequences: ok");
+        }
+    }
+}
+
+/// Three steps of one sequence launched back to back, each decode step's input carried on the
+/// device from the step before while that one is still in flight: the CPU's greedy tokens.
+#[test]
+fn launch_ahead_carries_on_the_device() {
+    if gpu("launch_ahead_carries_on_the_device").is_none() {
+        return;
+    }
+    let (mut cpu, _) = open_model(&tiny_llama(), LIMITS);
+    let mut gpu_model = cuda_model(DType::F32);
+    let prompt = [5u32, 17, 99, 250, 3];
+    let blocks = [2u32, 6, 9];
+    let step = |tokens: &[u32], cached: usize| {
+        StepInput::build(
+            &[SeqChunk {
+                tokens,
+                num_cached: cached,
+                block_table: &blocks,
+                want_logits: true,
+            }],
+            BLOCK,
+        )
+        .unwrap()
+    };
+    // The CPU, one step at a time.
+    let mut kv = cpu.new_kv_cache(16, BLOCK).unwrap();
+    let mut want = vec![];
+    let mut tokens = prompt.to_vec();
+    for i in 0..4 {
+        let cached = if i == 0 { 0 } else { tokens.len() - 1 };
+        let logits = cpu
+            .forward_to_host(&step(&tokens[cached..], cached), &mut kv)
+            .unwrap();
+        let t = argmax(&logits[0]);
+        tokens.push(t);
+        want.push(t);
+    }
+    // The GPU, each step launched before the previous one is collected.
+    let mut kv = gpu_model.new_kv_cache(16, BLOCK).unwrap();
+    let greedy = [DeviceSampling::PADDING];
+    let n = prompt.len();
+    let mut got: Vec<Sampled> = vec![];
+    let mut prev = gpu_model
+        .launch_sampled(&step(&prompt, 0), &mut kv, &greedy, &[])
+        .unwrap();
+    for i in 0..3 {
+        let next = gpu_model
+            .launch_sampled(&step(&[0], n + i), &mut kv, &greedy, &[(0, 0)])
+            .unwrap();
+        gpu_model.collect_sampled(prev, &greedy, &mut got).unwrap();
+        prev = next;
+    }
+    gpu_model.collect_sampled(prev, &greedy, &mut got).unwrap();
+    let got: Vec<u32> = got.iter().map(|s| s.token).collect();
+    assert_eq!(got, want);
+}
+
+fn engine_outcomes<B>(model: Llama<B>, tok: tandem::model::tokenizer::Tokenizer) -> Vec<Outcome>
+where
+    B: Backend + Send + 'static,
+    B::Tensor: Send,
+    B::Weight: Send,
+    B::Meta: Send,
+{
+    let cfg = EngineConfig {
+        max_num_seqs: 16,
+        max_batch_tokens: 64,
+        block_size: BLOCK,
+        num_blocks: 48,
+        ..Default::default()
+    };
+    let e = start(model, Arc::new(tok), "tiny-llama".into(), cfg).unwrap();
+    let h = e.handle();
+    let reqs: Vec<Request> = crowd();
+    let got = run_all(&h, &reqs);
+    h.shutdown();
+    e.join().unwrap();
+    got
+}
+
+/// The crowd (greedy, seeded top-k / top-p / min-p, logprobs, penalties; preempted) through the
+/// engine on the GPU in f32 — steps launched ahead, decode steps from graphs, sampled on the
+/// device except where penalties keep them on the host — against the CPU engine. Different
+/// matmul shapes (padding) can flip a near-tie, so up to 2 of 40 requests may differ; each
+/// difference is printed.
+#[test]
+fn engine_on_the_gpu_gives_the_cpus_tokens() {
+    if gpu("engine_on_the_gpu_gives_the_cpus_tokens").is_none() {
+        return;
+    }
+    let limits = StepLimits {
+        max_tokens: 64,
+        max_seqs: 16,
+    };
+    let (cpu, tok) = open_model(&tiny_llama(), limits);
+    let want = engine_outcomes(cpu, tok);
+    let backend = CudaBackend::new(0, DType::F32).unwrap();
+    let (gpu_model, tok) = ModelSource::open(&tiny_llama())
+        .and_then(|s| s.into_model(backend, limits))
+        .unwrap();
+    let got = engine_outcomes(gpu_model, tok);
+    let mut differ = 0;
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g.reason, w.reason, "request {i}");
+        assert_eq!(g.ids.len(), w.ids.len(), "request {i}");
+        if g.ids != w.ids {
+            differ += 1;
+            eprintln!("request {i}: gpu {:?}\n            cpu {:?}", g.ids, w.ids);
+        }
+    }
+    eprintln!(
+        "engine_on_the_gpu_gives_the_cpus_tokens: {} of {} requests identical",
+        got.len() - differ,
+        got.len()
+    );
+    assert!(differ <= 2, "{differ} requests differ");
+}
