@@ -3,17 +3,14 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::io::Write;
-use std::path::PathBuf;
 
 mod cli;
 
-use tandem::model::default_model::ensure_default_model;
 use tandem::model::llama::{Llama, StepLimits};
-use tandem::model::loader::ModelSource;
 use tandem::model::tokenizer::Tokenizer;
 use tandem::runtime::backend::Backend;
-use tandem::runtime::cpu::CpuBackend;
 use tandem::runtime::generate::{generate, GenerateOptions};
+use tandem::runtime::model_args::{Device, ModelArgs};
 
 #[derive(Parser)]
 #[command(
@@ -52,22 +49,15 @@ enum BenchCommand {
 }
 
 #[derive(Args)]
-struct ModelArgs {
-    /// An HF model directory or a .gguf file; the default model (SmolLM2-135M-Instruct) if absent.
-    #[arg(long)]
-    model: Option<PathBuf>,
+struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
     /// Tokens per KV-cache block.
     #[arg(long, default_value_t = 16)]
     block_size: usize,
     /// Most tokens in one forward step (longer prompts are prefilled in chunks).
     #[arg(long, default_value_t = 512)]
     max_batch_tokens: usize,
-}
-
-#[derive(Args)]
-struct GenerateArgs {
-    #[command(flatten)]
-    model: ModelArgs,
     /// The prompt text (used as is, no chat template).
     #[arg(long)]
     prompt: String,
@@ -81,13 +71,6 @@ struct GenerateArgs {
     /// Keep generating past the end-of-sequence token.
     #[arg(long)]
     ignore_eos: bool,
-    /// Where to run the model.
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
-    device: String,
-    /// How tensors are stored on the GPU: bf16 (the default with --device cuda) or f32. The CPU
-    /// backend computes in f32 only.
-    #[arg(long, value_parser = ["bf16", "f32"])]
-    dtype: Option<String>,
 }
 
 fn main() {
@@ -114,56 +97,27 @@ fn main() {
     }
 }
 
-fn open_model(args: &ModelArgs) -> Result<ModelSource> {
-    let path = match &args.model {
-        Some(p) => p.clone(),
-        None => ensure_default_model()?,
-    };
-    ModelSource::open(&path)
-}
-
 fn run_generate(args: GenerateArgs) -> Result<()> {
     anyhow::ensure!(args.temperature >= 0.0, "--temperature must be >= 0");
-    if args.device == "cpu" && args.dtype.as_deref() == Some("bf16") {
-        anyhow::bail!("--dtype bf16 needs --device cuda; the CPU backend computes in f32");
-    }
     let limits = StepLimits {
-        max_tokens: args.model.max_batch_tokens,
+        max_tokens: args.max_batch_tokens,
         max_seqs: 1,
     };
-    if args.device == "cuda" {
-        return run_generate_cuda(args, limits);
+    let device = args.model.open_device()?;
+    let source = args.model.open_source()?;
+    match device {
+        Device::Cpu(backend) => {
+            let (model, tokenizer) = source.into_model(backend, limits)?;
+            generate_with(model, &tokenizer, &args)
+        }
+        #[cfg(feature = "cuda")]
+        Device::Cuda(backend) => {
+            let (model, tokenizer) = source.into_model(backend, limits)?;
+            generate_with(model, &tokenizer, &args)
+        }
     }
-    let source = open_model(&args.model)?;
-    tracing::info!(path = %source.path.display(), arch = ?source.config.arch, "loading model");
-    let (model, tokenizer) = source.into_model(CpuBackend::new(), limits)?;
-    generate_with(model, &tokenizer, &args)
 }
 
-#[cfg(not(feature = "cuda"))]
-fn run_generate_cuda(_: GenerateArgs, _: StepLimits) -> Result<()> {
-    anyhow::bail!("this build of tandem has no CUDA support; run with --device cpu")
-}
-
-#[cfg(feature = "cuda")]
-fn run_generate_cuda(args: GenerateArgs, limits: StepLimits) -> Result<()> {
-    use tandem::runtime::cuda::{CudaBackend, DType};
-    // The device first, so a machine without one fails at once.
-    let dtype: DType = args.dtype.as_deref().unwrap_or("bf16").parse()?;
-    let backend = CudaBackend::new(0, dtype)?;
-    let source = open_model(&args.model)?;
-    tracing::info!(
-        path = %source.path.display(),
-        arch = ?source.config.arch,
-        device = %backend.device_name()?,
-        %dtype,
-        "loading model"
-    );
-    let (model, tokenizer) = source.into_model(backend, limits)?;
-    generate_with(model, &tokenizer, &args)
-}
-
-/// Generates from `args.prompt` on any backend, printing text as it completes.
 fn generate_with<B: Backend>(
     mut model: Llama<B>,
     tokenizer: &Tokenizer,
@@ -174,7 +128,7 @@ fn generate_with<B: Backend>(
         max_tokens: args.max_tokens,
         temperature: args.temperature,
         seed: args.seed,
-        block_size: args.model.block_size,
+        block_size: args.block_size,
         stop_ids: if args.ignore_eos {
             vec![]
         } else {

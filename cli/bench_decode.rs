@@ -14,17 +14,15 @@
 //! device when the backend can, else the logits downloaded and argmax taken on the host), and
 //! nothing of the scheduler. The KV cache's contents stay zero: only the bytes read matter.
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{ensure, Result};
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use tandem::model::config::ModelConfig;
-use tandem::model::default_model::ensure_default_model;
 use tandem::model::llama::{Llama, StepLimits};
 use tandem::model::loader::ModelSource;
 use tandem::runtime::backend::Backend;
-use tandem::runtime::cpu::CpuBackend;
+use tandem::runtime::model_args::{Device, ModelArgs};
 use tandem::runtime::sampling::DeviceSampling;
 use tandem::runtime::step::{SeqChunk, StepInput};
 
@@ -33,16 +31,8 @@ const WARMUP: usize = 3;
 
 #[derive(clap::Args, Debug)]
 pub struct DecodeArgs {
-    /// An HF model directory or a .gguf file; the default model (SmolLM2-135M-Instruct) if absent.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Where to run the model.
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
-    pub device: String,
-    /// How tensors are stored on the GPU: bf16 (the default with --device cuda) or f32. The CPU
-    /// backend computes in f32 only.
-    #[arg(long, value_parser = ["bf16", "f32"])]
-    pub dtype: Option<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Batch sizes (sequences per step), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
     pub batch: Vec<usize>,
@@ -55,9 +45,6 @@ pub struct DecodeArgs {
     /// Tokens per KV-cache block.
     #[arg(long, default_value_t = 16)]
     pub block_size: usize,
-    /// Run every decode step eagerly instead of replaying captured CUDA graphs (CUDA only).
-    #[arg(long)]
-    pub no_cuda_graphs: bool,
     /// The memory bandwidth for the roofline, in GB/s counting bytes read plus bytes written
     /// (as benches/kernels.rs reports a copy); measured with a large copy when absent.
     #[arg(long)]
@@ -76,9 +63,6 @@ impl DecodeArgs {
         ensure!(self.block_size > 0, "--block-size must be positive");
         if let Some(g) = self.copy_gbps {
             ensure!(g.is_finite() && g > 0.0, "--copy-gbps must be positive");
-        }
-        if self.device == "cpu" && self.dtype.as_deref() == Some("bf16") {
-            bail!("--dtype bf16 needs --device cuda; the CPU backend computes in f32");
         }
         Ok(())
     }
@@ -100,13 +84,9 @@ impl DecodeArgs {
         }
     }
 
-    /// Opens the model as `EngineArgs::launch` does (the default model when --model is absent).
+    /// Opens the model (after the device), checking the steps fit its context.
     fn open_model(&self) -> Result<ModelSource> {
-        let path = match &self.model {
-            Some(p) => p.clone(),
-            None => ensure_default_model()?,
-        };
-        let source = ModelSource::open(&path)?;
+        let source = self.model.open_source()?;
         let max_pos = source.config.max_position_embeddings;
         ensure!(
             self.final_len() <= max_pos,
@@ -117,55 +97,42 @@ impl DecodeArgs {
             WARMUP,
             self.final_len()
         );
-        tracing::info!(path = %path.display(), arch = ?source.config.arch, "loading model");
         Ok(source)
     }
 }
 
 pub fn run(args: DecodeArgs) -> Result<()> {
     args.check()?;
-    // The device before the model, so a machine without one fails at once (as launch.rs does).
-    if args.device == "cuda" {
-        return run_cuda(&args);
+    match args.model.open_device()? {
+        Device::Cpu(backend) => {
+            let copy_gbs = match args.copy_gbps {
+                Some(g) => g,
+                None => cpu_copy_gbs(),
+            };
+            println!(
+                "device: cpu ({} threads)  dtype: f32",
+                rayon::current_num_threads()
+            );
+            let (model, _tokenizer) = args.open_model()?.into_model(backend, args.limits())?;
+            bench(model, &args, copy_gbs, std::mem::size_of::<f32>())
+        }
+        #[cfg(feature = "cuda")]
+        Device::Cuda(backend) => {
+            // Measured before the model is loaded, so its 2 GiB are free again for the KV cache.
+            let copy_gbs = match args.copy_gbps {
+                Some(g) => g,
+                None => cuda_copy_gbs(&backend)?,
+            };
+            let dtype = backend.dtype();
+            println!(
+                "device: {}  dtype: {dtype}  cuda graphs: {}",
+                backend.device_name()?,
+                if backend.cuda_graphs() { "on" } else { "off" }
+            );
+            let (model, _tokenizer) = args.open_model()?.into_model(backend, args.limits())?;
+            bench(model, &args, copy_gbs, dtype.size())
+        }
     }
-    let source = args.open_model()?;
-    let (model, _tokenizer) = source.into_model(CpuBackend::new(), args.limits())?;
-    let copy_gbs = match args.copy_gbps {
-        Some(g) => g,
-        None => cpu_copy_gbs(),
-    };
-    let f32_bytes = std::mem::size_of::<f32>();
-    println!(
-        "device: cpu ({} threads)  dtype: f32",
-        rayon::current_num_threads()
-    );
-    bench(model, &args, copy_gbs, f32_bytes)
-}
-
-#[cfg(not(feature = "cuda"))]
-fn run_cuda(_: &DecodeArgs) -> Result<()> {
-    bail!("this build of tandem has no CUDA support; run with --device cpu")
-}
-
-#[cfg(feature = "cuda")]
-fn run_cuda(args: &DecodeArgs) -> Result<()> {
-    use tandem::runtime::cuda::{CudaBackend, DType};
-    let dtype: DType = args.dtype.as_deref().unwrap_or("bf16").parse()?;
-    let backend = CudaBackend::new(0, dtype)?;
-    backend.set_cuda_graphs(!args.no_cuda_graphs);
-    // Measured before the model is loaded, so its 2 GiB are free again for the KV cache.
-    let copy_gbs = match args.copy_gbps {
-        Some(g) => g,
-        None => cuda_copy_gbs(&backend)?,
-    };
-    println!(
-        "device: {}  dtype: {dtype}  cuda graphs: {}",
-        backend.device_name()?,
-        if backend.cuda_graphs() { "on" } else { "off" }
-    );
-    let source = args.open_model()?;
-    let (model, _tokenizer) = source.into_model(backend, args.limits())?;
-    bench(model, args, copy_gbs, dtype.size())
 }
 
 /// A 1 GiB device-to-device copy, median of 10 between CUDA events; GB/s of bytes read plus
@@ -307,16 +274,7 @@ fn bench<B: Backend>(
         "{:>6} {:>8} {:>10} {:>10} {:>12} {:>12} {:>14}",
         "batch", "context", "ms/step", "mean ms", "tokens/s", "roofline ms", "step/roofline"
     );
-    let greedy = DeviceSampling {
-        greedy: true,
-        inv_temperature: 0.0,
-        top_k: 0,
-        top_p: 1.0,
-        min_p: 0.0,
-        seed: 0,
-        position: 0,
-        logprobs: None,
-    };
+    let greedy = DeviceSampling::GREEDY;
     let mut sampled = Vec::new();
     let mut logits = Vec::new();
     for &batch in &args.batch {

@@ -2,24 +2,19 @@
 //! simulator's step-time model to them.
 
 use anyhow::{Context, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use tandem::model::default_model::ensure_default_model;
-use tandem::model::llama::StepLimits;
-use tandem::model::loader::ModelSource;
-use tandem::runtime::cpu::CpuBackend;
+use tandem::model::llama::{Llama, StepLimits};
+use tandem::runtime::backend::Backend;
 use tandem::runtime::engine::launch::model_name;
+use tandem::runtime::model_args::{Device, ModelArgs};
 use tandem::sim::calibrate::{default_grid, knots_of, measure};
 use tandem::sim::fit::fit;
 
 #[derive(clap::Args)]
 pub struct CalibrateArgs {
-    /// An HF model directory or a .gguf file; the default model (SmolLM2-135M-Instruct) if absent.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Where to run the model.
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
-    pub device: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Where to write the fitted cost model (JSON, for `tandem sim --cost-model`).
     #[arg(long)]
     pub out: PathBuf,
@@ -38,19 +33,35 @@ pub struct CalibrateArgs {
 }
 
 pub fn run(args: CalibrateArgs) -> Result<()> {
-    if args.device == "cuda" {
-        anyhow::bail!("this build of tandem has no CUDA support; run with --device cpu");
-    }
-    let path = match &args.model {
-        Some(p) => p.clone(),
-        None => ensure_default_model()?,
-    };
-    let source = ModelSource::open(&path)?;
+    let device = args.model.open_device()?;
+    let source = args.model.open_source()?;
+    let path = source.path.clone();
     let limits = StepLimits {
         max_tokens: args.max_batch_tokens,
         max_seqs: args.max_num_seqs,
     };
-    let (mut model, _) = source.into_model(CpuBackend::new(), limits)?;
+    match device {
+        Device::Cpu(backend) => {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let on = format!("the CPU backend, {threads} hardware threads");
+            calibrate(source.into_model(backend, limits)?.0, &path, &on, &args)
+        }
+        #[cfg(feature = "cuda")]
+        Device::Cuda(backend) => {
+            let on = format!("{} ({})", backend.device_name()?, backend.dtype());
+            calibrate(source.into_model(backend, limits)?.0, &path, &on, &args)
+        }
+    }
+}
+
+/// Times the grid of step shapes on `model` (running on the device described by `on`), fits
+/// the cost model and saves it.
+fn calibrate<B: Backend>(
+    mut model: Llama<B>,
+    path: &Path,
+    on: &str,
+    args: &CalibrateArgs,
+) -> Result<()> {
     let grid = default_grid(
         args.max_batch_tokens,
         args.max_num_seqs,
@@ -76,10 +87,9 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
         )
     })?;
     let mut cost = fit(&measurements, &knots_of(&grid))?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     cost.description = format!(
-        "{} on the CPU backend, {threads} hardware threads, block size {}, fitted over {} step shapes",
-        model_name(&path),
+        "{} on {on}, block size {}, fitted over {} step shapes",
+        model_name(path),
         args.block_size,
         measurements.len()
     );

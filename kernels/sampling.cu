@@ -161,19 +161,22 @@ __device__ __forceinline__ unsigned long long block_min_u64(unsigned long long v
     __syncthreads();
     return v;
 }
-// Exclusive prefix sum over threads in thread order; `total` gets the sum. Deterministic.
-__device__ __forceinline__ double block_excl_scan_d(double v, double* total, SampleShared& sh) {
+// Exclusive prefix sum over the block's threads in thread order; `*total` gets the whole sum.
+// Deterministic: the warps' partial sums are always added in the same order (which, for double,
+// fixes the rounding).
+template <typename T>
+__device__ __forceinline__ T block_excl_scan(T v, T* total, SampleShared& sh) {
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    double incl = v;
+    T incl = v;
 #pragma unroll
     for (int o = 1; o < 32; o *= 2) {
-        const double u = __shfl_up_sync(0xffffffffu, incl, o);
+        const T u = __shfl_up_sync(0xffffffffu, incl, o);
         if (lane >= o) incl += u;
     }
-    double* red = reinterpret_cast<double*>(sh.red);
+    T* red = reinterpret_cast<T*>(sh.red);
     if (lane == 31) red[warp] = incl;
     __syncthreads();
-    double before = 0.0, all = 0.0;
+    T before = 0, all = 0;
     for (int w = 0; w < SAMPLE_WARPS; w++) {
         if (w == warp) before = all;
         all += red[w];
@@ -181,22 +184,6 @@ __device__ __forceinline__ double block_excl_scan_d(double v, double* total, Sam
     __syncthreads();
     *total = all;
     return before + (incl - v);
-}
-__device__ __forceinline__ uint32_t block_excl_scan_u(uint32_t v, SampleShared& sh) {
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    uint32_t incl = v;
-#pragma unroll
-    for (int o = 1; o < 32; o *= 2) {
-        const uint32_t u = __shfl_up_sync(0xffffffffu, incl, o);
-        if (lane >= o) incl += u;
-    }
-    uint32_t* red = reinterpret_cast<uint32_t*>(sh.red);
-    if (lane == 31) red[warp] = incl;
-    __syncthreads();
-    uint32_t before = 0;
-    for (int w = 0; w < warp; w++) before += red[w];
-    __syncthreads();
-    return before + incl - v;
 }
 
 // The boundary key B: the smallest key such that the candidates with key <= B reach `goal`
@@ -307,7 +294,8 @@ __device__ unsigned long long select_boundary(Elem elem, WeightOf weight_of, uin
         float w;
         c += (elem(i, hi, w) && hi == prefix) ? 1u : 0u;
     }
-    const uint32_t before = block_excl_scan_u(c, sh);
+    uint32_t all_count;
+    const uint32_t before = block_excl_scan(c, &all_count, sh);
     if (before < r && r <= before + c) {
         uint32_t seen = before;
         for (uint32_t i = lo; i < hi_end; i++) {
@@ -407,7 +395,7 @@ __device__ __forceinline__ void sample_row_impl(const T* __restrict__ logits, ui
             }
         }
         double total;
-        const double before = block_excl_scan_d(s, &total, sh);
+        const double before = block_excl_scan(s, &total, sh);
         const double target = uniform01(p.seed, p.position) * total;
         const bool crosses = s > 0.0 && before + s > target;
         const unsigned long long first =

@@ -69,7 +69,7 @@ impl<B: Backend> Llama<B> {
                     step.pad_decode(rows, width, &mut padded)?;
                     padded_sampling.clear();
                     padded_sampling.extend_from_slice(sampling);
-                    padded_sampling.resize(rows, DeviceSampling::PADDING);
+                    padded_sampling.resize(rows, DeviceSampling::GREEDY);
                     (&padded, padded_sampling.as_slice())
                 }
                 None => (step, sampling),

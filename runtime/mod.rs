@@ -11,6 +11,7 @@ pub mod generate;
 pub mod graph_shape;
 pub mod kv;
 pub mod kv_cache;
+pub mod model_args;
 pub mod request;
 pub mod sampling;
 pub mod scheduler;

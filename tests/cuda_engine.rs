@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 
 use common::crowd::{crowd, run_all, Outcome};
 use common::gpu::*;
-use common::{open_model, repo_root};
+use common::{one_seq_step, open_model, repo_root};
 use tandem::model::llama::{Llama, StepLimits};
 use tandem::model::loader::ModelSource;
 use tandem::runtime::backend::Backend;
@@ -98,7 +98,7 @@ fn graphs_replay_what_eager_steps_compute() {
             model.backend().set_cuda_graphs(false);
             let eager = model.forward_to_host(&step, &mut kv).unwrap();
             model.backend().set_cuda_graphs(true);
-            let greedy = vec![DeviceSampling::PADDING; n];
+            let greedy = vec![DeviceSampling::GREEDY; n];
             for round in ["capture", "replay"] {
                 let mut out: Vec<Sampled> = Vec::new();
                 assert!(model
@@ -134,18 +134,7 @@ fn launch_ahead_carries_on_the_device() {
     let mut gpu_model = cuda_model(DType::F32);
     let prompt = [5u32, 17, 99, 250, 3];
     let blocks = [2u32, 6, 9];
-    let step = |tokens: &[u32], cached: usize| {
-        StepInput::build(
-            &[SeqChunk {
-                tokens,
-                num_cached: cached,
-                block_table: &blocks,
-                want_logits: true,
-            }],
-            BLOCK,
-        )
-        .unwrap()
-    };
+    let step = |tokens: &[u32], cached: usize| one_seq_step(tokens, cached, &blocks, BLOCK);
     // The CPU, one step at a time.
     let mut kv = cpu.new_kv_cache(16, BLOCK).unwrap();
     let mut want = vec![];
@@ -161,7 +150,7 @@ fn launch_ahead_carries_on_the_device() {
     }
     // The GPU, each step launched before the previous one is collected.
     let mut kv = gpu_model.new_kv_cache(16, BLOCK).unwrap();
-    let greedy = [DeviceSampling::PADDING];
+    let greedy = [DeviceSampling::GREEDY];
     let n = prompt.len();
     let mut got: Vec<Sampled> = vec![];
     let mut prev = gpu_model

@@ -14,7 +14,6 @@ use tandem::runtime::cpu::CpuBackend;
 use tandem::runtime::engine::{start, EngineConfig};
 use tandem::runtime::request::{Request, TokenLogprob};
 use tandem::runtime::sampling::{DeviceSampling, Sampled};
-use tandem::runtime::step::{SeqChunk, StepInput};
 
 fn tiny_llama() -> std::path::PathBuf {
     repo_root().join("tests/models/tiny-llama")
@@ -83,19 +82,8 @@ fn a_carried_step_reads_the_sample_still_in_flight() {
 
     let mut kv = model.new_kv_cache(8, 4).unwrap();
     let blocks = [2u32, 6];
-    let greedy = [DeviceSampling::PADDING];
-    let step = |tokens: &[u32], cached: usize| {
-        StepInput::build(
-            &[SeqChunk {
-                tokens,
-                num_cached: cached,
-                block_table: &blocks,
-                want_logits: true,
-            }],
-            4,
-        )
-        .unwrap()
-    };
+    let greedy = [DeviceSampling::GREEDY];
+    let step = |tokens: &[u32], cached: usize| one_seq_step(tokens, cached, &blocks, 4);
     let first = model
         .launch_sampled(&step(&prompt, 0), &mut kv, &greedy, &[])
         .unwrap();
@@ -122,16 +110,7 @@ fn greedy_tokens(model: &mut Llama<CpuBackend>, prompt: &[u32], n: usize) -> Vec
     let mut cached = 0;
     let mut out = vec![];
     for _ in 0..n {
-        let step = StepInput::build(
-            &[SeqChunk {
-                tokens: &tokens[cached..],
-                num_cached: cached,
-                block_table: &blocks,
-                want_logits: true,
-            }],
-            4,
-        )
-        .unwrap();
+        let step = one_seq_step(&tokens[cached..], cached, &blocks, 4);
         let logits = model.forward_to_host(&step, &mut kv).unwrap();
         let t = logits[0]
             .iter()

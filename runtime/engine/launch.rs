@@ -1,31 +1,20 @@
 //! Command-line engine settings shared by `serve` and `bench`, and starting an engine from them.
 
 use anyhow::Result;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{start, Engine, EngineConfig};
-use crate::model::default_model::ensure_default_model;
 use crate::model::llama::StepLimits;
-use crate::model::loader::ModelSource;
 use crate::model::tokenizer::Tokenizer;
-use crate::runtime::cpu::CpuBackend;
+use crate::runtime::model_args::{Device, ModelArgs};
 
 /// KV-cache blocks on the CPU when --num-kv-blocks is not given.
 const DEFAULT_CPU_KV_BLOCKS: usize = 1024;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct EngineArgs {
-    /// An HF model directory or a .gguf file; the default model (SmolLM2-135M-Instruct) if absent.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Where to run the model.
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
-    pub device: String,
-    /// How tensors (weights, activations, KV cache) are stored on the GPU: bf16 (the default
-    /// with --device cuda) or f32. The CPU backend computes in f32 only.
-    #[arg(long, value_parser = ["bf16", "f32"])]
-    pub dtype: Option<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Most requests running at once.
     #[arg(long, default_value_t = 64)]
     pub max_num_seqs: usize,
@@ -49,9 +38,6 @@ pub struct EngineArgs {
     /// Plan each step only after the previous one returns (for comparison and debugging).
     #[arg(long)]
     pub no_overlap: bool,
-    /// Run every decode step eagerly instead of replaying captured CUDA graphs (CUDA only).
-    #[arg(long)]
-    pub no_cuda_graphs: bool,
     /// Turn off reuse of cached prompt prefixes.
     #[arg(long)]
     pub no_prefix_caching: bool,
@@ -74,60 +60,39 @@ impl EngineArgs {
         }
     }
 
-    /// Opens the model (fetching the default one if needed) and starts an engine on it.
+    /// Opens the device, then the model (fetching the default one if needed), and starts an
+    /// engine on it.
     pub fn launch(&self) -> Result<(Engine, Arc<Tokenizer>)> {
-        if self.device == "cpu" && self.dtype.as_deref() == Some("bf16") {
-            anyhow::bail!("--dtype bf16 needs --device cuda; the CPU backend computes in f32");
-        }
-        // Open the device before the model, so a machine without one fails at once.
-        #[cfg(not(feature = "cuda"))]
-        if self.device == "cuda" {
-            anyhow::bail!("this build of tandem has no CUDA support; run with --device cpu");
-        }
-        #[cfg(feature = "cuda")]
-        let cuda = if self.device == "cuda" {
-            let dtype = self.dtype.as_deref().unwrap_or("bf16").parse()?;
-            let backend = crate::runtime::cuda::CudaBackend::new(0, dtype)?;
-            backend.set_cuda_graphs(!self.no_cuda_graphs);
-            Some(backend)
-        } else {
-            None
-        };
-        let path = match &self.model {
-            Some(p) => p.clone(),
-            None => ensure_default_model()?,
-        };
-        let source = ModelSource::open(&path)?;
-        let name = model_name(&path);
-        tracing::info!(path = %path.display(), arch = ?source.config.arch, "loading model");
+        let device = self.model.open_device()?;
+        let source = self.model.open_source()?;
+        let name = model_name(&source.path);
         let limits = StepLimits {
             max_tokens: self.max_batch_tokens,
             max_seqs: self.max_num_seqs,
         };
-        #[cfg(feature = "cuda")]
-        if let Some(backend) = cuda {
-            tracing::info!(
-                device = %backend.device_name()?,
-                dtype = %backend.dtype(),
-                "running on CUDA"
-            );
-            let (mut model, tokenizer) = source.into_model(backend, limits)?;
-            let mut config = self.engine_config();
-            if self.num_kv_blocks.is_none() {
-                config.num_blocks = super::kv_sizing::blocks_from_free_memory(
-                    &mut model,
-                    self.block_size,
-                    self.gpu_memory_utilization,
-                )?;
+        match device {
+            Device::Cpu(backend) => {
+                let (model, tokenizer) = source.into_model(backend, limits)?;
+                let tokenizer = Arc::new(tokenizer);
+                let engine = start(model, tokenizer.clone(), name, self.engine_config())?;
+                Ok((engine, tokenizer))
             }
-            let tokenizer = Arc::new(tokenizer);
-            let engine = start(model, tokenizer.clone(), name, config)?;
-            return Ok((engine, tokenizer));
+            #[cfg(feature = "cuda")]
+            Device::Cuda(backend) => {
+                let (mut model, tokenizer) = source.into_model(backend, limits)?;
+                let mut config = self.engine_config();
+                if self.num_kv_blocks.is_none() {
+                    config.num_blocks = super::kv_sizing::blocks_from_free_memory(
+                        &mut model,
+                        self.block_size,
+                        self.gpu_memory_utilization,
+                    )?;
+                }
+                let tokenizer = Arc::new(tokenizer);
+                let engine = start(model, tokenizer.clone(), name, config)?;
+                Ok((engine, tokenizer))
+            }
         }
-        let (model, tokenizer) = source.into_model(CpuBackend::new(), limits)?;
-        let tokenizer = Arc::new(tokenizer);
-        let engine = start(model, tokenizer.clone(), name, self.engine_config())?;
-        Ok((engine, tokenizer))
     }
 }
 

@@ -132,8 +132,8 @@ pub struct DeviceSampling {
 }
 
 impl DeviceSampling {
-    /// The entry of a padding row (a graph's unused rows): greedy, its token ignored.
-    pub const PADDING: DeviceSampling = DeviceSampling {
+    /// Greedy, no logprobs: also the entry of a padding row (a graph's unused rows).
+    pub const GREEDY: DeviceSampling = DeviceSampling {
         greedy: true,
         inv_temperature: 0.0,
         top_k: 0,

@@ -112,6 +112,20 @@ pub fn open_model_on(
         .unwrap_or_else(|e| panic!("loading {}: {e:#}", path.display()))
 }
 
+/// A step of one sequence: `tokens` new after `cached` ones, its logits wanted.
+pub fn one_seq_step(tokens: &[u32], cached: usize, blocks: &[u32], block_size: usize) -> StepInput {
+    StepInput::build(
+        &[SeqChunk {
+            tokens,
+            num_cached: cached,
+            block_table: blocks,
+            want_logits: true,
+        }],
+        block_size,
+    )
+    .unwrap()
+}
+
 /// One sequence in a [`Driver`]: its tokens so far, how many are cached, and its blocks.
 pub struct Seq {
     pub tokens: Vec<u32>,
