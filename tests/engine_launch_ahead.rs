@@ -12,7 +12,7 @@ use common::*;
 use tandem::model::llama::{Llama, StepLimits};
 use tandem::runtime::cpu::CpuBackend;
 use tandem::runtime::engine::{start, EngineConfig};
-use tandem::runtime::request::{Request, TokenLogprob};
+use tandem::runtime::request::{Request, SamplingParams, TokenLogprob};
 use tandem::runtime::sampling::{DeviceSampling, Sampled};
 
 fn tiny_llama() -> std::path::PathBuf {
@@ -125,4 +125,62 @@ fn greedy_tokens(model: &mut Llama<CpuBackend>, prompt: &[u32], n: usize) -> Vec
         out.push(t);
     }
     out
+}
+
+/// The executor launches a step whose samples the next one needs without waiting for it: two
+/// steps are out before anything comes back, and the outputs then come back in order, the second
+/// step's input being the first step's sample.
+#[test]
+fn the_executor_keeps_two_steps_in_flight() {
+    use tandem::runtime::engine::executor::Executor;
+    use tandem::runtime::scheduler::batch::{Batch, SampleSlot, SamplerReset};
+
+    let limits = StepLimits {
+        max_tokens: 16,
+        max_seqs: 4,
+    };
+    let (mut plain, _) = open_model(&tiny_llama(), limits);
+    let prompt = [5u32, 17, 99, 250, 3];
+    let want = greedy_tokens(&mut plain, &prompt, 2);
+
+    let (model, _) = open_model_on(&tiny_llama(), limits, CpuBackend::emulating_device());
+    let kv = model.new_kv_cache(8, 4).unwrap();
+    let mut executor = Executor::new(model, kv);
+    let blocks = [1u32, 3];
+    let slot = SampleSlot { id: 7, epoch: 0 };
+    let prefill = Batch {
+        step: one_seq_step(&prompt, 0, &blocks, 4),
+        samples: vec![slot],
+        sampler_resets: vec![SamplerReset {
+            id: 7,
+            params: Arc::new(SamplingParams {
+                temperature: 0.0,
+                ..Default::default()
+            }),
+            seed: 0,
+            prompt: vec![],
+            generated: vec![],
+        }],
+        ..Default::default()
+    };
+    let decode = Batch {
+        step: one_seq_step(&[0], prompt.len(), &blocks, 4),
+        carry: vec![(0, 0)],
+        samples: vec![slot],
+        ..Default::default()
+    };
+    assert!(executor.submit(prefill).is_empty(), "the prefill was waited for");
+    assert!(executor.submit(decode).is_empty(), "the decode was waited for");
+    assert!(executor.pending_full());
+    let first = executor.collect_oldest().unwrap();
+    let second = executor.collect_oldest().unwrap();
+    assert!(executor.collect_oldest().is_none());
+    let tokens: Vec<u32> = [first, second]
+        .iter()
+        .map(|o| {
+            assert_eq!(o.error, None);
+            o.sampled[0].token
+        })
+        .collect();
+    assert_eq!(tokens, want);
 }
