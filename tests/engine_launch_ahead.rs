@@ -169,8 +169,14 @@ fn the_executor_keeps_two_steps_in_flight() {
         samples: vec![slot],
         ..Default::default()
     };
-    assert!(executor.submit(prefill).is_empty(), "the prefill was waited for");
-    assert!(executor.submit(decode).is_empty(), "the decode was waited for");
+    assert!(
+        executor.submit(prefill).is_empty(),
+        "the prefill was waited for"
+    );
+    assert!(
+        executor.submit(decode).is_empty(),
+        "the decode was waited for"
+    );
     assert!(executor.pending_full());
     let first = executor.collect_oldest().unwrap();
     let second = executor.collect_oldest().unwrap();

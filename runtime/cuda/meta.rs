@@ -17,7 +17,8 @@ use crate::runtime::step::StepInput;
 /// Word layout for `T = max_tokens`, `S = max_seqs`, `B` = block-table columns of capacity:
 /// `slot_mapping` (i64, 2T words, first so it is 8-byte aligned) | `input_ids` T | `positions` T |
 /// `query_start_locs` S+1 | `context_lens` S | `logits_indices` S | `carry` 2S (row, sample) |
-/// sampling entries S·PARAM_WORDS | `block_tables` S·B (last: a step copies only its own rows).
+/// sampling entries S·PARAM_WORDS (from an even word: they hold u64s) | `block_tables` S·B
+/// (last: a step copies only its own rows).
 pub struct CudaMeta {
     pub(super) host: StepInput,
     /// The carried rows of the step last uploaded, as `(row, sample)`.
@@ -85,8 +86,9 @@ impl CudaMeta {
     pub(super) fn carry_off(&self) -> usize {
         self.logits_off() + self.max_seqs
     }
+    /// Even, so each entry (with its u64 seed and position, 10 words) is 8-byte aligned.
     pub(super) fn params_off(&self) -> usize {
-        self.carry_off() + 2 * self.max_seqs
+        (self.carry_off() + 2 * self.max_seqs).next_multiple_of(2)
     }
     pub(super) fn tables_off(&self) -> usize {
         self.params_off() + PARAM_WORDS * self.max_seqs

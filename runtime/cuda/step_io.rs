@@ -193,12 +193,16 @@ impl CudaBackend {
         Ok(self.step_times(meta))
     }
 
-    /// When the device started and finished the slot's last step, on the host's clock.
+    /// When the device started and finished the slot's last step, on the host's clock. CUDA
+    /// reports event gaps in f32 milliseconds, so the start (measured from the epoch) loses
+    /// precision as the process ages (~8 µs after 100 s); the duration is measured between the
+    /// step's own events and stays exact, which keeps the idle fraction over many steps (span
+    /// minus busy time) right.
     fn step_times(&self, meta: &CudaMeta) -> Option<(Instant, Instant)> {
-        let at = |e: &cudarc::driver::CudaEvent| {
-            let ms = self.epoch.0.elapsed_ms(e).ok()?;
-            Some(self.epoch.1 + Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3))
-        };
-        Some((at(&meta.events.started)?, at(&meta.events.finished)?))
+        let ms = |a: &cudarc::driver::CudaEvent, b| a.elapsed_ms(b).ok().map(|t| t.max(0.0));
+        let secs = |t: f32| Duration::from_secs_f64(f64::from(t) / 1e3);
+        let start = self.epoch.1 + secs(ms(&self.epoch.0, &meta.events.started)?);
+        let busy = secs(ms(&meta.events.started, &meta.events.finished)?);
+        Some((start, start + busy))
     }
 }
