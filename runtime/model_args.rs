@@ -25,6 +25,10 @@ pub struct ModelArgs {
     /// Run every decode step eagerly instead of replaying captured CUDA graphs (CUDA only).
     #[arg(long)]
     pub no_cuda_graphs: bool,
+    /// Sample on the host from downloaded logits instead of on the device, one step at a time
+    /// (no step launched ahead) (CUDA only; for comparison and debugging).
+    #[arg(long)]
+    pub host_sampling: bool,
 }
 
 /// The backend [`ModelArgs`] names, opened. Made once per process and moved straight into a
@@ -54,10 +58,12 @@ impl ModelArgs {
             let dtype = self.dtype.as_deref().unwrap_or("bf16").parse()?;
             let backend = crate::runtime::cuda::CudaBackend::new(0, dtype)?;
             backend.set_cuda_graphs(!self.no_cuda_graphs);
+            backend.set_device_sampling(!self.host_sampling);
             tracing::info!(
                 device = %backend.device_name()?,
                 %dtype,
                 cuda_graphs = backend.cuda_graphs(),
+                device_sampling = !self.host_sampling,
                 "running on CUDA"
             );
             Ok(Device::Cuda(backend))

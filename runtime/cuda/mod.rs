@@ -86,6 +86,9 @@ pub struct CudaBackend {
     decode_path: AtomicUsize,
     /// Whether decode steps replay captured CUDA graphs (`--no-cuda-graphs` turns it off).
     cuda_graphs: AtomicBool,
+    /// Whether the engine samples on the device and launches steps ahead (`--host-sampling`
+    /// turns it off).
+    device_sampling: AtomicBool,
 }
 
 impl CudaBackend {
@@ -173,6 +176,7 @@ impl CudaBackend {
             sm_count: sms.max(1) as usize,
             decode_path: AtomicUsize::new(DecodePath::Auto.encode()),
             cuda_graphs: AtomicBool::new(true),
+            device_sampling: AtomicBool::new(true),
         })
     }
 
@@ -193,6 +197,12 @@ impl CudaBackend {
     /// Whether decode steps replay captured CUDA graphs.
     pub fn cuda_graphs(&self) -> bool {
         self.cuda_graphs.load(Ordering::Relaxed)
+    }
+
+    /// Turns sampling on the device (and so launching steps ahead) on or off (on by default);
+    /// off, the engine downloads logits and samples on the host, one step at a time.
+    pub fn set_device_sampling(&self, on: bool) {
+        self.device_sampling.store(on, Ordering::Relaxed);
     }
 
     /// The stream every op of this backend is launched on.
@@ -697,7 +707,7 @@ impl Backend for CudaBackend {
     // Steps sampled on the device and launched ahead: step_io.rs, graphs.rs, sampling.rs.
 
     fn samples_on_device(&self) -> bool {
-        true
+        self.device_sampling.load(Ordering::Relaxed)
     }
 
     fn upload_step(
