@@ -6,9 +6,13 @@ use std::collections::HashMap;
 
 use cudarc::driver::{CudaEvent, CudaGraph, CudaSlice};
 
+use anyhow::Result;
+
 use super::attention::DecodeWorkspace;
 use super::pinned::PinnedWords;
 use super::sampling::{SampleBuffers, PARAM_WORDS};
+use super::{pinned, CudaBackend};
+use crate::runtime::backend::QkvLayout;
 use crate::runtime::step::StepInput;
 
 /// A step's metadata on the device: one buffer of u32 words at fixed offsets (so a captured graph
@@ -66,6 +70,47 @@ pub(super) struct SendGraph(pub CudaGraph);
 // SAFETY: a graph is used (launched, dropped) only by the one thread that owns its `CudaMeta`
 // at a time, never concurrently; CUDA graph objects need only external serialization.
 unsafe impl Send for SendGraph {}
+
+impl CudaBackend {
+    /// [`crate::runtime::backend::Backend::new_meta`] on this device.
+    pub(super) fn new_meta_op(
+        &self,
+        max_tokens: usize,
+        max_seqs: usize,
+        layout: QkvLayout,
+    ) -> Result<CudaMeta> {
+        let sync = || self.ctx.new_event(None);
+        let timed = || {
+            self.ctx
+                .new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))
+        };
+        let mut meta = CudaMeta {
+            host: StepInput::default(),
+            carry: Vec::new(),
+            sampling_rows: 0,
+            staging: pinned::PinnedWords::new(&self.ctx, 1)?,
+            dev: self.stream.alloc_zeros::<u32>(1)?,
+            max_tokens,
+            max_seqs,
+            table_cols: 64,
+            decode: self.new_decode_workspace(max_seqs, layout)?,
+            sampling: SampleBuffers::new(self, max_seqs)?,
+            events: SlotEvents {
+                uploaded: sync()?,
+                step_done: sync()?,
+                samples_back: sync()?,
+                started: timed()?,
+                finished: timed()?,
+            },
+            graphs: Default::default(),
+            capturing: None,
+            graph_mode: false,
+        };
+        meta.dev = self.stream.alloc_zeros::<u32>(meta.words())?;
+        meta.staging = pinned::PinnedWords::new(&self.ctx, meta.words())?;
+        Ok(meta)
+    }
+}
 
 impl CudaMeta {
     pub(super) fn ids_off(&self) -> usize {

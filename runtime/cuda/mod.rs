@@ -13,6 +13,7 @@
 
 mod attention;
 mod dtype;
+mod gemm;
 mod graphs;
 pub mod kernels;
 mod meta;
@@ -354,36 +355,7 @@ impl Backend for CudaBackend {
     }
 
     fn new_meta(&self, max_tokens: usize, max_seqs: usize, layout: QkvLayout) -> Result<CudaMeta> {
-        let sync = || self.ctx.new_event(None);
-        let timed = || {
-            self.ctx
-                .new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))
-        };
-        let mut meta = CudaMeta {
-            host: StepInput::default(),
-            carry: Vec::new(),
-            sampling_rows: 0,
-            staging: pinned::PinnedWords::new(&self.ctx, 1)?,
-            dev: self.stream.alloc_zeros::<u32>(1)?,
-            max_tokens,
-            max_seqs,
-            table_cols: 64,
-            decode: self.new_decode_workspace(max_seqs, layout)?,
-            sampling: sampling::SampleBuffers::new(self, max_seqs)?,
-            events: meta::SlotEvents {
-                uploaded: sync()?,
-                step_done: sync()?,
-                samples_back: sync()?,
-                started: timed()?,
-                finished: timed()?,
-            },
-            graphs: Default::default(),
-            capturing: None,
-            graph_mode: false,
-        };
-        meta.dev = self.stream.alloc_zeros::<u32>(meta.words())?;
-        meta.staging = pinned::PinnedWords::new(&self.ctx, meta.words())?;
-        Ok(meta)
+        self.new_meta_op(max_tokens, max_seqs, layout)
     }
 
     fn upload_meta(&self, step: &StepInput, meta: &mut CudaMeta) -> Result<()> {
@@ -457,83 +429,7 @@ impl Backend for CudaBackend {
         n: usize,
         out: &mut CudaTensor,
     ) -> Result<()> {
-        ensure!(
-            x.len() >= rows * k,
-            "linear: x has {} elements, needs {rows}x{k}",
-            x.len()
-        );
-        ensure!(
-            w.len() == n * k,
-            "linear: w has {} elements, needs {n}x{k}",
-            w.len()
-        );
-        ensure!(
-            out.len() >= rows * n,
-            "linear: out has {} elements, needs {rows}x{n}",
-            out.len()
-        );
-        if let Some(b) = bias {
-            ensure!(
-                b.len() == n,
-                "linear: bias has {} elements, needs {n}",
-                b.len()
-            );
-        }
-        if rows == 0 {
-            return Ok(());
-        }
-        // Row-major out[rows, n] = x[rows, k] · wᵀ is, read column-major, outᵀ[n, rows] =
-        // w'[k, n]ᵀ · xᵀ[k, rows], where w' (w read column-major, ld k) is wᵀ: so A = w with
-        // transa = T (lda = k), B = x with transb = N (ldb = k), C = out (ldc = n).
-        // GemmEx with the storage type for A, B and C and f32 compute: bf16 runs on the tensor
-        // cores with f32 accumulation; f32 stays plain f32 (the handle's math mode forbids TF32).
-        let (m_, n_, k_) = (
-            u32_of(n, "n")? as i32,
-            u32_of(rows, "rows")? as i32,
-            u32_of(k, "k")? as i32,
-        );
-        let (alpha, beta) = (1.0f32, 0.0f32);
-        let ty = self.dtype.cuda_type();
-        let (wp, xp, op) = (self.tp(w), self.tp(x), self.tp(out));
-        self.ctx.bind_to_thread()?;
-        // SAFETY: the sizes checked above bound every element the GEMM reads and writes; all
-        // three tensors have this backend's dtype `ty`; alpha and beta are f32, as
-        // CUBLAS_COMPUTE_32F requires, and live across the call.
-        unsafe {
-            cudarc::cublas::result::gemm_ex(
-                *self.blas.handle(),
-                cublas_sys::cublasOperation_t::CUBLAS_OP_T,
-                cublas_sys::cublasOperation_t::CUBLAS_OP_N,
-                m_,
-                n_,
-                k_,
-                (&alpha as *const f32).cast(),
-                wp as *const std::ffi::c_void,
-                ty,
-                k_,
-                xp as *const std::ffi::c_void,
-                ty,
-                k_,
-                (&beta as *const f32).cast(),
-                op as *mut std::ffi::c_void,
-                ty,
-                m_, // ldc: a column of outᵀ is one output row of n features
-                cublas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-                cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-            )
-        }?;
-        if let Some(bias) = bias {
-            let (op, bp, n32) = (self.tp(out), self.tp(bias), n as u32);
-            self.launch(
-                &self.k.add_bias,
-                (u32_of(rows, "rows")?, n32.div_ceil(256), 1),
-                256,
-                |b| {
-                    b.arg(&op).arg(&bp).arg(&n32);
-                },
-            )?;
-        }
-        Ok(())
+        self.linear_op(x, w, bias, rows, k, n, out)
     }
 
     fn qk_norm(

@@ -1,0 +1,101 @@
+//! The matrix products: cuBLAS GemmEx on the compute stream (bf16 on the tensor cores with f32
+//! accumulation, f32 in plain f32), plus the bias kernel.
+
+use anyhow::{ensure, Result};
+use cudarc::cublas::sys as cublas_sys;
+use cudarc::driver::PushKernelArg;
+
+use super::{u32_of, CudaBackend, CudaTensor};
+
+impl CudaBackend {
+    /// [`crate::runtime::backend::Backend::linear`] on this device.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn linear_op(
+        &self,
+        x: &CudaTensor,
+        w: &CudaTensor,
+        bias: Option<&CudaTensor>,
+        rows: usize,
+        k: usize,
+        n: usize,
+        out: &mut CudaTensor,
+    ) -> Result<()> {
+        ensure!(
+            x.len() >= rows * k,
+            "linear: x has {} elements, needs {rows}x{k}",
+            x.len()
+        );
+        ensure!(
+            w.len() == n * k,
+            "linear: w has {} elements, needs {n}x{k}",
+            w.len()
+        );
+        ensure!(
+            out.len() >= rows * n,
+            "linear: out has {} elements, needs {rows}x{n}",
+            out.len()
+        );
+        if let Some(b) = bias {
+            ensure!(
+                b.len() == n,
+                "linear: bias has {} elements, needs {n}",
+                b.len()
+            );
+        }
+        if rows == 0 {
+            return Ok(());
+        }
+        // Row-major out[rows, n] = x[rows, k] · wᵀ is, read column-major, outᵀ[n, rows] =
+        // w'[k, n]ᵀ · xᵀ[k, rows], where w' (w read column-major, ld k) is wᵀ: so A = w with
+        // transa = T (lda = k), B = x with transb = N (ldb = k), C = out (ldc = n).
+        // GemmEx with the storage type for A, B and C and f32 compute: bf16 runs on the tensor
+        // cores with f32 accumulation; f32 stays plain f32 (the handle's math mode forbids TF32).
+        let (m_, n_, k_) = (
+            u32_of(n, "n")? as i32,
+            u32_of(rows, "rows")? as i32,
+            u32_of(k, "k")? as i32,
+        );
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        let ty = self.dtype.cuda_type();
+        let (wp, xp, op) = (self.tp(w), self.tp(x), self.tp(out));
+        self.ctx.bind_to_thread()?;
+        // SAFETY: the sizes checked above bound every element the GEMM reads and writes; all
+        // three tensors have this backend's dtype `ty`; alpha and beta are f32, as
+        // CUBLAS_COMPUTE_32F requires, and live across the call.
+        unsafe {
+            cudarc::cublas::result::gemm_ex(
+                *self.blas.handle(),
+                cublas_sys::cublasOperation_t::CUBLAS_OP_T,
+                cublas_sys::cublasOperation_t::CUBLAS_OP_N,
+                m_,
+                n_,
+                k_,
+                (&alpha as *const f32).cast(),
+                wp as *const std::ffi::c_void,
+                ty,
+                k_,
+                xp as *const std::ffi::c_void,
+                ty,
+                k_,
+                (&beta as *const f32).cast(),
+                op as *mut std::ffi::c_void,
+                ty,
+                m_, // ldc: a column of outᵀ is one output row of n features
+                cublas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }?;
+        if let Some(bias) = bias {
+            let (op, bp, n32) = (self.tp(out), self.tp(bias), n as u32);
+            self.launch(
+                &self.k.add_bias,
+                (u32_of(rows, "rows")?, n32.div_ceil(256), 1),
+                256,
+                |b| {
+                    b.arg(&op).arg(&bp).arg(&n32);
+                },
+            )?;
+        }
+        Ok(())
+    }
+}
