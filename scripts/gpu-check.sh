@@ -96,16 +96,23 @@ gen generate_cuda_bf16 --device cuda --dtype bf16
 tail -n 3 "$log/generate.log"
 
 echo "== serve smoke test"
-port=18123
-timeout 60 "$here/bin/tandem" serve --device cuda --model "$here/tests/models/tiny-llama" --port $port \
-  >"$log/serve.log" 2>&1 &
-pid=$!
-for _ in $(seq 60); do curl -s "localhost:$port/health" >/dev/null 2>&1 && break; sleep 0.5; done
-serve=$(curl -s -m 20 "localhost:$port/v1/completions" -H 'content-type: application/json' \
-  -d '{"model":"tiny-llama","prompt":"Hello, world!","max_tokens":8,"temperature":0}' || true)
-kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
-echo "serve --device cuda: ${serve:-no answer (see serve.log)}" | cut -c1-300
-tail -n 5 "$log/serve.log"
+# Default (device sampling, steps launched ahead, CUDA graphs), then the host-sampling path:
+# if only the first fails, the launch-ahead path is the culprit.
+serve_smoke() {  # serve_smoke NAME PORT ARGS...
+  local name=$1 port=$2; shift 2
+  timeout 60 "$here/bin/tandem" serve --device cuda --model "$here/tests/models/tiny-llama" \
+    --port "$port" "$@" >"$log/$name.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 60); do curl -s "localhost:$port/health" >/dev/null 2>&1 && break; sleep 0.5; done
+  local reply
+  reply=$(curl -s -m 20 "localhost:$port/v1/completions" -H 'content-type: application/json' \
+    -d '{"model":"tiny-llama","prompt":"Hello, world!","max_tokens":8,"temperature":0}' || true)
+  kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+  echo "$name: ${reply:-no answer (see $name.log)}" | cut -c1-300
+  tail -n 3 "$log/$name.log"
+}
+serve_smoke serve 18123
+serve_smoke serve_host_sampling 18124 --host-sampling --no-cuda-graphs
 
 python3 - "$log/cuda_parity.log" "$log/kernels.log" "$log/generate.tsv" <<'PY'
 import re, sys
