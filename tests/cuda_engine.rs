@@ -55,8 +55,9 @@ fn argmax(row: &[f32]) -> u32 {
 }
 
 /// For 1, 3, 9 and 20 sequences of different lengths (prefilled eagerly, blocks scattered), a
-/// decode step run eagerly and the same step padded to its graph shape, captured, then replayed:
-/// the same logits (to the dtype's tolerance) and the greedy token of those logits.
+/// decode step run eagerly and the same step padded to its graph shape, run six times (in each of
+/// the two metadata slots: a warm-up run eagerly, then captured and launched, then replayed): the
+/// same logits (to the dtype's tolerance) and the greedy token of those logits.
 #[test]
 fn graphs_replay_what_eager_steps_compute() {
     for dtype in [DType::F32, DType::Bf16] {
@@ -99,7 +100,10 @@ fn graphs_replay_what_eager_steps_compute() {
             let eager = model.forward_to_host(&step, &mut kv).unwrap();
             model.backend().set_cuda_graphs(true);
             let greedy = vec![DeviceSampling::GREEDY; n];
-            for round in ["capture", "replay"] {
+            // Steps alternate between the model's two metadata slots, each with its own graphs:
+            // six runs are a warm-up, a capture and a replay in each.
+            for run in 0..6 {
+                let round = ["warm-up (eager)", "capture", "replay"][run / 2];
                 let mut out: Vec<Sampled> = Vec::new();
                 assert!(model
                     .forward_sample(&step, &mut kv, &greedy, &mut out)
@@ -107,7 +111,7 @@ fn graphs_replay_what_eager_steps_compute() {
                 let mut logits = Vec::new();
                 model.logits_into(n, &mut logits).unwrap();
                 let (atol, rtol) = tol(&probe, 1e-4, 1e-4);
-                let what = format!("{dtype:?} {n} sequences, {round}");
+                let what = format!("{dtype:?} {n} sequences, run {run}: {round}");
                 let want: Vec<f32> = eager.concat();
                 assert_close(&what, &logits, &want, atol, rtol);
                 for (i, s) in out.iter().enumerate() {

@@ -1,7 +1,8 @@
 //! CUDA graphs of decode steps: a plain decode step is padded to one of a few batch sizes
 //! (`runtime/graph_shape.rs`) and a block-table width rounded up to a power of two, and the whole
-//! step — forward pass and sampler — is captured once per shape and metadata slot, then replayed:
-//! one launch instead of a few hundred.
+//! step — forward pass and sampler — is captured once per shape and metadata slot (the second
+//! time the shape comes: the first runs eagerly, as a warm-up), then replayed: one launch instead
+//! of a few hundred.
 //!
 //! A replay must read what changes from memory, never from launch arguments: everything that
 //! differs between steps of one shape lives in the slot's metadata buffer (fixed address), and
@@ -49,7 +50,10 @@ impl CudaBackend {
             g.0.launch()?;
             return Ok(true);
         }
-        if meta.graphs.len() >= MAX_GRAPHS_PER_SLOT {
+        // The first step of a shape runs eagerly: a library that initialises lazily on first
+        // use (cuBLAS picking and loading its kernels) does so outside a capture, where it may
+        // not. The capture comes the second time.
+        if meta.warmed.insert(key) || meta.graphs.len() >= MAX_GRAPHS_PER_SLOT {
             return Ok(false);
         }
         // Thread-local: only this thread's calls are captured (the engine thread never touches

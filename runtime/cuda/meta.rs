@@ -2,7 +2,7 @@
 //! copy per step from page-locked memory on the copy stream; plus, per metadata slot, the sampler's
 //! result buffers, the events that order the slot's streams, and the graphs captured on it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use cudarc::driver::{CudaEvent, CudaGraph, CudaSlice};
 
@@ -41,6 +41,8 @@ pub struct CudaMeta {
     pub(super) events: SlotEvents,
     /// Graphs captured on this slot's buffers, by `(rows, block-table width)`.
     pub(super) graphs: HashMap<(usize, usize), SendGraph>,
+    /// Shapes already run once eagerly (the warm-up before a capture).
+    pub(super) warmed: HashSet<(usize, usize)>,
     /// The shape being captured between `begin_ops` and `end_ops`.
     pub(super) capturing: Option<(usize, usize)>,
     /// The step is padded to a graph shape: the decode attention sizes its splits from the table
@@ -103,6 +105,7 @@ impl CudaBackend {
                 finished: timed()?,
             },
             graphs: Default::default(),
+            warmed: Default::default(),
             capturing: None,
             graph_mode: false,
         };

@@ -63,6 +63,7 @@ impl CudaBackend {
             // The one allocation outside load time: block tables wider than any seen before.
             // Doubling keeps it rare. Graphs captured on the old buffer would read freed memory.
             meta.graphs.clear();
+            meta.warmed.clear();
             meta.table_cols = step.max_blocks_per_seq.next_power_of_two();
             // The old buffer is freed in stream order, after the work already queued on it.
             meta.dev = self.stream.alloc_zeros::<u32>(meta.words())?;
