@@ -5,8 +5,8 @@
 #   bash scripts/soak.sh [SECONDS] [CLIENTS]        (default: 300 seconds, 8 clients)
 #
 # Pass: every valid request answered 200 with a complete body, nothing 5xx, the server back to
-# idle (no request running or waiting, KV cache empty), its resident memory within 10% of the
-# level after warm-up, and a clean drain. The numbers are printed at the end.
+# idle (no request running or waiting, KV cache empty), its resident memory once idle within 10%
+# of the level after warm-up (its peak within 25%), and a clean drain. The numbers are printed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-300}
