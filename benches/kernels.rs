@@ -12,7 +12,6 @@
 use std::hint::black_box;
 
 use tandem::runtime::backend::{AttentionParams, Backend, CacheShape, QkvLayout};
-use tandem::runtime::cuda::cudarc::driver::sys::CUevent_flags;
 use tandem::runtime::cuda::{CudaBackend, DType, DecodePath};
 use tandem::runtime::sampling::DeviceSampling;
 use tandem::runtime::step::{SeqChunk, StepInput};
@@ -47,27 +46,12 @@ impl Bench {
 
     /// Median microseconds of `f` over REPS runs, each timed with events on the stream.
     fn time(&self, mut f: impl FnMut(&CudaBackend)) -> f64 {
-        let ctx = self.b.context();
-        let stream = self.b.stream();
-        for _ in 0..WARMUP {
-            f(&self.b);
-        }
-        let mut times = Vec::with_capacity(REPS);
-        for _ in 0..REPS {
-            let start = ctx
-                .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-                .unwrap();
-            let end = ctx
-                .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-                .unwrap();
-            start.record(stream).unwrap();
-            f(&self.b);
-            end.record(stream).unwrap();
-            times.push(start.elapsed_ms(&end).unwrap() as f64 * 1e3);
-        }
-        self.b.synchronize().unwrap();
-        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        times[REPS / 2]
+        self.b
+            .time_us(WARMUP, REPS, || {
+                f(&self.b);
+                Ok(())
+            })
+            .unwrap()
     }
 
     fn report_bytes(&self, name: &str, shape: &str, us: f64, bytes: f64) {

@@ -139,25 +139,12 @@ pub fn run(args: DecodeArgs) -> Result<()> {
 /// written (benches/kernels.rs's ceiling).
 #[cfg(feature = "cuda")]
 fn cuda_copy_gbs(b: &tandem::runtime::cuda::CudaBackend) -> Result<f64> {
-    use tandem::runtime::cuda::cudarc::driver::sys::CUevent_flags;
     const BYTES: usize = 1 << 30;
     let stream = b.stream();
     let src = stream.alloc_zeros::<u8>(BYTES)?;
     let mut dst = stream.alloc_zeros::<u8>(BYTES)?;
-    let flags = Some(CUevent_flags::CU_EVENT_DEFAULT);
-    let mut ms = Vec::new();
-    for rep in 0..13 {
-        let (start, end) = (b.context().new_event(flags)?, b.context().new_event(flags)?);
-        start.record(stream)?;
-        stream.memcpy_dtod(&src, &mut dst)?;
-        end.record(stream)?;
-        b.synchronize()?;
-        // The first three only warm up.
-        if rep >= 3 {
-            ms.push(start.elapsed_ms(&end)? as f64);
-        }
-    }
-    Ok(2.0 * BYTES as f64 / (median(&mut ms) * 1e-3) / 1e9)
+    let us = b.time_us(3, 10, || Ok(stream.memcpy_dtod(&src, &mut dst)?))?;
+    Ok(2.0 * BYTES as f64 / (us * 1e-6) / 1e9)
 }
 
 /// A 256 MiB memcpy on the host, median of 5; GB/s of bytes read plus written.

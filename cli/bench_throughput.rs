@@ -101,10 +101,12 @@ pub fn run(args: ThroughputArgs) -> Result<()> {
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    let steps = handle.timeline().take();
-    let stats = handle.stats();
     handle.shutdown();
     engine.join()?;
+    // Read once the engine has stopped: it publishes its counters when idle, so a read right
+    // after the last stream ends may miss the last step.
+    let steps = handle.timeline().take();
+    let stats = handle.stats();
     let total = prompt_tokens_total + output_tokens;
     println!(
         "requests: {} ({} failed)  overlap: {}  policy: {}",

@@ -8,7 +8,6 @@ use std::path::Path;
 use tandem::model::llama::StepLimits;
 use tandem::model::loader::ModelSource;
 use tandem::runtime::cpu::CpuBackend;
-use tandem::runtime::step::{SeqChunk, StepInput};
 
 const LIMITS: StepLimits = StepLimits {
     max_tokens: 32,
@@ -113,26 +112,15 @@ fn missing_and_odd_paths_are_explained() {
 fn bad_step_input_is_an_error_not_a_panic() {
     let (mut model, _) = open_model(&repo_root().join("tests/models/tiny-llama"), LIMITS);
     let mut kv = model.new_kv_cache(4, 4).unwrap();
-    let step = |tokens: &[u32], cached: usize, blocks: &[u32]| {
-        StepInput::build(
-            &[SeqChunk {
-                tokens,
-                num_cached: cached,
-                block_table: blocks,
-                want_logits: true,
-            }],
-            4,
-        )
-    };
     let vocab = model.cfg.vocab_size as u32;
     let e = model
-        .forward(&step(&[vocab], 0, &[0]).unwrap(), &mut kv)
+        .forward(&one_seq_step(&[vocab], 0, &[0], 4), &mut kv)
         .err()
         .unwrap();
     assert!(e.to_string().contains("vocabulary"), "{e}");
     // A block id outside the cache.
     let e = model
-        .forward(&step(&[1, 2], 0, &[9]).unwrap(), &mut kv)
+        .forward(&one_seq_step(&[1, 2], 0, &[9], 4), &mut kv)
         .err()
         .unwrap();
     assert!(e.to_string().contains("outside the cache"), "{e}");
@@ -140,7 +128,7 @@ fn bad_step_input_is_an_error_not_a_panic() {
     let long = vec![1u32; 40];
     let blocks: Vec<u32> = (0..10).collect();
     let e = model
-        .forward(&step(&long, 0, &blocks).unwrap(), &mut kv)
+        .forward(&one_seq_step(&long, 0, &blocks, 4), &mut kv)
         .err()
         .unwrap();
     assert!(e.to_string().contains("max_tokens"), "{e}");
@@ -148,7 +136,7 @@ fn bad_step_input_is_an_error_not_a_panic() {
     let ctx = model.cfg.max_position_embeddings;
     let far: Vec<u32> = (0..(ctx / 4 + 1) as u32).map(|b| b % 4).collect();
     let e = model
-        .forward(&step(&[1], ctx, &far).unwrap(), &mut kv)
+        .forward(&one_seq_step(&[1], ctx, &far, 4), &mut kv)
         .err()
         .unwrap();
     assert!(e.to_string().contains("context"), "{e}");

@@ -20,6 +20,7 @@ mod meta;
 mod pinned;
 mod sampling;
 mod step_io;
+mod timing;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -36,6 +36,20 @@ pub struct StepOutput {
     pub finished: Instant,
 }
 
+impl StepOutput {
+    /// The output of a step that failed as a whole.
+    pub(super) fn failed(batch: Batch, started: Instant, why: String) -> Self {
+        StepOutput {
+            batch,
+            sampled: Vec::new(),
+            error: Some(why),
+            failed: Vec::new(),
+            started,
+            finished: Instant::now(),
+        }
+    }
+}
+
 pub struct Executor<B: Backend> {
     pub(super) model: Llama<B>,
     pub(super) kv: KvCache<B>,
@@ -105,21 +119,9 @@ impl<B: Backend> Executor<B> {
     /// Runs a step at once, sampling on the host (nothing launched may be outstanding).
     fn run(&mut self, mut batch: Batch) -> StepOutput {
         let started = Instant::now();
-        let mut resolved = true;
-        for &(row, from) in &batch.carry {
-            match self.prev_sampled.get(from as usize) {
-                Some(&t) => batch.step.input_ids[row as usize] = t,
-                None => resolved = false,
-            }
-        }
-        let result = if resolved {
-            self.forward_and_sample(&batch)
-        } else {
-            Err(
-                "internal error: a placeholder refers to a sample the previous step did not make"
-                    .into(),
-            )
-        };
+        let result = self
+            .resolve_carry(&mut batch)
+            .and_then(|()| self.forward_and_sample(&batch));
         match result {
             Ok((sampled, failed)) => {
                 self.prev_sampled.clear();
@@ -136,16 +138,20 @@ impl<B: Backend> Executor<B> {
             Err(e) => {
                 // Keep indices valid for a step planned on top of this one; its requests are failed.
                 self.prev_sampled = vec![0; batch.samples.len()];
-                StepOutput {
-                    batch,
-                    sampled: Vec::new(),
-                    error: Some(e),
-                    failed: Vec::new(),
-                    started,
-                    finished: Instant::now(),
-                }
+                StepOutput::failed(batch, started, e)
             }
         }
+    }
+
+    /// Fills the batch's placeholders from the host copy of the previous step's samples.
+    pub(super) fn resolve_carry(&self, batch: &mut Batch) -> Result<(), String> {
+        for &(row, from) in &batch.carry {
+            let t = self.prev_sampled.get(from as usize).ok_or(
+                "internal error: a placeholder refers to a sample the previous step did not make",
+            )?;
+            batch.step.input_ids[row as usize] = *t;
+        }
+        Ok(())
     }
 
     /// The samples, and which of them failed (see [`StepOutput::failed`]).

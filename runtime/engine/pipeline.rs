@@ -65,18 +65,8 @@ impl<B: Backend> Executor<B> {
         // host copy of its samples.
         let carry_on_device = self.has_pending();
         if !carry_on_device {
-            for &(row, from) in &batch.carry {
-                match self.prev_sampled.get(from as usize) {
-                    Some(&t) => batch.step.input_ids[row as usize] = t,
-                    None => {
-                        return done.push(failed(
-                            batch,
-                            started,
-                            "internal error: a placeholder refers to a sample the previous step \
-                             did not make",
-                        ))
-                    }
-                }
+            if let Err(e) = self.resolve_carry(&mut batch) {
+                return done.push(StepOutput::failed(batch, started, e));
             }
         }
         let carry: &[(u32, u32)] = if carry_on_device { &batch.carry } else { &[] };
@@ -100,11 +90,8 @@ impl<B: Backend> Executor<B> {
                 // requests fail with this one's).
                 self.drain(done);
                 self.prev_sampled = vec![0; batch.samples.len()];
-                done.push(failed(
-                    batch,
-                    started,
-                    &format!("forward pass failed: {e:#}"),
-                ));
+                let why = format!("forward pass failed: {e:#}");
+                done.push(StepOutput::failed(batch, started, why));
             }
         }
     }
@@ -155,24 +142,9 @@ impl<B: Backend> Executor<B> {
             }
             Err(e) => {
                 self.prev_sampled = vec![0; p.batch.samples.len()];
-                Some(failed(
-                    p.batch,
-                    p.started,
-                    &format!("forward pass failed: {e:#}"),
-                ))
+                let why = format!("forward pass failed: {e:#}");
+                Some(StepOutput::failed(p.batch, p.started, why))
             }
         }
-    }
-}
-
-/// The output of a step that failed as a whole.
-fn failed(batch: Batch, started: Instant, why: &str) -> StepOutput {
-    StepOutput {
-        batch,
-        sampled: Vec::new(),
-        error: Some(why.to_string()),
-        failed: Vec::new(),
-        started,
-        finished: Instant::now(),
     }
 }
