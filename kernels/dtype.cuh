@@ -5,7 +5,9 @@
 #pragma once
 
 #include <stdint.h>
+#ifndef TANDEM_EMU  // the emulator (kernels/emu/cuda_emu.h) has its own bf16
 #include <cuda_bf16.h>
+#endif
 
 typedef __nv_bfloat16 bf16;
 

@@ -9,6 +9,8 @@ pub mod detokenizer;
 pub mod engine;
 pub mod generate;
 pub mod graph_shape;
+#[cfg(feature = "kernel-emu")]
+pub mod kernel_emu;
 pub mod kv;
 pub mod kv_cache;
 pub mod model_args;

@@ -9,7 +9,7 @@
 mod common;
 
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
 use common::gpu::*;
 use common::{
@@ -22,7 +22,7 @@ use tandem::runtime::backend::Backend;
 use tandem::runtime::cpu::CpuBackend;
 use tandem::runtime::cuda::{CudaBackend, DType};
 use tandem::runtime::request::SamplingParams;
-use tandem::runtime::sampling::{sample, Sampled, SamplerScratch, SamplerState};
+use tandem::runtime::sampling::{Sampled, SamplerState};
 
 /// The whole model on the GPU, f32: every fixture case alone and all cases batched over
 /// scattered 4-token blocks; greedy ids identical to the fixture (transformers), top-5 logits
@@ -180,120 +180,21 @@ fn model_bf16_vs_cpu() {
 // f32 rows get some copied values, including a copy of the maximum) check the tie rule (lower
 // id first); a NaN and a -inf in some rows check the sanitising.
 
-/// The sampling parameter sets the tests cycle through: (name, params).
-fn sampling_cases() -> Vec<(&'static str, SamplingParams)> {
-    let p = |temperature: f32, top_k: usize, top_p: f32, min_p: f32| SamplingParams {
-        temperature,
-        top_k,
-        top_p,
-        min_p,
-        ..SamplingParams::default()
-    };
-    vec![
-        ("greedy", p(0.0, 0, 1.0, 0.0)),
-        ("top_k 1 (greedy)", p(0.9, 1, 1.0, 0.0)),
-        ("temperature 0.7", p(0.7, 0, 1.0, 0.0)),
-        ("temperature 1.5", p(1.5, 0, 1.0, 0.0)),
-        ("top_k 5", p(1.0, 5, 1.0, 0.0)),
-        ("top_k 200", p(0.8, 200, 1.0, 0.0)),
-        ("top_p 0.5", p(1.0, 0, 0.5, 0.0)),
-        ("top_p 0.9", p(0.8, 0, 0.9, 0.0)),
-        ("top_p 0", p(1.0, 0, 0.0, 0.0)),
-        ("min_p 0.1", p(1.0, 0, 1.0, 0.1)),
-        ("min_p 0.6", p(1.2, 0, 1.0, 0.6)),
-        ("top_k 40 top_p 0.9 min_p 0.05", p(0.8, 40, 0.9, 0.05)),
-        ("top_k 1000 top_p 0.7", p(1.0, 1000, 0.7, 0.0)),
-        ("top_p 0.95 min_p 0.02", p(0.6, 0, 0.95, 0.02)),
-    ]
-}
-
-/// `rows` seeded logit rows of width `vocab`, as `dtype` stores them (see the section comment).
-fn sampling_logits(rng: &mut StdRng, rows: usize, vocab: usize, dtype: DType) -> Vec<f32> {
-    let mut v = Vec::with_capacity(rows * vocab);
-    for r in 0..rows {
-        let scale = [0.5f32, 2.0, 6.0, 12.0][r % 4];
-        let mut row: Vec<f32> = (0..vocab)
-            .map(|_| rng.random_range(-1.0f32..1.0) * scale)
-            .collect();
-        if vocab > 8 {
-            for i in (0..vocab).step_by(97).skip(1) {
-                row[i] = row[i / 2]; // exact ties
-            }
-            let max_at = (0..vocab).fold(0, |m, i| if row[i] > row[m] { i } else { m });
-            row[vocab - 1 - (r % 3)] = row[max_at]; // a tie at the top
-            if r % 5 == 1 {
-                row[3] = f32::NAN;
-                row[5] = f32::NEG_INFINITY;
-            }
-        }
-        v.extend(dtype.round(&row));
-    }
-    v
-}
-
 /// Samples every row on the CPU (`sample()`) and on the device; asserts equal tokens, equal top
 /// logprob ids and logprobs within a tolerance.
 fn check_sampling(b: &CudaBackend, rng: &mut StdRng, vocab: usize, rows: usize, round: usize) {
-    let logits = sampling_logits(rng, rows, vocab, b.dtype());
-    let cases = sampling_cases();
-    let mut states = Vec::new();
-    let mut what = Vec::new();
-    for r in 0..rows {
-        let (name, mut params) = cases[(r + round) % cases.len()].clone();
-        params.logprobs = match (r + round) % 4 {
-            0 => None,
-            1 => Some(0),
-            2 => Some(5),
-            _ => Some(20),
-        };
-        let seed = rng.random::<u64>();
-        let position = rng.random_range(0..300usize);
-        let generated = vec![0u32; position];
-        states.push(SamplerState::new(
-            std::sync::Arc::new(params),
-            seed,
-            &[],
-            &generated,
-        ));
-        what.push(format!(
-            "{} vocab {vocab} row {r} ({name}, seed {seed}, position {position})",
-            b.dtype()
-        ));
-    }
-    let params: Vec<_> = states
-        .iter()
-        .map(|s| s.device_sampling().expect("no penalties: device-eligible"))
-        .collect();
-    let t = b.upload(&logits).unwrap();
+    let dtype = b.dtype();
+    let batch = SamplingBatch::new(rng, rows, vocab, round, &dtype.to_string(), &|v| {
+        dtype.round(v)
+    });
+    let t = b.upload(&batch.logits).unwrap();
     let mut meta = b.new_meta(1, rows, LAYOUTS[0]).unwrap();
     let mut got: Vec<Sampled> = Vec::new();
     assert!(b
-        .sample_rows(&t, vocab, &params, &mut meta, &mut got)
+        .sample_rows(&t, vocab, &batch.device_params(), &mut meta, &mut got)
         .unwrap());
-    assert_eq!(got.len(), rows);
-    let mut scratch = SamplerScratch::new(vocab);
     let (atol, rtol) = tol(b, 1e-5, 1e-5);
-    for r in 0..rows {
-        let mut row = logits[r * vocab..(r + 1) * vocab].to_vec();
-        let want = sample(&mut states[r], &mut row, &mut scratch);
-        let g = &got[r];
-        assert_eq!(g.token, want.token, "{}: token", what[r]);
-        match (&g.logprob, &want.logprob) {
-            (None, None) => {}
-            (Some(g), Some(w)) => {
-                assert_close(&what[r], &[g.logprob], &[w.logprob], atol, rtol);
-                let ids = |t: &[(u32, f32)]| t.iter().map(|x| x.0).collect::<Vec<_>>();
-                let lps = |t: &[(u32, f32)]| t.iter().map(|x| x.1).collect::<Vec<_>>();
-                assert_eq!(ids(&g.top), ids(&w.top), "{}: top ids", what[r]);
-                assert_close(&what[r], &lps(&g.top), &lps(&w.top), atol, rtol);
-            }
-            _ => panic!("{}: logprobs present on one side only", what[r]),
-        }
-    }
-    eprintln!(
-        "{} sample_rows vocab {vocab}: {rows} rows match the CPU sampler",
-        b.dtype()
-    );
+    batch.check(&got, atol, rtol);
 }
 
 #[test]

@@ -19,7 +19,6 @@ use common::scattered;
 use tandem::runtime::backend::{AttentionParams, Backend, CacheShape, QkvLayout};
 use tandem::runtime::cpu;
 use tandem::runtime::cuda::{CudaBackend, DType, DecodePath};
-use tandem::runtime::step::{SeqChunk, StepInput};
 
 #[test]
 fn embed() {
@@ -81,8 +80,6 @@ fn gather_logit_rows() {
         }
     }
 }
-
-const NORM_SHAPES: [(usize, usize); 5] = [(1, 64), (7, 100), (33, 4096), (3, 5003), (2, 1)];
 
 #[test]
 fn rms_norm() {
@@ -282,33 +279,6 @@ fn silu_mul() {
     }
 }
 
-/// A random step: sequence `i` has `q_lens[i]` new rows and context `ctx_lens[i]`, its blocks
-/// handed out from a scrambled permutation of the cache's blocks.
-fn attention_step(q_lens: &[usize], ctx_lens: &[usize], block_size: usize) -> (StepInput, usize) {
-    let per_seq: Vec<usize> = ctx_lens.iter().map(|c| c.div_ceil(block_size)).collect();
-    let num_blocks = per_seq.iter().sum::<usize>() + 3;
-    let order = scattered(num_blocks);
-    let mut tables = Vec::new();
-    let mut next = 0;
-    for &n in &per_seq {
-        tables.push(order[next..next + n].to_vec());
-        next += n;
-    }
-    let tokens: Vec<Vec<u32>> = q_lens.iter().map(|&q| vec![0; q]).collect();
-    let chunks: Vec<SeqChunk> = q_lens
-        .iter()
-        .zip(ctx_lens)
-        .enumerate()
-        .map(|(i, (&q, &c))| SeqChunk {
-            tokens: &tokens[i],
-            num_cached: c - q,
-            block_table: &tables[i],
-            want_logits: true,
-        })
-        .collect();
-    (StepInput::build(&chunks, block_size).unwrap(), num_blocks)
-}
-
 #[allow(clippy::too_many_arguments)]
 fn check_attention(
     b: &CudaBackend,
@@ -377,21 +347,6 @@ fn paged_attention_decode() {
         }
     }
 }
-
-/// Layouts for the decode kernel: GQA ratios 1, 3, 4, 5, 8, 16 and head_dim 16 to 256 (its
-/// instances: 4 or 8 elements per lane, 1 to 8 heads per warp, groups in up to 4 chunks), plus
-/// a head_dim that is not a multiple of 4 (falls back to the general kernel).
-const DECODE_LAYOUTS: [(usize, usize, usize); 9] = [
-    (4, 4, 64),
-    (8, 2, 80),
-    (32, 8, 128),
-    (8, 1, 128),
-    (16, 1, 128),
-    (9, 3, 64),
-    (10, 2, 96),
-    (8, 1, 256),
-    (6, 3, 18),
-];
 
 /// Pure decode steps (one row per sequence) on the decode kernel, with its split count chosen
 /// (Auto), pinned to 1 (no merge) and to 7 (uneven splits, some empty for short sequences), and

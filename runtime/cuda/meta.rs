@@ -10,9 +10,10 @@ use anyhow::Result;
 
 use super::attention::DecodeWorkspace;
 use super::pinned::PinnedWords;
-use super::sampling::{SampleBuffers, PARAM_WORDS};
+use super::sampling::SampleBuffers;
 use super::{pinned, CudaBackend};
 use crate::runtime::backend::QkvLayout;
+use crate::runtime::sampling::device_words::PARAM_WORDS;
 use crate::runtime::step::StepInput;
 
 /// A step's metadata on the device: one buffer of u32 words at fixed offsets (so a captured graph

@@ -16,17 +16,11 @@ use cudarc::driver::{CudaSlice, PushKernelArg};
 use super::pinned::PinnedWords;
 
 use super::{u32_of, CudaBackend, CudaMeta, CudaTensor};
-use crate::runtime::request::TokenLogprob;
+use crate::runtime::sampling::device_words::{pack, unpack, OUT_WORDS, PARAM_WORDS};
 use crate::runtime::sampling::{DeviceSampling, Sampled, MAX_DEVICE_TOP_LOGPROBS};
 
 /// `SAMPLE_THREADS` in sampling.cu.
 const THREADS: u32 = 512;
-/// u32 words of one row's `SampleParams` (40 bytes).
-pub(super) const PARAM_WORDS: usize = 10;
-/// u32 words of one row's result: token, logprob, top ids [20], top logprobs [20].
-pub(super) const OUT_WORDS: usize = 2 + 2 * MAX_DEVICE_TOP_LOGPROBS;
-const GREEDY: u32 = 1;
-const LOGPROBS: u32 = 2;
 
 /// The device sampler's results for up to `rows` rows, on the device and (once copied back) in
 /// page-locked host memory.
@@ -51,23 +45,6 @@ impl SampleBuffers {
             vocab: 0,
         })
     }
-}
-
-/// One row's `SampleParams` as the kernel reads it (little-endian u64 halves, low first).
-pub(super) fn pack(p: &DeviceSampling, out: &mut [u32]) {
-    let flags = if p.greedy { GREEDY } else { 0 } | if p.logprobs.is_some() { LOGPROBS } else { 0 };
-    out.copy_from_slice(&[
-        p.inv_temperature.to_bits(),
-        p.top_p.to_bits(),
-        p.min_p.to_bits(),
-        p.top_k,
-        p.seed as u32,
-        (p.seed >> 32) as u32,
-        p.position as u32,
-        (p.position >> 32) as u32,
-        flags,
-        p.logprobs.unwrap_or(0),
-    ]);
 }
 
 /// Checks a step's sampling entries before they go up.
@@ -133,18 +110,7 @@ impl CudaBackend {
         );
         let words = meta.sampling.out_host.as_slice();
         for (p, r) in entries.iter().zip(words.chunks_exact(OUT_WORDS)) {
-            let token = r[0];
-            let logprob = p.logprobs.map(|n| {
-                let n = (n as usize).min(meta.sampling.vocab);
-                TokenLogprob {
-                    token,
-                    logprob: f32::from_bits(r[1]),
-                    top: (0..n)
-                        .map(|a| (r[2 + a], f32::from_bits(r[2 + MAX_DEVICE_TOP_LOGPROBS + a])))
-                        .collect(),
-                }
-            });
-            out.push(Sampled { token, logprob });
+            out.push(unpack(p, r, meta.sampling.vocab));
         }
         Ok(())
     }

@@ -13,8 +13,9 @@ use anyhow::{ensure, Result};
 use cudarc::driver::PushKernelArg;
 
 use super::pinned::PinnedWords;
-use super::sampling::{check_entries, pack, OUT_WORDS, PARAM_WORDS};
+use super::sampling::check_entries;
 use super::{u32_of, CudaBackend, CudaMeta};
+use crate::runtime::sampling::device_words::{pack, OUT_WORDS, PARAM_WORDS};
 use crate::runtime::sampling::{DeviceSampling, Sampled};
 use crate::runtime::step::StepInput;
 

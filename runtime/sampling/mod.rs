@@ -17,6 +17,7 @@
 //! recomputed from its prompt and already generated tokens ([`SamplerState::new`] with
 //! `generated`) continues with exactly the draw it would have made.
 
+pub mod device_words;
 pub mod logprobs;
 pub mod math;
 pub mod penalties;

@@ -8,6 +8,9 @@ use tandem::runtime::backend::{Backend, QkvLayout};
 use tandem::runtime::cuda::{CudaBackend, DType};
 use tandem::runtime::step::StepInput;
 
+pub use super::assert_close;
+pub use super::kernel_cases::*;
+
 /// The GPU with f32 storage, or `None` after printing why this test is skipped.
 pub fn gpu(name: &str) -> Option<CudaBackend> {
     gpu_as(name, DType::F32)
@@ -55,33 +58,6 @@ pub fn random(rng: &mut StdRng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
 }
 
-/// Asserts `|got - want| <= atol + |want| * rtol` everywhere (NaN never passes).
-pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
-    let mut bad = 0;
-    let mut first = None;
-    let mut worst = 0.0f32;
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let err = (g - w).abs();
-        let ok = err <= atol + w.abs() * rtol; // false for NaN
-        if !ok {
-            bad += 1;
-            first.get_or_insert((i, g, w));
-        }
-        if err.is_finite() {
-            worst = worst.max(err);
-        }
-    }
-    if let Some((i, g, w)) = first {
-        panic!(
-            "{what}: {bad} of {} elements out of tolerance (atol {atol}, rtol {rtol}); first at \
-             {i}: got {g}, want {w}",
-            got.len()
-        );
-    }
-    eprintln!("{what}: ok, {} elements, max |err| {worst:e}", got.len());
-}
-
 /// [`assert_close`] at `b`'s dtype: the tolerance from [`tol`], the dtype in the label.
 pub fn check(b: &CudaBackend, what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
     let (atol, rtol) = tol(b, atol, rtol);
@@ -125,26 +101,3 @@ pub fn simple_step(ids: &[u32], positions: &[u32]) -> StepInput {
         logits_indices: vec![],
     }
 }
-
-pub const LAYOUTS: [QkvLayout; 4] = [
-    QkvLayout {
-        num_heads: 4,
-        num_kv_heads: 2,
-        head_dim: 16,
-    },
-    QkvLayout {
-        num_heads: 8,
-        num_kv_heads: 1,
-        head_dim: 128,
-    },
-    QkvLayout {
-        num_heads: 5,
-        num_kv_heads: 5,
-        head_dim: 80,
-    },
-    QkvLayout {
-        num_heads: 2,
-        num_kv_heads: 1,
-        head_dim: 256,
-    },
-];

@@ -3,8 +3,11 @@
 #![allow(dead_code)]
 
 pub mod crowd;
+#[cfg(feature = "kernel-emu")]
+pub mod emu;
 #[cfg(feature = "cuda")]
 pub mod gpu;
+pub mod kernel_cases;
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -307,4 +310,31 @@ pub fn check_step(what: &str, logits: &[f32], case: &Case, step: usize) {
         "{what}: step {step}: greedy token {argmax}, transformers chose {}",
         case.generated_ids[step]
     );
+}
+
+/// Asserts `|got - want| <= atol + |want| * rtol` everywhere (NaN never passes).
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    let mut bad = 0;
+    let mut first = None;
+    let mut worst = 0.0f32;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        let ok = err <= atol + w.abs() * rtol; // false for NaN
+        if !ok {
+            bad += 1;
+            first.get_or_insert((i, g, w));
+        }
+        if err.is_finite() {
+            worst = worst.max(err);
+        }
+    }
+    if let Some((i, g, w)) = first {
+        panic!(
+            "{what}: {bad} of {} elements out of tolerance (atol {atol}, rtol {rtol}); first at \
+             {i}: got {g}, want {w}",
+            got.len()
+        );
+    }
+    eprintln!("{what}: ok, {} elements, max |err| {worst:e}", got.len());
 }

@@ -1,0 +1,136 @@
+//! build.rs's half for the `kernel-emu` feature: compiles every `kernels/*.cu` with the host C++
+//! compiler against the emulator's shim (`kernels/emu/cuda_emu.h`) into one static library with
+//! the emulator's runtime, so the kernels run on the CPU (runtime/kernel_emu.rs). No CUDA needed.
+//!
+//! Each kernel file gets a generated translation unit that includes the shim, the file, and a
+//! table of the file's `extern "C"` kernels; the names are read from the file preprocessed against
+//! the shim (the exported names are made by macros), from the lines that come from the file itself.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+pub fn build(kernels: &Path, sources: &[PathBuf], out: &Path) -> Result<(), String> {
+    let emu = kernels.join("emu");
+    let gen = out.join("emu");
+    std::fs::create_dir_all(&gen).map_err(|e| e.to_string())?;
+    println!("cargo:rerun-if-changed={}", emu.display());
+
+    let mut build = base(&emu);
+    build.file(emu.join("runtime.cc"));
+    let mut registry = String::from("#include \"registry.h\"\n#include <string.h>\n");
+    let mut tables = Vec::new();
+    for src in sources {
+        let stem = src
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap()
+            .to_string();
+        let includes = format!(
+            "#include \"cuda_emu.h\"\n#include \"registry.h\"\n#include {:?}\n",
+            src.display().to_string()
+        );
+        let pre = gen.join(format!("{stem}.names.cc"));
+        std::fs::write(&pre, &includes).map_err(|e| e.to_string())?;
+        let expanded = base(&emu)
+            .file(&pre)
+            .try_expand()
+            .map_err(|e| format!("preprocessing {}: {e}", src.display()))?;
+        let names = kernel_names(&String::from_utf8_lossy(&expanded), src);
+        if names.is_empty() {
+            return Err(format!(
+                "no extern \"C\" kernels found in {}",
+                src.display()
+            ));
+        }
+        let mut tu = includes;
+        tu.push_str("namespace {\nconst ::tandem_emu::Entry kEntries[] = {\n");
+        for n in &names {
+            writeln!(tu, "    TANDEM_EMU_KERNEL({n}),").unwrap();
+        }
+        writeln!(
+            tu,
+            "}};\n}}\nextern \"C\" const ::tandem_emu::Entry* tandem_emu_table_{stem}(size_t* n) {{\n    \
+             *n = sizeof(kEntries) / sizeof(kEntries[0]);\n    return kEntries;\n}}"
+        )
+        .unwrap();
+        let unit = gen.join(format!("{stem}.cc"));
+        std::fs::write(&unit, tu).map_err(|e| e.to_string())?;
+        build.file(unit);
+        writeln!(
+            registry,
+            "extern \"C\" const ::tandem_emu::Entry* tandem_emu_table_{stem}(size_t*);"
+        )
+        .unwrap();
+        tables.push(stem);
+    }
+    registry.push_str(
+        "const ::tandem_emu::Entry* ::tandem_emu::find_entry(const char* name) {\n    \
+         const ::tandem_emu::Entry* (*tables[])(size_t*) = {",
+    );
+    for t in &tables {
+        write!(registry, "tandem_emu_table_{t}, ").unwrap();
+    }
+    registry.push_str(
+        "};\n    for (auto table : tables) {\n        size_t n = 0;\n        \
+         const ::tandem_emu::Entry* e = table(&n);\n        \
+         for (size_t i = 0; i < n; ++i) if (strcmp(e[i].name, name) == 0) return &e[i];\n    \
+         }\n    return nullptr;\n}\n",
+    );
+    let reg = gen.join("registry.cc");
+    std::fs::write(&reg, registry).map_err(|e| e.to_string())?;
+    build.file(reg);
+    build
+        .try_compile("tandem_kernel_emu")
+        .map_err(|e| format!("compiling the kernel emulator: {e}"))
+}
+
+fn base(emu: &Path) -> cc::Build {
+    let mut b = cc::Build::new();
+    b.cpp(true)
+        .std("c++17")
+        .opt_level(2)
+        .include(emu)
+        // The kernels' `#pragma unroll` etc. mean nothing to the host compiler.
+        .warnings(false)
+        .flag("-w")
+        // As on the device: no contraction of a*b+c into an fma the kernel did not write.
+        .flag("-ffp-contract=off")
+        .cargo_warnings(false);
+    b
+}
+
+/// The names after `extern "C" void` on the lines the preprocessor attributes to `src`.
+fn kernel_names(expanded: &str, src: &Path) -> Vec<String> {
+    let src_name = src.display().to_string();
+    let mut in_src = false;
+    let mut names = Vec::new();
+    for line in expanded.lines() {
+        if let Some(rest) = line.strip_prefix("# ") {
+            // A line marker: `# <line> "<file>" <flags>`.
+            if let Some(file) = rest.split('"').nth(1) {
+                in_src = file == src_name;
+            }
+            continue;
+        }
+        if !in_src {
+            continue;
+        }
+        let mut rest = line;
+        while let Some(at) = rest.find("extern \"C\"") {
+            rest = &rest[at + "extern \"C\"".len()..];
+            let mut words = rest.trim_start().splitn(2, char::is_whitespace);
+            if words.next() != Some("void") {
+                continue;
+            }
+            let after = words.next().unwrap_or("").trim_start();
+            let name: String = after
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() && after[name.len()..].trim_start().starts_with('(') {
+                names.push(name);
+            }
+        }
+    }
+    names
+}

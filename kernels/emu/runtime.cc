@@ -1,0 +1,264 @@
+// The CUDA kernel emulator's runtime (feature `kernel-emu`; see cuda_emu.h for what it models):
+// runs a launch's blocks in turn, each block's threads as fibers on this OS thread, switching at
+// barriers and warp collectives. The Rust side calls `tandem_emu_launch` (runtime/kernel_emu.rs).
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "cuda_emu.h"
+#include "registry.h"
+
+// Switching fibers: on x86-64, a few instructions that save the callee-saved registers and swap
+// stacks (ucontext's swapcontext also saves the signal mask, a system call per switch, which made
+// the attention tests ~3x slower); elsewhere, ucontext.
+#if defined(__x86_64__)
+extern "C" void tandem_emu_switch(void** save_sp, void* load_sp);
+asm(R"(
+    .text
+    .globl tandem_emu_switch
+    .type tandem_emu_switch, @function
+tandem_emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size tandem_emu_switch, .-tandem_emu_switch
+)");
+struct Context {
+    void* sp = nullptr;
+};
+// A fresh context on `stack` that starts in `entry` (which must never return).
+inline void make_context(Context& c, char* stack, size_t bytes, void (*entry)()) {
+    uintptr_t top = ((uintptr_t)(stack + bytes)) & ~(uintptr_t)15;
+    void** sp = (void**)top;
+    *--sp = nullptr;           // entry's return address slot: entry never returns
+    *--sp = (void*)entry;      // popped by `ret`: rsp is then 8 mod 16, as after a call
+    for (int i = 0; i < 6; ++i) *--sp = nullptr;  // rbp rbx r12 r13 r14 r15
+    c.sp = sp;
+}
+inline void switch_context(Context& from, Context& to) { tandem_emu_switch(&from.sp, to.sp); }
+#else
+#include <ucontext.h>
+namespace tandem_emu_ctx {
+struct Context {
+    ucontext_t uc;
+};
+inline void make_context(Context& c, char* stack, size_t bytes, void (*entry)()) {
+    getcontext(&c.uc);
+    c.uc.uc_stack.ss_sp = stack;
+    c.uc.uc_stack.ss_size = bytes;
+    c.uc.uc_link = nullptr;
+    makecontext(&c.uc, entry, 0);
+}
+inline void switch_context(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+}  // namespace tandem_emu_ctx
+using namespace tandem_emu_ctx;
+#endif
+
+namespace tandem_emu {
+namespace {
+
+enum class State { Ready, AtBlockBarrier, AtWarpBarrier, Done };
+
+struct Fiber {
+    Context ctx;
+    dim3 tid;
+    State state = State::Ready;
+    unsigned warp_mask = 0;  // while AtWarpBarrier: the lanes it waits for
+};
+
+// A fiber's stack: deep enough for the kernels' per-thread arrays and the host's libm.
+constexpr size_t kStackBytes = 256 * 1024;
+constexpr unsigned kMaxThreads = 1024;
+
+struct Launch {
+    const Entry* entry = nullptr;
+    void** args = nullptr;
+    dim3 grid{1, 1, 1}, block{1, 1, 1}, block_idx{0, 0, 0};
+    std::vector<Fiber> fibers;
+    std::vector<std::unique_ptr<char[]>> stacks;
+    std::vector<uint64_t> exchange;  // one slot per thread, for the warp collectives
+    Context scheduler;
+    Fiber* current = nullptr;
+    std::string error;
+};
+
+thread_local Launch* g_launch = nullptr;
+
+Launch& launch() { return *g_launch; }
+unsigned linear(const Launch& l, const dim3& t) {
+    return t.x + l.block.x * (t.y + l.block.y * t.z);
+}
+
+void park(State s) {
+    Launch& l = launch();
+    Fiber* f = l.current;
+    f->state = s;
+    switch_context(f->ctx, l.scheduler);
+}
+
+// A fiber's first frame: runs the kernel, then hands back to the scheduler for good.
+void fiber_main() {
+    Launch& l = launch();
+    l.entry->call(l.args);
+    l.current->state = State::Done;
+    switch_context(l.current->ctx, l.scheduler);
+    __builtin_unreachable();
+}
+
+// Resumes every ready fiber once, then releases the barriers everyone has reached. Returns false
+// (with l.error set) on a deadlock.
+bool run_block(Launch& l) {
+    const unsigned n = (unsigned)l.fibers.size();
+    for (unsigned i = 0; i < n; ++i) {
+        Fiber& f = l.fibers[i];
+        f.tid = {i % l.block.x, i / l.block.x % l.block.y, i / (l.block.x * l.block.y)};
+        f.state = State::Ready;
+        make_context(f.ctx, l.stacks[i].get(), kStackBytes, fiber_main);
+    }
+    for (;;) {
+        for (Fiber& f : l.fibers) {
+            if (f.state != State::Ready) continue;
+            l.current = &f;
+            switch_context(l.scheduler, f.ctx);
+            if (!l.error.empty()) return false;
+        }
+        unsigned done = 0, at_block = 0;
+        for (const Fiber& f : l.fibers) {
+            done += f.state == State::Done;
+            at_block += f.state == State::AtBlockBarrier;
+        }
+        if (done == n) return true;
+        bool released = false;
+        if (done + at_block == n) {
+            for (Fiber& f : l.fibers)
+                if (f.state == State::AtBlockBarrier) f.state = State::Ready;
+            released = true;
+        }
+        // A warp barrier opens when every lane of its mask has reached it or exited.
+        for (unsigned w = 0; w * 32 < n; ++w) {
+            const unsigned lanes = n - w * 32 < 32 ? n - w * 32 : 32;
+            for (unsigned lane = 0; lane < lanes; ++lane) {
+                Fiber& f = l.fibers[w * 32 + lane];
+                if (f.state != State::AtWarpBarrier) continue;
+                bool all = true;
+                for (unsigned o = 0; o < lanes && all; ++o) {
+                    const State s = l.fibers[w * 32 + o].state;
+                    if ((f.warp_mask >> o & 1u) && s != State::AtWarpBarrier && s != State::Done)
+                        all = false;
+                }
+                if (!all) continue;
+                for (unsigned o = 0; o < lanes; ++o) {
+                    Fiber& g = l.fibers[w * 32 + o];
+                    if ((f.warp_mask >> o & 1u) && g.state == State::AtWarpBarrier) {
+                        g.state = State::Ready;
+                    }
+                }
+                released = true;
+            }
+        }
+        if (!released) {
+            l.error = "deadlock in block (" + std::to_string(l.block_idx.x) + "," +
+                      std::to_string(l.block_idx.y) + "," + std::to_string(l.block_idx.z) +
+                      "): " + std::to_string(at_block) + " of " + std::to_string(n - done) +
+                      " live threads wait at __syncthreads, the rest at a warp collective whose " +
+                      "lanes never all arrive";
+            return false;
+        }
+    }
+}
+
+std::mutex g_serial;  // `__shared__` arrays are statics: one launch at a time per process
+
+}  // namespace
+
+const dim3& thread_idx() { return launch().current->tid; }
+const dim3& block_idx() { return launch().block_idx; }
+const dim3& block_dim() { return launch().block; }
+const dim3& grid_dim() { return launch().grid; }
+unsigned lane_id() { return linear(launch(), launch().current->tid) % 32; }
+
+void sync_threads() { park(State::AtBlockBarrier); }
+
+const uint64_t* warp_exchange(unsigned mask, uint64_t bits) {
+    Launch& l = launch();
+    const unsigned me = linear(l, l.current->tid);
+    if (!(mask >> (me % 32) & 1u)) trap("a warp collective called by a lane outside its mask");
+    // Wait until every lane has finished reading the previous exchange before overwriting it.
+    l.current->warp_mask = mask;
+    park(State::AtWarpBarrier);
+    l.exchange[me] = bits;
+    l.current->warp_mask = mask;
+    park(State::AtWarpBarrier);
+    return &l.exchange[me / 32 * 32];
+}
+
+void trap(const char* why) {
+    Launch& l = launch();
+    if (l.error.empty()) l.error = why;
+    l.current->state = State::Done;
+    switch_context(l.current->ctx, l.scheduler);
+    __builtin_unreachable();
+}
+
+}  // namespace tandem_emu
+
+using namespace tandem_emu;
+
+// Runs `name` over `grid` x `block` threads with the given arguments (each `args[i]` points at
+// a value of `sizes[i]` bytes, as for cuLaunchKernel). Returns 0, or -1 with a message in `err`.
+extern "C" int tandem_emu_launch(const char* name, const uint32_t grid[3], const uint32_t block[3],
+                                 void** args, const size_t* sizes, size_t nargs, char* err,
+                                 size_t err_len) {
+    auto fail = [&](const std::string& m) {
+        snprintf(err, err_len, "%s: %s", name, m.c_str());
+        return -1;
+    };
+    const Entry* entry = find_entry(name);
+    if (!entry) return fail("no such kernel");
+    if (nargs != entry->nargs) {
+        return fail("takes " + std::to_string(entry->nargs) + " arguments, given " +
+                    std::to_string(nargs));
+    }
+    for (size_t i = 0; i < nargs; ++i) {
+        if (sizes[i] != entry->sizes[i]) {
+            return fail("argument " + std::to_string(i) + " is " + std::to_string(entry->sizes[i]) +
+                        " bytes, given " + std::to_string(sizes[i]));
+        }
+    }
+    const unsigned threads = block[0] * block[1] * block[2];
+    if (threads == 0 || threads > kMaxThreads) return fail("block of " + std::to_string(threads) + " threads");
+
+    std::lock_guard<std::mutex> serial(g_serial);
+    Launch l;
+    l.entry = entry;
+    l.args = args;
+    l.grid = {grid[0], grid[1], grid[2]};
+    l.block = {block[0], block[1], block[2]};
+    l.fibers.resize(threads);
+    l.exchange.assign(((threads + 31) / 32) * 32, 0);
+    for (unsigned i = 0; i < threads; ++i) l.stacks.emplace_back(new char[kStackBytes]);
+    g_launch = &l;
+    bool ok = true;
+    for (unsigned z = 0; z < grid[2] && ok; ++z)
+        for (unsigned y = 0; y < grid[1] && ok; ++y)
+            for (unsigned x = 0; x < grid[0] && ok; ++x) {
+                l.block_idx = {x, y, z};
+                ok = run_block(l);
+            }
+    g_launch = nullptr;
+    if (!ok) return fail(l.error);
+    return 0;
+}

@@ -1,0 +1,154 @@
+//! Host buffers and launches for tests/kernel_emu.rs: the CUDA kernels run on the CPU by the
+//! emulator (runtime/kernel_emu.rs), over host memory laid out as on the device.
+
+use rand::rngs::StdRng;
+use rand::Rng;
+
+pub use tandem::runtime::kernel_emu::Arg;
+
+/// A storage dtype of the kernels.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Dt {
+    F32,
+    Bf16,
+}
+
+pub const DTYPES: [Dt; 2] = [Dt::F32, Dt::Bf16];
+
+impl Dt {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dt::F32 => "f32",
+            Dt::Bf16 => "bf16",
+        }
+    }
+
+    /// The values as this dtype stores them.
+    pub fn round(self, v: &[f32]) -> Vec<f32> {
+        match self {
+            Dt::F32 => v.to_vec(),
+            Dt::Bf16 => v
+                .iter()
+                .map(|&x| half::bf16::from_f32(x).to_f32())
+                .collect(),
+        }
+    }
+
+    /// The kernel exported for this dtype: `base_f32` / `base_bf16`.
+    pub fn kernel(self, base: &str) -> String {
+        format!("{base}_{}", self.name())
+    }
+
+    /// The tolerance for outputs stored in this dtype (bf16 keeps 8 bits of mantissa); exact
+    /// comparisons stay exact.
+    pub fn tol(self, atol: f32, rtol: f32) -> (f32, f32) {
+        match self {
+            Dt::F32 => (atol, rtol),
+            Dt::Bf16 if atol == 0.0 && rtol == 0.0 => (0.0, 0.0),
+            Dt::Bf16 => (atol.max(1e-3), rtol.max(1e-2)),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+struct Chunk([u8; 16]);
+
+/// A device buffer in host memory: `len` elements of `dt`, 16-byte aligned as cudaMalloc's are
+/// (the kernels' vector loads need it).
+pub struct Buf {
+    pub dt: Dt,
+    pub len: usize,
+    mem: Vec<Chunk>,
+}
+
+impl Buf {
+    pub fn new(dt: Dt, vals: &[f32]) -> Buf {
+        let width = match dt {
+            Dt::F32 => 4,
+            Dt::Bf16 => 2,
+        };
+        let mut b = Buf {
+            dt,
+            len: vals.len(),
+            mem: vec![Chunk([0; 16]); (vals.len() * width).div_ceil(16).max(1)],
+        };
+        b.write(vals);
+        b
+    }
+
+    /// `len` NaNs: an element the kernel does not write fails any comparison.
+    pub fn poisoned(dt: Dt, len: usize) -> Buf {
+        Buf::new(dt, &vec![f32::NAN; len])
+    }
+
+    fn bytes(&self) -> &[u8] {
+        bytemuck_slice(&self.mem)
+    }
+
+    pub fn write(&mut self, vals: &[f32]) {
+        assert_eq!(vals.len(), self.len);
+        let bytes = bytemuck_slice_mut(&mut self.mem);
+        for (i, &v) in vals.iter().enumerate() {
+            match self.dt {
+                Dt::F32 => bytes[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes()),
+                Dt::Bf16 => bytes[2 * i..2 * i + 2]
+                    .copy_from_slice(&half::bf16::from_f32(v).to_bits().to_le_bytes()),
+            }
+        }
+    }
+
+    pub fn read(&self) -> Vec<f32> {
+        let bytes = self.bytes();
+        (0..self.len)
+            .map(|i| match self.dt {
+                Dt::F32 => f32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap()),
+                Dt::Bf16 => half::bf16::from_bits(u16::from_le_bytes(
+                    bytes[2 * i..2 * i + 2].try_into().unwrap(),
+                ))
+                .to_f32(),
+            })
+            .collect()
+    }
+
+    pub fn arg(&self) -> Arg {
+        Arg::U64(self.mem.as_ptr() as u64)
+    }
+
+    pub fn arg_mut(&mut self) -> Arg {
+        Arg::U64(self.mem.as_mut_ptr() as u64)
+    }
+}
+
+fn bytemuck_slice(c: &[Chunk]) -> &[u8] {
+    // SAFETY: Chunk is 16 plain bytes.
+    unsafe { std::slice::from_raw_parts(c.as_ptr() as *const u8, c.len() * 16) }
+}
+
+fn bytemuck_slice_mut(c: &mut [Chunk]) -> &mut [u8] {
+    // SAFETY: Chunk is 16 plain bytes.
+    unsafe { std::slice::from_raw_parts_mut(c.as_mut_ptr() as *mut u8, c.len() * 16) }
+}
+
+/// Runs `kernel` on the emulator; a launch error (wrong arguments, deadlock, trap) fails the test.
+pub fn run(kernel: &str, grid: (u32, u32, u32), block: u32, args: &[Arg]) {
+    // SAFETY: every pointer argument is a live buffer of the calling test, sized as the
+    // kernel's header comment asks.
+    unsafe { tandem::runtime::kernel_emu::launch(kernel, grid, block, args) }
+        .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+/// `n` values in [-1, 1) as `dt` stores them.
+pub fn random_as(dt: Dt, rng: &mut StdRng, n: usize) -> Vec<f32> {
+    dt.round(
+        &(0..n)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// Asserts `|got - want| <= atol + |want| * rtol` (tolerances per [`Dt::tol`]) everywhere.
+pub fn check(dt: Dt, what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    let (atol, rtol) = dt.tol(atol, rtol);
+    super::assert_close(&format!("{} {what}", dt.name()), got, want, atol, rtol);
+}

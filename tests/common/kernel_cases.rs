@@ -1,0 +1,232 @@
+//! Kernel test cases shared by the GPU parity tests (tests/cuda_parity.rs) and the emulated
+//! kernels (tests/kernel_emu.rs): layouts, shapes and random paged-attention steps.
+
+use rand::rngs::StdRng;
+use rand::Rng;
+
+use tandem::runtime::backend::QkvLayout;
+use tandem::runtime::request::SamplingParams;
+use tandem::runtime::sampling::{sample, DeviceSampling, Sampled, SamplerScratch, SamplerState};
+use tandem::runtime::step::{SeqChunk, StepInput};
+
+use super::scattered;
+
+/// (rows, dim) for the norms: one row, non-multiples of the block, wide rows, width 1.
+pub const NORM_SHAPES: [(usize, usize); 5] = [(1, 64), (7, 100), (33, 4096), (3, 5003), (2, 1)];
+
+/// q/k/v layouts: GQA and MHA, head_dim 16 to 256.
+pub const LAYOUTS: [QkvLayout; 4] = [
+    QkvLayout {
+        num_heads: 4,
+        num_kv_heads: 2,
+        head_dim: 16,
+    },
+    QkvLayout {
+        num_heads: 8,
+        num_kv_heads: 1,
+        head_dim: 128,
+    },
+    QkvLayout {
+        num_heads: 5,
+        num_kv_heads: 5,
+        head_dim: 80,
+    },
+    QkvLayout {
+        num_heads: 2,
+        num_kv_heads: 1,
+        head_dim: 256,
+    },
+];
+
+/// Layouts for the decode kernel: GQA ratios 1, 3, 4, 5, 8, 16 and head_dim 16 to 256 (its
+/// instances: 4 or 8 elements per lane, 1 to 8 heads per warp, groups in up to 4 chunks), plus
+/// a head_dim that is not a multiple of 4 (falls back to the general kernel).
+pub const DECODE_LAYOUTS: [(usize, usize, usize); 9] = [
+    (4, 4, 64),
+    (8, 2, 80),
+    (32, 8, 128),
+    (8, 1, 128),
+    (16, 1, 128),
+    (9, 3, 64),
+    (10, 2, 96),
+    (8, 1, 256),
+    (6, 3, 18),
+];
+
+/// A random step: sequence `i` has `q_lens[i]` new rows and context `ctx_lens[i]`, its blocks
+/// handed out from a scrambled permutation of the cache's blocks.
+pub fn attention_step(
+    q_lens: &[usize],
+    ctx_lens: &[usize],
+    block_size: usize,
+) -> (StepInput, usize) {
+    let per_seq: Vec<usize> = ctx_lens.iter().map(|c| c.div_ceil(block_size)).collect();
+    let num_blocks = per_seq.iter().sum::<usize>() + 3;
+    let order = scattered(num_blocks);
+    let mut tables = Vec::new();
+    let mut next = 0;
+    for &n in &per_seq {
+        tables.push(order[next..next + n].to_vec());
+        next += n;
+    }
+    let tokens: Vec<Vec<u32>> = q_lens.iter().map(|&q| vec![0; q]).collect();
+    let chunks: Vec<SeqChunk> = q_lens
+        .iter()
+        .zip(ctx_lens)
+        .enumerate()
+        .map(|(i, (&q, &c))| SeqChunk {
+            tokens: &tokens[i],
+            num_cached: c - q,
+            block_table: &tables[i],
+            want_logits: true,
+        })
+        .collect();
+    (StepInput::build(&chunks, block_size).unwrap(), num_blocks)
+}
+
+// ---- Device sampling (kernels/sampling.cu) against the CPU sampler ----
+/// The sampling parameter sets the tests cycle through: (name, params).
+pub fn sampling_cases() -> Vec<(&'static str, SamplingParams)> {
+    let p = |temperature: f32, top_k: usize, top_p: f32, min_p: f32| SamplingParams {
+        temperature,
+        top_k,
+        top_p,
+        min_p,
+        ..SamplingParams::default()
+    };
+    vec![
+        ("greedy", p(0.0, 0, 1.0, 0.0)),
+        ("top_k 1 (greedy)", p(0.9, 1, 1.0, 0.0)),
+        ("temperature 0.7", p(0.7, 0, 1.0, 0.0)),
+        ("temperature 1.5", p(1.5, 0, 1.0, 0.0)),
+        ("top_k 5", p(1.0, 5, 1.0, 0.0)),
+        ("top_k 200", p(0.8, 200, 1.0, 0.0)),
+        ("top_p 0.5", p(1.0, 0, 0.5, 0.0)),
+        ("top_p 0.9", p(0.8, 0, 0.9, 0.0)),
+        ("top_p 0", p(1.0, 0, 0.0, 0.0)),
+        ("min_p 0.1", p(1.0, 0, 1.0, 0.1)),
+        ("min_p 0.6", p(1.2, 0, 1.0, 0.6)),
+        ("top_k 40 top_p 0.9 min_p 0.05", p(0.8, 40, 0.9, 0.05)),
+        ("top_k 1000 top_p 0.7", p(1.0, 1000, 0.7, 0.0)),
+        ("top_p 0.95 min_p 0.02", p(0.6, 0, 0.95, 0.02)),
+    ]
+}
+
+/// `rows` seeded logit rows of width `vocab`, rounded as the device stores them (see the section comment).
+fn sampling_logits(
+    rng: &mut StdRng,
+    rows: usize,
+    vocab: usize,
+    round: &dyn Fn(&[f32]) -> Vec<f32>,
+) -> Vec<f32> {
+    let mut v = Vec::with_capacity(rows * vocab);
+    for r in 0..rows {
+        let scale = [0.5f32, 2.0, 6.0, 12.0][r % 4];
+        let mut row: Vec<f32> = (0..vocab)
+            .map(|_| rng.random_range(-1.0f32..1.0) * scale)
+            .collect();
+        if vocab > 8 {
+            for i in (0..vocab).step_by(97).skip(1) {
+                row[i] = row[i / 2]; // exact ties
+            }
+            let max_at = (0..vocab).fold(0, |m, i| if row[i] > row[m] { i } else { m });
+            row[vocab - 1 - (r % 3)] = row[max_at]; // a tie at the top
+            if r % 5 == 1 {
+                row[3] = f32::NAN;
+                row[5] = f32::NEG_INFINITY;
+            }
+        }
+        v.extend(round(&row));
+    }
+    v
+}
+
+/// Logit rows with a sampler state per row (the parameter sets of [`sampling_cases`] in turn,
+/// seeded, at random positions, some with logprobs), for the device sampler to match `sample()`.
+pub struct SamplingBatch {
+    pub vocab: usize,
+    pub logits: Vec<f32>,
+    pub states: Vec<SamplerState>,
+    /// A label per row for failure messages.
+    pub what: Vec<String>,
+}
+
+impl SamplingBatch {
+    pub fn new(
+        rng: &mut StdRng,
+        rows: usize,
+        vocab: usize,
+        round: usize,
+        label: &str,
+        rounding: &dyn Fn(&[f32]) -> Vec<f32>,
+    ) -> Self {
+        let logits = sampling_logits(rng, rows, vocab, rounding);
+        let cases = sampling_cases();
+        let mut states = Vec::new();
+        let mut what = Vec::new();
+        for r in 0..rows {
+            let (name, mut params) = cases[(r + round) % cases.len()].clone();
+            params.logprobs = match (r + round) % 4 {
+                0 => None,
+                1 => Some(0),
+                2 => Some(5),
+                _ => Some(20),
+            };
+            let seed = rng.random::<u64>();
+            let position = rng.random_range(0..300usize);
+            let generated = vec![0u32; position];
+            states.push(SamplerState::new(
+                std::sync::Arc::new(params),
+                seed,
+                &[],
+                &generated,
+            ));
+            what.push(format!(
+                "{label} vocab {vocab} row {r} ({name}, seed {seed}, position {position})"
+            ));
+        }
+        SamplingBatch {
+            vocab,
+            logits,
+            states,
+            what,
+        }
+    }
+
+    /// Each row's entry for the device sampler.
+    pub fn device_params(&self) -> Vec<DeviceSampling> {
+        self.states
+            .iter()
+            .map(|s| s.device_sampling().expect("no penalties: device-eligible"))
+            .collect()
+    }
+
+    /// Asserts the device's samples equal `sample()`'s: tokens and top ids exactly, logprobs
+    /// within `atol + |want| * rtol`.
+    pub fn check(mut self, got: &[Sampled], atol: f32, rtol: f32) {
+        let vocab = self.vocab;
+        assert_eq!(got.len(), self.states.len());
+        let mut scratch = SamplerScratch::new(vocab);
+        for (r, g) in got.iter().enumerate() {
+            let mut row = self.logits[r * vocab..(r + 1) * vocab].to_vec();
+            let want = sample(&mut self.states[r], &mut row, &mut scratch);
+            let what = &self.what[r];
+            assert_eq!(g.token, want.token, "{what}: token");
+            match (&g.logprob, &want.logprob) {
+                (None, None) => {}
+                (Some(g), Some(w)) => {
+                    super::assert_close(what, &[g.logprob], &[w.logprob], atol, rtol);
+                    let ids = |t: &[(u32, f32)]| t.iter().map(|x| x.0).collect::<Vec<_>>();
+                    let lps = |t: &[(u32, f32)]| t.iter().map(|x| x.1).collect::<Vec<_>>();
+                    assert_eq!(ids(&g.top), ids(&w.top), "{what}: top ids");
+                    super::assert_close(what, &lps(&g.top), &lps(&w.top), atol, rtol);
+                }
+                _ => panic!("{what}: logprobs present on one side only"),
+            }
+        }
+        eprintln!(
+            "sample_rows vocab {vocab}: {} rows match the CPU sampler",
+            got.len()
+        );
+    }
+}
