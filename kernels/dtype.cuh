@@ -65,3 +65,27 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
 __device__ __forceinline__ void store4(bf16* __restrict__ p, const float* v) {
     *reinterpret_cast<uint2*>(p) = make_uint2(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]));
 }
+
+// Stores 8 f32 values as 8 consecutive elements (aligned as for load8).
+__device__ __forceinline__ void store8(float* __restrict__ p, const float* v) {
+    store4(p, v);
+    store4(p + 4, v + 4);
+}
+__device__ __forceinline__ void store8(bf16* __restrict__ p, const float* v) {
+    *reinterpret_cast<uint4*>(p) = make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]),
+                                              pack_bf16x2(v[4], v[5]), pack_bf16x2(v[6], v[7]));
+}
+
+// Stores PER (4 or 8) f32 values as consecutive elements.
+template <int PER, typename T>
+__device__ __forceinline__ void store_vec(T* __restrict__ p, const float* v) {
+    static_assert(PER == 4 || PER == 8, "store_vec: PER is 4 or 8");
+    if constexpr (PER == 4) store4(p, v); else store8(p, v);
+}
+
+// Elements per 16-byte vector: 4 f32 or 8 bf16. The element-wise kernels move one such vector
+// per load where the row widths allow (a 2-byte load per thread leaves bf16 kernels latency-bound
+// at 30-45% of copy bandwidth; the measured table is in benches/RESULTS.md).
+template <typename T> struct Vec16 {
+    static constexpr int N = 16 / sizeof(T);
+};

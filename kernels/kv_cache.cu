@@ -7,7 +7,8 @@
 // slot_mapping [rows] i64; k_cache and v_cache [num_blocks * block_size, kv_width] (that is
 // [num_blocks, block_size, num_kv_heads, head_dim]), slot = block * block_size + offset.
 // A slot at or beyond num_slots is skipped (the Rust side rejects it first, as the CPU op does).
-// Launch: grid (rows), block 128; threads stride over kv_width.
+// Launch: grid (rows), block 128; threads stride over kv_width, 16 bytes at a time when q_width
+// and kv_width are multiples of 16 bytes (2-byte bf16 copies left it at 42% of copy bandwidth).
 #include "common.cuh"
 #include "dtype.cuh"
 
@@ -23,6 +24,18 @@ __device__ __forceinline__ void write_kv_impl(const T* __restrict__ qkv, T* __re
     const T* v = k + kv_width;
     T* kd = k_cache + (size_t)slot * kv_width;
     T* vd = v_cache + (size_t)slot * kv_width;
+    if ((q_width * sizeof(T)) % 16 == 0 && (kv_width * sizeof(T)) % 16 == 0) {
+        // Every row, head block and slot starts 16-byte aligned: copy 16 bytes at a time.
+        const uint4* k4 = reinterpret_cast<const uint4*>(k);
+        const uint4* v4 = reinterpret_cast<const uint4*>(v);
+        uint4* kd4 = reinterpret_cast<uint4*>(kd);
+        uint4* vd4 = reinterpret_cast<uint4*>(vd);
+        for (uint32_t c = threadIdx.x; c < kv_width * sizeof(T) / 16; c += blockDim.x) {
+            kd4[c] = k4[c];
+            vd4[c] = v4[c];
+        }
+        return;
+    }
     for (uint32_t c = threadIdx.x; c < kv_width; c += blockDim.x) {
         kd[c] = k[c];
         vd[c] = v[c];

@@ -9,7 +9,9 @@
 // cos_sin [max_positions, head_dim] row-major, each row [cos(pos*f_0..f_half) | sin(...)], in the
 // storage type too; positions [rows] u32. A position outside the table writes NaN into the row's
 // q and k heads (the Rust side rejects it before launching, as the CPU op does).
-// Launch: grid (rows), block 256; threads stride over (head, i) pairs of the row.
+// Launch: grid (rows), block 256; threads stride over (head, i) pairs of the row, PER = 16 /
+// sizeof(T) consecutive i at a time (one 16-byte load each of x, x + half, cos and sin) when half
+// is a multiple of PER, else one.
 #include "common.cuh"
 #include "dtype.cuh"
 
@@ -25,6 +27,29 @@ __device__ __forceinline__ void rope_impl(T* __restrict__ qkv, const T* __restri
     const uint32_t pos = positions[blockIdx.x];
     const bool bad = pos >= max_positions;
     const T* cs = cos_sin + (size_t)(bad ? 0 : pos) * head_dim;
+    constexpr int PER = Vec16<T>::N;
+    if (!bad && half % PER == 0) {
+        // Row, head and half offsets are multiples of PER elements: every vector is aligned.
+        const uint32_t chunks = half / PER;
+        for (uint32_t p = threadIdx.x; p < rotated_heads * chunks; p += blockDim.x) {
+            const uint32_t head = p / chunks, i = p % chunks * PER;
+            T* a = row + (size_t)head * head_dim + i;
+            float x[PER], y[PER], c[PER], s[PER];
+            load_vec<PER>(a, x);
+            load_vec<PER>(a + half, y);
+            load_vec<PER>(cs + i, c);
+            load_vec<PER>(cs + half + i, s);
+            float nx[PER], ny[PER];
+#pragma unroll
+            for (int k = 0; k < PER; k++) {
+                nx[k] = x[k] * c[k] - y[k] * s[k];
+                ny[k] = y[k] * c[k] + x[k] * s[k];
+            }
+            store_vec<PER>(a, nx);
+            store_vec<PER>(a + half, ny);
+        }
+        return;
+    }
     for (uint32_t p = threadIdx.x; p < rotated_heads * half; p += blockDim.x) {
         const uint32_t head = p / half, i = p % half;
         T* a = row + (size_t)head * head_dim + i;

@@ -186,7 +186,7 @@ fn linear() {
 fn qk_norm() {
     for b in gpus("qk_norm") {
         let mut rng = StdRng::seed_from_u64(6);
-        for layout in LAYOUTS {
+        for layout in LAYOUTS.into_iter().chain(ODD_LAYOUTS) {
             for rows in [1, 9] {
                 let mut qkv = random_as(&b, &mut rng, rows * layout.row_width());
                 let q_w = random_as(&b, &mut rng, layout.head_dim);
@@ -213,7 +213,7 @@ fn qk_norm() {
 fn rope() {
     for b in gpus("rope") {
         let mut rng = StdRng::seed_from_u64(7);
-        for layout in LAYOUTS {
+        for layout in LAYOUTS.into_iter().chain(ODD_LAYOUTS) {
             let (hd, max_pos) = (layout.head_dim, 300);
             // A real table: cos | sin of pos * f_i for random frequencies.
             let freqs: Vec<f32> = (0..hd / 2).map(|_| rng.random_range(0.0f32..1.0)).collect();
@@ -485,7 +485,7 @@ fn paged_attention_sliding_window() {
 fn write_kv() {
     for b in gpus("write_kv") {
         let mut rng = StdRng::seed_from_u64(9);
-        for layout in LAYOUTS {
+        for layout in LAYOUTS.into_iter().chain(ODD_LAYOUTS) {
             let cache = CacheShape {
                 num_blocks: 11,
                 block_size: 5,

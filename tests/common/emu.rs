@@ -34,6 +34,14 @@ impl Dt {
         }
     }
 
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            Dt::F32 => 4,
+            Dt::Bf16 => 2,
+        }
+    }
+
     /// The kernel exported for this dtype: `base_f32` / `base_bf16`.
     pub fn kernel(self, base: &str) -> String {
         format!("{base}_{}", self.name())
@@ -64,10 +72,7 @@ pub struct Buf {
 
 impl Buf {
     pub fn new(dt: Dt, vals: &[f32]) -> Buf {
-        let width = match dt {
-            Dt::F32 => 4,
-            Dt::Bf16 => 2,
-        };
+        let width = dt.size();
         let mut b = Buf {
             dt,
             len: vals.len(),

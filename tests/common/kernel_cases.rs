@@ -38,6 +38,27 @@ pub const LAYOUTS: [QkvLayout; 4] = [
     },
 ];
 
+/// Layouts whose widths miss the element-wise kernels' vector paths (rope: half not a multiple
+/// of 4 or 8 elements; qk_norm: head_dim not a multiple of 4; write_kv: rows not a multiple of 16
+/// bytes), in one dtype or both, so the scalar fallbacks run too.
+pub const ODD_LAYOUTS: [QkvLayout; 3] = [
+    QkvLayout {
+        num_heads: 3,
+        num_kv_heads: 1,
+        head_dim: 18,
+    },
+    QkvLayout {
+        num_heads: 2,
+        num_kv_heads: 2,
+        head_dim: 24,
+    },
+    QkvLayout {
+        num_heads: 4,
+        num_kv_heads: 1,
+        head_dim: 36,
+    },
+];
+
 /// Layouts for the decode kernel: GQA ratios 1, 3, 4, 5, 8, 16 and head_dim 16 to 256 (its
 /// instances: 4 or 8 elements per lane, 1 to 8 heads per warp, groups in up to 4 chunks), plus
 /// a head_dim that is not a multiple of 4 (falls back to the general kernel).
