@@ -2,6 +2,7 @@
 // runs a launch's blocks in turn, each block's threads as fibers on this OS thread, switching at
 // barriers and warp collectives. The Rust side calls `tandem_emu_launch` (runtime/kernel_emu.rs).
 #include <memory>
+#include <utility>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -118,66 +119,106 @@ void fiber_main() {
     __builtin_unreachable();
 }
 
-// Resumes every ready fiber once, then releases the barriers everyone has reached. Returns false
-// (with l.error set) on a deadlock.
+// The lanes `mask` names in warp `w` have all reached the warp barrier (or exited).
+bool warp_arrived(const Launch& l, unsigned w, unsigned mask) {
+    const unsigned n = (unsigned)l.fibers.size();
+    for (unsigned lane = 0; lane < 32 && w * 32 + lane < n; ++lane) {
+        const State s = l.fibers[w * 32 + lane].state;
+        if ((mask >> lane & 1u) && s != State::AtWarpBarrier && s != State::Done) return false;
+    }
+    return true;
+}
+
+// Runs one block. Between two block barriers the warps run one at a time, in a pseudo-random
+// order (seeded by the block, so a failure reproduces), each as far as it can go (to the next
+// __syncthreads, or its end), its lanes in a pseudo-random order between warp collectives. So a
+// kernel that reads what another warp writes in the same barrier interval (a missing
+// __syncthreads) sees the other warp's write either wholly done or not begun, depending on the
+// order, and one that relies on lanes running in step without __syncwarp sees them out of step.
+// Returns false (with l.error set) on a deadlock.
 bool run_block(Launch& l) {
     const unsigned n = (unsigned)l.fibers.size();
+    const unsigned warps = (n + 31) / 32;
+    std::vector<std::vector<unsigned>> ready(warps);
     for (unsigned i = 0; i < n; ++i) {
         Fiber& f = l.fibers[i];
         f.tid = {i % l.block.x, i / l.block.x % l.block.y, i / (l.block.x * l.block.y)};
         f.state = State::Ready;
         make_context(f.ctx, l.stacks[i].get(), kStackBytes, fiber_main);
+        ready[i / 32].push_back(i);
     }
+    uint64_t rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)l.block_idx.x << 40) ^
+                   ((uint64_t)l.block_idx.y << 20) ^ l.block_idx.z;
+    auto next = [&rng](size_t bound) {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        return (size_t)(rng % bound);
+    };
+    unsigned live = n, at_block = 0;
+    std::vector<unsigned> runnable;
     for (;;) {
-        for (Fiber& f : l.fibers) {
-            if (f.state != State::Ready) continue;
+        runnable.clear();
+        for (unsigned w = 0; w < warps; ++w)
+            if (!ready[w].empty()) runnable.push_back(w);
+        if (runnable.empty()) {
+            if (live == 0) return true;
+            if (at_block != live) break;  // deadlock
+            for (unsigned j = 0; j < n; ++j) {
+                if (l.fibers[j].state == State::AtBlockBarrier) {
+                    l.fibers[j].state = State::Ready;
+                    ready[j / 32].push_back(j);
+                }
+            }
+            at_block = 0;
+            continue;
+        }
+        // One warp, as far as it goes.
+        const unsigned w = runnable[next(runnable.size())];
+        std::vector<unsigned>& lanes = ready[w];
+        const unsigned width = n - w * 32 < 32 ? n - w * 32 : 32;
+        unsigned waiting = 0, exited = 0;  // this warp's lanes at a warp barrier / exited
+        for (unsigned o = 0; o < width; ++o) {
+            waiting += l.fibers[w * 32 + o].state == State::AtWarpBarrier;
+            exited += l.fibers[w * 32 + o].state == State::Done;
+        }
+        while (!lanes.empty()) {
+            const size_t pick = next(lanes.size());
+            const unsigned i = lanes[pick];
+            lanes[pick] = lanes.back();
+            lanes.pop_back();
+            Fiber& f = l.fibers[i];
             l.current = &f;
             switch_context(l.scheduler, f.ctx);
             if (!l.error.empty()) return false;
-        }
-        unsigned done = 0, at_block = 0;
-        for (const Fiber& f : l.fibers) {
-            done += f.state == State::Done;
+            live -= f.state == State::Done;
             at_block += f.state == State::AtBlockBarrier;
-        }
-        if (done == n) return true;
-        bool released = false;
-        if (done + at_block == n) {
-            for (Fiber& f : l.fibers)
-                if (f.state == State::AtBlockBarrier) f.state = State::Ready;
-            released = true;
-        }
-        // A warp barrier opens when every lane of its mask has reached it or exited.
-        for (unsigned w = 0; w * 32 < n; ++w) {
-            const unsigned lanes = n - w * 32 < 32 ? n - w * 32 : 32;
-            for (unsigned lane = 0; lane < lanes; ++lane) {
-                Fiber& f = l.fibers[w * 32 + lane];
-                if (f.state != State::AtWarpBarrier) continue;
-                bool all = true;
-                for (unsigned o = 0; o < lanes && all; ++o) {
-                    const State s = l.fibers[w * 32 + o].state;
-                    if ((f.warp_mask >> o & 1u) && s != State::AtWarpBarrier && s != State::Done)
-                        all = false;
+            waiting += f.state == State::AtWarpBarrier;
+            exited += f.state == State::Done;
+            // An arrival or an exit can complete a warp barrier (exited lanes count as arrived):
+            // every lane there (the usual full mask), or, for a partial mask, the lanes it names.
+            unsigned mask = 0;
+            if (waiting > 0 && waiting + exited == width) {
+                mask = 0xffffffffu;
+            } else if (f.state == State::AtWarpBarrier && warp_arrived(l, w, f.warp_mask)) {
+                mask = f.warp_mask;
+            }
+            for (unsigned o = 0; mask && o < width; ++o) {
+                Fiber& h = l.fibers[w * 32 + o];
+                if ((mask >> o & 1u) && h.state == State::AtWarpBarrier) {
+                    h.state = State::Ready;
+                    lanes.push_back(w * 32 + o);
+                    --waiting;
                 }
-                if (!all) continue;
-                for (unsigned o = 0; o < lanes; ++o) {
-                    Fiber& g = l.fibers[w * 32 + o];
-                    if ((f.warp_mask >> o & 1u) && g.state == State::AtWarpBarrier) {
-                        g.state = State::Ready;
-                    }
-                }
-                released = true;
             }
         }
-        if (!released) {
-            l.error = "deadlock in block (" + std::to_string(l.block_idx.x) + "," +
-                      std::to_string(l.block_idx.y) + "," + std::to_string(l.block_idx.z) +
-                      "): " + std::to_string(at_block) + " of " + std::to_string(n - done) +
-                      " live threads wait at __syncthreads, the rest at a warp collective whose " +
-                      "lanes never all arrive";
-            return false;
-        }
     }
+    l.error = "deadlock in block (" + std::to_string(l.block_idx.x) + "," +
+              std::to_string(l.block_idx.y) + "," + std::to_string(l.block_idx.z) + "): " +
+              std::to_string(at_block) + " of " + std::to_string(live) +
+              " live threads wait at __syncthreads, the rest at a warp collective whose lanes " +
+              "never all arrive";
+    return false;
 }
 
 std::mutex g_serial;  // `__shared__` arrays are statics: one launch at a time per process
