@@ -217,19 +217,22 @@ fn kernels(bench: &mut Bench) {
     let kv_bytes = 2.0 * (rows * layout.kv_width()) as f64 * f;
     bench.report_bytes("write_kv", &shape, us, 2.0 * kv_bytes);
 
-    // Prefill attention: one 4096-token prompt, causal (compute-bound; bytes shown for scale).
+    // Prefill attention: one 4096-token prompt, causal (compute-bound). The kernel the backend
+    // picks (bf16: the tensor-core prefill kernel), then the general kernel on the same step.
     let mut attn = bench.b.zeros(rows * layout.q_width()).unwrap();
-    let us = bench.time(|b| {
-        b.attention(&qkv, &kc, &vc, &meta, &params, &mut attn)
-            .unwrap()
-    });
     let flops = 4.0 * (rows * rows / 2 * layout.head_dim * layout.num_heads) as f64;
-    bench.report_flops(
-        "paged_attention_prefill",
-        "1 x 4096 tokens, 32/8 x 128",
-        us,
-        flops,
-    );
+    for (name, general) in [
+        ("paged_attention_prefill", false),
+        ("paged_attention_prefill_gen", true),
+    ] {
+        bench.b.set_prefill_general(general);
+        let us = bench.time(|b| {
+            b.attention(&qkv, &kc, &vc, &meta, &params, &mut attn)
+                .unwrap()
+        });
+        bench.report_flops(name, "1 x 4096 tokens, 32/8 x 128", us, flops);
+    }
+    bench.b.set_prefill_general(false);
     drop((qkv, kc, vc, attn));
 
     // SiLU·mul.

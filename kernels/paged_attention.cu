@@ -20,7 +20,8 @@
 // (running max m, sum l, accumulator) in registers; the 4 warps' states are merged through
 // shared memory at the end. Pure decode steps (one row per sequence) run
 // paged_attention_decode.cu instead, which splits long contexts over blocks and shares each K/V
-// load across the q heads of a GQA group.
+// load across the q heads of a GQA group; the other steps of bf16 storage with head_dim a
+// multiple of 16 up to 128 run paged_attention_prefill.cu (tensor cores).
 #include "common.cuh"
 #include "dtype.cuh"
 

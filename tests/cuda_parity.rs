@@ -290,6 +290,62 @@ fn check_attention(
     ctx_lens: &[usize],
     seed: u64,
 ) {
+    check_attention_atol(
+        b, what, layout, block_size, window, q_lens, ctx_lens, seed, 2e-5,
+    );
+}
+
+/// A step that is not pure decode, on the general kernel (`general`) or on the kernel the backend
+/// picks: the tensor-core prefill kernel for bf16 and head_dim a multiple of 16 up to 128, which
+/// rounds P to bf16 and gets [`PREFILL_TC_ATOL`].
+#[allow(clippy::too_many_arguments)]
+fn check_prefill(
+    b: &CudaBackend,
+    general: bool,
+    what: &str,
+    layout: QkvLayout,
+    block_size: usize,
+    window: Option<usize>,
+    q_lens: &[usize],
+    ctx_lens: &[usize],
+    seed: u64,
+) {
+    let hd = layout.head_dim;
+    let tc = !general && b.dtype() == DType::Bf16 && hd.is_multiple_of(16) && hd <= 128;
+    let (atol, kernel) = if tc {
+        (PREFILL_TC_ATOL, "tensor cores")
+    } else {
+        (2e-5, "general")
+    };
+    b.set_prefill_general(general);
+    let what = format!("{what} ({kernel})");
+    check_attention_atol(
+        b, &what, layout, block_size, window, q_lens, ctx_lens, seed, atol,
+    );
+    b.set_prefill_general(false);
+}
+
+/// Bf16 backends run the steps that are not pure decode on both kernels; f32 has only the
+/// general one.
+fn prefill_paths(b: &CudaBackend) -> &'static [bool] {
+    match b.dtype() {
+        DType::Bf16 => &[false, true],
+        DType::F32 => &[false],
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_attention_atol(
+    b: &CudaBackend,
+    what: &str,
+    layout: QkvLayout,
+    block_size: usize,
+    window: Option<usize>,
+    q_lens: &[usize],
+    ctx_lens: &[usize],
+    seed: u64,
+    atol: f32,
+) {
     let mut rng = StdRng::seed_from_u64(seed);
     let (step, num_blocks) = attention_step(q_lens, ctx_lens, block_size);
     let cache = CacheShape {
@@ -324,7 +380,7 @@ fn check_attention(
     b.attention(&qd, &kd, &vd, &meta, &params, &mut out)
         .unwrap();
     let got = b.download(&out, want.len()).unwrap();
-    check(b, what, &got, &want, 2e-5, 1e-4);
+    check(b, what, &got, &want, atol, 1e-4);
 }
 
 #[test]
@@ -434,31 +490,64 @@ fn paged_attention_decode_sliding_window() {
 #[test]
 fn paged_attention_prefill() {
     for b in gpus("paged_attention_prefill") {
-        for (i, layout) in LAYOUTS.into_iter().enumerate() {
-            for block_size in [16, 7] {
-                // Whole prompts, then chunked prefill beside decode rows (c > q: earlier context is
-                // read from the cache).
-                check_attention(
-                    &b,
-                    &format!("prefill {layout:?} block {block_size}"),
-                    layout,
-                    block_size,
-                    None,
-                    &[1, 33, 64, 3],
-                    &[1, 33, 64, 3],
-                    20 + i as u64,
-                );
-                check_attention(
-                    &b,
-                    &format!("chunked prefill {layout:?} block {block_size}"),
-                    layout,
-                    block_size,
-                    None,
-                    &[17, 1, 40, 2],
-                    &[50, 9, 1000, 2],
-                    30 + i as u64,
-                );
+        for &general in prefill_paths(&b) {
+            for (i, layout) in LAYOUTS.into_iter().enumerate() {
+                for block_size in [16, 7] {
+                    // Whole prompts, then chunked prefill beside decode rows (c > q: earlier
+                    // context is read from the cache).
+                    check_prefill(
+                        &b,
+                        general,
+                        &format!("prefill {layout:?} block {block_size}"),
+                        layout,
+                        block_size,
+                        None,
+                        &[1, 33, 64, 3],
+                        &[1, 33, 64, 3],
+                        20 + i as u64,
+                    );
+                    check_prefill(
+                        &b,
+                        general,
+                        &format!("chunked prefill {layout:?} block {block_size}"),
+                        layout,
+                        block_size,
+                        None,
+                        &[17, 1, 40, 2],
+                        &[50, 9, 1000, 2],
+                        30 + i as u64,
+                    );
+                }
             }
+            // Row counts around the prefill kernel's 16-row fragments and 64-row blocks, then
+            // one long prompt (many row blocks, many key tiles).
+            let layout = QkvLayout {
+                num_heads: 8,
+                num_kv_heads: 2,
+                head_dim: 64,
+            };
+            check_prefill(
+                &b,
+                general,
+                "prefill q around 16 and 64",
+                layout,
+                16,
+                None,
+                &[15, 16, 17, 63, 64, 65, 130, 1],
+                &[15, 40, 17, 100, 64, 65, 200, 5],
+                60,
+            );
+            check_prefill(
+                &b,
+                general,
+                "prefill of 700",
+                LAYOUTS[1],
+                16,
+                None,
+                &[700],
+                &[700],
+                61,
+            );
         }
     }
 }
@@ -466,17 +555,31 @@ fn paged_attention_prefill() {
 #[test]
 fn paged_attention_sliding_window() {
     for b in gpus("paged_attention_sliding_window") {
-        for window in [1, 7, 64] {
-            check_attention(
-                &b,
-                &format!("sliding window {window}"),
-                LAYOUTS[0],
-                16,
-                Some(window),
-                &[1, 20, 5, 1],
-                &[300, 20, 70, 3],
-                40 + window as u64,
-            );
+        for &general in prefill_paths(&b) {
+            for window in [1, 7, 64] {
+                check_prefill(
+                    &b,
+                    general,
+                    &format!("sliding window {window}"),
+                    LAYOUTS[0],
+                    16,
+                    Some(window),
+                    &[1, 20, 5, 1],
+                    &[300, 20, 70, 3],
+                    40 + window as u64,
+                );
+                check_prefill(
+                    &b,
+                    general,
+                    &format!("sliding window {window}, 8/1 x 128"),
+                    LAYOUTS[1],
+                    16,
+                    Some(window),
+                    &[1, 130, 200],
+                    &[300, 200, 1000],
+                    45 + window as u64,
+                );
+            }
         }
     }
 }

@@ -387,6 +387,8 @@ enum AttnPath {
     /// paged_attention_decode.cu over this many context splits (merged when more than one):
     /// pure decode steps only.
     Decode(u32),
+    /// paged_attention_prefill.cu (tensor cores; bf16, head_dim a multiple of 16 up to 128).
+    Prefill,
 }
 
 /// Runs one attention step on `path` and checks it against the CPU reference.
@@ -460,6 +462,22 @@ fn check_attention(
             let grid = (u(rows), u(layout.num_heads), 1);
             run(&dt.kernel("paged_attention"), grid, 128, &args);
         }
+        AttnPath::Prefill => {
+            // As runtime/cuda/attention.rs launches it: the general kernel's arguments, one
+            // block per (64 rows of a sequence, head, sequence).
+            assert_eq!(dt, Dt::Bf16, "the prefill kernel is bf16 only");
+            let max_q = (0..seqs)
+                .map(|s| step.query_start_locs[s + 1] - step.query_start_locs[s])
+                .max()
+                .unwrap();
+            let mut args = common.to_vec();
+            args.push(u(seqs).into());
+            args.extend(sizes);
+            args.push(out.arg_mut());
+            let grid = (max_q.div_ceil(64), u(layout.num_heads), u(seqs));
+            let name = format!("paged_attention_prefill_bf16_d{}", layout.head_dim);
+            run(&name, grid, 128, &args);
+        }
         AttnPath::Decode(splits) => {
             assert_eq!(rows, seqs, "the decode kernel takes one row per sequence");
             // The instance the backend picks (runtime/cuda/attention.rs): 4 or 8 elements per
@@ -492,7 +510,11 @@ fn check_attention(
         }
     }
     let what = format!("{path:?} {layout:?} block {block_size} window {window:?} q {q_lens:?}");
-    check(dt, &what, &out.read(), &want, 2e-5, 1e-4);
+    let atol = match path {
+        AttnPath::Prefill => PREFILL_TC_ATOL,
+        _ => 2e-5,
+    };
+    check(dt, &what, &out.read(), &want, atol, 1e-4);
 }
 
 #[test]
@@ -538,6 +560,62 @@ fn paged_attention_prefill() {
                 &c,
                 40,
             );
+        }
+    }
+}
+
+/// The tensor-core prefill kernel (bf16): whole prompts and chunked prefill beside decode rows,
+/// q lengths around the 16-row fragments and 64-row blocks, contexts longer than q (earlier keys
+/// from the cache), block sizes 16 and 7, sliding windows, head_dim 16 to 128, GQA 1 to 8.
+#[test]
+fn paged_attention_prefill_tc() {
+    let dt = Dt::Bf16;
+    let layout = |num_heads, num_kv_heads, head_dim| QkvLayout {
+        num_heads,
+        num_kv_heads,
+        head_dim,
+    };
+    let layouts = [
+        layout(4, 2, 16),
+        layout(4, 1, 64),
+        layout(2, 2, 80),
+        layout(8, 1, 128),
+    ];
+    for (i, &l) in layouts.iter().enumerate() {
+        for block_size in [16, 7] {
+            let seed = 100 + 10 * i as u64 + block_size as u64;
+            // The general kernel's cases: whole prompts, then chunked prefill beside decode rows.
+            let (q, c) = ([1, 33, 64, 3], [1, 33, 64, 3]);
+            check_attention(dt, AttnPath::Prefill, l, block_size, None, &q, &c, seed);
+            let (q, c) = ([17, 1, 40, 2], [50, 9, 300, 2]);
+            check_attention(dt, AttnPath::Prefill, l, block_size, None, &q, &c, seed + 1);
+        }
+        // Row counts around the fragments (16) and blocks (64), some after cached context.
+        let q = [15, 16, 17, 63, 64, 65, 130, 1];
+        let c = [15, 40, 17, 100, 64, 65, 200, 5];
+        check_attention(dt, AttnPath::Prefill, l, 16, None, &q, &c, 130 + i as u64);
+    }
+    // A long chunk after a long cached context: many tiles, many online-softmax rescales.
+    let (q, c) = ([100, 3], [1000, 600]);
+    check_attention(dt, AttnPath::Prefill, layouts[1], 16, None, &q, &c, 135);
+    // The other instances (head_dim 32, 48, 96, 112).
+    for (i, hd) in [32, 48, 96, 112].into_iter().enumerate() {
+        let (q, c) = ([1, 33, 70], [5, 33, 90]);
+        check_attention(
+            dt,
+            AttnPath::Prefill,
+            layout(2, 1, hd),
+            7,
+            None,
+            &q,
+            &c,
+            150 + i as u64,
+        );
+    }
+    for window in [1, 7, 64] {
+        for &l in &[layouts[1], layouts[3]] {
+            let (q, c) = ([1, 20, 130, 1], [300, 20, 200, 3]);
+            check_attention(dt, AttnPath::Prefill, l, 16, Some(window), &q, &c, 140);
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The attention op on the GPU: the host checks, the choice between the general kernel
-//! (`kernels/paged_attention.cu`: prefill, chunked prefill, mixed steps) and the split-context
-//! decode kernel (`kernels/paged_attention_decode.cu`: steps where every sequence has one query
-//! row), and the decode kernel's workspace for split partials, sized when the metadata is made.
+//! (`kernels/paged_attention.cu`: any step), the tensor-core prefill kernel
+//! (`kernels/paged_attention_prefill.cu`: bf16 steps that are not pure decode, head_dim a multiple
+//! of 16 up to 128) and the split-context decode kernel (`kernels/paged_attention_decode.cu`:
+//! steps where every sequence has one query row), and the decode kernel's workspace for split
+//! partials, sized when the metadata is made.
 //!
 //! Why the decode path: at decode, attention is a read of the cache. The general kernel runs one
 //! block per (row, q head), so each K/V byte is read `num_heads / num_kv_heads` times and a long
@@ -12,11 +14,17 @@
 //! 1349.5 µs (18.8% of copy bandwidth) for the general kernel on an H200. Measured there:
 //! 265.5 to 293.5 µs (87 to 97% of copy) by split count. bf16 (0.54 GB) was latency-bound at
 //! ~370 µs (34%) until its K/V loads were issued one tile ahead: 207.6 µs (62%).
+//!
+//! Why the prefill path: prefill attention is compute: the general kernel's scalar FMAs (one
+//! block per row and head, every key re-read per row) reach ~3 TFLOP/s on an H100, while the
+//! prefill kernel shares each K/V tile among 64 rows and runs both products on the tensor cores.
+//! Pure decode steps the decode kernel cannot take stay on the general kernel (the prefill
+//! kernel would compute 64 rows for one).
 
 use std::sync::atomic::Ordering;
 
 use anyhow::{ensure, Result};
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, PushKernelArg};
 
 use super::{u32_of, CudaBackend, CudaMeta, CudaTensor, MAX_HEAD_DIM};
 use crate::runtime::backend::{AttentionParams, QkvLayout};
@@ -34,6 +42,15 @@ const BLOCKS_PER_SM: usize = 4;
 const DEC_WARPS: usize = 4;
 /// Threads per block of both decode kernels.
 const DEC_THREADS: u32 = 128;
+/// Query rows per block of the prefill kernel (`PF_ROWS`).
+const PREFILL_ROWS: usize = 64;
+/// Threads per block of the prefill kernel (`PF_THREADS`).
+const PREFILL_THREADS: u32 = 128;
+/// The bit of the backend's path word (`decode_path`) that pins the steps that are not pure
+/// decode to the general kernel ([`CudaBackend::set_prefill_general`]); the other bits hold the
+/// encoded [`DecodePath`] (which never sets it). Zero, the initial word, is the automatic choice
+/// for both.
+const PREFILL_GENERAL_BIT: usize = 1 << (usize::BITS - 1);
 
 /// How the decode step's attention is computed; tests and the benchmark pin it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,15 +67,15 @@ impl DecodePath {
     pub(super) fn encode(self) -> usize {
         match self {
             DecodePath::Auto => 0,
-            DecodePath::General => usize::MAX,
+            DecodePath::General => !PREFILL_GENERAL_BIT,
             DecodePath::Splits(n) => n.clamp(1, MAX_SPLITS),
         }
     }
 
     fn decode(v: usize) -> Self {
-        match v {
+        match v & !PREFILL_GENERAL_BIT {
             0 => DecodePath::Auto,
-            usize::MAX => DecodePath::General,
+            v if v == !PREFILL_GENERAL_BIT => DecodePath::General,
             n => DecodePath::Splits(n),
         }
     }
@@ -99,7 +116,38 @@ impl CudaBackend {
     /// Pins how decode steps compute attention (tests compare both paths; the benchmark times
     /// both). Affects this backend only.
     pub fn set_decode_path(&self, path: DecodePath) {
-        self.decode_path.store(path.encode(), Ordering::Relaxed);
+        let code = path.encode();
+        let _ = self
+            .decode_path
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some((v & PREFILL_GENERAL_BIT) | code)
+            });
+    }
+
+    /// Pins the steps that are not pure decode (prefill, chunked prefill, mixed) to the general
+    /// kernel (`true`), or lets bf16 ones run the tensor-core prefill kernel where it applies
+    /// (`false`, the default). Tests compare both; the benchmark times both. Affects this
+    /// backend only.
+    pub fn set_prefill_general(&self, general: bool) {
+        if general {
+            self.decode_path
+                .fetch_or(PREFILL_GENERAL_BIT, Ordering::Relaxed);
+        } else {
+            self.decode_path
+                .fetch_and(!PREFILL_GENERAL_BIT, Ordering::Relaxed);
+        }
+    }
+
+    /// The prefill kernel instance for layout `l`, or `None` when the general kernel must run
+    /// (f32 storage, a head_dim that is not a multiple of 16 up to 128, or pinned).
+    fn prefill_kernel(&self, l: QkvLayout) -> Option<&CudaFunction> {
+        if self.decode_path.load(Ordering::Relaxed) & PREFILL_GENERAL_BIT != 0 {
+            return None;
+        }
+        if l.head_dim == 0 || !l.head_dim.is_multiple_of(16) {
+            return None;
+        }
+        self.k.prefill.get(l.head_dim / 16 - 1)?.as_ref()
     }
 
     /// The split count for a decode step of `seqs` sequences whose longest key range is
@@ -175,9 +223,10 @@ impl CudaBackend {
             k_cache.len() >= cache_len && v_cache.len() >= cache_len,
             "attention: cache buffers smaller than the cache shape"
         );
-        let mut max_span = 0;
+        let (mut max_span, mut max_q) = (0, 0);
         for s in 0..step.num_seqs() {
             let (start, end) = step.seq_rows(s);
+            max_q = max_q.max(end - start);
             let ctx = step.context_lens[s] as usize;
             let blocks = ctx.div_ceil(p.cache.block_size);
             ensure!(
@@ -228,19 +277,31 @@ impl CudaBackend {
         ];
         let window = u32_of(p.sliding_window.unwrap_or(0), "sliding window")?;
         let op = self.tp(out);
-        self.launch(
-            &self.k.paged_attention,
-            (u32_of(rows, "rows")?, l.num_heads as u32, 1),
-            128,
-            |b| {
-                b.arg(&args.0).arg(&args.1).arg(&args.2);
-                b.arg(&args.3).arg(&args.4).arg(&args.5);
-                for v in &sizes {
-                    b.arg(v);
-                }
-                b.arg(&p.scale).arg(&window).arg(&op);
-            },
-        )
+        // Both kernels take the same arguments; the prefill kernel's grid is (row tiles, heads,
+        // sequences: at most 65535 in grid z), the general kernel's (rows, heads).
+        let prefill = self
+            .prefill_kernel(l)
+            .filter(|_| rows != seqs && seqs <= 65_535);
+        let (f, grid, threads) = match prefill {
+            Some(f) => {
+                let tiles = u32_of(max_q.div_ceil(PREFILL_ROWS), "row tiles")?;
+                let grid = (tiles, l.num_heads as u32, u32_of(seqs, "sequences")?);
+                (f, grid, PREFILL_THREADS)
+            }
+            None => (
+                &self.k.paged_attention,
+                (u32_of(rows, "rows")?, l.num_heads as u32, 1),
+                128,
+            ),
+        };
+        self.launch(f, grid, threads, |b| {
+            b.arg(&args.0).arg(&args.1).arg(&args.2);
+            b.arg(&args.3).arg(&args.4).arg(&args.5);
+            for v in &sizes {
+                b.arg(v);
+            }
+            b.arg(&p.scale).arg(&window).arg(&op);
+        })
     }
 
     /// The decode kernel over `splits` context splits, then (splits > 1) the merge kernel.

@@ -31,6 +31,9 @@ pub fn ptx_for(file: &KernelFile, major: i32, minor: i32) -> Result<&'static str
     }
 }
 
+/// Instances of the tensor-core prefill kernel: head_dim 16, 32, ..., 128.
+pub const PREFILL_HEAD_DIMS: usize = 8;
+
 /// Every kernel the backend launches, loaded into one context, for one storage dtype.
 pub struct Kernels {
     pub gather_rows: CudaFunction,
@@ -44,6 +47,10 @@ pub struct Kernels {
     /// head_dim-256 set has no 8-head variant (its registers would not fit).
     pub decode: [[Option<CudaFunction>; 4]; 2],
     pub decode_merge: CudaFunction,
+    /// `paged_attention_prefill_bf16_d<16 (i + 1)>` (the tensor-core prefill kernel, one instance
+    /// per head_dim multiple of 16 up to 128), indexed `[head_dim / 16 - 1]`; loaded for bf16
+    /// storage only (f32 runs `paged_attention` for every non-decode step).
+    pub prefill: [Option<CudaFunction>; PREFILL_HEAD_DIMS],
     pub silu_mul: CudaFunction,
     pub add_bias: CudaFunction,
     pub sample_rows: CudaFunction,
@@ -80,6 +87,13 @@ impl Kernels {
                 decode[p][h] = Some(get("paged_attention_decode", &name)?);
             }
         }
+        let mut prefill: [Option<CudaFunction>; PREFILL_HEAD_DIMS] = Default::default();
+        if dtype == "bf16" {
+            for (i, f) in prefill.iter_mut().enumerate() {
+                let name = format!("paged_attention_prefill_bf16_d{}", 16 * (i + 1));
+                *f = Some(get("paged_attention_prefill", &name)?);
+            }
+        }
         Ok(Kernels {
             gather_rows: typed("gather_rows", "gather_rows")?,
             rms_norm: typed("rms_norm", "rms_norm")?,
@@ -90,6 +104,7 @@ impl Kernels {
             paged_attention: typed("paged_attention", "paged_attention")?,
             decode,
             decode_merge: typed("paged_attention_decode", "paged_attention_merge")?,
+            prefill,
             silu_mul: typed("silu_mul", "silu_mul")?,
             add_bias: typed("bias", "add_bias")?,
             sample_rows: typed("sampling", "sample_rows")?,
