@@ -23,6 +23,17 @@ fn u(n: usize) -> u32 {
     u32::try_from(n).unwrap()
 }
 
+/// Elements per thread of the kernels that move 16-byte vectors where a row width allows
+/// (`CudaBackend::vector_elems`): 16 bytes' worth, else 1.
+fn vector_elems(dt: Dt, width: usize) -> usize {
+    let per = 16 / dt.size();
+    if width.is_multiple_of(per) {
+        per
+    } else {
+        1
+    }
+}
+
 #[test]
 fn rms_norm() {
     for dt in DTYPES {
@@ -95,7 +106,7 @@ fn add_rms_norm() {
 fn qk_norm() {
     for dt in DTYPES {
         let mut rng = StdRng::seed_from_u64(6);
-        for layout in LAYOUTS {
+        for layout in LAYOUTS.into_iter().chain(ODD_LAYOUTS) {
             for rows in [1, 9] {
                 let mut qkv = random_as(dt, &mut rng, rows * layout.row_width());
                 let q_w = random_as(dt, &mut rng, layout.head_dim);
@@ -136,7 +147,7 @@ fn qk_norm() {
 fn rope() {
     for dt in DTYPES {
         let mut rng = StdRng::seed_from_u64(7);
-        for layout in LAYOUTS {
+        for layout in LAYOUTS.into_iter().chain(ODD_LAYOUTS) {
             let (hd, max_pos) = (layout.head_dim, 300);
             let freqs: Vec<f32> = (0..hd / 2).map(|_| rng.random_range(0.0f32..1.0)).collect();
             let mut table = Vec::with_capacity(max_pos * hd);
@@ -180,7 +191,7 @@ fn rope() {
 fn silu_mul() {
     for dt in DTYPES {
         let mut rng = StdRng::seed_from_u64(8);
-        for (rows, inter) in [(1, 128), (13, 333), (3, 4100)] {
+        for (rows, inter) in [(1, 128), (13, 333), (3, 4100), (2, 2052), (5, 2400)] {
             let gu: Vec<f32> = random_as(dt, &mut rng, rows * 2 * inter)
                 .iter()
                 .map(|v| v * 8.0)
@@ -190,12 +201,9 @@ fn silu_mul() {
             let gd = Buf::new(dt, &gu);
             let mut out = Buf::poisoned(dt, rows * inter);
             let args = [gd.arg(), u(inter).into(), out.arg_mut()];
-            run(
-                &dt.kernel("silu_mul"),
-                (u(rows), u(inter).div_ceil(256), 1),
-                256,
-                &args,
-            );
+            // One 16-byte vector per thread when rows are a multiple of it (see silu_mul.cu).
+            let grid = (u(rows), u(inter.div_ceil(256 * vector_elems(dt, inter))), 1);
+            run(&dt.kernel("silu_mul"), grid, 256, &args);
             check(
                 dt,
                 &format!("silu_mul {rows}x{inter}"),
@@ -317,7 +325,7 @@ fn carry_tokens() {
 fn write_kv() {
     for dt in DTYPES {
         let mut rng = StdRng::seed_from_u64(9);
-        for layout in LAYOUTS {
+        for layout in LAYOUTS.into_iter().chain(ODD_LAYOUTS) {
             let cache = CacheShape {
                 num_blocks: 11,
                 block_size: 5,

@@ -27,9 +27,10 @@
 #define __host__
 #define __forceinline__ inline __attribute__((always_inline))
 #define __launch_bounds__(...)
-// One copy per kernel, shared by the block's fibers (blocks run one at a time; launches are
-// serialised by the runtime).
-#define __shared__ static
+// One copy per kernel and OS thread, shared by the block's fibers (which all run on the thread
+// that launched; its blocks run one at a time), so launches from different threads (parallel
+// tests) never share one.
+#define __shared__ static thread_local
 
 struct dim3 {
     unsigned x, y, z;

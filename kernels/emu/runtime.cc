@@ -3,7 +3,6 @@
 // barriers and warp collectives. The Rust side calls `tandem_emu_launch` (runtime/kernel_emu.rs).
 #include <memory>
 #include <utility>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -221,7 +220,6 @@ bool run_block(Launch& l) {
     return false;
 }
 
-std::mutex g_serial;  // `__shared__` arrays are statics: one launch at a time per process
 
 }  // namespace
 
@@ -282,7 +280,6 @@ extern "C" int tandem_emu_launch(const char* name, const uint32_t grid[3], const
     const unsigned threads = block[0] * block[1] * block[2];
     if (threads == 0 || threads > kMaxThreads) return fail("block of " + std::to_string(threads) + " threads");
 
-    std::lock_guard<std::mutex> serial(g_serial);
     Launch l;
     l.entry = entry;
     l.args = args;

@@ -46,11 +46,6 @@ const DEC_THREADS: u32 = 128;
 const PREFILL_ROWS: usize = 64;
 /// Threads per block of the prefill kernel (`PF_THREADS`).
 const PREFILL_THREADS: u32 = 128;
-/// The bit of the backend's path word (`decode_path`) that pins the steps that are not pure
-/// decode to the general kernel ([`CudaBackend::set_prefill_general`]); the other bits hold the
-/// encoded [`DecodePath`] (which never sets it). Zero, the initial word, is the automatic choice
-/// for both.
-const PREFILL_GENERAL_BIT: usize = 1 << (usize::BITS - 1);
 
 /// How the decode step's attention is computed; tests and the benchmark pin it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,15 +62,15 @@ impl DecodePath {
     pub(super) fn encode(self) -> usize {
         match self {
             DecodePath::Auto => 0,
-            DecodePath::General => !PREFILL_GENERAL_BIT,
+            DecodePath::General => usize::MAX,
             DecodePath::Splits(n) => n.clamp(1, MAX_SPLITS),
         }
     }
 
     fn decode(v: usize) -> Self {
-        match v & !PREFILL_GENERAL_BIT {
+        match v {
             0 => DecodePath::Auto,
-            v if v == !PREFILL_GENERAL_BIT => DecodePath::General,
+            usize::MAX => DecodePath::General,
             n => DecodePath::Splits(n),
         }
     }
@@ -116,12 +111,7 @@ impl CudaBackend {
     /// Pins how decode steps compute attention (tests compare both paths; the benchmark times
     /// both). Affects this backend only.
     pub fn set_decode_path(&self, path: DecodePath) {
-        let code = path.encode();
-        let _ = self
-            .decode_path
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-                Some((v & PREFILL_GENERAL_BIT) | code)
-            });
+        self.decode_path.store(path.encode(), Ordering::Relaxed);
     }
 
     /// Pins the steps that are not pure decode (prefill, chunked prefill, mixed) to the general
@@ -129,19 +119,13 @@ impl CudaBackend {
     /// (`false`, the default). Tests compare both; the benchmark times both. Affects this
     /// backend only.
     pub fn set_prefill_general(&self, general: bool) {
-        if general {
-            self.decode_path
-                .fetch_or(PREFILL_GENERAL_BIT, Ordering::Relaxed);
-        } else {
-            self.decode_path
-                .fetch_and(!PREFILL_GENERAL_BIT, Ordering::Relaxed);
-        }
+        self.prefill_general.store(general, Ordering::Relaxed);
     }
 
     /// The prefill kernel instance for layout `l`, or `None` when the general kernel must run
     /// (f32 storage, a head_dim that is not a multiple of 16 up to 128, or pinned).
     fn prefill_kernel(&self, l: QkvLayout) -> Option<&CudaFunction> {
-        if self.decode_path.load(Ordering::Relaxed) & PREFILL_GENERAL_BIT != 0 {
+        if self.prefill_general.load(Ordering::Relaxed) {
             return None;
         }
         if l.head_dim == 0 || !l.head_dim.is_multiple_of(16) {

@@ -86,6 +86,9 @@ pub struct CudaBackend {
     sm_count: usize,
     /// [`DecodePath`], encoded (tests and the benchmark pin it).
     decode_path: AtomicUsize,
+    /// Steps that are not pure decode run the general attention kernel even where the
+    /// tensor-core prefill kernel applies (tests and the benchmark compare both).
+    prefill_general: AtomicBool,
     /// Whether decode steps replay captured CUDA graphs (`--no-cuda-graphs` turns it off).
     cuda_graphs: AtomicBool,
     /// Whether the engine samples on the device and launches steps ahead (`--host-sampling`
@@ -177,6 +180,7 @@ impl CudaBackend {
             dtype,
             sm_count: sms.max(1) as usize,
             decode_path: AtomicUsize::new(DecodePath::Auto.encode()),
+            prefill_general: AtomicBool::new(false),
             cuda_graphs: AtomicBool::new(true),
             device_sampling: AtomicBool::new(true),
         })
