@@ -15,13 +15,16 @@
 // Layout: as paged_attention.cu. qkv [rows, (num_heads + 2 num_kv_heads) * D] row-major (q
 // heads first); k_cache, v_cache [num_blocks, block_size, num_kv_heads, D]; query_start_locs
 // [S + 1], context_lens [S], block_tables [S, max_blocks_per_seq] u32; out [rows, num_heads * D].
-// Arguments: paged_attention.cu's list, so one launch closure serves both kernels (num_seqs and
-// head_dim are implied here by the grid and the instance).
+// Arguments: paged_attention.cu's list (num_seqs and head_dim are implied here by the tiles and
+// the instance), then row_tiles [num_tiles, 2] u32: (sequence, tile within the sequence) for
+// every tile of PF_ROWS rows the step has (StepInput::row_tiles, uploaded with the metadata).
 //
-// Launch: grid (ceil(max_q / PF_ROWS), num_heads, num_seqs), max_q = the most rows of one
-// sequence in the step; block PF_THREADS (4 warps), at most 168 registers a thread so that 3
-// blocks fit an SM (PF_MIN_BLOCKS). A block takes PF_ROWS = 64 consecutive query rows of one
-// sequence and one q head; blocks past their sequence's rows exit at once.
+// Launch: grid (num_tiles, num_heads), block PF_THREADS (4 warps), at most 168 registers a
+// thread so that 3 blocks fit an SM (PF_MIN_BLOCKS). A block takes PF_ROWS = 64 consecutive
+// query rows of one sequence (tile t: rows 64t.., fewer at the sequence's end) and one q head.
+// Why a tile list rather than a (max_q / 64, heads, sequences) grid: a mixed step of 250 decode
+// rows beside one long prompt would launch a block per 64 rows of the prompt's length for every
+// sequence, nearly all of them empty (~10^5-10^6 blocks per layer, milliseconds of launch).
 //
 // Method (FlashAttention-2's loop, on wmma). Warp w owns rows 16w..16w+15 of the block. The
 // block's Q is staged through shared memory (rows past q zero) into D/16 matrix_a fragments each
@@ -102,7 +105,8 @@ __device__ __forceinline__ void prefill_impl(
     const bf16* __restrict__ v_cache, const uint32_t* __restrict__ query_start_locs,
     const uint32_t* __restrict__ context_lens, const uint32_t* __restrict__ block_tables,
     uint32_t max_blocks_per_seq, uint32_t num_heads, uint32_t num_kv_heads, uint32_t block_size,
-    float scale, uint32_t sliding_window, bf16* __restrict__ out) {
+    float scale, uint32_t sliding_window, bf16* __restrict__ out,
+    const uint32_t* __restrict__ row_tiles) {
     typedef PrefillSmem<D> Sm;
     constexpr int KEYS = Sm::KEYS, LDK = Sm::LDK, LDS = Sm::LDS;
     constexpr int DF = D / 16;     // fragments across head_dim
@@ -114,12 +118,12 @@ __device__ __forceinline__ void prefill_impl(
     static_assert(sizeof(Sm) <= 48 * 1024, "static shared memory above 48 KB");
     __shared__ Sm sm;
 
-    const uint32_t s = blockIdx.z, head = blockIdx.y;
+    const uint32_t s = row_tiles[2 * blockIdx.x], head = blockIdx.y;
     const uint32_t tid = threadIdx.x, lane = tid % TANDEM_WARP, warp = tid / TANDEM_WARP;
     const uint32_t q_start = query_start_locs[s];
     const uint32_t q_len = query_start_locs[s + 1] - q_start;
-    const uint32_t i0 = blockIdx.x * PF_ROWS;  // the block's first row within the sequence
-    if (i0 >= q_len) return;                    // the whole block, before any barrier
+    const uint32_t i0 = row_tiles[2 * blockIdx.x + 1] * PF_ROWS;  // first row within the sequence
+    if (i0 >= q_len) return;  // (a well-formed tile list has none) the whole block, no barrier yet
     const uint32_t rows = min(q_len - i0, (uint32_t)PF_ROWS);
     const uint32_t pos0 = context_lens[s] - q_len + i0;  // key index of the block's first row
     const uint32_t key_lo = pf_first_key(pos0, sliding_window);
@@ -305,12 +309,12 @@ __device__ __forceinline__ void prefill_impl(
         const uint32_t* __restrict__ context_lens, const uint32_t* __restrict__ block_tables,      \
         uint32_t num_seqs, uint32_t max_blocks_per_seq, uint32_t num_heads,                        \
         uint32_t num_kv_heads, uint32_t head_dim, uint32_t block_size, float scale,                \
-        uint32_t sliding_window, bf16* __restrict__ out) {                                         \
+        uint32_t sliding_window, bf16* __restrict__ out, const uint32_t* __restrict__ row_tiles) { \
         (void)num_seqs;                                                                            \
         (void)head_dim;                                                                            \
         prefill_impl<D>(qkv, k_cache, v_cache, query_start_locs, context_lens, block_tables,       \
                         max_blocks_per_seq, num_heads, num_kv_heads, block_size, scale,            \
-                        sliding_window, out);                                                      \
+                        sliding_window, out, row_tiles);                                           \
     }
 PAGED_ATTENTION_PREFILL_ENTRY(16)
 PAGED_ATTENTION_PREFILL_ENTRY(32)

@@ -114,6 +114,17 @@ impl StepInput {
         &self.block_tables[s * self.max_blocks_per_seq..(s + 1) * self.max_blocks_per_seq]
     }
 
+    /// The step's query rows cut into tiles of at most `tile_rows` consecutive rows of one
+    /// sequence, as `(sequence, tile index within the sequence)`, sequences in order: the blocks
+    /// of a kernel that takes a tile of rows each (the tensor-core prefill attention), so its grid
+    /// holds only tiles with rows in them. At most `num_tokens / tile_rows + num_seqs` (rounded up).
+    pub fn row_tiles(&self, tile_rows: usize) -> impl Iterator<Item = (u32, u32)> + '_ {
+        (0..self.num_seqs()).flat_map(move |s| {
+            let (start, end) = self.seq_rows(s);
+            (0..(end - start).div_ceil(tile_rows) as u32).map(move |t| (s as u32, t))
+        })
+    }
+
     /// Whether every sequence has exactly one new token and wants its logits, in row order: the
     /// steady-state decode step, the one shape a captured CUDA graph replays.
     pub fn is_plain_decode(&self) -> bool {
@@ -202,6 +213,20 @@ mod tests {
         assert_eq!(step.context_lens, vec![5, 7]);
         assert_eq!(step.logits_indices, vec![2, 3]);
         assert_eq!(step.block_table(1), &[5, 1]);
+    }
+
+    #[test]
+    fn cuts_rows_into_tiles_within_each_sequence() {
+        let step = StepInput {
+            query_start_locs: vec![0, 1, 65, 130, 260],
+            context_lens: vec![9, 64, 65, 130],
+            ..StepInput::default()
+        };
+        let tiles: Vec<(u32, u32)> = step.row_tiles(64).collect();
+        // 1 row: one tile; 64: one; 65: two; 130: three.
+        let want = [(0, 0), (1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2)];
+        assert_eq!(tiles, want);
+        assert!(tiles.len() <= 260usize.div_ceil(64) + 4);
     }
 
     fn decode_of_two() -> StepInput {

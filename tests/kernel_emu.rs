@@ -471,18 +471,15 @@ fn check_attention(
             run(&dt.kernel("paged_attention"), grid, 128, &args);
         }
         AttnPath::Prefill => {
-            // As runtime/cuda/attention.rs launches it: the general kernel's arguments, one
-            // block per (64 rows of a sequence, head, sequence).
+            // As runtime/cuda/attention.rs launches it: the general kernel's arguments and the
+            // step's row tiles of 64, one block per (tile, head).
             assert_eq!(dt, Dt::Bf16, "the prefill kernel is bf16 only");
-            let max_q = (0..seqs)
-                .map(|s| step.query_start_locs[s + 1] - step.query_start_locs[s])
-                .max()
-                .unwrap();
+            let tiles: Vec<u32> = step.row_tiles(64).flat_map(|(s, t)| [s, t]).collect();
             let mut args = common.to_vec();
             args.push(u(seqs).into());
             args.extend(sizes);
-            args.push(out.arg_mut());
-            let grid = (max_q.div_ceil(64), u(layout.num_heads), u(seqs));
+            args.extend([out.arg_mut(), Arg::ptr(&tiles)]);
+            let grid = (u(tiles.len() / 2), u(layout.num_heads), 1);
             let name = format!("paged_attention_prefill_bf16_d{}", layout.head_dim);
             run(&name, grid, 128, &args);
         }

@@ -42,8 +42,9 @@ const BLOCKS_PER_SM: usize = 4;
 const DEC_WARPS: usize = 4;
 /// Threads per block of both decode kernels.
 const DEC_THREADS: u32 = 128;
-/// Query rows per block of the prefill kernel (`PF_ROWS`).
-const PREFILL_ROWS: usize = 64;
+/// Query rows per block of the prefill kernel (`PF_ROWS`): the step's row tiles
+/// ([`crate::runtime::step::StepInput::row_tiles`]) go up with its metadata.
+pub(super) const PREFILL_ROWS: usize = 64;
 /// Threads per block of the prefill kernel (`PF_THREADS`).
 const PREFILL_THREADS: u32 = 128;
 
@@ -207,10 +208,9 @@ impl CudaBackend {
             k_cache.len() >= cache_len && v_cache.len() >= cache_len,
             "attention: cache buffers smaller than the cache shape"
         );
-        let (mut max_span, mut max_q) = (0, 0);
+        let mut max_span = 0;
         for s in 0..step.num_seqs() {
             let (start, end) = step.seq_rows(s);
-            max_q = max_q.max(end - start);
             let ctx = step.context_lens[s] as usize;
             let blocks = ctx.div_ceil(p.cache.block_size);
             ensure!(
@@ -261,17 +261,22 @@ impl CudaBackend {
         ];
         let window = u32_of(p.sliding_window.unwrap_or(0), "sliding window")?;
         let op = self.tp(out);
-        // Both kernels take the same arguments; the prefill kernel's grid is (row tiles, heads,
-        // sequences: at most 65535 in grid z), the general kernel's (rows, heads).
-        let prefill = self
-            .prefill_kernel(l)
-            .filter(|_| rows != seqs && seqs <= 65_535);
+        // The prefill kernel takes the general kernel's arguments and the step's row tiles; its
+        // grid is (row tiles, heads), the general kernel's (rows, heads).
+        let tiles = step.row_tiles(PREFILL_ROWS).count();
+        ensure!(
+            tiles <= meta.max_tiles(),
+            "{tiles} row tiles for {}",
+            meta.max_tiles()
+        );
+        let prefill = self.prefill_kernel(l).filter(|_| rows != seqs);
+        let tp = self.meta_ptr(meta, meta.tiles_off());
         let (f, grid, threads) = match prefill {
-            Some(f) => {
-                let tiles = u32_of(max_q.div_ceil(PREFILL_ROWS), "row tiles")?;
-                let grid = (tiles, l.num_heads as u32, u32_of(seqs, "sequences")?);
-                (f, grid, PREFILL_THREADS)
-            }
+            Some(f) => (
+                f,
+                (u32_of(tiles, "row tiles")?, l.num_heads as u32, 1),
+                PREFILL_THREADS,
+            ),
             None => (
                 &self.k.paged_attention,
                 (u32_of(rows, "rows")?, l.num_heads as u32, 1),
@@ -285,6 +290,9 @@ impl CudaBackend {
                 b.arg(v);
             }
             b.arg(&p.scale).arg(&window).arg(&op);
+            if prefill.is_some() {
+                b.arg(&tp);
+            }
         })
     }
 

@@ -8,7 +8,7 @@ use cudarc::driver::{CudaEvent, CudaGraph, CudaSlice};
 
 use anyhow::Result;
 
-use super::attention::DecodeWorkspace;
+use super::attention::{DecodeWorkspace, PREFILL_ROWS};
 use super::pinned::PinnedWords;
 use super::sampling::SampleBuffers;
 use super::{pinned, CudaBackend};
@@ -22,8 +22,8 @@ use crate::runtime::step::StepInput;
 /// Word layout for `T = max_tokens`, `S = max_seqs`, `B` = block-table columns of capacity:
 /// `slot_mapping` (i64, 2T words, first so it is 8-byte aligned) | `input_ids` T | `positions` T |
 /// `query_start_locs` S+1 | `context_lens` S | `logits_indices` S | `carry` 2S (row, sample) |
-/// sampling entries S·PARAM_WORDS (from an even word: they hold u64s) | `block_tables` S·B
-/// (last: a step copies only its own rows).
+/// sampling entries S·PARAM_WORDS (from an even word: they hold u64s) | prefill row tiles
+/// 2·(⌈T/64⌉ + S) (sequence, tile) | `block_tables` S·B (last: a step copies only its own rows).
 pub struct CudaMeta {
     pub(super) host: StepInput,
     /// The carried rows of the step last uploaded, as `(row, sample)`.
@@ -139,8 +139,17 @@ impl CudaMeta {
     pub(super) fn params_off(&self) -> usize {
         (self.carry_off() + 2 * self.max_seqs).next_multiple_of(2)
     }
-    pub(super) fn tables_off(&self) -> usize {
+    /// The prefill attention's row tiles, `(sequence, tile)` pairs
+    /// ([`StepInput::row_tiles`] of [`PREFILL_ROWS`]).
+    pub(super) fn tiles_off(&self) -> usize {
         self.params_off() + PARAM_WORDS * self.max_seqs
+    }
+    /// Most row tiles of a step.
+    pub(super) fn max_tiles(&self) -> usize {
+        self.max_tokens.div_ceil(PREFILL_ROWS) + self.max_seqs
+    }
+    pub(super) fn tables_off(&self) -> usize {
+        self.tiles_off() + 2 * self.max_tiles()
     }
     pub(super) fn words(&self) -> usize {
         self.tables_off() + self.max_seqs * self.table_cols

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Result};
 use cudarc::driver::PushKernelArg;
 
+use super::attention::PREFILL_ROWS;
 use super::pinned::PinnedWords;
 use super::sampling::check_entries;
 use super::{u32_of, CudaBackend, CudaMeta};
@@ -105,9 +106,10 @@ impl CudaBackend {
             meta.logits_off(),
             meta.carry_off(),
             meta.params_off(),
+            meta.tiles_off(),
             meta.tables_off(),
         );
-        let (ids, pos, qsl, ctx, lg, cy, pa, tb) = offs;
+        let (ids, pos, qsl, ctx, lg, cy, pa, tiles, tb) = offs;
         let (t, s) = (step.num_tokens(), step.num_seqs());
         let w = meta.staging.as_mut_slice();
         for (i, &slot) in step.slot_mapping.iter().enumerate() {
@@ -126,6 +128,10 @@ impl CudaBackend {
         }
         for (i, p) in sampling.iter().enumerate() {
             pack(p, &mut w[pa + i * PARAM_WORDS..pa + (i + 1) * PARAM_WORDS]);
+        }
+        for (i, (seq, tile)) in step.row_tiles(PREFILL_ROWS).enumerate() {
+            w[tiles + 2 * i] = seq;
+            w[tiles + 2 * i + 1] = tile;
         }
         w[tb..tb + step.block_tables.len()].copy_from_slice(&step.block_tables);
         tb + step.block_tables.len()
