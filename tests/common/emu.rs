@@ -63,20 +63,28 @@ impl Dt {
 struct Chunk([u8; 16]);
 
 /// A device buffer in host memory: `len` elements of `dt`, 16-byte aligned as cudaMalloc's are
-/// (the kernels' vector loads need it).
+/// (the kernels' vector loads need it), between two guard zones of [`GUARD`] chunks that
+/// [`Buf::read`] checks: a kernel that writes past either end of its output fails the test.
 pub struct Buf {
     pub dt: Dt,
     pub len: usize,
     mem: Vec<Chunk>,
 }
 
+/// 16-byte chunks of guard on each side of a [`Buf`]'s data.
+const GUARD: usize = 4;
+const GUARD_BYTE: u8 = 0xA5;
+
 impl Buf {
     pub fn new(dt: Dt, vals: &[f32]) -> Buf {
         let width = dt.size();
+        let data = (vals.len() * width).div_ceil(16);
+        let mut mem = vec![Chunk([GUARD_BYTE; 16]); GUARD + data + GUARD];
+        mem[GUARD..GUARD + data].fill(Chunk([0; 16]));
         let mut b = Buf {
             dt,
             len: vals.len(),
-            mem: vec![Chunk([0; 16]); (vals.len() * width).div_ceil(16).max(1)],
+            mem,
         };
         b.write(vals);
         b
@@ -88,12 +96,28 @@ impl Buf {
     }
 
     fn bytes(&self) -> &[u8] {
-        bytemuck_slice(&self.mem)
+        &bytemuck_slice(&self.mem)[GUARD * 16..]
+    }
+
+    /// Panics if anything wrote into the guard zones (beyond the data's last element, up to
+    /// the end of its 16-byte chunk, is data padding and not checked).
+    fn check_guards(&self) {
+        let all = bytemuck_slice(&self.mem);
+        let back = all.len() - GUARD * 16;
+        let written = |r: std::ops::Range<usize>| all[r].iter().any(|&b| b != GUARD_BYTE);
+        assert!(
+            !written(0..GUARD * 16),
+            "a kernel wrote before the buffer's start"
+        );
+        assert!(
+            !written(back..all.len()),
+            "a kernel wrote past the buffer's end"
+        );
     }
 
     pub fn write(&mut self, vals: &[f32]) {
         assert_eq!(vals.len(), self.len);
-        let bytes = bytemuck_slice_mut(&mut self.mem);
+        let bytes = &mut bytemuck_slice_mut(&mut self.mem)[GUARD * 16..];
         for (i, &v) in vals.iter().enumerate() {
             match self.dt {
                 Dt::F32 => bytes[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes()),
@@ -104,6 +128,7 @@ impl Buf {
     }
 
     pub fn read(&self) -> Vec<f32> {
+        self.check_guards();
         let bytes = self.bytes();
         (0..self.len)
             .map(|i| match self.dt {
@@ -117,11 +142,11 @@ impl Buf {
     }
 
     pub fn arg(&self) -> Arg {
-        Arg::U64(self.mem.as_ptr() as u64)
+        Arg::U64(self.mem[GUARD..].as_ptr() as u64)
     }
 
     pub fn arg_mut(&mut self) -> Arg {
-        Arg::U64(self.mem.as_mut_ptr() as u64)
+        Arg::U64(self.mem[GUARD..].as_mut_ptr() as u64)
     }
 }
 
