@@ -29,6 +29,17 @@ impl DType {
         }
     }
 
+    /// Elements per thread of the element-wise kernels that move one 16-byte vector per load
+    /// (`Vec16` in dtype.cuh): 16 bytes' worth when `width` is a multiple of it, else 1.
+    pub fn vector_elems(self, width: u32) -> u32 {
+        let per = (16 / self.size()) as u32;
+        if width.is_multiple_of(per) {
+            per
+        } else {
+            1
+        }
+    }
+
     /// The suffix of the kernels' entry points for this dtype (`rms_norm_bf16`).
     pub fn name(self) -> &'static str {
         match self {

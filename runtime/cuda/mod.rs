@@ -297,19 +297,6 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
-impl CudaBackend {
-    /// Elements per thread of the element-wise kernels that move one 16-byte vector per load
-    /// (`Vec16` in dtype.cuh): 16 bytes' worth when `width` is a multiple of it, else 1.
-    fn vector_elems(&self, width: u32) -> u32 {
-        let per = (16 / self.dtype.size()) as u32;
-        if width.is_multiple_of(per) {
-            per
-        } else {
-            1
-        }
-    }
-}
-
 fn u32_of(n: usize, what: &str) -> Result<u32> {
     u32::try_from(n).map_err(|_| anyhow!("{what} = {n} does not fit the kernels' 32-bit sizes"))
 }
@@ -598,7 +585,7 @@ impl Backend for CudaBackend {
         );
         let (gp, op, i32_) = (self.tp(gate_up), self.tp(out), u32_of(inter, "inter")?);
         // One 16-byte vector per thread where rows allow it (see silu_mul.cu).
-        let per = self.vector_elems(i32_);
+        let per = self.dtype.vector_elems(i32_);
         self.launch(
             &self.k.silu_mul,
             (u32_of(rows, "rows")?, i32_.div_ceil(256 * per), 1),
