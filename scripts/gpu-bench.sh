@@ -33,7 +33,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=device-out
 n=${1:-256}
-[[ -x "$out/bin/tandem" ]] || { echo "gpu-bench: run scripts/gpu-check.sh first" >&2; exit 1; }
+# gpu-check.sh leaves the binaries gzipped (bin/tandem.gz) until a run script restores them.
+[[ -e "$out/bin/tandem.gz" || -x "$out/bin/tandem" ]] \
+  || { echo "gpu-bench: run scripts/gpu-check.sh first" >&2; exit 1; }
 mkdir -p "$out/bench"
 cp scripts/bench/make_random_model.py scripts/bench/transformers_gpu.py \
   scripts/bench/bench_summary.py "$out/bench/"

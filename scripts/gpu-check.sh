@@ -47,6 +47,10 @@ for f in "$out"/bin/*; do strip --strip-debug "$f" 2>/dev/null || true; done
 for b in cuda_parity cuda_model cuda_engine kernels tandem; do
   [[ -x "$out/bin/$b" ]] || { echo "gpu-check: $b binary missing" >&2; exit 1; }
 done
+# Their embedded PTX (every kernel, two architectures) makes them ~60 MiB together, at the carry
+# limit; gzipped they are ~4x smaller. cuda-libs.sh, sourced first by both run scripts on the GPU
+# machine, restores them.
+gzip -9 -f "$out"/bin/*
 cp -r tests/models tests/fixtures "$out/tests/"
 cp scripts/cuda-libs.sh "$out/"
 
