@@ -346,41 +346,21 @@ fn check_attention_atol(
     seed: u64,
     atol: f32,
 ) {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let (step, num_blocks) = attention_step(q_lens, ctx_lens, block_size);
-    let cache = CacheShape {
-        num_blocks,
-        block_size,
-        num_kv_heads: layout.num_kv_heads,
-        head_dim: layout.head_dim,
-    };
-    let params = AttentionParams {
-        layout,
-        cache,
-        scale: 1.0 / (layout.head_dim as f32).sqrt(),
-        sliding_window: window,
-    };
-    let rows = step.num_tokens();
-    let qkv: Vec<f32> = random(&mut rng, rows * layout.row_width())
-        .iter()
-        .map(|v| v * 3.0) // peakier softmax than uniform inputs give
-        .collect();
-    let qkv = b.dtype().round(&qkv);
-    let k_cache = random_as(b, &mut rng, cache.elements());
-    let v_cache = random_as(b, &mut rng, cache.elements());
-    let mut want = vec![0.0; rows * layout.q_width()];
-    cpu::attention(&qkv, &k_cache, &v_cache, &step, &params, &mut want).unwrap();
-    let meta = meta_with(b, &step, layout);
+    let dtype = b.dtype();
+    let case = AttentionCase::new(layout, block_size, window, q_lens, ctx_lens, seed, &|v| {
+        dtype.round(v)
+    });
+    let (step, params, want) = (&case.step, &case.params, &case.want);
+    let meta = meta_with(b, step, layout);
     let (qd, kd, vd) = (
-        b.upload(&qkv).unwrap(),
-        b.upload(&k_cache).unwrap(),
-        b.upload(&v_cache).unwrap(),
+        b.upload(&case.qkv).unwrap(),
+        b.upload(&case.k_cache).unwrap(),
+        b.upload(&case.v_cache).unwrap(),
     );
     let mut out = poisoned(b, want.len());
-    b.attention(&qd, &kd, &vd, &meta, &params, &mut out)
-        .unwrap();
+    b.attention(&qd, &kd, &vd, &meta, params, &mut out).unwrap();
     let got = b.download(&out, want.len()).unwrap();
-    check(b, what, &got, &want, atol, 1e-4);
+    check(b, what, &got, want, atol, 1e-4);
 }
 
 #[test]

@@ -8,13 +8,9 @@
 
 mod common;
 
-use rand::rngs::StdRng;
-use rand::SeedableRng;
-
 use common::emu::*;
 use common::kernel_cases::*;
-use tandem::runtime::backend::{AttentionParams, CacheShape, QkvLayout};
-use tandem::runtime::cpu;
+use tandem::runtime::backend::QkvLayout;
 
 fn u(n: usize) -> u32 {
     u32::try_from(n).unwrap()
@@ -44,35 +40,15 @@ fn check_attention(
     ctx_lens: &[usize],
     seed: u64,
 ) {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let (step, num_blocks) = attention_step(q_lens, ctx_lens, block_size);
-    let cache = CacheShape {
-        num_blocks,
-        block_size,
-        num_kv_heads: layout.num_kv_heads,
-        head_dim: layout.head_dim,
-    };
-    let params = AttentionParams {
-        layout,
-        cache,
-        scale: 1.0 / (layout.head_dim as f32).sqrt(),
-        sliding_window: window,
-    };
+    let case = AttentionCase::new(layout, block_size, window, q_lens, ctx_lens, seed, &|v| {
+        dt.round(v)
+    });
+    let (step, params, want) = (&case.step, &case.params, &case.want);
     let rows = step.num_tokens();
-    let qkv: Vec<f32> = random_as(Dt::F32, &mut rng, rows * layout.row_width())
-        .iter()
-        .map(|v| v * 3.0) // peakier softmax than uniform inputs give
-        .collect();
-    let qkv = dt.round(&qkv);
-    let k_cache = random_as(dt, &mut rng, cache.elements());
-    let v_cache = random_as(dt, &mut rng, cache.elements());
-    let mut want = vec![0.0; rows * layout.q_width()];
-    cpu::attention(&qkv, &k_cache, &v_cache, &step, &params, &mut want).unwrap();
-
     let (qd, kd, vd) = (
-        Buf::new(dt, &qkv),
-        Buf::new(dt, &k_cache),
-        Buf::new(dt, &v_cache),
+        Buf::new(dt, &case.qkv),
+        Buf::new(dt, &case.k_cache),
+        Buf::new(dt, &case.v_cache),
     );
     let mut out = Buf::poisoned(dt, want.len());
     let seqs = step.num_seqs();
@@ -152,7 +128,7 @@ fn check_attention(
         AttnPath::Prefill => PREFILL_TC_ATOL,
         _ => 2e-5,
     };
-    check(dt, &what, &out.read(), &want, atol, 1e-4);
+    check(dt, &what, &out.read(), want, atol, 1e-4);
 }
 
 #[test]

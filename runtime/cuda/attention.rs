@@ -263,12 +263,7 @@ impl CudaBackend {
         let op = self.tp(out);
         // The prefill kernel takes the general kernel's arguments and the step's row tiles; its
         // grid is (row tiles, heads), the general kernel's (rows, heads).
-        let tiles = step.row_tiles(PREFILL_ROWS).count();
-        ensure!(
-            tiles <= meta.max_tiles(),
-            "{tiles} row tiles for {}",
-            meta.max_tiles()
-        );
+        let tiles = meta.row_tiles;
         let prefill = self.prefill_kernel(l).filter(|_| rows != seqs);
         let tp = self.meta_ptr(meta, meta.tiles_off());
         let (f, grid, threads) = match prefill {

@@ -30,6 +30,8 @@ pub struct CudaMeta {
     pub(super) carry: Vec<(u32, u32)>,
     /// Sampling entries uploaded with the step (rows the device sampler may take).
     pub(super) sampling_rows: usize,
+    /// Row tiles of the prefill attention uploaded with the step (0 for a pure decode step).
+    pub(super) row_tiles: usize,
     pub(super) staging: PinnedWords,
     pub(super) dev: CudaSlice<u32>,
     pub(super) max_tokens: usize,
@@ -91,6 +93,7 @@ impl CudaBackend {
             host: StepInput::default(),
             carry: Vec::new(),
             sampling_rows: 0,
+            row_tiles: 0,
             staging: pinned::PinnedWords::new(&self.ctx, 1)?,
             dev: self.stream.alloc_zeros::<u32>(1)?,
             max_tokens,

@@ -129,11 +129,18 @@ impl CudaBackend {
         for (i, p) in sampling.iter().enumerate() {
             pack(p, &mut w[pa + i * PARAM_WORDS..pa + (i + 1) * PARAM_WORDS]);
         }
-        for (i, (seq, tile)) in step.row_tiles(PREFILL_ROWS).enumerate() {
-            w[tiles + 2 * i] = seq;
-            w[tiles + 2 * i + 1] = tile;
+        // Row tiles only where the prefill kernel may run: not on pure decode steps, the
+        // engine's every-step case (at most ceil(T/64) + S tiles: the region's size).
+        let mut row_tiles = 0;
+        if t != s {
+            for (i, (seq, tile)) in step.row_tiles(PREFILL_ROWS).enumerate() {
+                w[tiles + 2 * i] = seq;
+                w[tiles + 2 * i + 1] = tile;
+                row_tiles = i + 1;
+            }
         }
         w[tb..tb + step.block_tables.len()].copy_from_slice(&step.block_tables);
+        meta.row_tiles = row_tiles;
         tb + step.block_tables.len()
     }
 

@@ -2,9 +2,10 @@
 //! kernels (tests/kernel_emu.rs): layouts, shapes and random paged-attention steps.
 
 use rand::rngs::StdRng;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 
-use tandem::runtime::backend::QkvLayout;
+use tandem::runtime::backend::{AttentionParams, CacheShape, QkvLayout};
+use tandem::runtime::cpu;
 use tandem::runtime::request::SamplingParams;
 use tandem::runtime::sampling::{sample, DeviceSampling, Sampled, SamplerScratch, SamplerState};
 use tandem::runtime::step::{SeqChunk, StepInput};
@@ -112,6 +113,66 @@ pub fn attention_step(
         })
         .collect();
     (StepInput::build(&chunks, block_size).unwrap(), num_blocks)
+}
+
+/// One attention check's inputs and the CPU reference output: a random step
+/// ([`attention_step`]), a cache over it, q/k/v drawn from `seed` (q scaled by 3: a peakier
+/// softmax than uniform inputs give) and rounded by `round` to what the device stores.
+pub struct AttentionCase {
+    pub step: StepInput,
+    pub params: AttentionParams,
+    pub qkv: Vec<f32>,
+    pub k_cache: Vec<f32>,
+    pub v_cache: Vec<f32>,
+    pub want: Vec<f32>,
+}
+
+impl AttentionCase {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        layout: QkvLayout,
+        block_size: usize,
+        window: Option<usize>,
+        q_lens: &[usize],
+        ctx_lens: &[usize],
+        seed: u64,
+        round: &dyn Fn(&[f32]) -> Vec<f32>,
+    ) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut uniform = |n: usize, scale: f32| -> Vec<f32> {
+            let v: Vec<f32> = (0..n)
+                .map(|_| rng.random_range(-1.0f32..1.0) * scale)
+                .collect();
+            round(&v)
+        };
+        let (step, num_blocks) = attention_step(q_lens, ctx_lens, block_size);
+        let cache = CacheShape {
+            num_blocks,
+            block_size,
+            num_kv_heads: layout.num_kv_heads,
+            head_dim: layout.head_dim,
+        };
+        let params = AttentionParams {
+            layout,
+            cache,
+            scale: 1.0 / (layout.head_dim as f32).sqrt(),
+            sliding_window: window,
+        };
+        let rows = step.num_tokens();
+        let qkv = uniform(rows * layout.row_width(), 3.0);
+        let k_cache = uniform(cache.elements(), 1.0);
+        let v_cache = uniform(cache.elements(), 1.0);
+        let mut want = vec![0.0; rows * layout.q_width()];
+        cpu::attention(&qkv, &k_cache, &v_cache, &step, &params, &mut want).unwrap();
+        AttentionCase {
+            step,
+            params,
+            qkv,
+            k_cache,
+            v_cache,
+            want,
+        }
+    }
 }
 
 // ---- Device sampling (kernels/sampling.cu) against the CPU sampler ----
