@@ -52,6 +52,12 @@ fn text_of(r: &Reply) -> String {
 /// One request's fault fails it alone: the requests decoding in the same steps finish with the
 /// output they have alone, and the engine stays healthy.
 async fn only_the_faulty_request_fails(faults: FaultPlan, expected: &str) {
+    // Slow steps keep the good requests running (240 steps, at least 0.5 s) while the faulty ones
+    // fail, however the machine schedules this test.
+    let faults = FaultPlan {
+        min_step_time: Some(Duration::from_millis(2)),
+        ..faults
+    };
     let s = TestServer::start_with_faults(engine_config(), ServerConfig::default(), faults).await;
     // Each good request alone first, for its reference output.
     let mut alone = Vec::new();
@@ -73,7 +79,6 @@ async fn only_the_faulty_request_fails(faults: FaultPlan, expected: &str) {
     eventually("the good requests run", || s.handle.stats().running == 3).await;
     let steps_before = s.handle.stats().steps;
     let bad = post(s.addr, COMPLETIONS, &greedy(&MARKER, 120, false)).await;
-    // (240 tokens each take the good ones far longer than the failure takes.)
     assert!(
         s.handle.stats().running > 0,
         "the faulty request did not share steps with the good ones"
@@ -143,6 +148,9 @@ async fn a_failing_detokenizer_fails_only_its_own_request() {
 async fn an_engine_thread_panic_fails_pending_requests_and_turns_health_to_503() {
     let faults = FaultPlan {
         panic_engine: Some(MARKER.to_vec()),
+        // The pending requests must still be pending when the engine dies: their 240 steps take
+        // at least 2.4 s (0.1 s at full speed, which one stall of a busy CI machine can eat).
+        min_step_time: Some(Duration::from_millis(10)),
         ..FaultPlan::default()
     };
     let s = TestServer::start_with_faults(engine_config(), ServerConfig::default(), faults).await;
@@ -167,6 +175,12 @@ async fn an_engine_thread_panic_fails_pending_requests_and_turns_health_to_503()
         killer.text()
     );
     assert!(killer.text().contains("engine"), "{}", killer.text());
+    let stats = s.handle.stats();
+    assert_eq!(
+        stats.finished_length + stats.finished_stop,
+        0,
+        "a pending request finished before the engine died: {stats:?}"
+    );
 
     for p in pending {
         let r = tokio::time::timeout(Duration::from_secs(10), p)

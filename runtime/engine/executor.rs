@@ -9,7 +9,7 @@
 //! still in flight.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::model::llama::Llama;
 use crate::runtime::backend::Backend;
@@ -66,6 +66,8 @@ pub struct Executor<B: Backend> {
     /// Fault injection (tests only; `None` in production): the requests whose sampler panics,
     /// marked by the engine thread (see `FaultPlan::panic_sampling`).
     pub(crate) faulty: Option<FaultySet>,
+    /// Fault injection (tests only): the least time a step takes (`FaultPlan::min_step_time`).
+    pub(crate) min_step_time: Option<Duration>,
 }
 
 impl<B: Backend> Executor<B> {
@@ -81,12 +83,16 @@ impl<B: Backend> Executor<B> {
             pending: VecDeque::new(),
             in_flight: HashMap::new(),
             faulty: None,
+            min_step_time: None,
         }
     }
 
     /// Takes the next planned step; returns the steps finished meanwhile, in order (none when
     /// this one was launched and nothing had to be collected first).
     pub fn submit(&mut self, batch: Batch) -> Vec<StepOutput> {
+        if let Some(t) = self.min_step_time {
+            std::thread::sleep(t);
+        }
         let mut done = Vec::new();
         // A request's sampler state is replaced or dropped only once its launched samples are
         // recorded.

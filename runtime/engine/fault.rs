@@ -21,6 +21,10 @@ pub struct FaultPlan {
     pub panic_detokenizing: Option<Vec<u32>>,
     /// The engine thread itself panics when such a request is submitted.
     pub panic_engine: Option<Vec<u32>>,
+    /// Every step takes at least this long, as on a slow device: a test that must act while
+    /// requests are mid-generation gets a window that a busy machine's pauses cannot close (the
+    /// tiny test model otherwise generates 240 tokens in about 0.1 s).
+    pub min_step_time: Option<std::time::Duration>,
 }
 
 impl FaultPlan {

@@ -177,6 +177,7 @@ where
         .is_some()
         .then(fault::FaultySet::default);
     executor.faulty = sampling_faults.clone();
+    executor.min_step_time = faults.min_step_time;
     let done = commands;
     let executor_thread = std::thread::Builder::new()
         .name("tandem-executor".into())
