@@ -34,7 +34,7 @@ fn main() {
         let out = PathBuf::from(std::env::var("OUT_DIR").map_err(|e| e.to_string())?);
         #[cfg(feature = "kernel-emu")]
         if emulate {
-            emu::build(&kernels, &sources, &out)?;
+            emu::build(&kernels, &sources, &out, cuda)?;
         }
         if cuda {
             build_kernels(&root, &kernels, &sources, &out)?;

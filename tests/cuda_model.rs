@@ -3,8 +3,9 @@
 //! one, and steps launched ahead (placeholders carried on the device, decode steps replayed
 //! from CUDA graphs) against eager ones, through the real engine too.
 //!
-//! Built only with `--features cuda`. Without a usable GPU every test prints
-//! `skipped: <name>: no CUDA device (<reason>)` and returns: they never pass silently.
+//! Built only with `--features cuda`. Without a CUDA driver they run on the emulated device when
+//! built with `kernel-emu` too (runtime/cuda/emulated.rs; the test command does); otherwise every
+//! test prints `skipped: <name>: no CUDA device (<reason>)` and returns: never a silent pass.
 
 mod common;
 

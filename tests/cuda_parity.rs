@@ -2,8 +2,9 @@
 //! sizes, one token, long contexts, scattered blocks). The whole model, the device sampler and
 //! the launch-ahead and graph paths are in tests/cuda_model.rs.
 //!
-//! Built only with `--features cuda`. Without a usable GPU every test prints
-//! `skipped: <name>: no CUDA device (<reason>)` and returns: they never pass silently.
+//! Built only with `--features cuda`. Without a CUDA driver they run on the emulated device when
+//! built with `kernel-emu` too (runtime/cuda/emulated.rs; the test command does); otherwise every
+//! test prints `skipped: <name>: no CUDA device (<reason>)` and returns: never a silent pass.
 //! Every kernel test runs once per storage dtype (f32, bf16). Inputs are rounded to the dtype on
 //! the host first, so the CPU reference sees exactly the values the device holds; outputs are
 //! poisoned with NaN before each run, so an element the kernel fails to write fails the

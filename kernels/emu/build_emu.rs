@@ -9,7 +9,15 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-pub fn build(kernels: &Path, sources: &[PathBuf], out: &Path) -> Result<(), String> {
+/// Builds the emulator's static library; with `fake_driver` (the `cuda` feature on too), also the
+/// emulated CUDA driver and cuBLAS as shared libraries in `OUT_DIR/fake-cuda`
+/// (runtime/cuda/emulated.rs loads them when there is no real driver).
+pub fn build(
+    kernels: &Path,
+    sources: &[PathBuf],
+    out: &Path,
+    fake_driver: bool,
+) -> Result<(), String> {
     let emu = kernels.join("emu");
     let gen = out.join("emu");
     std::fs::create_dir_all(&gen).map_err(|e| e.to_string())?;
@@ -79,9 +87,62 @@ pub fn build(kernels: &Path, sources: &[PathBuf], out: &Path) -> Result<(), Stri
     let reg = gen.join("registry.cc");
     std::fs::write(&reg, registry).map_err(|e| e.to_string())?;
     build.file(reg);
-    build
+    let objects = build
+        .try_compile_intermediates()
+        .map_err(|e| format!("compiling the kernel emulator: {e}"))?;
+    let mut archive = base(&emu);
+    for o in &objects {
+        archive.object(o);
+    }
+    archive
         .try_compile("tandem_kernel_emu")
-        .map_err(|e| format!("compiling the kernel emulator: {e}"))
+        .map_err(|e| format!("archiving the kernel emulator: {e}"))?;
+    if fake_driver {
+        fake_libraries(&emu, &objects, out)?;
+    }
+    Ok(())
+}
+
+/// `libcuda.so` (the emulator with fake_cuda.cc) and `libcuda.so`-linked `libcublas.so`
+/// (fake_cublas.cc), each under the soname cudarc asks the dynamic loader for.
+fn fake_libraries(emu: &Path, emulator: &[PathBuf], out: &Path) -> Result<(), String> {
+    let dir = out.join("fake-cuda");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let compile = |file: &str| {
+        base(emu)
+            .file(emu.join(file))
+            .try_compile_intermediates()
+            .map_err(|e| format!("compiling {file}: {e}"))
+    };
+    let link = |name: &str, objects: &[PathBuf], extra: &[&str]| -> Result<(), String> {
+        let mut cmd = base(emu).get_compiler().to_command();
+        cmd.arg("-shared")
+            .arg(format!("-Wl,-soname,{name}"))
+            // The library's own definitions win over any same-named symbol already loaded (the
+            // test binaries link the emulator statically too).
+            .arg("-Wl,-Bsymbolic")
+            .arg("-o")
+            .arg(dir.join(name))
+            .args(objects)
+            .args(extra)
+            .arg("-lpthread");
+        let status = cmd.status().map_err(|e| format!("linking {name}: {e}"))?;
+        if !status.success() {
+            return Err(format!("linking {name} failed: {status}"));
+        }
+        Ok(())
+    };
+    let mut driver = emulator.to_vec();
+    driver.extend(compile("fake_cuda.cc")?);
+    link("libcuda.so", &driver, &[])?;
+    let dir_arg = format!("-L{}", dir.display());
+    link(
+        "libcublas.so",
+        &compile("fake_cublas.cc")?,
+        &[&dir_arg, "-lcuda", "-Wl,-rpath,$ORIGIN"],
+    )?;
+    println!("cargo:rustc-env=TANDEM_FAKE_CUDA_DIR={}", dir.display());
+    Ok(())
 }
 
 fn base(emu: &Path) -> cc::Build {

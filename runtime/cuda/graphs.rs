@@ -10,8 +10,11 @@
 //! (`graph_mode`; its trailing splits are empty for shorter contexts). The op-level host checks
 //! run at capture only: `Llama::check_step` repeats what matters on every step.
 //!
-//! UNVERIFIED ON A GPU when written; tests/cuda_parity.rs `graphs_*` compare replayed steps with
-//! eager ones.
+//! Not yet run on a GPU; on the emulated device (runtime/cuda/emulated.rs), tests/cuda_engine.rs
+//! `graphs_replay_what_eager_steps_compute` compares replayed steps with eager ones.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
 use cudarc::driver::sys;
@@ -26,6 +29,12 @@ use crate::runtime::step::StepInput;
 const MAX_GRAPHS_PER_SLOT: usize = 64;
 
 impl CudaBackend {
+    /// A counter of the decode steps replayed from graphs, which outlives moving the backend
+    /// into a model and an engine (tests check that graphs are actually used).
+    pub fn graph_replays(&self) -> Arc<AtomicU64> {
+        self.replays.clone()
+    }
+
     /// [`crate::runtime::backend::Backend::graph_shape`] on this device.
     pub(super) fn graph_shape_op(
         &self,
@@ -47,7 +56,12 @@ impl CudaBackend {
         }
         let key = (meta.host.num_seqs(), meta.host.max_blocks_per_seq);
         if let Some(g) = meta.graphs.get(&key) {
-            g.0.launch()?;
+            g.graph.launch()?;
+            self.replays.fetch_add(1, Ordering::Relaxed);
+            // What the captured sampler launch set on the host when it was issued: without it
+            // the step would look unsampled and its samples would never be copied back.
+            meta.sampling.sampled_rows = g.sampled_rows;
+            meta.sampling.vocab = g.vocab;
             return Ok(true);
         }
         // The first step of a shape runs eagerly: a library that initialises lazily on first
@@ -92,7 +106,12 @@ impl CudaBackend {
             }
         };
         graph.launch()?;
-        meta.graphs.insert(key, SendGraph(graph));
+        let graph = SendGraph {
+            graph,
+            sampled_rows: meta.sampling.sampled_rows,
+            vocab: meta.sampling.vocab,
+        };
+        meta.graphs.insert(key, graph);
         Ok(())
     }
 }

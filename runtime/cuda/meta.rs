@@ -69,8 +69,14 @@ pub(super) struct SlotEvents {
     pub finished: CudaEvent,
 }
 
-/// A captured graph, movable to the executor thread.
-pub(super) struct SendGraph(pub CudaGraph);
+/// A captured graph, movable to the executor thread, with the host-side state its ops set when
+/// they were issued (a replay issues none of them): how many rows the captured sampler samples,
+/// and of what width.
+pub(super) struct SendGraph {
+    pub graph: CudaGraph,
+    pub sampled_rows: usize,
+    pub vocab: usize,
+}
 
 // SAFETY: a graph is used (launched, dropped) only by the one thread that owns its `CudaMeta`
 // at a time, never concurrently; CUDA graph objects need only external serialization.

@@ -13,6 +13,8 @@
 
 mod attention;
 mod dtype;
+#[cfg(feature = "kernel-emu")]
+pub mod emulated;
 mod gemm;
 mod graphs;
 pub mod kernels;
@@ -22,7 +24,7 @@ mod sampling;
 mod step_io;
 mod timing;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -91,6 +93,8 @@ pub struct CudaBackend {
     prefill_general: AtomicBool,
     /// Whether decode steps replay captured CUDA graphs (`--no-cuda-graphs` turns it off).
     cuda_graphs: AtomicBool,
+    /// Decode steps replayed from graphs so far (`graph_replays`).
+    replays: Arc<AtomicU64>,
     /// Whether the engine samples on the device and launches steps ahead (`--host-sampling`
     /// turns it off).
     device_sampling: AtomicBool,
@@ -182,6 +186,7 @@ impl CudaBackend {
             decode_path: AtomicUsize::new(DecodePath::Auto.encode()),
             prefill_general: AtomicBool::new(false),
             cuda_graphs: AtomicBool::new(true),
+            replays: Arc::default(),
             device_sampling: AtomicBool::new(true),
         })
     }

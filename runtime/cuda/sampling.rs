@@ -31,7 +31,7 @@ pub struct SampleBuffers {
     /// Rows the last step sampled (0: it sampled on the host, nothing to copy back).
     pub(super) sampled_rows: usize,
     /// The vocabulary they were sampled over (bounds the top logprobs).
-    vocab: usize,
+    pub(super) vocab: usize,
 }
 
 impl SampleBuffers {

@@ -17,6 +17,18 @@ pub fn gpu(name: &str) -> Option<CudaBackend> {
 }
 
 pub fn gpu_as(name: &str, dtype: DType) -> Option<CudaBackend> {
+    // Without a GPU, the emulated device (kernel-emu): the same code paths, kernels run on the CPU.
+    #[cfg(feature = "kernel-emu")]
+    match tandem::runtime::cuda::emulated::install() {
+        Ok(true) => eprintln!("{name}: no CUDA driver here: on the emulated device (kernel-emu)"),
+        Ok(false) => {}
+        Err(e) => {
+            eprintln!(
+                "skipped: {name}: no CUDA device, and the emulated one failed to load ({e:#})"
+            );
+            return None;
+        }
+    }
     match CudaBackend::new(0, dtype) {
         Ok(b) => Some(b),
         Err(e) => {

@@ -1,0 +1,40 @@
+//! The emulated CUDA device (features `cuda` + `kernel-emu`): on a machine without a CUDA driver,
+//! [`install`] loads the driver and cuBLAS that build.rs made from kernels/emu (fake_cuda.cc,
+//! fake_cublas.cc: the kernels run in the emulator, memory is host memory), so that cudarc, which
+//! asks the dynamic loader for `libcuda.so` and `libcublas.so`, finds them. Then this backend's
+//! whole device path (launch code, metadata staging, device sampling, launch-ahead, CUDA graphs)
+//! runs in CI: tests/cuda_*.rs use it when no GPU is present. For tests only: it is slow.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use anyhow::{anyhow, Result};
+
+/// Loads the emulated driver unless a real one is present; returns whether the device is the
+/// emulated one. Idempotent.
+pub fn install() -> Result<bool> {
+    static LOADED: OnceLock<Result<bool, String>> = OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            if super::driver_present() {
+                return Ok(false);
+            }
+            let dir = Path::new(env!("TANDEM_FAKE_CUDA_DIR"));
+            // The driver first: the cuBLAS library links against it.
+            for name in ["libcuda.so", "libcublas.so"] {
+                let path = dir.join(name);
+                // SAFETY: our own libraries (kernels/emu), whose initialisers only set up C++
+                // statics. Loaded by path under the sonames cudarc asks for, they are what the
+                // loader returns to cudarc's own dlopen by name.
+                let lib = unsafe {
+                    libloading::os::unix::Library::open(Some(&path), libloading::os::unix::RTLD_NOW)
+                }
+                .map_err(|e| format!("loading {}: {e}", path.display()))?;
+                // Loaded for the rest of the process, as a real driver would be.
+                std::mem::forget(lib);
+            }
+            Ok(true)
+        })
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
