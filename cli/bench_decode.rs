@@ -271,8 +271,11 @@ fn bench<B: Backend>(
         for (i, step) in steps.iter().enumerate() {
             let t = Instant::now();
             sampled.clear();
+            // Sampled on the device when the backend can (the step is collected, so the time is
+            // the step's, not its launch's); otherwise the forward pass here and argmax on the
+            // host (forward_sample runs nothing then).
             if !model.forward_sample(step, &mut kv, &params, &mut sampled)? {
-                model.logits_into(batch, &mut logits)?;
+                model.forward_into(step, &mut kv, &mut logits)?;
                 for row in logits.chunks_exact(cfg.vocab_size) {
                     black_box(argmax(row));
                 }

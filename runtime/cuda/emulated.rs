@@ -3,12 +3,22 @@
 //! fake_cublas.cc: the kernels run in the emulator, memory is host memory), so that cudarc, which
 //! asks the dynamic loader for `libcuda.so` and `libcublas.so`, finds them. Then this backend's
 //! whole device path (launch code, metadata staging, device sampling, launch-ahead, CUDA graphs)
-//! runs in CI: tests/cuda_*.rs use it when no GPU is present. For tests only: it is slow.
+//! runs in CI: tests/cuda_*.rs use it when no GPU is present, and `TANDEM_EMULATED_CUDA=1` makes
+//! `CudaBackend::new` use it too (tests/cuda_cli.rs runs the GPU benchmark commands that way, so
+//! a GPU session does not find their bugs). For tests only: it is slow.
 
 use std::path::Path;
 use std::sync::OnceLock;
 
 use anyhow::{anyhow, Result};
+
+/// [`install`] when `TANDEM_EMULATED_CUDA` is set (for the binary's commands, run by tests).
+pub fn install_if_asked() -> Result<()> {
+    if std::env::var_os("TANDEM_EMULATED_CUDA").is_some() {
+        install()?;
+    }
+    Ok(())
+}
 
 /// Loads the emulated driver unless a real one is present; returns whether the device is the
 /// emulated one. Idempotent.

@@ -105,6 +105,8 @@ impl CudaBackend {
     /// panic) when there is no driver, no device, no cuBLAS, or a GPU older than compute
     /// capability 8.0.
     pub fn new(ordinal: usize, dtype: DType) -> Result<Self> {
+        #[cfg(feature = "kernel-emu")]
+        emulated::install_if_asked()?;
         if !driver_present() {
             bail!("no CUDA driver found; run with --device cpu");
         }
