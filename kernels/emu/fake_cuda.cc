@@ -4,15 +4,18 @@
 // before cudarc looks for the driver (runtime/cuda/emulated.rs), it is the driver cudarc finds,
 // so the backend's own launch code, metadata staging, streams, events and CUDA graphs run in CI.
 //
-// The model: one device with plenty of memory; every operation runs when it is enqueued, on the
-// calling thread (a device infinitely fast next to the host), so streams and events only order
-// what is already ordered. What that catches: wrong launch shapes and arguments, wrong sizes and
-// offsets (every allocation sits between guard bytes, checked after each kernel and copy, and
-// fresh allocations are filled with NaN bytes), and graph-capture mistakes: a captured kernel
-// keeps its arguments' values at capture and a captured copy reads its source at replay, as on
-// the hardware; calls a capture forbids (synchronizing, synchronous copies, allocating) fail and
+// The model: one device with plenty of memory. Each stream is a queue; nothing runs when it is
+// enqueued. Work runs when the host must wait for it (a stream, event or context synchronize, a
+// synchronous copy) and a little at each query, one operation at a time, taken from the heads of
+// the streams in a seeded random order (TANDEM_EMU_SEED) that respects only what orders them on
+// the hardware: a stream's own order and cuStreamWaitEvent. So a missing wait between the copy
+// and compute streams, or the host rewriting page-locked memory a queued copy has not read yet,
+// or reading samples before their copy ran, shows up as wrong data. Every allocation sits between
+// guard bytes, checked after each operation, and starts as NaN bytes. A captured kernel keeps its
+// arguments' values at capture and a captured copy reads its source at replay, as on the
+// hardware; calls a capture forbids (synchronizing, synchronous copies, allocating) fail and
 // invalidate it; a stream joined to a capture must rejoin it before the capture ends. What it
-// cannot catch: races between streams (there are none here), timing, memory ordering.
+// cannot catch: timing and memory ordering within a kernel's blocks.
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -20,11 +23,14 @@
 #include <string.h>
 #include <time.h>
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <set>
+#include <deque>
 #include <string>
 #include <vector>
 
@@ -46,6 +52,7 @@ constexpr CUresult kOutOfMemory = 2;
 constexpr CUresult kInvalidImage = 200;
 constexpr CUresult kInvalidHandle = 400;
 constexpr CUresult kNotFound = 500;
+constexpr CUresult kNotReady = 600;
 constexpr CUresult kIllegalAddress = 700;
 constexpr CUresult kLaunchFailed = 719;
 constexpr CUresult kNotSupported = 801;
@@ -71,6 +78,7 @@ struct Graph {
 struct Stream;
 
 struct Capture {
+    uint64_t id;
     Graph* graph;
     Stream* origin;
     int mode;  // 0 global, 1 thread-local, 2 relaxed (CUstreamCaptureMode)
@@ -81,7 +89,17 @@ struct Capture {
     std::map<Stream*, bool> joined;
 };
 
+struct Event;
+
+// A queued operation, or (no `op`) a wait until `event` has completed its record number `gen`.
+struct Item {
+    Op op;
+    Event* event = nullptr;
+    uint64_t gen = 0;
+};
+
 struct Stream {
+    std::deque<Item> queue;  // enqueued, not run yet
     Capture* capture = nullptr;
     // Operations recorded on this stream while it is in a capture (to tell whether an event
     // recorded on it covers all of them).
@@ -89,8 +107,10 @@ struct Stream {
 };
 
 struct Event {
+    uint64_t recorded = 0;   // cuEventRecord calls outside captures
+    uint64_t completed = 0;  // the latest of them that has run
     double time_ms = 0;
-    Capture* capture = nullptr;
+    uint64_t capture = 0;    // the capture it was last recorded in (0: none)
     Stream* stream = nullptr;
     size_t seq = 0;
 };
@@ -108,7 +128,11 @@ struct Allocation {
     size_t bytes;
 };
 
-std::mutex g_mutex;
+std::recursive_mutex g_mutex;  // ops run under it (they never call back in)
+std::vector<Stream*> g_streams;  // live streams, in creation order, for the scheduler
+std::map<uint64_t, Capture*> g_captures;  // active captures by id
+std::map<uintptr_t, size_t> g_pinned;     // page-locked host ranges (cuMemHostAlloc), by start
+uint64_t g_next_capture = 1;
 std::map<uintptr_t, Allocation> g_allocs;  // by user pointer
 size_t g_allocated = 0;
 CUresult g_sticky = kSuccess;  // a failed kernel poisons the context, as on the hardware
@@ -126,9 +150,18 @@ Stream* stream_of(void* s) { return s ? static_cast<Stream*>(s) : &g_default_str
 
 void report(const std::string& m) { fprintf(stderr, "emulated CUDA: %s\n", m.c_str()); }
 
+// Whether [p, p + n) lies in page-locked memory: only there are copies asynchronous for the host.
+bool pinned(const void* p, size_t n) {
+    std::lock_guard<std::recursive_mutex> l(g_mutex);
+    auto it = g_pinned.upper_bound(uintptr_t(p));
+    if (it == g_pinned.begin()) return false;
+    --it;
+    return uintptr_t(p) + n <= it->first + it->second;
+}
+
 // A call a capture forbids: fails and invalidates the captures it would have broken.
 bool forbidden_while_capturing(const char* what) {
-    std::lock_guard<std::mutex> l(g_mutex);
+    std::lock_guard<std::recursive_mutex> l(g_mutex);
     if (t_capturing == 0 && g_global_captures == 0) return false;
     report(std::string(what) + " while a stream is being captured");
     return true;
@@ -136,7 +169,7 @@ bool forbidden_while_capturing(const char* what) {
 
 // Checks every live allocation's guard bytes; names the first one written outside its bounds.
 CUresult check_guards(const char* after) {
-    std::lock_guard<std::mutex> l(g_mutex);
+    std::lock_guard<std::recursive_mutex> l(g_mutex);
     for (auto& [user, a] : g_allocs) {
         for (size_t i = 0; i < kGuard; ++i) {
             bool before = a.raw[i] != kGuardByte;
@@ -158,11 +191,70 @@ CUresult check_guards(const char* after) {
     return kSuccess;
 }
 
-// Runs `op` now, or records it when `stream` is being captured.
+std::mt19937_64& rng() {
+    static std::mt19937_64 r([] {
+        const char* seed = getenv("TANDEM_EMU_SEED");
+        return seed ? strtoull(seed, nullptr, 10) : 1;
+    }());
+    return r;
+}
+
+bool runnable(const Stream* s) {
+    if (s->queue.empty()) return false;
+    const Item& head = s->queue.front();
+    return !head.event || head.event->completed >= head.gen;
+}
+
+// Runs the head of one stream that can go on, chosen at random; false when none can. After a
+// failure (the context's sticky error) what follows is dropped unrun, as on the hardware.
+bool run_one() {
+    std::vector<Stream*> ready;
+    for (Stream* s : g_streams)
+        if (runnable(s)) ready.push_back(s);
+    if (ready.empty()) return false;
+    Stream* s = ready[rng()() % ready.size()];
+    Item item = std::move(s->queue.front());
+    s->queue.pop_front();
+    if (item.op && g_sticky == kSuccess) {
+        CUresult r = item.op();
+        if (r != kSuccess) g_sticky = r;
+    }
+    return true;
+}
+
+bool all_idle() {
+    for (Stream* s : g_streams)
+        if (!s->queue.empty()) return false;
+    return true;
+}
+
+// Runs queued operations until `done()`: what the host waits for.
+CUresult run_until(const std::function<bool()>& done) {
+    std::lock_guard<std::recursive_mutex> l(g_mutex);
+    while (!done()) {
+        if (!run_one()) {
+            report("deadlock: the host waits for work that waits on an event nothing will record");
+            g_sticky = kLaunchFailed;
+            break;
+        }
+    }
+    return g_sticky;
+}
+
+// A query: the device gets on with a few operations, then the answer.
+bool progress_then(const std::function<bool()>& done) {
+    std::lock_guard<std::recursive_mutex> l(g_mutex);
+    for (int n = int(rng()() % 4); n > 0 && !done() && run_one(); --n) {
+    }
+    return done();
+}
+
+// Queues `op` on `stream`, or records it when the stream is being captured. The legacy default
+// stream (0) waits for every other stream first and runs at once.
 CUresult enqueue(void* stream, Op op) {
     Stream* s = stream_of(stream);
     {
-        std::lock_guard<std::mutex> l(g_mutex);
+        std::lock_guard<std::recursive_mutex> l(g_mutex);
         if (g_sticky != kSuccess) return g_sticky;
         if (s->capture) {
             if (s->capture->invalidated) return kCaptureInvalidated;
@@ -172,14 +264,20 @@ CUresult enqueue(void* stream, Op op) {
             if (j != s->capture->joined.end()) j->second = true;
             return kSuccess;
         }
+        if (stream) {
+            s->queue.push_back(Item{std::move(op)});
+            return kSuccess;
+        }
     }
-    return op();
+    if (CUresult r = run_until(all_idle); r != kSuccess) return r;
+    std::lock_guard<std::recursive_mutex> l(g_mutex);
+    return g_sticky = op();
 }
 
+// A host call that waits for all work (synchronous copies, cuCtxSynchronize, cuMemFree).
 CUresult sync_point(const char* what) {
     if (forbidden_while_capturing(what)) return kCaptureUnsupported;
-    std::lock_guard<std::mutex> l(g_mutex);
-    return g_sticky;
+    return run_until(all_idle);
 }
 
 CUresult allocate(CUdeviceptr* dptr, size_t bytes) {
@@ -190,7 +288,7 @@ CUresult allocate(CUdeviceptr* dptr, size_t bytes) {
     memset(raw, kGuardByte, kGuard);
     memset(raw + kGuard, 0xFF, n);  // NaN in f32 and bf16: reading what nobody wrote shows
     memset(raw + kGuard + n, kGuardByte, kGuard);
-    std::lock_guard<std::mutex> l(g_mutex);
+    std::lock_guard<std::recursive_mutex> l(g_mutex);
     g_allocs[uintptr_t(raw + kGuard)] = Allocation{raw, n};
     g_allocated += n;
     *dptr = CUdeviceptr(raw + kGuard);
@@ -200,7 +298,7 @@ CUresult allocate(CUdeviceptr* dptr, size_t bytes) {
 CUresult release(CUdeviceptr p) {
     if (!p) return kSuccess;
     if (CUresult r = check_guards("a kernel or copy"); r != kSuccess) return r;
-    std::lock_guard<std::mutex> l(g_mutex);
+    std::lock_guard<std::recursive_mutex> l(g_mutex);
     auto it = g_allocs.find(uintptr_t(p));
     if (it == g_allocs.end()) {
         report("freeing an address that was never allocated");
@@ -304,7 +402,7 @@ API CUresult cuGetErrorName(CUresult e, const char** s) { return cuGetErrorStrin
 // ---- memory ----
 
 API CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total) {
-    std::lock_guard<std::mutex> l(g_mutex);
+    std::lock_guard<std::recursive_mutex> l(g_mutex);
     *total = kTotalMemory;
     *free_bytes = kTotalMemory > g_allocated ? kTotalMemory - g_allocated : 0;
     return kSuccess;
@@ -323,7 +421,7 @@ API CUresult cuMemAllocAsync(CUdeviceptr* p, size_t n, void* stream) {
     return allocate(p, n);
 }
 API CUresult cuMemFree_v2(CUdeviceptr p) {
-    if (forbidden_while_capturing("cuMemFree")) return kCaptureUnsupported;
+    if (CUresult r = sync_point("cuMemFree"); r != kSuccess) return r;
     return release(p);
 }
 API CUresult cuMemFreeAsync(CUdeviceptr p, void* stream) {
@@ -331,19 +429,34 @@ API CUresult cuMemFreeAsync(CUdeviceptr p, void* stream) {
         report("freeing inside a captured stream");
         return kCaptureUnsupported;
     }
-    return release(p);
+    return enqueue(stream, [p]() { return release(p); });
 }
 API CUresult cuMemHostAlloc(void** p, size_t n, unsigned) {
     *p = aligned_alloc(256, (n + 255) / 256 * 256 + 256);
-    return *p ? kSuccess : kOutOfMemory;
+    if (!*p) return kOutOfMemory;
+    std::lock_guard<std::recursive_mutex> l(g_mutex);
+    g_pinned[uintptr_t(*p)] = n;
+    return kSuccess;
 }
 API CUresult cuMemAllocHost_v2(void** p, size_t n) { return cuMemHostAlloc(p, n, 0); }
 API CUresult cuMemFreeHost(void* p) {
+    {
+        std::lock_guard<std::recursive_mutex> l(g_mutex);
+        g_pinned.erase(uintptr_t(p));
+    }
     free(p);
     return kSuccess;
 }
-API CUresult cuMemHostRegister_v2(void*, size_t, unsigned) { return kSuccess; }
-API CUresult cuMemHostUnregister(void*) { return kSuccess; }
+API CUresult cuMemHostRegister_v2(void* p, size_t n, unsigned) {
+    std::lock_guard<std::recursive_mutex> l(g_mutex);
+    g_pinned[uintptr_t(p)] = n;
+    return kSuccess;
+}
+API CUresult cuMemHostUnregister(void* p) {
+    std::lock_guard<std::recursive_mutex> l(g_mutex);
+    g_pinned.erase(uintptr_t(p));
+    return kSuccess;
+}
 
 API CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t n) {
     if (CUresult r = sync_point("cuMemcpyHtoD"); r != kSuccess) return r;
@@ -357,13 +470,25 @@ API CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t n) {
     if (CUresult r = sync_point("cuMemcpyDtoD"); r != kSuccess) return r;
     return copy(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), n);
 }
-// Asynchronous copies read their source when they run: at replay, for a captured one.
+// From page-locked memory a copy reads its source when it runs (at replay, for a captured one),
+// so the host must not rewrite it before then; from pageable memory the call takes the bytes at
+// once, as the driver stages them.
 API CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n, void* stream) {
-    return enqueue(stream, [=]() { return copy(reinterpret_cast<void*>(dst), src, n); });
-}
-API CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t n, void* stream) {
+    if (pinned(src, n))
+        return enqueue(stream, [=]() { return copy(reinterpret_cast<void*>(dst), src, n); });
+    auto bytes = std::make_shared<std::vector<unsigned char>>(
+        static_cast<const unsigned char*>(src), static_cast<const unsigned char*>(src) + n);
     return enqueue(stream,
-                   [=]() { return copy(dst, reinterpret_cast<const void*>(src), n); });
+                   [=]() { return copy(reinterpret_cast<void*>(dst), bytes->data(), n); });
+}
+// Into page-locked memory a copy lands when it runs; the host must wait for it. Into pageable
+// memory the call returns once it is done, as the driver's does.
+API CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t n, void* stream) {
+    CUresult r =
+        enqueue(stream, [=]() { return copy(dst, reinterpret_cast<const void*>(src), n); });
+    if (r != kSuccess || pinned(dst, n) || !stream || stream_of(stream)->capture) return r;
+    Stream* s = stream_of(stream);
+    return run_until([s] { return s->queue.empty(); });
 }
 API CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, void* stream) {
     return enqueue(stream, [=]() {
@@ -387,16 +512,36 @@ API CUresult cuMemsetD8_v2(CUdeviceptr p, unsigned char v, size_t n) {
 // ---- streams and events ----
 
 API CUresult cuStreamCreate(void** s, unsigned) {
-    *s = new Stream();
+    auto* stream = new Stream();
+    std::lock_guard<std::recursive_mutex> l(g_mutex);
+    g_streams.push_back(stream);
+    *s = stream;
     return kSuccess;
 }
 API CUresult cuStreamCreateWithPriority(void** s, unsigned, int) { return cuStreamCreate(s, 0); }
-API CUresult cuStreamDestroy_v2(void* s) {
-    delete static_cast<Stream*>(s);
+API CUresult cuStreamDestroy_v2(void* stream) {
+    // The stream's queued work still runs (as on the hardware), then it goes.
+    Stream* s = static_cast<Stream*>(stream);
+    run_until([s] { return s->queue.empty(); });
+    std::lock_guard<std::recursive_mutex> l(g_mutex);
+    g_streams.erase(std::find(g_streams.begin(), g_streams.end(), s));
+    delete s;
     return kSuccess;
 }
-API CUresult cuStreamSynchronize(void*) { return sync_point("cuStreamSynchronize"); }
-API CUresult cuStreamQuery(void*) { return sync_point("cuStreamQuery"); }
+API CUresult cuStreamSynchronize(void* stream) {
+    if (forbidden_while_capturing("cuStreamSynchronize")) return kCaptureUnsupported;
+    if (!stream) return run_until(all_idle);
+    Stream* s = static_cast<Stream*>(stream);
+    return run_until([s] { return s->queue.empty(); });
+}
+API CUresult cuStreamQuery(void* stream) {
+    if (forbidden_while_capturing("cuStreamQuery")) return kCaptureUnsupported;
+    Stream* s = stream_of(stream);
+    bool done = progress_then([s] { return s->queue.empty(); });
+    std::lock_guard<std::recursive_mutex> l(g_mutex);
+    if (g_sticky != kSuccess) return g_sticky;
+    return done ? kSuccess : kNotReady;
+}
 
 API CUresult cuEventCreate(void** e, unsigned) {
     *e = new Event();
@@ -409,35 +554,63 @@ API CUresult cuEventDestroy_v2(void* e) {
 API CUresult cuEventRecord(void* event, void* stream) {
     Event* e = static_cast<Event*>(event);
     Stream* s = stream_of(stream);
+    uint64_t gen = 0;
     {
-        std::lock_guard<std::mutex> l(g_mutex);
-        e->capture = s->capture;
+        std::lock_guard<std::recursive_mutex> l(g_mutex);
+        e->capture = s->capture ? s->capture->id : 0;
         e->stream = s;
         e->seq = s->captured_ops;
+        if (!s->capture) gen = ++e->recorded;
     }
-    return enqueue(stream, [e]() {
+    return enqueue(stream, [e, gen]() {
+        if (gen > e->completed) e->completed = gen;
         e->time_ms = now_ms();
         return kSuccess;
     });
 }
 API CUresult cuEventRecordWithFlags(void* e, void* s, unsigned) { return cuEventRecord(e, s); }
-API CUresult cuEventSynchronize(void*) { return sync_point("cuEventSynchronize"); }
-API CUresult cuEventQuery(void*) { return sync_point("cuEventQuery"); }
+bool event_done(const Event* e) { return e->completed >= e->recorded; }
+API CUresult cuEventSynchronize(void* event) {
+    if (forbidden_while_capturing("cuEventSynchronize")) return kCaptureUnsupported;
+    Event* e = static_cast<Event*>(event);
+    return run_until([e] { return event_done(e); });
+}
+API CUresult cuEventQuery(void* event) {
+    if (forbidden_while_capturing("cuEventQuery")) return kCaptureUnsupported;
+    Event* e = static_cast<Event*>(event);
+    bool done = progress_then([e] { return event_done(e); });
+    std::lock_guard<std::recursive_mutex> l(g_mutex);
+    if (g_sticky != kSuccess) return g_sticky;
+    return done ? kSuccess : kNotReady;
+}
 API CUresult cuEventElapsedTime(float* ms, void* start, void* end) {
-    *ms = float(static_cast<Event*>(end)->time_ms - static_cast<Event*>(start)->time_ms);
+    Event *a = static_cast<Event*>(start), *b = static_cast<Event*>(end);
+    std::lock_guard<std::recursive_mutex> l(g_mutex);
+    if (!a->completed || !b->completed || !event_done(a) || !event_done(b)) return kNotReady;
+    *ms = float(b->time_ms - a->time_ms);
     return kSuccess;
 }
 API CUresult cuEventElapsedTime_v2(float* ms, void* start, void* end) {
     return cuEventElapsedTime(ms, start, end);
 }
+// Outside captures: the stream's later work waits until the event's latest record has run.
 // Waiting on an event recorded inside a capture joins the waiting stream to that capture (and,
 // from a stream already in it, covers the recording stream's work up to the event).
 API CUresult cuStreamWaitEvent(void* stream, void* event, unsigned) {
     Stream* s = stream_of(stream);
     Event* e = static_cast<Event*>(event);
-    std::lock_guard<std::mutex> l(g_mutex);
-    Capture* c = e->capture;
-    if (!c) return kSuccess;
+    std::lock_guard<std::recursive_mutex> l(g_mutex);
+    auto active = g_captures.find(e->capture);
+    if (e->capture == 0 || active == g_captures.end()) {
+        if (s->capture) {
+            report("a captured stream waits on an event recorded outside the capture");
+            s->capture->invalidated = true;
+            return 905;  // CUDA_ERROR_STREAM_CAPTURE_ISOLATION
+        }
+        if (e->recorded > e->completed && stream) s->queue.push_back(Item{Op(), e, e->recorded});
+        return kSuccess;
+    }
+    Capture* c = active->second;
     if (s->capture && s->capture != c) return 902;  // CUDA_ERROR_STREAM_CAPTURE_MERGE
     if (!s->capture) {
         s->capture = c;
@@ -454,9 +627,10 @@ API CUresult cuStreamWaitEvent(void* stream, void* event, unsigned) {
 API CUresult cuStreamBeginCapture_v2(void* stream, int mode) {
     Stream* s = stream_of(stream);
     if (!stream) return kCaptureUnsupported;  // the legacy default stream cannot be captured
-    std::lock_guard<std::mutex> l(g_mutex);
+    std::lock_guard<std::recursive_mutex> l(g_mutex);
     if (s->capture || mode < 0 || mode > 2) return kInvalidValue;
-    s->capture = new Capture{new Graph(), s, mode, pthread_self()};
+    s->capture = new Capture{g_next_capture++, new Graph(), s, mode, pthread_self()};
+    g_captures[s->capture->id] = s->capture;
     s->captured_ops = 0;
     if (mode == 0) g_global_captures++;
     if (mode != 2) t_capturing++;
@@ -466,14 +640,14 @@ API CUresult cuStreamBeginCapture(void* stream, int mode) {
     return cuStreamBeginCapture_v2(stream, mode);
 }
 API CUresult cuStreamIsCapturing(void* stream, int* status) {
-    std::lock_guard<std::mutex> l(g_mutex);
+    std::lock_guard<std::recursive_mutex> l(g_mutex);
     Capture* c = stream_of(stream)->capture;
     *status = !c ? 0 : c->invalidated ? 2 : 1;
     return kSuccess;
 }
 API CUresult cuStreamEndCapture(void* stream, void** graph) {
     Stream* s = stream_of(stream);
-    std::lock_guard<std::mutex> l(g_mutex);
+    std::lock_guard<std::recursive_mutex> l(g_mutex);
     Capture* c = s->capture;
     if (!c || c->origin != s) return 903;  // CUDA_ERROR_STREAM_CAPTURE_UNMATCHED
     if (c->mode != 2 && !pthread_equal(c->thread, pthread_self())) return kCaptureWrongThread;
@@ -483,6 +657,7 @@ API CUresult cuStreamEndCapture(void* stream, void** graph) {
         joined->capture = nullptr;
     }
     s->capture = nullptr;
+    g_captures.erase(c->id);
     if (c->mode == 0) g_global_captures--;
     if (c->mode != 2) t_capturing--;
     std::unique_ptr<Capture> done(c);
@@ -585,7 +760,7 @@ API CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsi
         if (tandem_emu_launch(entry->name, grid, block, args.data(), entry->sizes, entry->nargs,
                               err, sizeof err) != 0) {
             report(err);
-            std::lock_guard<std::mutex> l(g_mutex);
+            std::lock_guard<std::recursive_mutex> l(g_mutex);
             g_sticky = kLaunchFailed;
             return kLaunchFailed;
         }
