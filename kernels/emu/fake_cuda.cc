@@ -164,6 +164,9 @@ bool forbidden_while_capturing(const char* what) {
     std::lock_guard<std::recursive_mutex> l(g_mutex);
     if (t_capturing == 0 && g_global_captures == 0) return false;
     report(std::string(what) + " while a stream is being captured");
+    for (auto& [id, c] : g_captures)
+        if (c->mode == 0 || (c->mode == 1 && pthread_equal(c->thread, pthread_self())))
+            c->invalidated = true;
     return true;
 }
 
@@ -629,7 +632,7 @@ API CUresult cuStreamBeginCapture_v2(void* stream, int mode) {
     if (!stream) return kCaptureUnsupported;  // the legacy default stream cannot be captured
     std::lock_guard<std::recursive_mutex> l(g_mutex);
     if (s->capture || mode < 0 || mode > 2) return kInvalidValue;
-    s->capture = new Capture{g_next_capture++, new Graph(), s, mode, pthread_self()};
+    s->capture = new Capture{g_next_capture++, new Graph(), s, mode, pthread_self(), false, {}};
     g_captures[s->capture->id] = s->capture;
     s->captured_ops = 0;
     if (mode == 0) g_global_captures++;
