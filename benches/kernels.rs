@@ -308,6 +308,42 @@ fn kernels(bench: &mut Bench) {
     }
     bench.b.set_decode_path(DecodePath::Auto);
     drop((kc, vc, dq, dout));
+    // The same step at head_dim 64 (Llama-3.2-1B's shape), where the kernel reads two key rows
+    // per warp (one row fills only half the lanes).
+    let l64 = QkvLayout {
+        head_dim: 64,
+        ..layout
+    };
+    let mut meta64 = bench.b.new_meta(seqs, seqs, l64).unwrap();
+    bench.b.upload_meta(&dstep, &mut meta64).unwrap();
+    let cache64 = CacheShape {
+        head_dim: 64,
+        ..dcache
+    };
+    let params64 = AttentionParams {
+        cache: cache64,
+        layout: l64,
+        scale: 0.125,
+        ..params
+    };
+    let (kc, vc) = (
+        bench.random(cache64.elements()),
+        bench.random(cache64.elements()),
+    );
+    let dq = bench.random(seqs * l64.row_width());
+    let mut dout = bench.b.zeros(seqs * l64.q_width()).unwrap();
+    let bytes = 2.0 * cache64.elements() as f64 * f + 2.0 * (seqs * l64.q_width()) as f64 * f;
+    let us = bench.time(|b| {
+        b.attention(&dq, &kc, &vc, &meta64, &params64, &mut dout)
+            .unwrap()
+    });
+    bench.report_bytes(
+        "paged_attention_decode_d64",
+        "64 seqs x 2048 ctx, 32/8 x 64",
+        us,
+        bytes,
+    );
+    drop((kc, vc, dq, dout));
 
     // Device sampling of a decode step: 256 rows of a Llama-3 vocabulary (128,256), greedy and
     // top-p 0.9 at temperature 0.8; bytes = the logits read once. The time includes the

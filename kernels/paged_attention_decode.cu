@@ -22,14 +22,19 @@
 // Launch: grid (num_splits, num_kv_heads, num_seqs), block DEC_THREADS (4 warps).
 // Template parameters: PER elements of head_dim per lane (4: head_dim <= 128, 8: <= 256;
 // head_dim % PER == 0, so each lane's slice is one aligned vector load), HC q heads per warp
-// (a power of two). The group's heads are cut into nchunks = ceil(group / HC) <= 4 chunks; warp w
+// (a power of two), SUB key rows a warp loads side by side (1; 2 for head_dim <= 64, where one
+// row fills only 16 lanes of 4 elements: the two half-warps then take different keys, and a
+// warp keeps twice the bytes in flight at the same registers; with one row per warp a
+// head_dim-64 model's decode attention ran at 31% of copy bandwidth on an H200, 2026-11-27,
+// against 60% at head_dim 128). The group's heads are cut into nchunks = ceil(group / HC) <= 4 chunks; warp w
 // takes chunk w % nchunks and every (4 / nchunks)-th tile of DEC_KEYS keys of the split, so the
 // warps of one block read neighbouring keys and a chunk's re-read of a key hits L1.
 //
-// Per tile a warp loads DEC_KEYS K and V rows (lane l holds elements [PER l, PER l + PER)),
-// forms HC * DEC_KEYS partial dot products per lane and reduces them all at once with a
-// "transposing" butterfly (N values over 32 lanes in N - 1 + log2(32 / N) shuffles instead of
-// 5 N), after which lane l holds the full score of pair idx = l >> (5 - log2 N),
+// Per tile each group of RL = 32 / SUB lanes loads DEC_KEYS K and V rows (lane l of the group
+// holds elements [PER l, PER l + PER)), forms HC * DEC_KEYS partial dot products per lane and
+// reduces them all at once within the group with a "transposing" butterfly (N values over RL
+// lanes in N - 1 + log2(RL / N) shuffles instead of N log2(RL)), after which lane l of the
+// group holds the full score of pair idx = l >> (log2 RL - log2 N),
 // idx = head * DEC_KEYS + key. The online softmax runs on those lanes; the probabilities and the
 // per-head rescale factors go through shared memory to every lane for the P.V update.
 #include "common.cuh"
@@ -46,10 +51,10 @@
 
 __device__ __forceinline__ float dec_neg_inf() { return __int_as_float(0xff800000); }
 
-// Reduces v[0..N) (N a power of two, N <= 32) over the warp, transposed: returns, on lane l, the
-// sum over all lanes of v[l >> (5 - log2 N)]. At each step the lanes whose bit O is set keep the
-// upper half of their values and the others the lower half, each adding the partner's copy of
-// the half it keeps.
+// Reduces v[0..N) (N a power of two, N <= 2 O) over the groups of 2 O lanes, transposed: returns,
+// on lane l, the sum over its group of v[(l % 2O) >> (log2 2O - log2 N)]. At each step the lanes
+// whose bit O is set keep the upper half of their values and the others the lower half, each
+// adding the partner's copy of the half it keeps. Lanes in different groups never exchange.
 template <int N, int O> struct TransposeSum {
     static __device__ __forceinline__ float run(float* v, uint32_t lane) {
         const bool upper = lane & O;
@@ -136,7 +141,7 @@ __device__ __forceinline__ void fetch_tile(RawRows<T, PER> (&kn)[DEC_KEYS],
 
 __host__ __device__ constexpr int dec_log2(int n) { return n <= 1 ? 0 : 1 + dec_log2(n / 2); }
 
-template <typename T, int PER, int HC>
+template <typename T, int PER, int HC, int SUB>
 __device__ __forceinline__ void decode_impl(
     const T* __restrict__ qkv, const T* __restrict__ k_cache, const T* __restrict__ v_cache,
     const uint32_t* __restrict__ query_start_locs, const uint32_t* __restrict__ context_lens,
@@ -144,12 +149,15 @@ __device__ __forceinline__ void decode_impl(
     uint32_t num_kv_heads, uint32_t head_dim, uint32_t block_size, float scale,
     uint32_t sliding_window, uint32_t num_splits, T* __restrict__ out,
     float* __restrict__ part_o, float* __restrict__ part_ml) {
-    constexpr int N = HC * DEC_KEYS;  // scores per tile per warp
-    constexpr int SH = 5 - dec_log2(N);
-    static_assert(N <= TANDEM_WARP && (N & (N - 1)) == 0, "HC * DEC_KEYS: a power of two <= 32");
-    constexpr int WIDTH = PER * TANDEM_WARP;  // most head_dim this instance handles
+    static_assert(SUB == 1 || SUB == 2, "SUB: one or two key rows per warp");
+    constexpr int RL = TANDEM_WARP / SUB;  // lanes per key row
+    constexpr int KEYS = DEC_KEYS * SUB;   // keys per tile per warp
+    constexpr int N = HC * DEC_KEYS;       // scores per tile per lane group
+    constexpr int SH = dec_log2(RL) - dec_log2(N);
+    static_assert(N <= RL && (N & (N - 1)) == 0, "HC * DEC_KEYS: a power of two <= 32 / SUB");
+    constexpr int WIDTH = PER * RL;  // most head_dim this instance handles
 
-    __shared__ float sm_p[DEC_WARPS][N];
+    __shared__ float sm_p[DEC_WARPS][SUB][N];
     __shared__ float sm_corr[DEC_WARPS][HC];
     __shared__ float sm_m[DEC_WARPS][HC];
     __shared__ float sm_l[DEC_WARPS][HC];
@@ -157,6 +165,7 @@ __device__ __forceinline__ void decode_impl(
 
     const uint32_t split = blockIdx.x, kvh = blockIdx.y, s = blockIdx.z;
     const uint32_t lane = threadIdx.x % TANDEM_WARP, warp = threadIdx.x / TANDEM_WARP;
+    const uint32_t sub = lane / RL, rl = lane % RL;  // key row within the tile, lane within it
     const uint32_t group = num_heads / num_kv_heads;
     const uint32_t nchunks = (group + HC - 1) / HC;  // <= DEC_WARPS (checked by the host)
     const uint32_t kgroups = DEC_WARPS / nchunks;
@@ -175,7 +184,7 @@ __device__ __forceinline__ void decode_impl(
     const size_t kv_width = (size_t)num_kv_heads * head_dim;
     const size_t row_width = (size_t)num_heads * head_dim + 2 * kv_width;
     const uint32_t head0 = kvh * group + chunk * HC;  // first q head of this warp's chunk
-    const uint32_t d0 = lane * PER;
+    const uint32_t d0 = rl * PER;
     const bool lane_on = d0 < head_dim;
     const uint32_t* table = block_tables + (size_t)s * max_blocks_per_seq;
 
@@ -198,7 +207,7 @@ __device__ __forceinline__ void decode_impl(
     // This lane's (head, key) pair after the transposing reduction, and its softmax state: m is
     // the running max of head `my_h`, l the running sum of its probabilities at key `my_u` of
     // each tile (summed over the tile's keys at the end).
-    const uint32_t idx = lane >> SH;
+    const uint32_t idx = rl >> SH;
     const uint32_t my_h = idx / DEC_KEYS, my_u = idx % DEC_KEYS;
     float m = dec_neg_inf(), l = 0.0f;
 
@@ -208,15 +217,16 @@ __device__ __forceinline__ void decode_impl(
     // ~90% of copy without it) keeps the registers.
     constexpr bool PREFETCH = sizeof(T) == 2;
     RawRows<T, PER> kn[DEC_KEYS], vn[DEC_KEYS];
-    const uint32_t stride = kgroups * DEC_KEYS;
-    const uint32_t j_first = begin + kg * DEC_KEYS;
+    const uint32_t stride = kgroups * KEYS;
+    const uint32_t j_first = begin + kg * KEYS;
+    const uint32_t j_sub = sub * DEC_KEYS;  // this lane group's first key within a tile
     if (PREFETCH && active && j_first < end) {
-        fetch_tile(kn, vn, k_cache, v_cache, table, j_first, end, block_size, kv_width,
+        fetch_tile(kn, vn, k_cache, v_cache, table, j_first + j_sub, end, block_size, kv_width,
                    (size_t)kvh * head_dim + d0, lane_on);
     }
     for (uint32_t j0 = j_first; active && j0 < end; j0 += stride) {
         if (!PREFETCH) {
-            fetch_tile(kn, vn, k_cache, v_cache, table, j0, end, block_size, kv_width,
+            fetch_tile(kn, vn, k_cache, v_cache, table, j0 + j_sub, end, block_size, kv_width,
                        (size_t)kvh * head_dim + d0, lane_on);
         }
         float kr[DEC_KEYS][PER], vr[DEC_KEYS][PER];
@@ -226,7 +236,8 @@ __device__ __forceinline__ void decode_impl(
             vn[u].widen(vr[u]);
         }
         if (PREFETCH && j0 + stride < end) {  // warp-uniform
-            fetch_tile(kn, vn, k_cache, v_cache, table, j0 + stride, end, block_size, kv_width,
+            fetch_tile(kn, vn, k_cache, v_cache, table, j0 + stride + j_sub, end, block_size,
+                       kv_width,
                        (size_t)kvh * head_dim + d0, lane_on);
         }
         float sc[N];
@@ -240,22 +251,23 @@ __device__ __forceinline__ void decode_impl(
                 sc[h * DEC_KEYS + u] = dot;
             }
         }
-        float score = TransposeSum<N, 16>::run(sc, lane);
-        if (j0 + my_u >= end) score = dec_neg_inf();
-        // The tile's max for head my_h: its DEC_KEYS scores sit on lanes differing in the bits
-        // SH .. SH + log2(DEC_KEYS) - 1.
+        float score = TransposeSum<N, RL / 2>::run(sc, lane);
+        if (j0 + j_sub + my_u >= end) score = dec_neg_inf();
+        // The tile's max for head my_h: its DEC_KEYS scores of a lane group sit on lanes
+        // differing in the bits SH .. SH + log2(DEC_KEYS) - 1, the other group's across bit RL.
         float mx = score;
 #pragma unroll
         for (int o = 1 << SH; o < (DEC_KEYS << SH); o *= 2) {
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
         }
+        if constexpr (SUB == 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, RL));
         mx = fmaxf(mx, m);  // key j0 < end is valid, so mx is finite
         const float p = expf(score - mx);  // a masked key: e^-inf = 0
         const float corr = expf(m - mx);   // the first tile: m = -inf, corr = 0
         l = l * corr + p;
         m = mx;
         __syncwarp();  // the previous tile's reads of sm_p / sm_corr are done
-        sm_p[warp][idx] = p;  // lanes sharing idx write the same value
+        sm_p[warp][sub][idx] = p;  // lanes sharing (sub, idx) write the same value
         sm_corr[warp][my_h] = corr;
         __syncwarp();
 #pragma unroll
@@ -265,22 +277,33 @@ __device__ __forceinline__ void decode_impl(
             for (int i = 0; i < PER; i++) acc[h][i] *= c;
 #pragma unroll
             for (int u = 0; u < DEC_KEYS; u++) {
-                const float pu = sm_p[warp][h * DEC_KEYS + u];
+                const float pu = sm_p[warp][sub][h * DEC_KEYS + u];
 #pragma unroll
                 for (int i = 0; i < PER; i++) acc[h][i] += pu * vr[u][i];
             }
         }
     }
 
-    // The warp's state per head: l summed over the tile's key columns.
+    // The warp's state per head: l summed over the tile's key columns (and lane groups, which
+    // share m: their max was taken together), acc over the lane groups.
 #pragma unroll
     for (int o = 1 << SH; o < (DEC_KEYS << SH); o *= 2) l += __shfl_xor_sync(0xffffffffu, l, o);
+    if constexpr (SUB == 2) {
+        l += __shfl_xor_sync(0xffffffffu, l, RL);
+#pragma unroll
+        for (int h = 0; h < HC; h++) {
+#pragma unroll
+            for (int i = 0; i < PER; i++) acc[h][i] += __shfl_xor_sync(0xffffffffu, acc[h][i], RL);
+        }
+    }
     sm_m[warp][my_h] = m;
     sm_l[warp][my_h] = l;
+    if (sub == 0) {
 #pragma unroll
-    for (int h = 0; h < HC; h++) {
+        for (int h = 0; h < HC; h++) {
 #pragma unroll
-        for (int i = 0; i < PER; i++) sm_acc[warp][h][d0 + i] = acc[h][i];
+            for (int i = 0; i < PER; i++) sm_acc[warp][h][d0 + i] = acc[h][i];
+        }
     }
     __syncthreads();
 
@@ -374,26 +397,33 @@ __device__ __forceinline__ void merge_impl(const float* __restrict__ part_o,
         num_heads, num_kv_heads, head_dim, block_size, scale, sliding_window, num_splits, out,    \
         part_o, part_ml
 
-// Entry points: paged_attention_decode_<dtype>_d<PER * 32>_h<HC>.
-#define DEC_ENTRY(NAME, T, PER, HC)                                                               \
+// Entry points: paged_attention_decode_<dtype>_d<PER * 32 / SUB>_h<HC>.
+#define DEC_ENTRY(NAME, T, PER, HC, SUB)                                                          \
     extern "C" __global__ void __launch_bounds__(DEC_THREADS, 1) NAME(DEC_ARGS(T)) {                 \
-        decode_impl<T, PER, HC>(DEC_PASS);                                                        \
+        decode_impl<T, PER, HC, SUB>(DEC_PASS);                                                   \
     }
 
-DEC_ENTRY(paged_attention_decode_f32_d128_h1, float, 4, 1)
-DEC_ENTRY(paged_attention_decode_f32_d128_h2, float, 4, 2)
-DEC_ENTRY(paged_attention_decode_f32_d128_h4, float, 4, 4)
-DEC_ENTRY(paged_attention_decode_f32_d128_h8, float, 4, 8)
-DEC_ENTRY(paged_attention_decode_f32_d256_h1, float, 8, 1)
-DEC_ENTRY(paged_attention_decode_f32_d256_h2, float, 8, 2)
-DEC_ENTRY(paged_attention_decode_f32_d256_h4, float, 8, 4)
-DEC_ENTRY(paged_attention_decode_bf16_d128_h1, bf16, 4, 1)
-DEC_ENTRY(paged_attention_decode_bf16_d128_h2, bf16, 4, 2)
-DEC_ENTRY(paged_attention_decode_bf16_d128_h4, bf16, 4, 4)
-DEC_ENTRY(paged_attention_decode_bf16_d128_h8, bf16, 4, 8)
-DEC_ENTRY(paged_attention_decode_bf16_d256_h1, bf16, 8, 1)
-DEC_ENTRY(paged_attention_decode_bf16_d256_h2, bf16, 8, 2)
-DEC_ENTRY(paged_attention_decode_bf16_d256_h4, bf16, 8, 4)
+DEC_ENTRY(paged_attention_decode_f32_d64_h1, float, 4, 1, 2)
+DEC_ENTRY(paged_attention_decode_f32_d64_h2, float, 4, 2, 2)
+DEC_ENTRY(paged_attention_decode_f32_d64_h4, float, 4, 4, 2)
+DEC_ENTRY(paged_attention_decode_bf16_d64_h1, bf16, 4, 1, 2)
+DEC_ENTRY(paged_attention_decode_bf16_d64_h2, bf16, 4, 2, 2)
+DEC_ENTRY(paged_attention_decode_bf16_d64_h4, bf16, 4, 4, 2)
+
+DEC_ENTRY(paged_attention_decode_f32_d128_h1, float, 4, 1, 1)
+DEC_ENTRY(paged_attention_decode_f32_d128_h2, float, 4, 2, 1)
+DEC_ENTRY(paged_attention_decode_f32_d128_h4, float, 4, 4, 1)
+DEC_ENTRY(paged_attention_decode_f32_d128_h8, float, 4, 8, 1)
+DEC_ENTRY(paged_attention_decode_f32_d256_h1, float, 8, 1, 1)
+DEC_ENTRY(paged_attention_decode_f32_d256_h2, float, 8, 2, 1)
+DEC_ENTRY(paged_attention_decode_f32_d256_h4, float, 8, 4, 1)
+DEC_ENTRY(paged_attention_decode_bf16_d128_h1, bf16, 4, 1, 1)
+DEC_ENTRY(paged_attention_decode_bf16_d128_h2, bf16, 4, 2, 1)
+DEC_ENTRY(paged_attention_decode_bf16_d128_h4, bf16, 4, 4, 1)
+DEC_ENTRY(paged_attention_decode_bf16_d128_h8, bf16, 4, 8, 1)
+DEC_ENTRY(paged_attention_decode_bf16_d256_h1, bf16, 8, 1, 1)
+DEC_ENTRY(paged_attention_decode_bf16_d256_h2, bf16, 8, 2, 1)
+DEC_ENTRY(paged_attention_decode_bf16_d256_h4, bf16, 8, 4, 1)
 
 extern "C" __global__ void paged_attention_merge_f32(const float* __restrict__ part_o,
                                                      const float* __restrict__ part_ml,

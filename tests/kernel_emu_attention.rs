@@ -94,12 +94,18 @@ fn check_attention(
         }
         AttnPath::Decode(splits) => {
             assert_eq!(rows, seqs, "the decode kernel takes one row per sequence");
-            // The instance the backend picks (runtime/cuda/attention.rs): 4 or 8 elements per
-            // lane, the group's heads per warp rounded up to a power of two, at most 8 (4).
-            let per = if layout.head_dim <= 128 { 4 } else { 8 };
+            // The instance the backend picks (runtime/cuda/kernels.rs DECODE_SETS): the
+            // smallest width of 64, 128, 256 that holds head_dim, the group's heads per warp
+            // rounded up to a power of two, at most 8 at width 128, else 4.
+            let width = [64, 128, 256]
+                .into_iter()
+                .find(|&w| layout.head_dim <= w)
+                .unwrap();
             let group = layout.num_heads / layout.num_kv_heads;
-            let hc = group.next_power_of_two().min(if per == 4 { 8 } else { 4 });
-            let name = format!("paged_attention_decode_{}_d{}_h{hc}", dt.name(), 32 * per);
+            let hc = group
+                .next_power_of_two()
+                .min(if width == 128 { 8 } else { 4 });
+            let name = format!("paged_attention_decode_{}_d{width}_h{hc}", dt.name());
             let parts = seqs * splits as usize * layout.num_heads;
             let mut part_o = vec![f32::NAN; parts * layout.head_dim];
             let mut part_ml = vec![f32::NAN; parts * 2];

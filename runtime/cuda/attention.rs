@@ -26,6 +26,7 @@ use std::sync::atomic::Ordering;
 use anyhow::{ensure, Result};
 use cudarc::driver::{CudaFunction, CudaSlice, PushKernelArg};
 
+use super::kernels::DECODE_SETS;
 use super::{u32_of, CudaBackend, CudaMeta, CudaTensor, MAX_HEAD_DIM};
 use crate::runtime::backend::{AttentionParams, QkvLayout};
 
@@ -47,6 +48,13 @@ const DEC_THREADS: u32 = 128;
 pub(super) const PREFILL_ROWS: usize = 64;
 /// Threads per block of the prefill kernel (`PF_THREADS`).
 const PREFILL_THREADS: u32 = 128;
+
+/// The smallest decode instance set ([`DECODE_SETS`]) whose width holds `head_dim`, if any.
+fn decode_set(head_dim: usize) -> Option<usize> {
+    DECODE_SETS
+        .iter()
+        .position(|&(width, _, _)| head_dim <= width)
+}
 
 /// How the decode step's attention is computed; tests and the benchmark pin it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,9 +158,8 @@ impl CudaBackend {
         }
         // The kernel's shape limits: each lane holds one aligned vector of 4 or 8 elements,
         // and the group's heads fit in DEC_WARPS chunks of the largest instance.
-        let per = if l.head_dim <= 128 { 4 } else { 8 };
-        let max_hc = if per == 4 { 8 } else { 4 };
-        if l.head_dim > MAX_HEAD_DIM || !l.head_dim.is_multiple_of(per) {
+        let (_, per, max_hc) = DECODE_SETS[decode_set(l.head_dim)?];
+        if !l.head_dim.is_multiple_of(per) {
             return None;
         }
         if (l.num_heads / l.num_kv_heads).div_ceil(max_hc) > DEC_WARPS {
@@ -308,12 +315,13 @@ impl CudaBackend {
         let step = &meta.host;
         let seqs = step.num_seqs();
         let group = l.num_heads / l.num_kv_heads;
-        let per_idx = usize::from(l.head_dim > 128);
+        let set = decode_set(l.head_dim)
+            .ok_or_else(|| anyhow::anyhow!("no decode kernel for head_dim {}", l.head_dim))?;
         // The fewest heads per warp that keeps the group within DEC_WARPS chunks, at least the
         // whole group up to the instance's maximum (fewer chunks: fewer re-reads from L1).
-        let max_hc_log2 = if per_idx == 0 { 3 } else { 2 };
+        let max_hc_log2 = DECODE_SETS[set].2.trailing_zeros() as usize;
         let hc_log2 = (group.next_power_of_two().trailing_zeros() as usize).min(max_hc_log2);
-        let f = self.k.decode[per_idx][hc_log2]
+        let f = self.k.decode[set][hc_log2]
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("no decode kernel for head_dim {}", l.head_dim))?;
         let args = (

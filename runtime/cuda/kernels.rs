@@ -34,6 +34,10 @@ pub fn ptx_for(file: &KernelFile, major: i32, minor: i32) -> Result<&'static str
 /// Instances of the tensor-core prefill kernel: head_dim 16, 32, ..., 128.
 pub const PREFILL_HEAD_DIMS: usize = 8;
 
+/// The decode kernel's instance sets, smallest first: (most head_dim, elements per lane, most q
+/// heads per warp). Width 64 runs two key rows per warp (`SUB = 2` in the kernel).
+pub const DECODE_SETS: [(usize, usize, usize); 3] = [(64, 4, 4), (128, 4, 8), (256, 8, 4)];
+
 /// Every kernel the backend launches, loaded into one context, for one storage dtype.
 pub struct Kernels {
     pub gather_rows: CudaFunction,
@@ -43,9 +47,9 @@ pub struct Kernels {
     pub rope: CudaFunction,
     pub write_kv: CudaFunction,
     pub paged_attention: CudaFunction,
-    /// `paged_attention_decode_<dtype>_d<32 * per>_h<hc>`, indexed `[per == 8][log2 hc]`; the
-    /// head_dim-256 set has no 8-head variant (its registers would not fit).
-    pub decode: [[Option<CudaFunction>; 4]; 2],
+    /// `paged_attention_decode_<dtype>_d<width>_h<hc>`, indexed `[set][log2 hc]` by
+    /// [`DECODE_SETS`]; the head_dim-64 and -256 sets have no 8-head variant.
+    pub decode: [[Option<CudaFunction>; 4]; 3],
     pub decode_merge: CudaFunction,
     /// `paged_attention_prefill_bf16_d<16 (i + 1)>` (the tensor-core prefill kernel, one instance
     /// per head_dim multiple of 16 up to 128), indexed `[head_dim / 16 - 1]`; loaded for bf16
@@ -77,14 +81,13 @@ impl Kernels {
                 .with_context(|| format!("kernel {func} in kernels/{file}.cu"))
         };
         let typed = |file: &str, base: &str| get(file, &format!("{base}_{dtype}"));
-        let mut decode: [[Option<CudaFunction>; 4]; 2] = Default::default();
-        for (p, per) in [4, 8].into_iter().enumerate() {
+        let mut decode: [[Option<CudaFunction>; 4]; 3] = Default::default();
+        for (set, &(width, _, max_hc)) in DECODE_SETS.iter().enumerate() {
             for (h, hc) in [1, 2, 4, 8].into_iter().enumerate() {
-                if per == 8 && hc == 8 {
-                    continue;
+                if hc <= max_hc {
+                    let name = format!("paged_attention_decode_{dtype}_d{width}_h{hc}");
+                    decode[set][h] = Some(get("paged_attention_decode", &name)?);
                 }
-                let name = format!("paged_attention_decode_{dtype}_d{}_h{hc}", 32 * per);
-                decode[p][h] = Some(get("paged_attention_decode", &name)?);
             }
         }
         let mut prefill: [Option<CudaFunction>; PREFILL_HEAD_DIMS] = Default::default();

@@ -60,11 +60,15 @@ pub const ODD_LAYOUTS: [QkvLayout; 3] = [
     },
 ];
 
-/// Layouts for the decode kernel: GQA ratios 1, 3, 4, 5, 8, 16 and head_dim 16 to 256 (its
-/// instances: 4 or 8 elements per lane, 1 to 8 heads per warp, groups in up to 4 chunks), plus
-/// a head_dim that is not a multiple of 4 (falls back to the general kernel).
-pub const DECODE_LAYOUTS: [(usize, usize, usize); 9] = [
+/// Layouts for the decode kernel: GQA ratios 1, 2, 3, 4, 5, 8, 16 and head_dim 32 to 256 (its
+/// instances: widths 64 (two key rows per warp), 128 and 256, 1 to 8 heads per warp, groups in
+/// up to 4 chunks), plus a head_dim that is not a multiple of 4 (falls back to the general
+/// kernel).
+pub const DECODE_LAYOUTS: [(usize, usize, usize); 12] = [
     (4, 4, 64),
+    (32, 8, 64),
+    (16, 1, 64),
+    (8, 4, 32),
     (8, 2, 80),
     (32, 8, 128),
     (8, 1, 128),
