@@ -13,10 +13,10 @@
 #   run(command="bash device-out/bench/run.sh llama-3.2-1b", carry=["device-out"], timeout_s=590)
 #
 # Per model, in this order (so what matters most runs first if time runs short): tandem bench
-# throughput (overlap on, CUDA graphs on; --timeline), `tandem bench decode` at batch
-# 1/16/64/256 with 1024 cached tokens, with CUDA graphs and with --no-cuda-graphs, throughput
-# with --no-cuda-graphs, with --no-overlap, then transformers generate_batch with its best
-# settings and with its defaults. Then two tables: output tokens/s of each run with the ratio
+# throughput (overlap on, CUDA graphs on; --timeline), transformers generate_batch with its best
+# settings, `tandem bench decode` at batch 1/16/64/256 with 1024 cached tokens, with CUDA graphs
+# and with --no-cuda-graphs, throughput with --no-cuda-graphs, with --no-overlap, then
+# transformers with its defaults. Then two tables: output tokens/s of each run with the ratio
 # tandem / the faster transformers run that finished and the executor's idle time between steps;
 # and each decode step's median time against its memory roofline (weight + KV bytes read over
 # the measured copy bandwidth). A run that timed out shows "timeout", one skipped "skipped",
@@ -38,7 +38,8 @@ n=${1:-256}
   || { echo "gpu-bench: run scripts/gpu-check.sh first" >&2; exit 1; }
 mkdir -p "$out/bench"
 cp scripts/bench/make_random_model.py scripts/bench/transformers_gpu.py \
-  scripts/bench/bench_summary.py "$out/bench/"
+  scripts/bench/bench_summary.py scripts/bench/profile_decode.sh scripts/bench/ncu_summary.py \
+  "$out/bench/"
 python3 - "$n" >"$out/bench/trace.jsonl" <<'PY'
 import json, random, sys
 rng = random.Random(0)
@@ -100,6 +101,8 @@ for arch in "${@:-llama-3.2-1b}"; do
           --max-batch-tokens 8192 --num-kv-blocks 24576)
   limited tandem "$arch" "${TANDEM_SECS:-90}" \
     "$tandem" "${common[@]}" --timeline "$log/timeline-$arch.csv"
+  # The comparison the issue names comes second, so a short budget still measures it.
+  limited hf "$arch" "${HF_SECS:-180}" python3 "$here/transformers_gpu.py" "$dir" "$trace"
   # shellcheck disable=SC2054  # the comma-separated batch sizes are one argument
   decode=(bench decode --device cuda --model "$dir" --batch 1,16,64,256 --context 1024)
   limited decode "$arch" "${DECODE_SECS:-90}" "$tandem" "${decode[@]}"
@@ -110,7 +113,6 @@ for arch in "${@:-llama-3.2-1b}"; do
   if [[ "${NO_OVERLAP_RUN:-1}" == 1 ]]; then
     limited tandem-noov "$arch" "${TANDEM_SECS:-90}" "$tandem" "${common[@]}" --no-overlap
   fi
-  limited hf "$arch" "${HF_SECS:-180}" python3 "$here/transformers_gpu.py" "$dir" "$trace"
   limited hf-defaults "$arch" "${HF_SECS:-180}" \
     python3 "$here/transformers_gpu.py" "$dir" "$trace" --defaults
   done_archs+=("$arch")
@@ -119,5 +121,30 @@ for arch in "${@:-llama-3.2-1b}"; do
 done
 RUN
 chmod +x "$out/bench/run.sh"
+
+cat >"$out/all.sh" <<'RUN'
+#!/usr/bin/env bash
+# On the GPU machine (written by scripts/gpu-bench.sh): the whole device session in one call,
+#   bash device-out/all.sh ARCH...
+# the checks (device-out/run.sh), then, only if `tandem generate --device cuda` worked (else the
+# minutes are kept for a rerun after a fix), the throughput bench on what is left of TOTAL_SECS
+# (520). The device tool returns at most 8 files, so every log is packed into $OUT/logs.tgz.
+set -uo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+back="${OUT:-/tmp/tandem-out}"
+mkdir -p "$back"
+export OUT=/tmp/tandem-logs
+rm -rf "$OUT" && mkdir -p "$OUT"
+total=${TOTAL_SECS:-520}
+timeout -k 5 $((total - 60)) bash "$here/run.sh" 2>&1 | tee "$OUT/check.log"
+if grep -qP '^generate_cuda_f32\tok' "$OUT/generate.tsv" 2>/dev/null; then
+  BUDGET_SECS=$((total - SECONDS)) bash "$here/bench/run.sh" "$@" 2>&1 | tee "$OUT/bench.log"
+else
+  echo "all.sh: generate on the GPU failed; the bench is skipped"
+fi
+tar czf "$back/logs.tgz" -C "$OUT" .
+RUN
+chmod +x "$out/all.sh"
 du -sh "$out"
 echo "gpu-bench: ready; device command: bash $out/bench/run.sh llama-3.2-1b (or qwen3-0.6b)"
+echo "  or checks and bench in one call: run(command=\"bash $out/all.sh llama-3.2-1b\", carry=[\"$out\"], timeout_s=590)"

@@ -57,6 +57,7 @@ cp scripts/cuda-libs.sh "$out/"
 cat >"$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
 # On the GPU machine: the CUDA parity tests, then the kernel microbenchmark, then one table.
+# TEST_SECS (120) cuts each test binary, KERNELS_SECS (90) the microbenchmark.
 # Written by scripts/gpu-check.sh; run from the repository root as `bash device-out/run.sh`.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -76,17 +77,18 @@ fi
 : >"$log/cuda_parity.log"
 for t in cuda_parity cuda_model cuda_engine; do
   echo "== $t"
-  timeout 200 "$here/bin/$t" --test-threads=1 --show-output 2>&1 | tee -a "$log/cuda_parity.log"
+  timeout "${TEST_SECS:-120}" "$here/bin/$t" --test-threads=1 --show-output 2>&1 \
+    | tee -a "$log/cuda_parity.log"
 done
 echo "== kernels bench"
-timeout 150 "$here/bin/kernels" 2>&1 | tee "$log/kernels.log"
+timeout "${KERNELS_SECS:-90}" "$here/bin/kernels" 2>&1 | tee "$log/kernels.log"
 
 echo "== generate"
 # Greedy, so f32 on the GPU should print the CPU's text; bf16 may drift after a few tokens.
 gen() {  # gen NAME ARGS...: runs tandem generate, records "NAME<TAB>ok|FAILED<TAB>text"
   local name=$1; shift
   local text rc
-  text=$(timeout 60 "$here/bin/tandem" generate --model "$here/tests/models/tiny-llama" \
+  text=$(timeout 30 "$here/bin/tandem" generate --model "$here/tests/models/tiny-llama" \
     --prompt "Hello, world!" --max-tokens 16 "$@" 2>>"$log/generate.log"); rc=$?
   local status=ok; [[ $rc -eq 0 && -n "$text" ]] || status=FAILED
   printf '%s\t%s\t%s\n' "$name" "$status" "$(printf %s "$text" | tr '\n\t' '  ' | cut -c1-80)" \
@@ -104,7 +106,7 @@ echo "== serve smoke test"
 # if only the first fails, the launch-ahead path is the culprit.
 serve_smoke() {  # serve_smoke NAME PORT ARGS...
   local name=$1 port=$2; shift 2
-  timeout 60 "$here/bin/tandem" serve --device cuda --model "$here/tests/models/tiny-llama" \
+  timeout 40 "$here/bin/tandem" serve --device cuda --model "$here/tests/models/tiny-llama" \
     --port "$port" "$@" >"$log/$name.log" 2>&1 &
   local pid=$!
   for _ in $(seq 60); do curl -s "localhost:$port/health" >/dev/null 2>&1 && break; sleep 0.5; done

@@ -14,6 +14,7 @@ import argparse
 import inspect
 import json
 import random
+import sys
 import time
 
 import torch
@@ -56,17 +57,26 @@ def main():
     cb, used = (None, {}) if args.defaults else cb_config()
     print(f"transformers continuous batching options: {used or 'defaults'}", flush=True)
     kwargs = {"continuous_batching_config": cb} if cb is not None else {}
-    with torch.inference_mode():
-        # Warm-up on a few requests: compilation, graph capture, allocator.
-        model.generate_batch(inputs=inputs[:8], generation_config=gen, **kwargs)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        results = model.generate_batch(inputs=inputs, generation_config=gen, **kwargs)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        secs = time.perf_counter() - start
+    # No torch.inference_mode() here: generate_batch runs its loop on a thread of its own, where
+    # the mode (thread-local) is off, and buffers it made on this thread under the mode then
+    # refuse in-place updates (transformers 5.17 on the GPU machine, 2026-11-27). It switches
+    # gradients off itself.
+    # Warm-up on a few requests: compilation, graph capture, allocator.
+    t0 = time.perf_counter()
+    model.generate_batch(inputs=inputs[:8], generation_config=gen, **kwargs)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    print(f"warm-up done in {time.perf_counter() - t0:.1f} s", flush=True)
+    start = time.perf_counter()
+    results = model.generate_batch(inputs=inputs, generation_config=gen, **kwargs)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    secs = time.perf_counter() - start
     tokens = sum(len(r.generated_tokens) for r in results.values())
+    expected = out_len * len(inputs)
+    if tokens != expected:
+        # A failed generation loop returns the requests it lost with no tokens: not a rate.
+        sys.exit(f"transformers generated {tokens} of {expected} tokens: failed")
     print(f"transformers generate_batch {tokens} {secs:.3f} {tokens / secs:.1f}", flush=True)
 
 
