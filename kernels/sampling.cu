@@ -186,6 +186,26 @@ __device__ __forceinline__ T block_excl_scan(T v, T* total, SampleShared& sh) {
     return before + (incl - v);
 }
 
+// The sum of `v` over the lanes in `peers` (which holds the calling lane), on the lowest of them
+// (the others get the sum over themselves and the peers above them). Pointer jumping: each lane
+// adds the value of the peer 1, 2, 4, 8, 16 places on along the peers' list, so five rounds of
+// shuffles, in a fixed order (deterministic for a given row).
+__device__ __forceinline__ double peer_sum(double v, unsigned peers, int lane) {
+    const unsigned above = peers & (0xfffffffeu << lane);
+    int next = above ? __ffs(above) - 1 : -1;
+#pragma unroll
+    for (int k = 0; k < 5; k++) {
+        const int src = next < 0 ? lane : next;
+        const double u = __shfl_sync(0xffffffffu, v, src);
+        const int after = __shfl_sync(0xffffffffu, next, src);
+        if (next >= 0) {
+            v += u;
+            next = after;
+        }
+    }
+    return v;
+}
+
 // The boundary key B: the smallest key such that the candidates with key <= B reach `goal`
 // (a count, or with MASS a total weight). `elem(i, hi, w)` says whether token i is a candidate
 // and gives its key's high word and weight; `weight_of(hi)` is the weight of the value `hi` (used
@@ -203,13 +223,24 @@ __device__ unsigned long long select_boundary(Elem elem, WeightOf weight_of, uin
             sh.mass[j] = 0.0;
         }
         __syncthreads();
-        for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) {
-            uint32_t hi;
-            float w;
-            if (!elem(i, hi, w) || (hi & mask) != prefix) continue;
-            const uint32_t d = (hi >> shift) & 0xffu;
-            atomicAdd(&sh.cnt[d], 1u);
-            if (MASS) atomicAdd(&sh.mass[d], (double)w);
+        // One shared-memory atomic per distinct digit per warp and round, the lanes that share a
+        // digit pooled first: the logits of a real (or random) row crowd into a few bins of the
+        // high digits, and one atomic per token then serialized (3.3 ms for 256 rows of 128,256
+        // on an H200, 2026-11-27). Every lane runs every round (the pooling is warp-wide).
+        const uint32_t rounds = (n + blockDim.x - 1) / blockDim.x;
+        for (uint32_t r = 0; r < rounds; r++) {
+            const uint32_t i = r * blockDim.x + threadIdx.x;
+            uint32_t hi = 0;
+            float w = 0.0f;
+            const bool in = i < n && elem(i, hi, w) && (hi & mask) == prefix;
+            const uint32_t d = in ? (hi >> shift) & 0xffu : 256u;  // 256: not counted
+            const unsigned peers = __match_any_sync(0xffffffffu, d);
+            double m = 0.0;
+            if (MASS) m = peer_sum((double)w, peers, lane);
+            if (in && lane == __ffs(peers) - 1) {
+                atomicAdd(&sh.cnt[d], (unsigned)__popc(peers));
+                if (MASS) atomicAdd(&sh.mass[d], m);
+            }
         }
         __syncthreads();
         if (threadIdx.x < 32) {

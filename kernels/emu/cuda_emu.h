@@ -119,6 +119,15 @@ inline unsigned __ballot_sync(unsigned mask, int pred) {
         if ((mask >> l & 1u) && all[l]) out |= 1u << l;
     return out;
 }
+// The live lanes of `mask` whose `v` equals the caller's.
+inline unsigned __match_any_sync(unsigned mask, unsigned v) {
+    const unsigned live = __ballot_sync(mask, 1);
+    const uint64_t* all = ::tandem_emu::warp_exchange(mask, v);
+    unsigned out = 0;
+    for (int l = 0; l < 32; ++l)
+        if ((live >> l & 1u) && all[l] == v) out |= 1u << l;
+    return out;
+}
 inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) != 0; }
 inline int __all_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) == __ballot_sync(mask, 1); }
 
