@@ -102,7 +102,8 @@ for arch in "${@:-llama-3.2-1b}"; do
   limited tandem "$arch" "${TANDEM_SECS:-90}" \
     "$tandem" "${common[@]}" --timeline "$log/timeline-$arch.csv"
   # The comparison the issue names comes second, so a short budget still measures it.
-  limited hf "$arch" "${HF_SECS:-180}" python3 "$here/transformers_gpu.py" "$dir" "$trace"
+  limited hf "$arch" "${HF_SECS:-180}" python3 "$here/transformers_gpu.py" "$dir" "$trace" \
+    --max-batch-tokens 8192 --max-requests 256
   # shellcheck disable=SC2054  # the comma-separated batch sizes are one argument
   decode=(bench decode --device cuda --model "$dir" --batch 1,16,64,256 --context 1024)
   limited decode "$arch" "${DECODE_SECS:-90}" "$tandem" "${decode[@]}"

@@ -21,8 +21,9 @@ import torch
 from transformers import AutoModelForCausalLM, GenerationConfig
 
 
-def cb_config():
-    """The continuous-batching config with every speed option this version has switched on."""
+def cb_config(limits):
+    """The continuous-batching config with every speed option this version has switched on, and
+    `limits` (batch limits, as tandem's run gets them) where this version has those fields."""
     try:
         from transformers.generation import ContinuousBatchingConfig
     except ImportError:
@@ -30,8 +31,8 @@ def cb_config():
     fields = set(inspect.signature(ContinuousBatchingConfig).parameters)
     if not torch.cuda.is_available():
         return ContinuousBatchingConfig(), {}  # a local smoke run: the GPU options need a GPU
-    wanted = {"use_cuda_graph": True, "use_async_batching": True, "async_batching": True}
-    kwargs = {k: v for k, v in wanted.items() if k in fields}
+    wanted = {"use_cuda_graph": True, "use_async_batching": True, "async_batching": True, **limits}
+    kwargs = {k: v for k, v in wanted.items() if k in fields and v is not None}
     return ContinuousBatchingConfig(**kwargs), kwargs
 
 
@@ -41,6 +42,10 @@ def main():
     ap.add_argument("trace")
     ap.add_argument("--defaults", action="store_true",
                     help="no use_cuda_graph / use_async_batching overrides")
+    # tandem's batch limits, for the best-settings run (transformers 5.17 with graphs and async
+    # batching and its own limits ran the host out of memory on 256 requests, 2026-11-27).
+    ap.add_argument("--max-batch-tokens", type=int)
+    ap.add_argument("--max-requests", type=int)
     args = ap.parse_args()
     model_dir = args.model_dir
     reqs = [json.loads(line) for line in open(args.trace) if line.strip()]
@@ -54,7 +59,9 @@ def main():
     gen = GenerationConfig(max_new_tokens=out_len, min_new_tokens=out_len, do_sample=False,
                            eos_token_id=None, pad_token_id=0)
     # The defaults run passes no config, so generate_batch picks whatever this version defaults to.
-    cb, used = (None, {}) if args.defaults else cb_config()
+    limits = {"max_batch_tokens": args.max_batch_tokens,
+              "max_requests_per_batch": args.max_requests}
+    cb, used = (None, {}) if args.defaults else cb_config(limits)
     print(f"transformers continuous batching options: {used or 'defaults'}", flush=True)
     kwargs = {"continuous_batching_config": cb} if cb is not None else {}
     # No torch.inference_mode() here: generate_batch runs its loop on a thread of its own, where
