@@ -261,89 +261,66 @@ fn kernels(bench: &mut Bench) {
         })
         .collect();
     let dstep = StepInput::build(&chunks, bs).unwrap();
-    let mut dmeta = bench.b.new_meta(seqs, seqs, layout).unwrap();
-    bench.b.upload_meta(&dstep, &mut dmeta).unwrap();
-    let dcache = CacheShape {
-        num_blocks: seqs * blocks_per_seq,
-        block_size: bs,
-        num_kv_heads: layout.num_kv_heads,
-        head_dim: layout.head_dim,
-    };
-    let dparams = AttentionParams {
-        cache: dcache,
-        ..params
-    };
-    let kc = bench.random(dcache.elements());
-    let vc = bench.random(dcache.elements());
-    let dq = bench.random(seqs * layout.row_width());
-    let mut dout = bench.b.zeros(seqs * layout.q_width()).unwrap();
-    let bytes = 2.0 * dcache.elements() as f64 * f + 2.0 * (seqs * layout.q_width()) as f64 * f;
-    // The split-context decode kernel, then the general kernel on the same step for comparison.
-    for (name, path) in [
-        ("paged_attention_decode", DecodePath::Auto),
-        ("paged_attention_decode_gen", DecodePath::General),
+    // At head_dim 128, the split-context decode kernel, then the general kernel on the same step
+    // for comparison; at 64 (Llama-3.2-1B's shape, where the decode kernel reads two key rows
+    // per warp: one row fills only half the lanes), the decode kernel alone (`_d64` rows).
+    for (head_dim, paths) in [
+        (
+            128,
+            &[
+                ("paged_attention_decode", DecodePath::Auto),
+                ("paged_attention_decode_gen", DecodePath::General),
+            ][..],
+        ),
+        (64, &[("paged_attention_decode_d64", DecodePath::Auto)][..]),
     ] {
-        bench.b.set_decode_path(path);
-        let us = bench.time(|b| {
-            b.attention(&dq, &kc, &vc, &dmeta, &dparams, &mut dout)
-                .unwrap()
-        });
-        bench.report_bytes(name, "64 seqs x 2048 ctx, 32/8 x 128", us, bytes);
-    }
-    // TANDEM_BENCH_DECODE_SWEEP=1: the decode kernel at pinned split counts (for tuning the
-    // automatic choice; plain lines, not table rows).
-    if std::env::var_os("TANDEM_BENCH_DECODE_SWEEP").is_some() {
-        for splits in [1, 2, 3, 4, 6, 8, 12, 16] {
-            bench.b.set_decode_path(DecodePath::Splits(splits));
+        let dl = QkvLayout { head_dim, ..layout };
+        let mut dmeta = bench.b.new_meta(seqs, seqs, dl).unwrap();
+        bench.b.upload_meta(&dstep, &mut dmeta).unwrap();
+        let dcache = CacheShape {
+            num_blocks: seqs * blocks_per_seq,
+            block_size: bs,
+            num_kv_heads: dl.num_kv_heads,
+            head_dim,
+        };
+        let dparams = AttentionParams {
+            cache: dcache,
+            layout: dl,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            ..params
+        };
+        let kc = bench.random(dcache.elements());
+        let vc = bench.random(dcache.elements());
+        let dq = bench.random(seqs * dl.row_width());
+        let mut dout = bench.b.zeros(seqs * dl.q_width()).unwrap();
+        let bytes = 2.0 * dcache.elements() as f64 * f + 2.0 * (seqs * dl.q_width()) as f64 * f;
+        let shape = format!("{seqs} seqs x {ctx} ctx, 32/8 x {head_dim}");
+        for &(name, path) in paths {
+            bench.b.set_decode_path(path);
             let us = bench.time(|b| {
                 b.attention(&dq, &kc, &vc, &dmeta, &dparams, &mut dout)
                     .unwrap()
             });
-            println!(
-                "decode sweep{}: {splits} splits: {us:.1} us, {:.0} GB/s",
-                bench.tag,
-                bytes / us / 1e3
-            );
+            bench.report_bytes(name, &shape, us, bytes);
         }
+        // TANDEM_BENCH_DECODE_SWEEP=1: the decode kernel at pinned split counts (for tuning the
+        // automatic choice; plain lines, not table rows).
+        if std::env::var_os("TANDEM_BENCH_DECODE_SWEEP").is_some() {
+            for splits in [1, 2, 3, 4, 6, 8, 12, 16] {
+                bench.b.set_decode_path(DecodePath::Splits(splits));
+                let us = bench.time(|b| {
+                    b.attention(&dq, &kc, &vc, &dmeta, &dparams, &mut dout)
+                        .unwrap()
+                });
+                println!(
+                    "decode sweep{} (head_dim {head_dim}): {splits} splits: {us:.1} us, {:.0} GB/s",
+                    bench.tag,
+                    bytes / us / 1e3
+                );
+            }
+        }
+        bench.b.set_decode_path(DecodePath::Auto);
     }
-    bench.b.set_decode_path(DecodePath::Auto);
-    drop((kc, vc, dq, dout));
-    // The same step at head_dim 64 (Llama-3.2-1B's shape), where the kernel reads two key rows
-    // per warp (one row fills only half the lanes).
-    let l64 = QkvLayout {
-        head_dim: 64,
-        ..layout
-    };
-    let mut meta64 = bench.b.new_meta(seqs, seqs, l64).unwrap();
-    bench.b.upload_meta(&dstep, &mut meta64).unwrap();
-    let cache64 = CacheShape {
-        head_dim: 64,
-        ..dcache
-    };
-    let params64 = AttentionParams {
-        cache: cache64,
-        layout: l64,
-        scale: 0.125,
-        ..params
-    };
-    let (kc, vc) = (
-        bench.random(cache64.elements()),
-        bench.random(cache64.elements()),
-    );
-    let dq = bench.random(seqs * l64.row_width());
-    let mut dout = bench.b.zeros(seqs * l64.q_width()).unwrap();
-    let bytes = 2.0 * cache64.elements() as f64 * f + 2.0 * (seqs * l64.q_width()) as f64 * f;
-    let us = bench.time(|b| {
-        b.attention(&dq, &kc, &vc, &meta64, &params64, &mut dout)
-            .unwrap()
-    });
-    bench.report_bytes(
-        "paged_attention_decode_d64",
-        "64 seqs x 2048 ctx, 32/8 x 64",
-        us,
-        bytes,
-    );
-    drop((kc, vc, dq, dout));
 
     // Device sampling of a decode step: 256 rows of a Llama-3 vocabulary (128,256), greedy and
     // top-p 0.9 at temperature 0.8; bytes = the logits read once. The time includes the
