@@ -216,6 +216,13 @@ fn kernels(bench: &mut Bench) {
     let us = bench.time(|b| b.write_kv(&qkv, &mut kc, &mut vc, &meta, &params).unwrap());
     let kv_bytes = 2.0 * (rows * layout.kv_width()) as f64 * f;
     bench.report_bytes("write_kv", &shape, us, 2.0 * kv_bytes);
+    // Both in one launch (what the model's layers run): q and k read and written back, v read,
+    // k and v written to the cache.
+    let us = bench.time(|b| {
+        b.rope_write_kv(&mut qkv, &cos_sin, &mut kc, &mut vc, &meta, &params)
+            .unwrap()
+    });
+    bench.report_bytes("rope_write_kv", &shape, us, 2.0 * rotated + 1.5 * kv_bytes);
 
     // Prefill attention: one 4096-token prompt, causal (compute-bound). The kernel the backend
     // picks (bf16: the tensor-core prefill kernel), then the general kernel on the same step.
@@ -261,19 +268,32 @@ fn kernels(bench: &mut Bench) {
         })
         .collect();
     let dstep = StepInput::build(&chunks, bs).unwrap();
-    // At head_dim 128, the split-context decode kernel, then the general kernel on the same step
-    // for comparison; at 64 (Llama-3.2-1B's shape, where the decode kernel reads two key rows
-    // per warp: one row fills only half the lanes), the decode kernel alone (`_d64` rows).
+    // At head_dim 128, the split-context decode kernel the backend picks (in bf16 the
+    // tensor-core one), the scalar decode kernel (`_scalar`, bf16 only: in f32 it is the one
+    // picked) and the general kernel on the same step for comparison; at 64 (Llama-3.2-1B's
+    // shape, where the scalar kernel reads two key rows per warp: one row fills only half the
+    // lanes), the picked and the scalar decode kernels (`_d64` rows).
+    let bf16 = bench.b.dtype() == DType::Bf16;
     for (head_dim, paths) in [
         (
             128,
             &[
                 ("paged_attention_decode", DecodePath::Auto),
+                ("paged_attention_decode_scalar", DecodePath::Scalar),
                 ("paged_attention_decode_gen", DecodePath::General),
             ][..],
         ),
-        (64, &[("paged_attention_decode_d64", DecodePath::Auto)][..]),
+        (
+            64,
+            &[
+                ("paged_attention_decode_d64", DecodePath::Auto),
+                ("paged_attention_decode_d64_scalar", DecodePath::Scalar),
+            ][..],
+        ),
     ] {
+        let paths = paths
+            .iter()
+            .filter(|(_, p)| bf16 || *p != DecodePath::Scalar);
         let dl = QkvLayout { head_dim, ..layout };
         let mut dmeta = bench.b.new_meta(seqs, seqs, dl).unwrap();
         bench.b.upload_meta(&dstep, &mut dmeta).unwrap();

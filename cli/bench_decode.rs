@@ -49,6 +49,18 @@ pub struct DecodeArgs {
     /// (as benches/kernels.rs reports a copy); measured with a large copy when absent.
     #[arg(long)]
     pub copy_gbps: Option<f64>,
+    /// The pure-decode attention kernel on CUDA: `auto` (the tensor-core kernel where it
+    /// applies: bf16, head_dim 64 or 128, up to 8 q heads per kv head, a block size that is a
+    /// multiple of 16) or `scalar` (never the tensor cores), to compare the two on one model.
+    #[arg(long, value_enum, default_value_t = DecodeAttention::Auto)]
+    pub decode_attention: DecodeAttention,
+}
+
+/// `--decode-attention`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeAttention {
+    Auto,
+    Scalar,
 }
 
 impl DecodeArgs {
@@ -105,6 +117,10 @@ pub fn run(args: DecodeArgs) -> Result<()> {
     args.check()?;
     match args.model.open_device()? {
         Device::Cpu(backend) => {
+            ensure!(
+                args.decode_attention == DecodeAttention::Auto,
+                "--decode-attention chooses between CUDA kernels; it needs --device cuda"
+            );
             let copy_gbs = match args.copy_gbps {
                 Some(g) => g,
                 None => cpu_copy_gbs(),
@@ -124,10 +140,14 @@ pub fn run(args: DecodeArgs) -> Result<()> {
                 None => cuda_copy_gbs(&backend)?,
             };
             let dtype = backend.dtype();
+            if args.decode_attention == DecodeAttention::Scalar {
+                backend.set_decode_path(tandem::runtime::cuda::DecodePath::Scalar);
+            }
             println!(
-                "device: {}  dtype: {dtype}  cuda graphs: {}",
+                "device: {}  dtype: {dtype}  cuda graphs: {}  decode attention: {:?}",
                 backend.device_name()?,
-                if backend.cuda_graphs() { "on" } else { "off" }
+                if backend.cuda_graphs() { "on" } else { "off" },
+                args.decode_attention
             );
             let (model, _tokenizer) = args.open_model()?.into_model(backend, args.limits())?;
             bench(model, &args, copy_gbs, dtype.size())

@@ -37,19 +37,9 @@
 // group holds the full score of pair idx = l >> (log2 RL - log2 N),
 // idx = head * DEC_KEYS + key. The online softmax runs on those lanes; the probabilities and the
 // per-head rescale factors go through shared memory to every lane for the P.V update.
-#include "common.cuh"
-#include "dtype.cuh"
+#include "paged_attention_decode.cuh"
 
-#define DEC_THREADS 128
-#define DEC_WARPS (DEC_THREADS / TANDEM_WARP)
 #define DEC_KEYS 4
-// Fewest keys a split gets (the host picks splits from the longest context; shorter sequences
-// leave their trailing splits empty rather than splitting into slivers).
-#define DEC_MIN_SPLIT_KEYS 64
-// Most splits the merge kernel combines (runtime/cuda/attention.rs caps num_splits at this).
-#define DEC_MAX_SPLITS 64
-
-__device__ __forceinline__ float dec_neg_inf() { return __int_as_float(0xff800000); }
 
 // Reduces v[0..N) (N a power of two, N <= 2 O) over the groups of 2 O lanes, transposed: returns,
 // on lane l, the sum over its group of v[(l % 2O) >> (log2 2O - log2 N)]. At each step the lanes
@@ -173,13 +163,8 @@ __device__ __forceinline__ void decode_impl(
     const bool active = kg < kgroups;  // nchunks = 3 leaves warp 3 idle
 
     const uint32_t row = query_start_locs[s];
-    const uint32_t ctx = context_lens[s];
-    const uint32_t first = (sliding_window > 0 && ctx > sliding_window) ? ctx - sliding_window : 0;
-    const uint32_t span = ctx - first;
-    uint32_t per_split = (span + num_splits - 1) / num_splits;
-    per_split = per_split < DEC_MIN_SPLIT_KEYS ? DEC_MIN_SPLIT_KEYS : per_split;
-    const uint32_t begin = first + min(span, split * per_split);
-    const uint32_t end = first + min(span, (split + 1) * per_split);
+    uint32_t begin, end;
+    dec_split_range(context_lens[s], sliding_window, num_splits, split, begin, end);
 
     const size_t kv_width = (size_t)num_kv_heads * head_dim;
     const size_t row_width = (size_t)num_heads * head_dim + 2 * kv_width;
@@ -307,35 +292,8 @@ __device__ __forceinline__ void decode_impl(
     }
     __syncthreads();
 
-    // Merge the warps of each chunk: M = max m_w, L = sum l_w e^(m_w - M),
-    // o = sum acc_w e^(m_w - M) / L. A warp that saw no keys (m = -inf, l = 0) weighs 0.
-    const uint32_t items = nchunks * HC * head_dim;
-    for (uint32_t it = threadIdx.x; it < items; it += DEC_THREADS) {
-        const uint32_t c = it / (HC * head_dim), h = (it / head_dim) % HC, d = it % head_dim;
-        if (c * HC + h >= group) continue;
-        float big = dec_neg_inf();
-        for (uint32_t g = 0; g < kgroups; g++) big = fmaxf(big, sm_m[c + g * nchunks][h]);
-        float total = 0.0f, sum = 0.0f;
-        for (uint32_t g = 0; g < kgroups; g++) {
-            const uint32_t w = c + g * nchunks;
-            const float wt = sm_l[w][h] > 0.0f ? expf(sm_m[w][h] - big) : 0.0f;
-            total += sm_l[w][h] * wt;
-            sum += sm_acc[w][h][d] * wt;
-        }
-        const uint32_t head = kvh * group + c * HC + h;
-        if (num_splits == 1) {
-            // The whole context in one block: the final output (total > 0: ctx >= 1).
-            out[(size_t)row * num_heads * head_dim + (size_t)head * head_dim + d] =
-                from_f32<T>(sum / total);
-        } else {
-            const size_t e = ((size_t)s * num_splits + split) * num_heads + head;
-            part_o[e * head_dim + d] = total > 0.0f ? sum / total : 0.0f;
-            if (d == 0) {
-                part_ml[2 * e] = big;
-                part_ml[2 * e + 1] = total;
-            }
-        }
-    }
+    const DecBlock b{s, kvh, split, row, group, num_heads, head_dim, num_splits};
+    dec_write_block<T, HC, WIDTH>(sm_m, sm_l, sm_acc, nchunks, b, out, part_o, part_ml);
 }
 
 // paged_attention_merge_*: combines the splits of each (sequence, q head):
@@ -384,18 +342,6 @@ __device__ __forceinline__ void merge_impl(const float* __restrict__ part_o,
         o[d] = from_f32<T>(sum * inv);
     }
 }
-
-#define DEC_ARGS(T)                                                                              \
-    const T *__restrict__ qkv, const T *__restrict__ k_cache, const T *__restrict__ v_cache,      \
-        const uint32_t *__restrict__ query_start_locs, const uint32_t *__restrict__ context_lens, \
-        const uint32_t *__restrict__ block_tables, uint32_t max_blocks_per_seq,                   \
-        uint32_t num_heads, uint32_t num_kv_heads, uint32_t head_dim, uint32_t block_size,        \
-        float scale, uint32_t sliding_window, uint32_t num_splits, T *__restrict__ out,           \
-        float *__restrict__ part_o, float *__restrict__ part_ml
-#define DEC_PASS                                                                                  \
-    qkv, k_cache, v_cache, query_start_locs, context_lens, block_tables, max_blocks_per_seq,      \
-        num_heads, num_kv_heads, head_dim, block_size, scale, sliding_window, num_splits, out,    \
-        part_o, part_ml
 
 // Entry points: paged_attention_decode_<dtype>_d<PER * 32 / SUB>_h<HC>.
 #define DEC_ENTRY(NAME, T, PER, HC, SUB)                                                          \

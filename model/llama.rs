@@ -351,8 +351,7 @@ fn forward_ops<B: Backend>(
         if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
             b.qk_norm(&mut ws.qkv, qn, kn, eps, rows, layout)?;
         }
-        b.rope(&mut ws.qkv, cos_sin, meta, layout)?;
-        b.write_kv(&ws.qkv, k_cache, v_cache, meta, &params)?;
+        b.rope_write_kv(&mut ws.qkv, cos_sin, k_cache, v_cache, meta, &params)?;
         b.attention(&ws.qkv, k_cache, v_cache, meta, &params, &mut ws.attn)?;
         b.linear(
             &ws.attn,

@@ -166,6 +166,22 @@ pub trait Backend {
         params: &AttentionParams,
     ) -> Result<()>;
 
+    /// [`Backend::rope`], then [`Backend::write_kv`] of the rotated rows: what each layer runs
+    /// before attention. A backend may do both in one pass (the CUDA backend: one launch).
+    #[allow(clippy::too_many_arguments)]
+    fn rope_write_kv(
+        &self,
+        qkv: &mut Self::Tensor,
+        cos_sin: &Self::Tensor,
+        k_cache: &mut Self::Tensor,
+        v_cache: &mut Self::Tensor,
+        meta: &Self::Meta,
+        params: &AttentionParams,
+    ) -> Result<()> {
+        self.rope(qkv, cos_sin, meta, params.layout)?;
+        self.write_kv(qkv, k_cache, v_cache, meta, params)
+    }
+
     /// Causal attention of each row's q heads over its sequence's cached keys and values.
     /// `out` is `[rows, num_heads * head_dim]`.
     fn attention(

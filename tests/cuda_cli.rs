@@ -83,7 +83,13 @@ fn generate_on_the_device_prints_the_cpus_text() {
 #[test]
 fn bench_decode_reports_every_batch_in_every_mode() {
     let model = tiny_llama();
-    for mode in ["", "--no-cuda-graphs", "--host-sampling"] {
+    let modes: [&[&str]; 4] = [
+        &[],
+        &["--no-cuda-graphs"],
+        &["--host-sampling"],
+        &["--decode-attention", "scalar"],
+    ];
+    for mode in modes {
         let mut args = vec![
             "bench",
             "decode",
@@ -100,9 +106,7 @@ fn bench_decode_reports_every_batch_in_every_mode() {
             "--copy-gbps",
             "10",
         ];
-        if !mode.is_empty() {
-            args.push(mode);
-        }
+        args.extend(mode);
         let out = tandem(&args);
         eprintln!("{out}");
         for batch in ["1", "8"] {

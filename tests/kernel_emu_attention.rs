@@ -24,6 +24,9 @@ enum AttnPath {
     /// paged_attention_decode.cu over this many context splits (merged when more than one):
     /// pure decode steps only.
     Decode(u32),
+    /// paged_attention_decode_tc.cu (tensor cores; bf16, head_dim 64 or 128, GQA groups up to
+    /// 8, block sizes a multiple of 16) over this many splits, merged as `Decode`'s.
+    DecodeTc(u32),
     /// paged_attention_prefill.cu (tensor cores; bf16, head_dim a multiple of 16 up to 128).
     Prefill,
 }
@@ -92,20 +95,25 @@ fn check_attention(
             let name = format!("paged_attention_prefill_bf16_d{}", layout.head_dim);
             run(&name, grid, 128, &args);
         }
-        AttnPath::Decode(splits) => {
+        AttnPath::Decode(splits) | AttnPath::DecodeTc(splits) => {
             assert_eq!(rows, seqs, "the decode kernel takes one row per sequence");
-            // The instance the backend picks (runtime/cuda/kernels.rs DECODE_SETS): the
-            // smallest width of 64, 128, 256 that holds head_dim, the group's heads per warp
-            // rounded up to a power of two, at most 8 at width 128, else 4.
-            let width = [64, 128, 256]
-                .into_iter()
-                .find(|&w| layout.head_dim <= w)
-                .unwrap();
-            let group = layout.num_heads / layout.num_kv_heads;
-            let hc = group
-                .next_power_of_two()
-                .min(if width == 128 { 8 } else { 4 });
-            let name = format!("paged_attention_decode_{}_d{width}_h{hc}", dt.name());
+            let name = if let AttnPath::DecodeTc(_) = path {
+                assert_eq!(dt, Dt::Bf16, "the tensor-core decode kernel is bf16 only");
+                format!("paged_attention_decode_tc_bf16_d{}", layout.head_dim)
+            } else {
+                // The instance the backend picks (runtime/cuda/kernels.rs DECODE_SETS): the
+                // smallest width of 64, 128, 256 that holds head_dim, the group's heads per
+                // warp rounded up to a power of two, at most 8 at width 128, else 4.
+                let width = [64, 128, 256]
+                    .into_iter()
+                    .find(|&w| layout.head_dim <= w)
+                    .unwrap();
+                let group = layout.num_heads / layout.num_kv_heads;
+                let hc = group
+                    .next_power_of_two()
+                    .min(if width == 128 { 8 } else { 4 });
+                format!("paged_attention_decode_{}_d{width}_h{hc}", dt.name())
+            };
             let parts = seqs * splits as usize * layout.num_heads;
             let mut part_o = vec![f32::NAN; parts * layout.head_dim];
             let mut part_ml = vec![f32::NAN; parts * 2];
@@ -131,7 +139,8 @@ fn check_attention(
     }
     let what = format!("{path:?} {layout:?} block {block_size} window {window:?} q {q_lens:?}");
     let atol = match path {
-        AttnPath::Prefill => PREFILL_TC_ATOL,
+        // Both round the softmax weights to bf16 for the P.V product.
+        AttnPath::Prefill | AttnPath::DecodeTc(_) => PREFILL_TC_ATOL,
         _ => 2e-5,
     };
     check(dt, &what, &out.read(), want, atol, 1e-4);
@@ -236,6 +245,57 @@ fn paged_attention_prefill_tc() {
         for &l in &[layouts[1], layouts[3]] {
             let (q, c) = ([1, 20, 130, 1], [300, 20, 200, 3]);
             check_attention(dt, AttnPath::Prefill, l, 16, Some(window), &q, &c, 140);
+        }
+    }
+}
+
+/// Pure decode steps on the tensor-core decode kernel (bf16, head_dim 64 and 128, GQA groups 1
+/// to 8): unsplit, split in 7 and in 2 (split edges off the 16-key tiles), blocks of 16 and 32,
+/// contexts shorter than a tile, tile-aligned and not; sliding windows (the first key off a tile
+/// edge).
+#[test]
+fn paged_attention_decode_tc() {
+    let ctx = [1, 17, 600, 64, 65, 16, 15];
+    let layouts = DECODE_LAYOUTS
+        .iter()
+        .copied()
+        .chain([(16, 2, 64), (24, 4, 128)])
+        .filter(|&(nh, nkv, hd)| (hd == 64 || hd == 128) && nh / nkv <= 8);
+    for (i, (nh, nkv, hd)) in layouts.enumerate() {
+        let layout = QkvLayout {
+            num_heads: nh,
+            num_kv_heads: nkv,
+            head_dim: hd,
+        };
+        for path in [
+            AttnPath::DecodeTc(1),
+            AttnPath::DecodeTc(7),
+            AttnPath::DecodeTc(2),
+        ] {
+            for block_size in [16, 32] {
+                let q = [1; 7];
+                check_attention(
+                    Dt::Bf16,
+                    path,
+                    layout,
+                    block_size,
+                    None,
+                    &q,
+                    &ctx,
+                    90 + i as u64,
+                );
+            }
+        }
+    }
+    let layout = QkvLayout {
+        num_heads: 8,
+        num_kv_heads: 2,
+        head_dim: 128,
+    };
+    for path in [AttnPath::DecodeTc(1), AttnPath::DecodeTc(5)] {
+        for window in [1, 7, 64, 1000] {
+            let (q, c) = ([1; 4], [1, 17, 600, 1000]);
+            check_attention(Dt::Bf16, path, layout, 16, Some(window), &q, &c, 81);
         }
     }
 }

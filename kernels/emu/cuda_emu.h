@@ -189,6 +189,54 @@ inline __nv_bfloat16 __float2bfloat16_rn(float f) {
 }
 inline __nv_bfloat16 __float2bfloat16(float f) { return __float2bfloat16_rn(f); }
 
+// __byte_perm(x, y, s): byte i of the result is byte (s >> 4i) & 7 of the 8-byte value y:x
+// (the sign-replicating modes, selector bit 3, are not modelled: the kernels do not use them).
+inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
+    const uint64_t v = x | (uint64_t)y << 32;
+    unsigned r = 0;
+    for (int i = 0; i < 4; ++i) r |= (unsigned)(v >> 8 * (s >> 4 * i & 7u) & 0xffu) << 8 * i;
+    return r;
+}
+
+// The PTX mma.sync m16n8k16 bf16 product of kernels/mma.cuh, with the register layout given
+// there: the warp's fragments are gathered into whole A and B tiles and each lane computes its
+// four outputs (products and sums in f32, k in order). A warp collective: every lane calls it.
+inline void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    uint32_t frag[3][32][2];
+    const uint64_t words[3] = {a[0] | (uint64_t)a[1] << 32, a[2] | (uint64_t)a[3] << 32,
+                               b[0] | (uint64_t)b[1] << 32};
+    for (int w = 0; w < 3; ++w) {
+        const uint64_t* all = ::tandem_emu::warp_exchange(0xffffffffu, words[w]);
+        for (int l = 0; l < 32; ++l) {
+            frag[w][l][0] = (uint32_t)all[l];
+            frag[w][l][1] = (uint32_t)(all[l] >> 32);
+        }
+    }
+    float A[16][16], B[16][8];
+    for (int l = 0; l < 32; ++l) {
+        const int g = l / 4, t = l % 4;
+        const uint32_t* ra = frag[0][l];  // a[0], a[1]
+        const uint32_t* rc = frag[1][l];  // a[2], a[3]
+        const uint32_t* rb = frag[2][l];  // b[0], b[1]
+        for (int e = 0; e < 2; ++e) {
+            const int sh = 16 * e;
+            A[g][2 * t + e] = __uint_as_float((ra[0] >> sh & 0xffffu) << 16);
+            A[g + 8][2 * t + e] = __uint_as_float((ra[1] >> sh & 0xffffu) << 16);
+            A[g][2 * t + 8 + e] = __uint_as_float((rc[0] >> sh & 0xffffu) << 16);
+            A[g + 8][2 * t + 8 + e] = __uint_as_float((rc[1] >> sh & 0xffffu) << 16);
+            B[2 * t + e][g] = __uint_as_float((rb[0] >> sh & 0xffffu) << 16);
+            B[2 * t + 8 + e][g] = __uint_as_float((rb[1] >> sh & 0xffffu) << 16);
+        }
+    }
+    const int lane = (int)::tandem_emu::lane_id(), g = lane / 4, t = lane % 4;
+    for (int i = 0; i < 4; ++i) {
+        const int r = g + 8 * (i / 2), c = 2 * t + i % 2;
+        float s = d[i];
+        for (int k = 0; k < 16; ++k) s += A[r][k] * B[k][c];
+        d[i] = s;
+    }
+}
+
 // Warp matrix multiply-accumulate (mma.h's nvcuda::wmma), for the tensor-core kernels. The
 // hardware spreads a fragment over the warp's lanes in an unspecified layout; here every lane
 // holds the whole tile, row-major, in x[]. A kernel that keeps to the API (loads, stores, fills,

@@ -1,9 +1,11 @@
 //! The attention op on the GPU: the host checks, the choice between the general kernel
 //! (`kernels/paged_attention.cu`: any step), the tensor-core prefill kernel
 //! (`kernels/paged_attention_prefill.cu`: bf16 steps that are not pure decode, head_dim a multiple
-//! of 16 up to 128) and the split-context decode kernel (`kernels/paged_attention_decode.cu`:
-//! steps where every sequence has one query row), and the decode kernel's workspace for split
-//! partials, sized when the metadata is made.
+//! of 16 up to 128) and the split-context decode kernels (steps where every sequence has one
+//! query row: `kernels/paged_attention_decode_tc.cu` on the tensor cores for bf16, head_dim 64
+//! or 128, GQA groups up to 8 and block sizes that are multiples of 16; otherwise the scalar
+//! `kernels/paged_attention_decode.cu`), and the decode kernels' workspace for split partials,
+//! sized when the metadata is made.
 //!
 //! Why the decode path: at decode, attention is a read of the cache. The general kernel runs one
 //! block per (row, q head), so each K/V byte is read `num_heads / num_kv_heads` times and a long
@@ -14,6 +16,13 @@
 //! 1349.5 µs (18.8% of copy bandwidth) for the general kernel on an H200. Measured there:
 //! 265.5 to 293.5 µs (87 to 97% of copy) by split count. bf16 (0.54 GB) was latency-bound at
 //! ~370 µs (34%) until its K/V loads were issued one tile ahead: 207.6 µs (62%).
+//!
+//! Why the tensor-core decode kernel: the scalar one's bf16 instances stay at 58-62% of copy
+//! bandwidth (H200) because they run out of issue slots (a widening, an FMA per q head, shuffle
+//! reductions per key element), where f32, with twice the bytes for the same work, reaches
+//! 92-95%. On the tensor cores a 16-key tile is 3 head_dim/16 mma instructions and a short
+//! softmax per lane. Expected: near the f32 kernel's share of copy bandwidth; in a batch-64
+//! Llama-3.2-1B step, attention from ~896 µs toward its ~514 µs floor.
 //!
 //! Why the prefill path: prefill attention is compute: the general kernel's scalar FMAs (one
 //! block per row and head, every key re-read per row) reach ~3 TFLOP/s on an H100, while the
@@ -26,7 +35,7 @@ use std::sync::atomic::Ordering;
 use anyhow::{ensure, Result};
 use cudarc::driver::{CudaFunction, CudaSlice, PushKernelArg};
 
-use super::kernels::DECODE_SETS;
+use super::kernels::{DECODE_SETS, DECODE_TC_HEAD_DIMS};
 use super::{u32_of, CudaBackend, CudaMeta, CudaTensor, MAX_HEAD_DIM};
 use crate::runtime::backend::{AttentionParams, QkvLayout};
 
@@ -59,12 +68,17 @@ fn decode_set(head_dim: usize) -> Option<usize> {
 /// How the decode step's attention is computed; tests and the benchmark pin it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecodePath {
-    /// The decode kernel where it applies, its split count chosen from the step.
+    /// The decode kernel where it applies (on the tensor cores where they apply), its split
+    /// count chosen from the step.
     Auto,
     /// Always the general kernel (the reference the decode kernel is benchmarked against).
     General,
-    /// The decode kernel with this many splits (capped by the workspace and the kernel).
+    /// The decode kernel (tensor cores where they apply) with this many splits (capped by the
+    /// workspace and the kernel).
     Splits(usize),
+    /// As `Auto` but never on the tensor cores: the scalar decode kernel, which the tensor-core
+    /// one is benchmarked against.
+    Scalar,
 }
 
 impl DecodePath {
@@ -72,6 +86,7 @@ impl DecodePath {
         match self {
             DecodePath::Auto => 0,
             DecodePath::General => usize::MAX,
+            DecodePath::Scalar => usize::MAX - 1,
             DecodePath::Splits(n) => n.clamp(1, MAX_SPLITS),
         }
     }
@@ -80,6 +95,7 @@ impl DecodePath {
         match v {
             0 => DecodePath::Auto,
             usize::MAX => DecodePath::General,
+            n if n == usize::MAX - 1 => DecodePath::Scalar,
             n => DecodePath::Splits(n),
         }
     }
@@ -141,6 +157,28 @@ impl CudaBackend {
             return None;
         }
         self.k.prefill.get(l.head_dim / 16 - 1)?.as_ref()
+    }
+
+    /// Whether pure decode steps of layout `l` over blocks of `block_size` run the tensor-core
+    /// decode kernel (bf16 storage, head_dim 64 or 128, at most 8 q heads per kv head, blocks a
+    /// multiple of its 16-key tiles, not pinned to another path). It rounds the softmax weights
+    /// to bf16 as the tensor-core prefill kernel does; tests pick their tolerance by this.
+    pub fn decode_uses_tensor_cores(&self, l: QkvLayout, block_size: usize) -> bool {
+        self.decode_tc_kernel(l, block_size).is_some()
+    }
+
+    fn decode_tc_kernel(&self, l: QkvLayout, block_size: usize) -> Option<&CudaFunction> {
+        let path = DecodePath::decode(self.decode_path.load(Ordering::Relaxed));
+        if matches!(path, DecodePath::Scalar | DecodePath::General)
+            || l.num_kv_heads == 0
+            || l.num_heads / l.num_kv_heads > 8
+            || block_size == 0
+            || !block_size.is_multiple_of(16)
+        {
+            return None;
+        }
+        let i = DECODE_TC_HEAD_DIMS.iter().position(|&d| d == l.head_dim)?;
+        self.k.decode_tc[i].as_ref()
     }
 
     /// The split count for a decode step of `seqs` sequences whose longest key range is
@@ -298,6 +336,20 @@ impl CudaBackend {
         })
     }
 
+    /// The scalar decode kernel's instance for layout `l`.
+    fn scalar_decode_kernel(&self, l: QkvLayout) -> Result<&CudaFunction> {
+        let group = l.num_heads / l.num_kv_heads;
+        let set = decode_set(l.head_dim)
+            .ok_or_else(|| anyhow::anyhow!("no decode kernel for head_dim {}", l.head_dim))?;
+        // The fewest heads per warp that keeps the group within DEC_WARPS chunks, at least the
+        // whole group up to the instance's maximum (fewer chunks: fewer re-reads from L1).
+        let max_hc_log2 = DECODE_SETS[set].2.trailing_zeros() as usize;
+        let hc_log2 = (group.next_power_of_two().trailing_zeros() as usize).min(max_hc_log2);
+        self.k.decode[set][hc_log2]
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no decode kernel for head_dim {}", l.head_dim))
+    }
+
     /// The decode kernel over `splits` context splits, then (splits > 1) the merge kernel.
     /// The caller has checked the step and that the kernel handles this layout.
     #[allow(clippy::too_many_arguments)]
@@ -314,16 +366,10 @@ impl CudaBackend {
         let l = p.layout;
         let step = &meta.host;
         let seqs = step.num_seqs();
-        let group = l.num_heads / l.num_kv_heads;
-        let set = decode_set(l.head_dim)
-            .ok_or_else(|| anyhow::anyhow!("no decode kernel for head_dim {}", l.head_dim))?;
-        // The fewest heads per warp that keeps the group within DEC_WARPS chunks, at least the
-        // whole group up to the instance's maximum (fewer chunks: fewer re-reads from L1).
-        let max_hc_log2 = DECODE_SETS[set].2.trailing_zeros() as usize;
-        let hc_log2 = (group.next_power_of_two().trailing_zeros() as usize).min(max_hc_log2);
-        let f = self.k.decode[set][hc_log2]
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("no decode kernel for head_dim {}", l.head_dim))?;
+        let f = match self.decode_tc_kernel(l, p.cache.block_size) {
+            Some(f) => f,
+            None => self.scalar_decode_kernel(l)?,
+        };
         let args = (
             self.tp(qkv),
             self.tp(k_cache),

@@ -38,6 +38,9 @@ pub const PREFILL_HEAD_DIMS: usize = 8;
 /// heads per warp). Width 64 runs two key rows per warp (`SUB = 2` in the kernel).
 pub const DECODE_SETS: [(usize, usize, usize); 3] = [(64, 4, 4), (128, 4, 8), (256, 8, 4)];
 
+/// The head_dims of the tensor-core decode kernel (`paged_attention_decode_tc_bf16_d<D>`).
+pub const DECODE_TC_HEAD_DIMS: [usize; 2] = [64, 128];
+
 /// Every kernel the backend launches, loaded into one context, for one storage dtype.
 pub struct Kernels {
     pub gather_rows: CudaFunction,
@@ -45,12 +48,16 @@ pub struct Kernels {
     pub add_rms_norm: CudaFunction,
     pub qk_norm: CudaFunction,
     pub rope: CudaFunction,
+    pub rope_write_kv: CudaFunction,
     pub write_kv: CudaFunction,
     pub paged_attention: CudaFunction,
     /// `paged_attention_decode_<dtype>_d<width>_h<hc>`, indexed `[set][log2 hc]` by
     /// [`DECODE_SETS`]; the head_dim-64 and -256 sets have no 8-head variant.
     pub decode: [[Option<CudaFunction>; 4]; 3],
     pub decode_merge: CudaFunction,
+    /// `paged_attention_decode_tc_bf16_d<D>` per [`DECODE_TC_HEAD_DIMS`]: the tensor-core
+    /// decode kernel, loaded for bf16 storage only.
+    pub decode_tc: [Option<CudaFunction>; 2],
     /// `paged_attention_prefill_bf16_d<16 (i + 1)>` (the tensor-core prefill kernel, one instance
     /// per head_dim multiple of 16 up to 128), indexed `[head_dim / 16 - 1]`; loaded for bf16
     /// storage only (f32 runs `paged_attention` for every non-decode step).
@@ -91,7 +98,12 @@ impl Kernels {
             }
         }
         let mut prefill: [Option<CudaFunction>; PREFILL_HEAD_DIMS] = Default::default();
+        let mut decode_tc: [Option<CudaFunction>; 2] = Default::default();
         if dtype == "bf16" {
+            for (f, d) in decode_tc.iter_mut().zip(DECODE_TC_HEAD_DIMS) {
+                let name = format!("paged_attention_decode_tc_bf16_d{d}");
+                *f = Some(get("paged_attention_decode_tc", &name)?);
+            }
             for (i, f) in prefill.iter_mut().enumerate() {
                 let name = format!("paged_attention_prefill_bf16_d{}", 16 * (i + 1));
                 *f = Some(get("paged_attention_prefill", &name)?);
@@ -103,10 +115,12 @@ impl Kernels {
             add_rms_norm: typed("rms_norm", "add_rms_norm")?,
             qk_norm: typed("qk_norm", "qk_norm")?,
             rope: typed("rope", "rope")?,
+            rope_write_kv: typed("rope", "rope_write_kv")?,
             write_kv: typed("kv_cache", "write_kv")?,
             paged_attention: typed("paged_attention", "paged_attention")?,
             decode,
             decode_merge: typed("paged_attention_decode", "paged_attention_merge")?,
+            decode_tc,
             prefill,
             silu_mul: typed("silu_mul", "silu_mul")?,
             add_bias: typed("bias", "add_bias")?,

@@ -20,6 +20,7 @@ mod graphs;
 pub mod kernels;
 mod meta;
 mod pinned;
+mod rope_kv;
 mod sampling;
 mod step_io;
 mod timing;
@@ -490,37 +491,7 @@ impl Backend for CudaBackend {
         meta: &CudaMeta,
         layout: QkvLayout,
     ) -> Result<()> {
-        let hd = layout.head_dim;
-        let max_pos = cos_sin.len() / hd;
-        let positions = &meta.host.positions;
-        if let Some(&p) = positions.iter().find(|&&p| p as usize >= max_pos) {
-            bail!("position {p} is beyond the model's RoPE table of {max_pos} positions");
-        }
-        let rows = positions.len();
-        ensure!(
-            qkv.len() >= rows * layout.row_width(),
-            "rope: qkv too small"
-        );
-        let (p, cs, pp) = (
-            self.tp(qkv),
-            self.tp(cos_sin),
-            self.meta_ptr(meta, meta.pos_off()),
-        );
-        let (mp, nh, nkv, hd) = (
-            u32_of(max_pos, "max positions")?,
-            layout.num_heads as u32,
-            layout.num_kv_heads as u32,
-            hd as u32,
-        );
-        self.launch(&self.k.rope, (rows as u32, 1, 1), 256, |b| {
-            b.arg(&p)
-                .arg(&cs)
-                .arg(&pp)
-                .arg(&mp)
-                .arg(&nh)
-                .arg(&nkv)
-                .arg(&hd);
-        })
+        self.rope_op(qkv, cos_sin, meta, layout)
     }
 
     fn write_kv(
@@ -531,40 +502,19 @@ impl Backend for CudaBackend {
         meta: &CudaMeta,
         params: &AttentionParams,
     ) -> Result<()> {
-        let l = params.layout;
-        let slots = params.cache.num_blocks * params.cache.block_size;
-        let kv = l.kv_width();
-        let mapping = &meta.host.slot_mapping;
-        if let Some(&s) = mapping.iter().find(|&&s| s >= 0 && s as usize >= slots) {
-            bail!("slot {s} is outside the cache of {slots} slots");
-        }
-        let rows = mapping.len();
-        ensure!(
-            qkv.len() >= rows * l.row_width()
-                && k_cache.len() >= slots * kv
-                && v_cache.len() >= slots * kv,
-            "write_kv: buffers too small"
-        );
-        let (qp, kp, vp, sp) = (
-            self.tp(qkv),
-            self.tp(k_cache),
-            self.tp(v_cache),
-            self.meta_ptr(meta, 0),
-        );
-        let (qw, kw, ns) = (
-            u32_of(l.q_width(), "q width")?,
-            u32_of(kv, "kv width")?,
-            slots as u64,
-        );
-        self.launch(&self.k.write_kv, (rows as u32, 1, 1), 128, |b| {
-            b.arg(&qp)
-                .arg(&kp)
-                .arg(&vp)
-                .arg(&sp)
-                .arg(&qw)
-                .arg(&kw)
-                .arg(&ns);
-        })
+        self.write_kv_op(qkv, k_cache, v_cache, meta, params)
+    }
+
+    fn rope_write_kv(
+        &self,
+        qkv: &mut CudaTensor,
+        cos_sin: &CudaTensor,
+        k_cache: &mut CudaTensor,
+        v_cache: &mut CudaTensor,
+        meta: &CudaMeta,
+        params: &AttentionParams,
+    ) -> Result<()> {
+        self.rope_write_kv_op(qkv, cos_sin, k_cache, v_cache, meta, params)
     }
 
     fn attention(

@@ -5,7 +5,8 @@
 LOG_DIR holds status.tsv (arch, run, status, seconds per line; status ok, failed, timeout or
 skipped) and each run's log, <run>-<arch>.log. Prints the throughput table (output tokens/s of
 each run, tandem / the best transformers run that finished, the executor's idle time) and the
-decode-step table (`tandem bench decode` rows, CUDA graphs on and off). A number that is missing
+decode-step table (`tandem bench decode` rows: CUDA graphs on, off, and on with the scalar
+decode-attention kernel instead of the tensor-core one). A number that is missing
 prints as the run's status when it timed out or was skipped, else "-": the table never comes out
 blank or half-printed because one run failed.
 """
@@ -16,7 +17,7 @@ import sys
 
 THROUGHPUT = [("tandem", "tandem"), ("tandem-noov", "no-overlap"), ("tandem-nographs", "no-graphs"),
               ("hf", "hf best"), ("hf-defaults", "hf defaults")]
-DECODE = [("decode", "on"), ("decode-nographs", "off")]
+DECODE = [("decode", "graphs"), ("decode-nographs", "no graphs"), ("decode-scalar", "scalar attn")]
 
 
 def read(log_dir, run, arch):
@@ -74,7 +75,7 @@ def main():
     print()
     print("decode step (tandem bench decode): median ms, memory roofline ms "
           "(weights + KV read / copy bandwidth)")
-    print(f"{'model':<14} {'graphs':>6} {'batch':>6} {'context':>8} {'ms/step':>10} "
+    print(f"{'model':<14} {'run':>11} {'batch':>6} {'context':>8} {'ms/step':>10} "
           f"{'roofline':>10} {'step/roof':>10} {'copy GB/s':>10}")
     for arch in archs:
         for run, graphs in DECODE:
@@ -84,9 +85,9 @@ def main():
             rows = [line.split("\t")[1:6] for line in text.splitlines()
                     if line.startswith("DECODE\t") and len(line.split("\t")) == 6]
             if not rows:
-                print(f"{arch:<14} {graphs:>6} {missing(st, arch, run):>6}")
+                print(f"{arch:<14} {graphs:>11} {missing(st, arch, run):>6}")
             for b, ctx, ms, roof, ratio in rows:
-                print(f"{arch:<14} {graphs:>6} {b:>6} {ctx:>8} {ms:>10} {roof:>10} {ratio:>10} "
+                print(f"{arch:<14} {graphs:>11} {b:>6} {ctx:>8} {ms:>10} {roof:>10} {ratio:>10} "
                       f"{copy:>10}")
 
 
