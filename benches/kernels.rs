@@ -11,7 +11,7 @@
 
 use std::hint::black_box;
 
-use tandem::runtime::backend::{AttentionParams, Backend, CacheShape, QkvLayout};
+use tandem::runtime::backend::{AttentionParams, Backend, CacheShape, QkNorm, QkvLayout};
 use tandem::runtime::cuda::{CudaBackend, DType, DecodePath};
 use tandem::runtime::sampling::DeviceSampling;
 use tandem::runtime::step::{SeqChunk, StepInput};
@@ -219,10 +219,26 @@ fn kernels(bench: &mut Bench) {
     // Both in one launch (what the model's layers run): q and k read and written back, v read,
     // k and v written to the cache.
     let us = bench.time(|b| {
-        b.rope_write_kv(&mut qkv, &cos_sin, &mut kc, &mut vc, &meta, &params)
-            .unwrap()
+        b.rope_write_kv(
+            &mut qkv, rows, None, &cos_sin, &mut kc, &mut vc, &meta, &params,
+        )
+        .unwrap()
     });
     bench.report_bytes("rope_write_kv", &shape, us, 2.0 * rotated + 1.5 * kv_bytes);
+    // With Qwen3's q/k norms first, still one launch (the same bytes).
+    let us = bench.time(|b| {
+        let norm = Some(QkNorm {
+            q_w: &qw,
+            k_w: &kw,
+            eps: 1e-6,
+        });
+        b.rope_write_kv(
+            &mut qkv, rows, norm, &cos_sin, &mut kc, &mut vc, &meta, &params,
+        )
+        .unwrap()
+    });
+    let bytes = 2.0 * rotated + 1.5 * kv_bytes;
+    bench.report_bytes("qk_norm_rope_write_kv", &shape, us, bytes);
 
     // Prefill attention: one 4096-token prompt, causal (compute-bound). The kernel the backend
     // picks (bf16: the tensor-core prefill kernel), then the general kernel on the same step.

@@ -8,7 +8,7 @@ use anyhow::{ensure, Result};
 use super::config::ModelConfig;
 use super::rope::cos_sin_table;
 use super::weights::LlamaWeights;
-use crate::runtime::backend::{AttentionParams, Backend, CacheShape, QkvLayout};
+use crate::runtime::backend::{AttentionParams, Backend, CacheShape, QkNorm, QkvLayout};
 use crate::runtime::kv_cache::KvCache;
 use crate::runtime::sampling::DeviceSampling;
 use crate::runtime::step::StepInput;
@@ -348,10 +348,12 @@ fn forward_ops<B: Backend>(
             layout.row_width(),
             &mut ws.qkv,
         )?;
-        if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
-            b.qk_norm(&mut ws.qkv, qn, kn, eps, rows, layout)?;
-        }
-        b.rope_write_kv(&mut ws.qkv, cos_sin, k_cache, v_cache, meta, &params)?;
+        let qk_norm = match (&layer.q_norm, &layer.k_norm) {
+            (Some(q_w), Some(k_w)) => Some(QkNorm { q_w, k_w, eps }),
+            _ => None,
+        };
+        let (qkv, norm) = (&mut ws.qkv, qk_norm);
+        b.rope_write_kv(qkv, rows, norm, cos_sin, k_cache, v_cache, meta, &params)?;
         b.attention(&ws.qkv, k_cache, v_cache, meta, &params, &mut ws.attn)?;
         b.linear(
             &ws.attn,

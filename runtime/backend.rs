@@ -57,6 +57,14 @@ pub struct AttentionParams {
     pub sliding_window: Option<usize>,
 }
 
+/// The RMSNorm weights of the q and k heads (Qwen3's q_norm / k_norm), for
+/// [`Backend::rope_write_kv`].
+pub struct QkNorm<'a, T> {
+    pub q_w: &'a T,
+    pub k_w: &'a T,
+    pub eps: f32,
+}
+
 pub trait Backend {
     /// A buffer on the device, flat and row-major.
     type Tensor;
@@ -166,18 +174,24 @@ pub trait Backend {
         params: &AttentionParams,
     ) -> Result<()>;
 
-    /// [`Backend::rope`], then [`Backend::write_kv`] of the rotated rows: what each layer runs
-    /// before attention. A backend may do both in one pass (the CUDA backend: one launch).
+    /// [`Backend::qk_norm`] (where the model has q/k norms), [`Backend::rope`], then
+    /// [`Backend::write_kv`] of the rotated rows: what each layer runs before attention, on
+    /// `rows` rows. A backend may do them in one pass (the CUDA backend: one launch).
     #[allow(clippy::too_many_arguments)]
     fn rope_write_kv(
         &self,
         qkv: &mut Self::Tensor,
+        rows: usize,
+        qk_norm: Option<QkNorm<'_, Self::Tensor>>,
         cos_sin: &Self::Tensor,
         k_cache: &mut Self::Tensor,
         v_cache: &mut Self::Tensor,
         meta: &Self::Meta,
         params: &AttentionParams,
     ) -> Result<()> {
+        if let Some(n) = qk_norm {
+            self.qk_norm(qkv, n.q_w, n.k_w, n.eps, rows, params.layout)?;
+        }
         self.rope(qkv, cos_sin, meta, params.layout)?;
         self.write_kv(qkv, k_cache, v_cache, meta, params)
     }

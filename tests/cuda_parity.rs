@@ -17,9 +17,10 @@ use rand::{Rng, SeedableRng};
 
 use common::gpu::*;
 use common::scattered;
-use tandem::runtime::backend::{AttentionParams, Backend, CacheShape, QkvLayout};
+use tandem::runtime::backend::{AttentionParams, Backend, CacheShape, QkNorm, QkvLayout};
 use tandem::runtime::cpu;
 use tandem::runtime::cuda::{CudaBackend, DType, DecodePath};
+use tandem::runtime::step::StepInput;
 
 #[test]
 fn embed() {
@@ -253,86 +254,107 @@ fn rope() {
     }
 }
 
-/// The fused rope + cache write against the CPU's rope then write_kv: the rotated rows, and the
-/// whole cache (written slots hold the rotated k and the v heads, padding rows and every other
-/// slot are untouched); vector and scalar layouts; a position past the table and a slot past the
-/// cache are errors.
+/// The fused rope + cache write, alone and after Qwen3's q/k norms, against the CPU's qk_norm,
+/// rope then write_kv: the rotated rows, and the whole cache (written slots hold the rotated k
+/// and the v heads; padding rows and every other slot are untouched); vector and scalar layouts
+/// (head_dim 18 cannot take the fused norm: qk_norm runs first); a position past the table and
+/// a slot past the cache are errors.
 #[test]
 fn rope_write_kv() {
     for b in gpus("rope_write_kv") {
         let mut rng = StdRng::seed_from_u64(17);
         for layout in LAYOUTS.into_iter().chain(ODD_LAYOUTS) {
-            let (hd, max_pos) = (layout.head_dim, 300);
-            let freqs: Vec<f32> = (0..hd / 2).map(|_| rng.random_range(0.0f32..1.0)).collect();
-            let mut table = Vec::with_capacity(max_pos * hd);
-            for pos in 0..max_pos {
-                table.extend(freqs.iter().map(|f| (pos as f32 * f).cos()));
-                table.extend(freqs.iter().map(|f| (pos as f32 * f).sin()));
+            for with_norm in [false, true] {
+                check_rope_write_kv(&b, &mut rng, layout, with_norm);
             }
-            let table = b.dtype().round(&table);
-            let cache = CacheShape {
-                num_blocks: 11,
-                block_size: 5,
-                num_kv_heads: layout.num_kv_heads,
-                head_dim: hd,
-            };
-            let params = AttentionParams {
-                layout,
-                cache,
-                scale: 1.0,
-                sliding_window: None,
-            };
-            let order = scattered(cache.num_blocks * cache.block_size);
-            let rows = 19;
-            let mapping: Vec<i64> = (0..rows)
-                .map(|i| if i % 4 == 3 { -1 } else { order[i] as i64 })
-                .collect();
-            let positions: Vec<u32> = (0..rows)
-                .map(|_| rng.random_range(0..max_pos as u32))
-                .collect();
-            let mut qkv = random_as(&b, &mut rng, rows * layout.row_width());
-            let mut k_want = random_as(&b, &mut rng, cache.elements());
-            let mut v_want = random_as(&b, &mut rng, cache.elements());
-            let (mut qd, td) = (b.upload(&qkv).unwrap(), b.upload(&table).unwrap());
-            let (mut kd, mut vd) = (b.upload(&k_want).unwrap(), b.upload(&v_want).unwrap());
-            cpu::rope(&mut qkv, &table, &positions, layout).unwrap();
-            cpu::write_kv(&qkv, &mut k_want, &mut v_want, &mapping, &params).unwrap();
-            let mut step = simple_step(&vec![0; rows], &positions);
-            step.slot_mapping = mapping;
-            let meta = meta_for(&b, &step);
-            b.rope_write_kv(&mut qd, &td, &mut kd, &mut vd, &meta, &params)
-                .unwrap();
-            let got = [
-                (b.download(&qd, qkv.len()).unwrap(), &qkv, "qkv"),
-                (
-                    b.download(&kd, cache.elements()).unwrap(),
-                    &k_want,
-                    "k cache",
-                ),
-                (
-                    b.download(&vd, cache.elements()).unwrap(),
-                    &v_want,
-                    "v cache",
-                ),
-            ];
-            for (got, want, what) in &got {
-                let what = format!("rope_write_kv {what} {layout:?}");
-                check(&b, &what, got, want, 1e-6, 1e-5);
-            }
-
-            let mut bad = step.clone();
-            bad.positions[0] = max_pos as u32;
-            let meta = meta_for(&b, &bad);
-            assert!(b
-                .rope_write_kv(&mut qd, &td, &mut kd, &mut vd, &meta, &params)
-                .is_err());
-            step.slot_mapping[0] = (cache.num_blocks * cache.block_size) as i64;
-            let meta = meta_for(&b, &step);
-            assert!(b
-                .rope_write_kv(&mut qd, &td, &mut kd, &mut vd, &meta, &params)
-                .is_err());
         }
     }
+}
+
+fn check_rope_write_kv(b: &CudaBackend, rng: &mut StdRng, layout: QkvLayout, with_norm: bool) {
+    let (hd, max_pos) = (layout.head_dim, 300);
+    let freqs: Vec<f32> = (0..hd / 2).map(|_| rng.random_range(0.0f32..1.0)).collect();
+    let mut table = Vec::with_capacity(max_pos * hd);
+    for pos in 0..max_pos {
+        table.extend(freqs.iter().map(|f| (pos as f32 * f).cos()));
+        table.extend(freqs.iter().map(|f| (pos as f32 * f).sin()));
+    }
+    let table = b.dtype().round(&table);
+    let cache = CacheShape {
+        num_blocks: 11,
+        block_size: 5,
+        num_kv_heads: layout.num_kv_heads,
+        head_dim: hd,
+    };
+    let params = AttentionParams {
+        layout,
+        cache,
+        scale: 1.0,
+        sliding_window: None,
+    };
+    let order = scattered(cache.num_blocks * cache.block_size);
+    let rows = 19;
+    let mapping: Vec<i64> = (0..rows)
+        .map(|i| if i % 4 == 3 { -1 } else { order[i] as i64 })
+        .collect();
+    let positions: Vec<u32> = (0..rows)
+        .map(|_| rng.random_range(0..max_pos as u32))
+        .collect();
+    let mut qkv = random_as(b, rng, rows * layout.row_width());
+    let (q_w, k_w) = (random_as(b, rng, hd), random_as(b, rng, hd));
+    let mut k_want = random_as(b, rng, cache.elements());
+    let mut v_want = random_as(b, rng, cache.elements());
+    let (qd, td) = (b.upload(&qkv).unwrap(), b.upload(&table).unwrap());
+    let (qwd, kwd) = (b.upload(&q_w).unwrap(), b.upload(&k_w).unwrap());
+    let (kd, vd) = (b.upload(&k_want).unwrap(), b.upload(&v_want).unwrap());
+    if with_norm {
+        cpu::qk_norm(&mut qkv, &q_w, &k_w, 1e-6, layout);
+    }
+    cpu::rope(&mut qkv, &table, &positions, layout).unwrap();
+    cpu::write_kv(&qkv, &mut k_want, &mut v_want, &mapping, &params).unwrap();
+    let mut step = simple_step(&vec![0; rows], &positions);
+    step.slot_mapping = mapping;
+    let norm = || {
+        with_norm.then_some(QkNorm {
+            q_w: &qwd,
+            k_w: &kwd,
+            eps: 1e-6,
+        })
+    };
+    // The device buffers: qkv, k cache, v cache.
+    type Bufs = [<CudaBackend as Backend>::Tensor; 3];
+    // The step's metadata comes back too: the queued kernel reads it until the downloads.
+    let run = |step: &StepInput, [q, k, v]: &mut Bufs| {
+        let meta = meta_for(b, step);
+        let done = b.rope_write_kv(q, rows, norm(), &td, k, v, &meta, &params);
+        done.map(|()| meta)
+    };
+    let mut bufs: Bufs = [qd, kd, vd];
+    let _meta = run(&step, &mut bufs).unwrap();
+    let [qd, kd, vd] = &bufs;
+    let got = [
+        (b.download(qd, qkv.len()).unwrap(), &qkv, "qkv"),
+        (b.download(kd, cache.elements()).unwrap(), &k_want, "k"),
+        (b.download(vd, cache.elements()).unwrap(), &v_want, "v"),
+    ];
+    // In bf16 the normalized heads are rounded before the rotation (as qk_norm then rope store
+    // them), and x c - y s can cancel: an output may be off by 2^-9 (|x| + |y|) (|c| + |s|),
+    // under 1e-2 for these normalized heads (|x| <= ~1.7), however small the output itself.
+    let atol = if with_norm && b.dtype() == DType::Bf16 {
+        1e-2
+    } else {
+        1e-5
+    };
+    for (got, want, what) in &got {
+        let what = format!("rope_write_kv norm {with_norm} {what} {layout:?}");
+        check(b, &what, got, want, atol, 1e-5);
+    }
+
+    let mut bad = step.clone();
+    bad.positions[0] = max_pos as u32;
+    assert!(run(&bad, &mut bufs).is_err(), "a position past the table");
+    step.slot_mapping[0] = (cache.num_blocks * cache.block_size) as i64;
+    assert!(run(&step, &mut bufs).is_err(), "a slot past the cache");
 }
 
 #[test]

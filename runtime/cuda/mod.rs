@@ -40,7 +40,7 @@ pub use self::attention::DecodePath;
 pub use self::dtype::{CudaTensor, DType};
 use self::kernels::Kernels;
 pub use self::meta::CudaMeta;
-use super::backend::{AttentionParams, Backend, QkvLayout};
+use super::backend::{AttentionParams, Backend, QkNorm, QkvLayout};
 use super::sampling::{DeviceSampling, Sampled};
 use super::step::StepInput;
 
@@ -508,13 +508,15 @@ impl Backend for CudaBackend {
     fn rope_write_kv(
         &self,
         qkv: &mut CudaTensor,
+        rows: usize,
+        qk_norm: Option<QkNorm<'_, CudaTensor>>,
         cos_sin: &CudaTensor,
         k_cache: &mut CudaTensor,
         v_cache: &mut CudaTensor,
         meta: &CudaMeta,
         params: &AttentionParams,
     ) -> Result<()> {
-        self.rope_write_kv_op(qkv, cos_sin, k_cache, v_cache, meta, params)
+        self.rope_write_kv_op(qkv, rows, qk_norm, cos_sin, k_cache, v_cache, meta, params)
     }
 
     fn attention(
