@@ -254,6 +254,54 @@ fn rope() {
     }
 }
 
+/// A step's metadata dropped right after its op is launched, before anything waited: the op
+/// still reads the step it was given (the staging memory its upload reads is not freed under
+/// the queued copy). On the emulated device, whose queues run only when the host waits, the
+/// cache came back wrong before `PinnedWords` waited for the device on drop.
+#[test]
+fn metadata_dropped_with_work_queued() {
+    for b in gpus("metadata_dropped_with_work_queued") {
+        let mut rng = StdRng::seed_from_u64(19);
+        let layout = LAYOUTS[0];
+        let cache = CacheShape {
+            num_blocks: 11,
+            block_size: 5,
+            num_kv_heads: layout.num_kv_heads,
+            head_dim: layout.head_dim,
+        };
+        let params = AttentionParams {
+            layout,
+            cache,
+            scale: 1.0,
+            sliding_window: None,
+        };
+        let rows = 19;
+        let order = scattered(cache.num_blocks * cache.block_size);
+        let qkv = random_as(&b, &mut rng, rows * layout.row_width());
+        let (mut k_want, mut v_want) = (vec![0.0; cache.elements()], vec![0.0; cache.elements()]);
+        let mut step = simple_step(&vec![0; rows], &vec![0; rows]);
+        step.slot_mapping = order[..rows].iter().map(|&s| s as i64).collect();
+        cpu::write_kv(&qkv, &mut k_want, &mut v_want, &step.slot_mapping, &params).unwrap();
+        let qd = b.upload(&qkv).unwrap();
+        let (mut kd, mut vd) = (
+            b.zeros(cache.elements()).unwrap(),
+            b.zeros(cache.elements()).unwrap(),
+        );
+        let meta = meta_for(&b, &step);
+        b.write_kv(&qd, &mut kd, &mut vd, &meta, &params).unwrap();
+        drop(meta);
+        let kg = b.download(&kd, cache.elements()).unwrap();
+        check(
+            &b,
+            "write_kv k after its metadata was dropped",
+            &kg,
+            &k_want,
+            0.0,
+            0.0,
+        );
+    }
+}
+
 /// The fused rope + cache write, alone and after Qwen3's q/k norms, against the CPU's qk_norm,
 /// rope then write_kv: the rotated rows, and the whole cache (written slots hold the rotated k
 /// and the v heads; padding rows and every other slot are untouched); vector and scalar layouts

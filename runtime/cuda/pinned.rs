@@ -69,7 +69,12 @@ impl PinnedWords {
 impl Drop for PinnedWords {
     fn drop(&mut self) {
         let _ = self.ctx.bind_to_thread();
-        // SAFETY: allocated by malloc_host in `new`; the owner has waited for its copies.
+        // A copy still queued from or into this buffer (its owner dropped without waiting: a step's
+        // metadata let go right after its ops were launched) would touch freed memory: wait for
+        // the device first. Rare, so the full wait costs nothing: these buffers live as long as
+        // their metadata slot.
+        let _ = self.ctx.synchronize();
+        // SAFETY: allocated by malloc_host in `new`; no copy is pending after the wait above.
         let _ = unsafe { result::free_host(self.ptr.cast()) };
     }
 }
