@@ -23,6 +23,38 @@
 #include "common.cuh"
 #include "dtype.cuh"
 
+// The vector path's normalization of one head by one warp (head_dim a multiple of 4, at most
+// 256): lane l holds elements [4c, 4c + 4) for c = l and l + 32 (while c < head_dim / 4) in v,
+// normalized and scaled by w, in f32 (not yet rounded to T).
+template <typename T>
+__device__ __forceinline__ void qk_norm_head(const T* __restrict__ x, const T* __restrict__ w,
+                                             float eps, uint32_t head_dim, uint32_t lane,
+                                             float (&v)[2][4]) {
+    constexpr int PER = 4;
+    const uint32_t chunks = head_dim / PER;
+    float ss = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+        const uint32_t c = lane + j * TANDEM_WARP;
+        if (c < chunks) {
+            load4(x + c * PER, v[j]);
+#pragma unroll
+            for (int k = 0; k < PER; k++) ss += v[j][k] * v[j][k];
+        }
+    }
+    const float inv = 1.0f / sqrtf(warp_sum(ss) / (float)head_dim + eps);
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+        const uint32_t c = lane + j * TANDEM_WARP;
+        if (c < chunks) {
+            float g[PER];
+            load4(w + c * PER, g);
+#pragma unroll
+            for (int k = 0; k < PER; k++) v[j][k] = v[j][k] * (inv * g[k]);
+        }
+    }
+}
+
 template <typename T>
 __device__ __forceinline__ void qk_norm_impl(T* __restrict__ qkv, const T* __restrict__ q_w,
                                              const T* __restrict__ k_w, float eps,
@@ -38,29 +70,12 @@ __device__ __forceinline__ void qk_norm_impl(T* __restrict__ qkv, const T* __res
     if (head_dim % PER == 0 && head_dim <= 2 * TANDEM_WARP * PER) {
         // Up to two vectors of 4 per lane, held in registers between the sum and the scaling
         // (head offsets are multiples of 4 elements: aligned for load4).
-        const uint32_t chunks = head_dim / PER;
         float v[2][PER];
-        float ss = 0.0f;
+        qk_norm_head(x, w, eps, head_dim, lane, v);
 #pragma unroll
         for (int j = 0; j < 2; j++) {
             const uint32_t c = lane + j * TANDEM_WARP;
-            if (c < chunks) {
-                load4(x + c * PER, v[j]);
-#pragma unroll
-                for (int k = 0; k < PER; k++) ss += v[j][k] * v[j][k];
-            }
-        }
-        const float inv = 1.0f / sqrtf(warp_sum(ss) / (float)head_dim + eps);
-#pragma unroll
-        for (int j = 0; j < 2; j++) {
-            const uint32_t c = lane + j * TANDEM_WARP;
-            if (c < chunks) {
-                float g[PER];
-                load4(w + c * PER, g);
-#pragma unroll
-                for (int k = 0; k < PER; k++) v[j][k] = v[j][k] * (inv * g[k]);
-                store4(x + c * PER, v[j]);
-            }
+            if (c < head_dim / PER) store4(x + c * PER, v[j]);
         }
         return;
     }
@@ -112,30 +127,17 @@ __device__ __forceinline__ void qk_norm_rope_write_kv_impl(
         }
         return;
     }
-    // RMSNorm, as qk_norm_impl's vector path, each value rounded to T as a store would.
-    const T* w = head < num_heads ? q_w : k_w;
+    // RMSNorm as qk_norm_impl's vector path, each value rounded to T as its store would.
     const uint32_t chunks = head_dim / PER;
     float v[2][PER];
-    float ss = 0.0f;
+    qk_norm_head(x, head < num_heads ? q_w : k_w, eps, head_dim, lane, v);
 #pragma unroll
     for (int j = 0; j < 2; j++) {
         const uint32_t c = lane + j * TANDEM_WARP;
         if (c < chunks) {
-            load4(x + c * PER, v[j]);
-#pragma unroll
-            for (int k = 0; k < PER; k++) ss += v[j][k] * v[j][k];
-        }
-    }
-    const float inv = 1.0f / sqrtf(warp_sum(ss) / (float)head_dim + eps);
-#pragma unroll
-    for (int j = 0; j < 2; j++) {
-        const uint32_t c = lane + j * TANDEM_WARP;
-        if (c < chunks) {
-            float g[PER];
-            load4(w + c * PER, g);
 #pragma unroll
             for (int k = 0; k < PER; k++) {
-                v[j][k] = to_f32(from_f32<T>(v[j][k] * (inv * g[k])));
+                v[j][k] = to_f32(from_f32<T>(v[j][k]));
                 sm_head[warp][c * PER + k] = v[j][k];
             }
         }

@@ -254,6 +254,22 @@ fn rope() {
     }
 }
 
+/// A paged cache of 55 slots (11 blocks of 5) for `layout`, in attention parameters, for the
+/// cache-write tests.
+fn small_cache(layout: QkvLayout) -> AttentionParams {
+    AttentionParams {
+        layout,
+        cache: CacheShape {
+            num_blocks: 11,
+            block_size: 5,
+            num_kv_heads: layout.num_kv_heads,
+            head_dim: layout.head_dim,
+        },
+        scale: 1.0,
+        sliding_window: None,
+    }
+}
+
 /// A step's metadata dropped right after its op is launched, before anything waited: the op
 /// still reads the step it was given (the staging memory its upload reads is not freed under
 /// the queued copy). On the emulated device, whose queues run only when the host waits, the
@@ -263,18 +279,8 @@ fn metadata_dropped_with_work_queued() {
     for b in gpus("metadata_dropped_with_work_queued") {
         let mut rng = StdRng::seed_from_u64(19);
         let layout = LAYOUTS[0];
-        let cache = CacheShape {
-            num_blocks: 11,
-            block_size: 5,
-            num_kv_heads: layout.num_kv_heads,
-            head_dim: layout.head_dim,
-        };
-        let params = AttentionParams {
-            layout,
-            cache,
-            scale: 1.0,
-            sliding_window: None,
-        };
+        let params = small_cache(layout);
+        let cache = params.cache;
         let rows = 19;
         let order = scattered(cache.num_blocks * cache.block_size);
         let qkv = random_as(&b, &mut rng, rows * layout.row_width());
@@ -328,18 +334,8 @@ fn check_rope_write_kv(b: &CudaBackend, rng: &mut StdRng, layout: QkvLayout, wit
         table.extend(freqs.iter().map(|f| (pos as f32 * f).sin()));
     }
     let table = b.dtype().round(&table);
-    let cache = CacheShape {
-        num_blocks: 11,
-        block_size: 5,
-        num_kv_heads: layout.num_kv_heads,
-        head_dim: hd,
-    };
-    let params = AttentionParams {
-        layout,
-        cache,
-        scale: 1.0,
-        sliding_window: None,
-    };
+    let params = small_cache(layout);
+    let cache = params.cache;
     let order = scattered(cache.num_blocks * cache.block_size);
     let rows = 19;
     let mapping: Vec<i64> = (0..rows)
@@ -371,14 +367,12 @@ fn check_rope_write_kv(b: &CudaBackend, rng: &mut StdRng, layout: QkvLayout, wit
     };
     // The device buffers: qkv, k cache, v cache.
     type Bufs = [<CudaBackend as Backend>::Tensor; 3];
-    // The step's metadata comes back too: the queued kernel reads it until the downloads.
     let run = |step: &StepInput, [q, k, v]: &mut Bufs| {
         let meta = meta_for(b, step);
-        let done = b.rope_write_kv(q, rows, norm(), &td, k, v, &meta, &params);
-        done.map(|()| meta)
+        b.rope_write_kv(q, rows, norm(), &td, k, v, &meta, &params)
     };
     let mut bufs: Bufs = [qd, kd, vd];
-    let _meta = run(&step, &mut bufs).unwrap();
+    run(&step, &mut bufs).unwrap();
     let [qd, kd, vd] = &bufs;
     let got = [
         (b.download(qd, qkv.len()).unwrap(), &qkv, "qkv"),
