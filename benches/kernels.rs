@@ -12,7 +12,7 @@
 use std::hint::black_box;
 
 use tandem::runtime::backend::{AttentionParams, Backend, CacheShape, QkNorm, QkvLayout};
-use tandem::runtime::cuda::{CudaBackend, DType, DecodePath};
+use tandem::runtime::cuda::{CudaBackend, DType, DecodePath, GemmPath, SKINNY_MAX_ROWS};
 use tandem::runtime::sampling::DeviceSampling;
 use tandem::runtime::step::{SeqChunk, StepInput};
 
@@ -402,5 +402,49 @@ fn kernels(bench: &mut Bench) {
         2.0 * (m * n * k) as f64,
     );
     black_box(&c);
+    bench.b.synchronize().unwrap();
+    drop((a, wt, c));
+    if bench.tag == "_bf16" {
+        decode_products(bench);
+    }
+}
+
+/// Llama-3.2-1B's products at decode row counts, on cuBLAS and on the skinny kernel at each
+/// k-warp count (k split over blocks as the backend's heuristic says; `--gemm auto` also times
+/// each unsplit), against the bytes they must move (weights, x,
+/// out). bf16 only: the skinny kernel is.
+fn decode_products(bench: &mut Bench) {
+    let shapes = [
+        ("qkv", 3072usize, 2048usize),
+        ("o", 2048, 2048),
+        ("gate_up", 16384, 2048),
+        ("down", 2048, 8192),
+        ("lm_head", 128256, 2048),
+    ];
+    let mut paths = vec![("cublas".to_string(), GemmPath::Cublas)];
+    for kw in [1, 2, 4, 8] {
+        paths.push((format!("skinny_k{kw}"), GemmPath::Skinny(kw)));
+    }
+    for (name, n, k) in shapes {
+        let w = bench.random(n * k);
+        let x = bench.random(SKINNY_MAX_ROWS * k);
+        let mut out = bench.b.zeros(SKINNY_MAX_ROWS * n).unwrap();
+        for rows in [1, 16, SKINNY_MAX_ROWS] {
+            for (path_name, path) in &paths {
+                bench.b.set_gemm_path(*path);
+                let us = bench.time(|b| b.linear(&x, &w, None, rows, k, n, &mut out).unwrap());
+                let bytes = 2.0 * (n * k + rows * k + rows * n) as f64;
+                let shape = format!("{rows} x {k} -> {n}");
+                bench.report_bytes(
+                    &format!("gemm_{name}_r{rows}_{path_name}"),
+                    &shape,
+                    us,
+                    bytes,
+                );
+            }
+        }
+        black_box(&out);
+    }
+    bench.b.set_gemm_path(GemmPath::Auto);
     bench.b.synchronize().unwrap();
 }

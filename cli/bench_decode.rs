@@ -130,7 +130,8 @@ pub fn run(args: DecodeArgs) -> Result<()> {
                 rayon::current_num_threads()
             );
             let (model, _tokenizer) = args.open_model()?.into_model(backend, args.limits())?;
-            bench(model, &args, copy_gbs, std::mem::size_of::<f32>())
+            bench(model, &args, copy_gbs, std::mem::size_of::<f32>())?;
+            Ok(())
         }
         #[cfg(feature = "cuda")]
         Device::Cuda(backend) => {
@@ -144,14 +145,42 @@ pub fn run(args: DecodeArgs) -> Result<()> {
                 backend.set_decode_path(tandem::runtime::cuda::DecodePath::Scalar);
             }
             println!(
-                "device: {}  dtype: {dtype}  cuda graphs: {}  decode attention: {:?}",
+                "device: {}  dtype: {dtype}  cuda graphs: {}  decode attention: {:?}  gemm: {:?}",
                 backend.device_name()?,
                 if backend.cuda_graphs() { "on" } else { "off" },
-                args.decode_attention
+                args.decode_attention,
+                backend.gemm_path()
             );
             let (model, _tokenizer) = args.open_model()?.into_model(backend, args.limits())?;
-            bench(model, &args, copy_gbs, dtype.size())
+            let model = bench(model, &args, copy_gbs, dtype.size())?;
+            print_gemm_tunings(model.backend());
+            Ok(())
         }
+    }
+}
+
+/// What `--gemm auto` measured for each product shape and picked, one line each.
+#[cfg(feature = "cuda")]
+fn print_gemm_tunings(b: &tandem::runtime::cuda::CudaBackend) {
+    let tunings = b.gemm_tunings();
+    if tunings.is_empty() {
+        return;
+    }
+    println!("gemm tuning (median us per product; n x k at the rows timed):");
+    for t in tunings {
+        let times: Vec<String> = t
+            .times_us
+            .iter()
+            .map(|(name, us)| format!("{name} {us:.1}"))
+            .collect();
+        println!(
+            "  {:>6} x {:<5} rows {:>2}: {}  -> {}",
+            t.n,
+            t.k,
+            t.rows,
+            times.join(", "),
+            t.picked
+        );
     }
 }
 
@@ -262,7 +291,7 @@ fn bench<B: Backend>(
     args: &DecodeArgs,
     copy_gbs: f64,
     dtype_bytes: usize,
-) -> Result<()> {
+) -> Result<Llama<B>> {
     let cfg = model.cfg.clone();
     let blocks_per_seq = args.final_len().div_ceil(args.block_size);
     let mut kv = model.new_kv_cache(args.max_batch() * blocks_per_seq, args.block_size)?;
@@ -315,7 +344,7 @@ fn bench<B: Backend>(
         };
         print_row(&row, args.context);
     }
-    Ok(())
+    Ok(model)
 }
 
 fn print_row(r: &Row, context: usize) {

@@ -29,6 +29,18 @@ pub struct ModelArgs {
     /// (no step launched ahead) (CUDA only; for comparison and debugging).
     #[arg(long)]
     pub host_sampling: bool,
+    /// How the products of a decode step's few rows are computed on the GPU: `auto` (each shape
+    /// timed once on first use, cuBLAS against tandem's skinny kernel, the faster kept; bf16) or
+    /// `cublas` (CUDA only).
+    #[arg(long, value_enum)]
+    pub gemm: Option<GemmChoice>,
+}
+
+/// `--gemm`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmChoice {
+    Auto,
+    Cublas,
 }
 
 /// The backend [`ModelArgs`] names, opened. Made once per process and moved straight into a
@@ -55,15 +67,22 @@ impl ModelArgs {
         anyhow::bail!("this build of tandem has no CUDA support; run with --device cpu");
         #[cfg(feature = "cuda")]
         {
+            use crate::runtime::cuda::GemmPath;
             let dtype = self.dtype.as_deref().unwrap_or("bf16").parse()?;
             let backend = crate::runtime::cuda::CudaBackend::new(0, dtype)?;
             backend.set_cuda_graphs(!self.no_cuda_graphs);
             backend.set_device_sampling(!self.host_sampling);
+            match self.gemm {
+                Some(GemmChoice::Auto) => backend.set_gemm_path(GemmPath::Auto),
+                Some(GemmChoice::Cublas) => backend.set_gemm_path(GemmPath::Cublas),
+                None => {}
+            }
             tracing::info!(
                 device = %backend.device_name()?,
                 %dtype,
                 cuda_graphs = backend.cuda_graphs(),
                 device_sampling = !self.host_sampling,
+                gemm = ?backend.gemm_path(),
                 "running on CUDA"
             );
             Ok(Device::Cuda(backend))

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Builds, HERE (no GPU needed), everything a GPU machine needs to check the CUDA backend, into one
 # ignored folder, device-out/ (kept under 64 MiB): the CUDA test binaries (cuda_parity:
-# kernels; cuda_model: model and device sampler; cuda_engine: launch-ahead and graphs), the kernel
-# microbenchmark, the tandem binary, tests/models and tests/fixtures, and run.sh. The GPU machine
-# has no Rust and no network; run.sh only runs what is carried, finding cuBLAS inside the Python
-# environment's nvidia/ packages.
+# kernels; cuda_attention: attention; cuda_model: model and device sampler; cuda_engine:
+# launch-ahead and graphs), the kernel microbenchmark, the tandem binary, tests/models and
+# tests/fixtures, and run.sh. The GPU machine has no Rust and no network; run.sh only runs what
+# is carried, finding cuBLAS inside the Python environment's nvidia/ packages.
 #
 # Then, from a session whose task has a GPU (the `run` device tool; about 3-5 minutes of device
 # time including the machine's start), one call:
@@ -27,15 +27,15 @@ bash scripts/install-cuda-toolchain.sh >/dev/null
 # fails this script: pipefail).
 json=$(mktemp)
 trap 'rm -f "$json"' EXIT
-cargo test --release --locked --features cuda --test cuda_parity --test cuda_model --test cuda_engine \
-  --no-run --message-format=json >>"$json"
+cargo test --release --locked --features cuda --test cuda_parity --test cuda_attention \
+  --test cuda_model --test cuda_engine --no-run --message-format=json >>"$json"
 cargo bench --locked --features cuda --bench kernels --no-run --message-format=json >>"$json"
 cargo build --release --locked --features cuda --bin tandem --message-format=json >>"$json"
 exes=$(python3 -c '
 import json, sys
 for line in open(sys.argv[1]):
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("cuda_parity", "cuda_model", "cuda_engine", "kernels", "tandem"):
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("cuda_parity", "cuda_attention", "cuda_model", "cuda_engine", "kernels", "tandem"):
         print(m["target"]["name"], m["executable"])' "$json")
 
 rm -rf "$out"
@@ -44,7 +44,7 @@ while read -r name exe; do
   cp "$exe" "$out/bin/$name"
 done <<<"$exes"
 for f in "$out"/bin/*; do strip --strip-debug "$f" 2>/dev/null || true; done
-for b in cuda_parity cuda_model cuda_engine kernels tandem; do
+for b in cuda_parity cuda_attention cuda_model cuda_engine kernels tandem; do
   [[ -x "$out/bin/$b" ]] || { echo "gpu-check: $b binary missing" >&2; exit 1; }
 done
 # Their embedded PTX (every kernel, two architectures) makes them ~60 MiB together, at the carry
@@ -73,9 +73,9 @@ if [[ ! -d "$root/tests/fixtures" ]]; then
   mkdir -p "$root/tests" && cp -r "$here/tests/models" "$here/tests/fixtures" "$root/tests/"
 fi
 
-# The three CUDA test binaries share one log (the table below reads it).
+# The four CUDA test binaries share one log (the table below reads it).
 : >"$log/cuda_parity.log"
-for t in cuda_parity cuda_model cuda_engine; do
+for t in cuda_parity cuda_attention cuda_model cuda_engine; do
   echo "== $t"
   timeout "${TEST_SECS:-120}" "$here/bin/$t" --test-threads=1 --show-output 2>&1 \
     | tee -a "$log/cuda_parity.log"

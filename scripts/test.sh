@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 cargo test --release --locked --features kernel-emu
 bash scripts/install-cuda-toolchain.sh >/dev/null
 cargo test --release --locked --features cuda,kernel-emu \
-  --test cuda_parity --test cuda_model --test cuda_engine --test cuda_cli -- --show-output
+  --test cuda_parity --test cuda_attention --test cuda_model --test cuda_engine --test cuda_cli \
+  -- --show-output
 bash scripts/fuzz.sh "${TANDEM_FUZZ_SECS:-5}"
 bash scripts/test-client.sh

@@ -83,11 +83,13 @@ fn generate_on_the_device_prints_the_cpus_text() {
 #[test]
 fn bench_decode_reports_every_batch_in_every_mode() {
     let model = tiny_llama();
-    let modes: [&[&str]; 4] = [
+    let modes: [&[&str]; 6] = [
         &[],
         &["--no-cuda-graphs"],
         &["--host-sampling"],
         &["--decode-attention", "scalar"],
+        &["--gemm", "cublas"],
+        &["--gemm", "auto"],
     ];
     for mode in modes {
         let mut args = vec![
@@ -119,6 +121,15 @@ fn bench_decode_reports_every_batch_in_every_mode() {
                 .collect();
             let ms: f64 = row[3].parse().unwrap();
             assert!(ms > 0.0, "batch {batch}: {ms} ms per step");
+        }
+        // `--gemm auto` times each product shape once and reports what it picked (tiny-llama's
+        // products: qkv, o, gate_up, down, lm_head; batches 1 and 8 share one row tile).
+        let tuned = out.lines().filter(|l| l.contains("-> ")).count();
+        if mode == ["--gemm", "auto"] {
+            assert!(out.contains("gemm tuning"), "no tuning report:\n{out}");
+            assert_eq!(tuned, 5, "one tuning per product shape:\n{out}");
+        } else {
+            assert_eq!(tuned, 0, "tuned under {mode:?}:\n{out}");
         }
     }
 }

@@ -21,7 +21,7 @@ use tandem::model::llama::StepLimits;
 use tandem::model::loader::ModelSource;
 use tandem::runtime::backend::Backend;
 use tandem::runtime::cpu::CpuBackend;
-use tandem::runtime::cuda::{CudaBackend, DType};
+use tandem::runtime::cuda::{CudaBackend, DType, GemmPath};
 use tandem::runtime::request::SamplingParams;
 use tandem::runtime::sampling::{Sampled, SamplerState};
 
@@ -38,8 +38,23 @@ fn model_fixtures() {
         max_seqs: 16,
     };
     let mut ran = 0;
-    for name in fixture_names() {
-        let f = load_fixture(&name);
+    // Each model with the backend's own choice of GEMM (tuned on a GPU, cuBLAS on the emulated
+    // device), and the tiny ones again with the skinny kernel forced, so it computes every
+    // product of up to 64 rows (the decode steps, short prompts) on every machine (smollm2's
+    // 49,152-row LM head would take the emulator minutes).
+    let runs = fixture_names().into_iter().flat_map(|n| {
+        let skinny = n.starts_with("tiny-").then_some(Some(GemmPath::Skinny(4)));
+        [Some(None), skinny]
+            .into_iter()
+            .flatten()
+            .map(move |g| (n.clone(), g))
+    });
+    for (fixture, gemm) in runs {
+        let name = match gemm {
+            None => fixture.clone(),
+            Some(g) => format!("{fixture} (gemm {g:?})"),
+        };
+        let f = load_fixture(&fixture);
         let Some(path) = model_path(&f) else { continue };
         let backend = CudaBackend::new(0, DType::F32).unwrap();
         let (model, _) = ModelSource::open(&path)
@@ -102,16 +117,33 @@ fn model_bf16_vs_cpu() {
     };
     let (mut rows, mut agree, mut worst) = (0usize, 0usize, 0.0f32);
     let mut failures = Vec::new();
-    for name in fixture_names() {
-        let f = load_fixture(&name);
+    // Each model with the backend's own choice of GEMM (tuned on a GPU, cuBLAS on the emulated
+    // device), and the tiny ones again with the skinny kernel forced, so it computes every
+    // product of up to 64 rows (the decode steps, short prompts) on every machine (smollm2's
+    // 49,152-row LM head would take the emulator minutes).
+    let runs = fixture_names().into_iter().flat_map(|n| {
+        let skinny = n.starts_with("tiny-").then_some(Some(GemmPath::Skinny(4)));
+        [Some(None), skinny]
+            .into_iter()
+            .flatten()
+            .map(move |g| (n.clone(), g))
+    });
+    for (fixture, gemm) in runs {
+        let name = match gemm {
+            None => fixture.clone(),
+            Some(g) => format!("{fixture} (gemm {g:?})"),
+        };
+        let f = load_fixture(&fixture);
         let Some(path) = model_path(&f) else { continue };
         let load = |what: &str| -> ModelSource {
             ModelSource::open(&path)
                 .unwrap_or_else(|e| panic!("{what}: loading {}: {e:#}", path.display()))
         };
-        let (gpu_model, _) = load("bf16")
-            .into_model(CudaBackend::new(0, DType::Bf16).unwrap(), limits)
-            .unwrap();
+        let backend = CudaBackend::new(0, DType::Bf16).unwrap();
+        if let Some(g) = gemm {
+            backend.set_gemm_path(g);
+        }
+        let (gpu_model, _) = load("bf16").into_model(backend, limits).unwrap();
         let (cpu_model, _) = load("cpu").into_model(CpuBackend::new(), limits).unwrap();
         let mut gpu = Driver::new(gpu_model, 64, 16, (0..64).collect());
         let mut cpu_ref = Driver::new(cpu_model, 64, 16, (0..64).collect());

@@ -1,6 +1,6 @@
 //! The CUDA backend's kernels against the CPU reference ops, on seeded random inputs (awkward
-//! sizes, one token, long contexts, scattered blocks). The whole model, the device sampler and
-//! the launch-ahead and graph paths are in tests/cuda_model.rs.
+//! sizes, one token, scattered blocks). Attention is in tests/cuda_attention.rs; the whole
+//! model, the device sampler and the launch-ahead and graph paths are in tests/cuda_model.rs.
 //!
 //! Built only with `--features cuda`. Without a CUDA driver they run on the emulated device when
 //! built with `kernel-emu` too (runtime/cuda/emulated.rs; the test command does); otherwise every
@@ -19,7 +19,7 @@ use common::gpu::*;
 use common::scattered;
 use tandem::runtime::backend::{AttentionParams, Backend, CacheShape, QkNorm, QkvLayout};
 use tandem::runtime::cpu;
-use tandem::runtime::cuda::{CudaBackend, DType, DecodePath};
+use tandem::runtime::cuda::{CudaBackend, DType, GemmPath};
 use tandem::runtime::step::StepInput;
 
 #[test]
@@ -155,32 +155,112 @@ fn linear() {
             (65, 256, 513, false),
             (130, 896, 1000, true),
         ] {
-            let x = random_as(&b, &mut rng, rows * k);
-            let w = random_as(&b, &mut rng, n * k);
-            let bias = with_bias.then(|| random_as(&b, &mut rng, n));
-            let mut want = vec![0.0; rows * n];
-            cpu::matmul_transposed(&x, &w, bias.as_deref(), rows, k, n, &mut want).unwrap();
-            let (xd, wd) = (b.upload(&x).unwrap(), b.upload(&w).unwrap());
-            let bd = bias.as_ref().map(|v| b.upload(v).unwrap());
-            let mut out = poisoned(&b, rows * n);
-            b.linear(&xd, &wd, bd.as_ref(), rows, k, n, &mut out)
-                .unwrap();
-            let got = b.download(&out, rows * n).unwrap();
-            // bf16: the GEMM's output is rounded before the bias is added, an error relative to
-            // the product, which the bias may cancel: atol scales with the outputs' size.
-            let atol = match b.dtype() {
-                DType::F32 => 1e-4,
-                DType::Bf16 => 4e-3 * want.iter().fold(0.0f32, |m, v| m.max(v.abs())),
-            };
-            check(
-                &b,
-                &format!("linear {rows}x{k} -> {n}, bias {with_bias}"),
-                &got,
-                &want,
-                atol,
-                1e-4,
-            );
+            check_linear(&b, &mut rng, rows, k, n, with_bias).unwrap();
         }
+    }
+}
+
+/// One product on `b` against the CPU's; an error only if the backend refused it.
+fn check_linear(
+    b: &CudaBackend,
+    rng: &mut StdRng,
+    rows: usize,
+    k: usize,
+    n: usize,
+    with_bias: bool,
+) -> anyhow::Result<()> {
+    let x = random_as(b, rng, rows * k);
+    let w = random_as(b, rng, n * k);
+    let bias = with_bias.then(|| random_as(b, rng, n));
+    let mut want = vec![0.0; rows * n];
+    cpu::matmul_transposed(&x, &w, bias.as_deref(), rows, k, n, &mut want).unwrap();
+    let (xd, wd) = (b.upload(&x).unwrap(), b.upload(&w).unwrap());
+    let bd = bias.as_ref().map(|v| b.upload(v).unwrap());
+    let mut out = poisoned(b, rows * n);
+    b.linear(&xd, &wd, bd.as_ref(), rows, k, n, &mut out)?;
+    let got = b.download(&out, rows * n).unwrap();
+    // bf16: cuBLAS's output is rounded before the bias is added, an error relative to the
+    // product, which the bias may cancel: atol scales with the outputs' size.
+    let atol = match b.dtype() {
+        DType::F32 => 1e-4,
+        DType::Bf16 => 4e-3 * want.iter().fold(0.0f32, |m, v| m.max(v.abs())),
+    };
+    check(
+        b,
+        &format!(
+            "linear {rows}x{k} -> {n}, bias {with_bias}, gemm {:?}",
+            b.gemm_path()
+        ),
+        &got,
+        &want,
+        atol,
+        1e-4,
+    );
+    Ok(())
+}
+
+/// Products of a decode step's few rows on every GEMM path: cuBLAS, the skinny kernel at each
+/// k-split, and tuning. Shapes the skinny kernel cannot take (f32, more than 64 rows, k not a
+/// multiple of 32) must still come out right on cuBLAS; tuning times each shape once and keeps
+/// the fastest candidate it measured.
+#[test]
+fn linear_paths() {
+    for b in gpus("linear_paths") {
+        let mut rng = StdRng::seed_from_u64(15);
+        let shapes = [
+            (1, 64, 64, false),
+            (7, 96, 40, true),
+            (16, 256, 200, true),
+            (64, 128, 96, false),
+            (65, 64, 32, false),
+            (3, 100, 16, false),
+        ];
+        let paths = [
+            GemmPath::Cublas,
+            GemmPath::Skinny(2),
+            GemmPath::Skinny(4),
+            GemmPath::Skinny(8),
+            GemmPath::Auto,
+        ];
+        for path in paths {
+            b.set_gemm_path(path);
+            for (rows, k, n, with_bias) in shapes {
+                check_linear(&b, &mut rng, rows, k, n, with_bias).unwrap();
+            }
+        }
+        // The tuning of the last pass: one entry per shape the skinny kernel takes, on bf16.
+        let tuned = b.gemm_tunings();
+        let want = if b.dtype() == DType::Bf16 { 4 } else { 0 };
+        assert_eq!(tuned.len(), want, "{tuned:?}");
+        for t in &tuned {
+            // cuBLAS, then each k-warp count unsplit and, where the heuristic splits k, split.
+            assert_eq!(t.times_us[0].0, "cublas", "{t:?}");
+            assert!((5..=9).contains(&t.times_us.len()), "{t:?}");
+            let (fastest, _) = t
+                .times_us
+                .iter()
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .unwrap();
+            assert_eq!(&t.picked, fastest, "{t:?}");
+        }
+        // A shape already tuned is not timed again.
+        check_linear(&b, &mut rng, 7, 96, 40, true).unwrap();
+        assert_eq!(b.gemm_tunings().len(), want);
+
+        // Split k over blocks, where the heuristic does (the emulated device has 4 SMs).
+        assert!(
+            tuned.is_empty()
+                || tuned.iter().any(|t| t
+                    .times_us
+                    .iter()
+                    .any(|(c, _)| !c.ends_with("_s1") && c != "cublas")),
+            "no split-k candidate: {tuned:?}"
+        );
+        // A k-warp count the kernel does not have is an error, not a crash (bf16, where it applies).
+        b.set_gemm_path(GemmPath::Skinny(3));
+        let refused = check_linear(&b, &mut rng, 1, 64, 64, false);
+        assert_eq!(refused.is_err(), b.dtype() == DType::Bf16, "{refused:?}");
+        b.set_gemm_path(GemmPath::Auto);
     }
 }
 
@@ -422,299 +502,6 @@ fn silu_mul() {
                 1e-6,
                 1e-5,
             );
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn check_attention(
-    b: &CudaBackend,
-    what: &str,
-    layout: QkvLayout,
-    block_size: usize,
-    window: Option<usize>,
-    q_lens: &[usize],
-    ctx_lens: &[usize],
-    seed: u64,
-) {
-    // Pure decode steps may run on the tensor-core decode kernel, which rounds P to bf16 as the
-    // prefill kernel does.
-    let pure_decode = q_lens.iter().all(|&q| q == 1);
-    let (atol, what) = if pure_decode && b.decode_uses_tensor_cores(layout, block_size) {
-        (PREFILL_TC_ATOL, format!("{what} (tensor cores)"))
-    } else {
-        (2e-5, what.to_string())
-    };
-    check_attention_atol(
-        b, &what, layout, block_size, window, q_lens, ctx_lens, seed, atol,
-    );
-}
-
-/// A step that is not pure decode, on the general kernel (`general`) or on the kernel the backend
-/// picks: the tensor-core prefill kernel for bf16 and head_dim a multiple of 16 up to 128, which
-/// rounds P to bf16 and gets [`PREFILL_TC_ATOL`].
-#[allow(clippy::too_many_arguments)]
-fn check_prefill(
-    b: &CudaBackend,
-    general: bool,
-    what: &str,
-    layout: QkvLayout,
-    block_size: usize,
-    window: Option<usize>,
-    q_lens: &[usize],
-    ctx_lens: &[usize],
-    seed: u64,
-) {
-    let hd = layout.head_dim;
-    let tc = !general && b.dtype() == DType::Bf16 && hd.is_multiple_of(16) && hd <= 128;
-    let (atol, kernel) = if tc {
-        (PREFILL_TC_ATOL, "tensor cores")
-    } else {
-        (2e-5, "general")
-    };
-    b.set_prefill_general(general);
-    let what = format!("{what} ({kernel})");
-    check_attention_atol(
-        b, &what, layout, block_size, window, q_lens, ctx_lens, seed, atol,
-    );
-    b.set_prefill_general(false);
-}
-
-/// Bf16 backends run the steps that are not pure decode on both kernels; f32 has only the
-/// general one.
-fn prefill_paths(b: &CudaBackend) -> &'static [bool] {
-    match b.dtype() {
-        DType::Bf16 => &[false, true],
-        DType::F32 => &[false],
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn check_attention_atol(
-    b: &CudaBackend,
-    what: &str,
-    layout: QkvLayout,
-    block_size: usize,
-    window: Option<usize>,
-    q_lens: &[usize],
-    ctx_lens: &[usize],
-    seed: u64,
-    atol: f32,
-) {
-    let dtype = b.dtype();
-    let case = AttentionCase::new(layout, block_size, window, q_lens, ctx_lens, seed, &|v| {
-        dtype.round(v)
-    });
-    let (step, params, want) = (&case.step, &case.params, &case.want);
-    let meta = meta_with(b, step, layout);
-    let (qd, kd, vd) = (
-        b.upload(&case.qkv).unwrap(),
-        b.upload(&case.k_cache).unwrap(),
-        b.upload(&case.v_cache).unwrap(),
-    );
-    let mut out = poisoned(b, want.len());
-    b.attention(&qd, &kd, &vd, &meta, params, &mut out).unwrap();
-    let got = b.download(&out, want.len()).unwrap();
-    check(b, what, &got, want, atol, 1e-4);
-}
-
-#[test]
-fn paged_attention_decode() {
-    for b in gpus("paged_attention_decode") {
-        let ctx = [1, 2, 5, 16, 17, 100, 300, 2049];
-        for (i, layout) in LAYOUTS.into_iter().enumerate() {
-            for block_size in [16, 5] {
-                check_attention(
-                    &b,
-                    &format!("decode {layout:?} block {block_size}"),
-                    layout,
-                    block_size,
-                    None,
-                    &[1; 8],
-                    &ctx,
-                    10 + i as u64,
-                );
-            }
-        }
-    }
-}
-
-/// Pure decode steps (one row per sequence) on the decode kernel, with its split count chosen
-/// (Auto), pinned to 1 (no merge) and to 7 (uneven splits, some empty for short sequences), and
-/// on the general kernel: contexts of 1 to 5000 keys over scattered blocks.
-#[test]
-fn paged_attention_decode_split() {
-    for b in gpus("paged_attention_decode_split") {
-        let ctx = [1, 17, 600, 5000, 64, 65];
-        for (i, &(nh, nkv, hd)) in DECODE_LAYOUTS.iter().enumerate() {
-            let layout = QkvLayout {
-                num_heads: nh,
-                num_kv_heads: nkv,
-                head_dim: hd,
-            };
-            for path in [
-                DecodePath::Auto,
-                DecodePath::Splits(1),
-                DecodePath::Splits(7),
-                DecodePath::General,
-            ] {
-                b.set_decode_path(path);
-                for block_size in [16, 5] {
-                    check_attention(
-                        &b,
-                        &format!("decode {layout:?} block {block_size} {path:?}"),
-                        layout,
-                        block_size,
-                        None,
-                        &[1; 6],
-                        &ctx,
-                        50 + i as u64,
-                    );
-                }
-            }
-            // One long sequence alone: Auto splits it as far as the kernel allows.
-            b.set_decode_path(DecodePath::Auto);
-            check_attention(
-                &b,
-                &format!("decode {layout:?} one sequence of 5000"),
-                layout,
-                16,
-                None,
-                &[1],
-                &[5000],
-                70 + i as u64,
-            );
-        }
-        b.set_decode_path(DecodePath::Auto);
-    }
-}
-
-/// Decode steps with a sliding window: windows shorter and longer than the contexts, split and
-/// unsplit.
-#[test]
-fn paged_attention_decode_sliding_window() {
-    for b in gpus("paged_attention_decode_sliding_window") {
-        let layout = QkvLayout {
-            num_heads: 8,
-            num_kv_heads: 2,
-            head_dim: 128,
-        };
-        for path in [
-            DecodePath::Auto,
-            DecodePath::Splits(1),
-            DecodePath::Splits(5),
-        ] {
-            b.set_decode_path(path);
-            for window in [1, 7, 64, 1000, 6000] {
-                check_attention(
-                    &b,
-                    &format!("decode sliding window {window} {path:?}"),
-                    layout,
-                    16,
-                    Some(window),
-                    &[1; 5],
-                    &[1, 17, 600, 5000, 1000],
-                    80 + window as u64,
-                );
-            }
-        }
-        b.set_decode_path(DecodePath::Auto);
-    }
-}
-
-#[test]
-fn paged_attention_prefill() {
-    for b in gpus("paged_attention_prefill") {
-        for &general in prefill_paths(&b) {
-            for (i, layout) in LAYOUTS.into_iter().enumerate() {
-                for block_size in [16, 7] {
-                    // Whole prompts, then chunked prefill beside decode rows (c > q: earlier
-                    // context is read from the cache).
-                    check_prefill(
-                        &b,
-                        general,
-                        &format!("prefill {layout:?} block {block_size}"),
-                        layout,
-                        block_size,
-                        None,
-                        &[1, 33, 64, 3],
-                        &[1, 33, 64, 3],
-                        20 + i as u64,
-                    );
-                    check_prefill(
-                        &b,
-                        general,
-                        &format!("chunked prefill {layout:?} block {block_size}"),
-                        layout,
-                        block_size,
-                        None,
-                        &[17, 1, 40, 2],
-                        &[50, 9, 1000, 2],
-                        30 + i as u64,
-                    );
-                }
-            }
-            // Row counts around the prefill kernel's 16-row fragments and 64-row blocks, then
-            // one long prompt (many row blocks, many key tiles).
-            let layout = QkvLayout {
-                num_heads: 8,
-                num_kv_heads: 2,
-                head_dim: 64,
-            };
-            check_prefill(
-                &b,
-                general,
-                "prefill q around 16 and 64",
-                layout,
-                16,
-                None,
-                &[15, 16, 17, 63, 64, 65, 130, 1],
-                &[15, 40, 17, 100, 64, 65, 200, 5],
-                60,
-            );
-            check_prefill(
-                &b,
-                general,
-                "prefill of 700",
-                LAYOUTS[1],
-                16,
-                None,
-                &[700],
-                &[700],
-                61,
-            );
-        }
-    }
-}
-
-#[test]
-fn paged_attention_sliding_window() {
-    for b in gpus("paged_attention_sliding_window") {
-        for &general in prefill_paths(&b) {
-            for window in [1, 7, 64] {
-                check_prefill(
-                    &b,
-                    general,
-                    &format!("sliding window {window}"),
-                    LAYOUTS[0],
-                    16,
-                    Some(window),
-                    &[1, 20, 5, 1],
-                    &[300, 20, 70, 3],
-                    40 + window as u64,
-                );
-                check_prefill(
-                    &b,
-                    general,
-                    &format!("sliding window {window}, 8/1 x 128"),
-                    LAYOUTS[1],
-                    16,
-                    Some(window),
-                    &[1, 130, 200],
-                    &[300, 200, 1000],
-                    45 + window as u64,
-                );
-            }
         }
     }
 }

@@ -247,6 +247,80 @@ fn add_bias() {
     }
 }
 
+/// The skinny-GEMM kernel's token tiles and k-warp splits (kernels/gemm_skinny.cu).
+const SKINNY_TILES: [u32; 4] = [1, 2, 4, 8];
+const SKINNY_KWARPS: [u32; 4] = [1, 2, 4, 8];
+
+#[test]
+fn gemm_skinny() {
+    let dt = Dt::Bf16;
+    let mut rng = StdRng::seed_from_u64(12);
+    // (rows, n, k): a partial feature block (n = 40), k whose chunk count is not a multiple of
+    // the warps' stride, and full 64-row tiles.
+    for (rows, n, k) in [
+        (1, 16, 32),
+        (3, 40, 96),
+        (8, 96, 512),
+        (13, 48, 160),
+        (64, 32, 288),
+    ] {
+        let x = random_as(dt, &mut rng, rows * k);
+        let w = random_as(dt, &mut rng, n * k);
+        let bias = random_as(dt, &mut rng, n);
+        let (xd, wd, bd) = (Buf::new(dt, &x), Buf::new(dt, &w), Buf::new(dt, &bias));
+        for with_bias in [false, true] {
+            let mut want = vec![0.0; rows * n];
+            cpu::matmul_transposed(
+                &x,
+                &w,
+                with_bias.then_some(&bias[..]),
+                rows,
+                k,
+                n,
+                &mut want,
+            )
+            .unwrap();
+            for nt in SKINNY_TILES
+                .into_iter()
+                .filter(|&nt| 8 * nt as usize >= rows)
+            {
+                for kw in SKINNY_KWARPS {
+                    // Split k in 1, 2 and 3 (a split may get no chunk: k = 32 has one).
+                    for splits in [1u32, 2, 3] {
+                        let tiles = u(n).div_ceil(16 * (8 / kw));
+                        let mut out = Buf::poisoned(dt, rows * n);
+                        let mut ws = Buf::poisoned(Dt::F32, splits as usize * rows * n);
+                        let mut counters = Buf::new(Dt::F32, &vec![0.0; tiles as usize]);
+                        let b = if with_bias { bd.arg() } else { Arg::U64(0) };
+                        let args = [
+                            xd.arg(),
+                            wd.arg(),
+                            b,
+                            u(rows).into(),
+                            u(n).into(),
+                            u(k).into(),
+                            out.arg_mut(),
+                            ws.arg_mut(),
+                            counters.arg_mut(),
+                        ];
+                        let kernel = format!("gemm_skinny_bf16_t{nt}_k{kw}");
+                        run(&kernel, (tiles, splits, 1), 256, &args);
+                        // f32 sums in another order, rounded once to bf16: within half a step.
+                        let what =
+                            format!("{kernel} splits {splits} {rows}x{n}x{k} bias {with_bias}");
+                        common::assert_close(&what, &out.read(), &want, 1e-5, 4e-3);
+                        // Each tile's counter is back to 0 for the next launch (bits 0: 0.0).
+                        assert!(
+                            counters.read().iter().all(|&c| c == 0.0),
+                            "{what}: counters"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn gather_rows() {
     for dt in DTYPES {

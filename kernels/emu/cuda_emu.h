@@ -165,6 +165,12 @@ inline unsigned __brev(unsigned x) {
     return r;
 }
 template <typename T> T __ldg(const T* p) { return *p; }
+// The streaming load (evict-first): a cache hint only, so a plain load here.
+template <typename T> T __ldcs(const T* p) { return *p; }
+// The L2-only load: a cache hint only, so a plain load here.
+template <typename T> T __ldcg(const T* p) { return *p; }
+// Blocks run one after another here, so every write is already visible to the next.
+inline void __threadfence() {}
 // The device's integer min/max overloads (mixed signedness compares as the common type, as there).
 template <typename A, typename B> inline typename std::common_type<A, B>::type min(A a, B b) {
     typedef typename std::common_type<A, B>::type C;

@@ -20,10 +20,17 @@ pub fn install_if_asked() -> Result<()> {
     Ok(())
 }
 
+/// Whether [`install`] ran and loaded the emulated driver.
+static LOADED: OnceLock<Result<bool, String>> = OnceLock::new();
+
+/// Whether the emulated driver is the one in use.
+pub fn active() -> bool {
+    matches!(LOADED.get(), Some(Ok(true)))
+}
+
 /// Loads the emulated driver unless a real one is present; returns whether the device is the
 /// emulated one. Idempotent.
 pub fn install() -> Result<bool> {
-    static LOADED: OnceLock<Result<bool, String>> = OnceLock::new();
     LOADED
         .get_or_init(|| {
             if super::driver_present() {

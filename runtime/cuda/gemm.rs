@@ -1,10 +1,12 @@
-//! The matrix products: cuBLAS GemmEx on the compute stream (bf16 on the tensor cores with f32
-//! accumulation, f32 in plain f32), plus the bias kernel.
+//! The matrix products: checked here, then computed by cuBLAS GemmEx on the compute stream (bf16
+//! on the tensor cores with f32 accumulation, f32 in plain f32) plus the bias kernel, or, for the
+//! few rows of a decode step, by the skinny kernel where gemm_plan.rs picks it.
 
 use anyhow::{ensure, Result};
 use cudarc::cublas::sys as cublas_sys;
 use cudarc::driver::PushKernelArg;
 
+use super::gemm_plan::GemmArgs;
 use super::{u32_of, CudaBackend, CudaTensor};
 
 impl CudaBackend {
@@ -45,6 +47,22 @@ impl CudaBackend {
         if rows == 0 {
             return Ok(());
         }
+        let a = GemmArgs {
+            x: self.tp(x),
+            w: self.tp(w),
+            bias: bias.map(|b| self.tp(b)),
+            out: self.tp(out),
+            rows,
+            k,
+            n,
+        };
+        let kernel = self.pick_gemm(&a)?;
+        self.run_gemm(kernel, &a)
+    }
+
+    /// The product on cuBLAS, then the bias kernel.
+    pub(super) fn cublas_gemm(&self, a: &GemmArgs) -> Result<()> {
+        let GemmArgs { rows, k, n, .. } = *a;
         // Row-major out[rows, n] = x[rows, k] · wᵀ is, read column-major, outᵀ[n, rows] =
         // w'[k, n]ᵀ · xᵀ[k, rows], where w' (w read column-major, ld k) is wᵀ: so A = w with
         // transa = T (lda = k), B = x with transb = N (ldb = k), C = out (ldc = n).
@@ -57,9 +75,9 @@ impl CudaBackend {
         );
         let (alpha, beta) = (1.0f32, 0.0f32);
         let ty = self.dtype.cuda_type();
-        let (wp, xp, op) = (self.tp(w), self.tp(x), self.tp(out));
+        let (wp, xp, op) = (a.w, a.x, a.out);
         self.ctx.bind_to_thread()?;
-        // SAFETY: the sizes checked above bound every element the GEMM reads and writes; all
+        // SAFETY: the sizes linear_op checked bound every element the GEMM reads and writes; all
         // three tensors have this backend's dtype `ty`; alpha and beta are f32, as
         // CUBLAS_COMPUTE_32F requires, and live across the call.
         unsafe {
@@ -85,8 +103,8 @@ impl CudaBackend {
                 cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )
         }?;
-        if let Some(bias) = bias {
-            let (op, bp, n32) = (self.tp(out), self.tp(bias), n as u32);
+        if let Some(bp) = a.bias {
+            let n32 = n as u32;
             self.launch(
                 &self.k.add_bias,
                 (u32_of(rows, "rows")?, n32.div_ceil(256), 1),

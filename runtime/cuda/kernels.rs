@@ -41,6 +41,11 @@ pub const DECODE_SETS: [(usize, usize, usize); 3] = [(64, 4, 4), (128, 4, 8), (2
 /// The head_dims of the tensor-core decode kernel (`paged_attention_decode_tc_bf16_d<D>`).
 pub const DECODE_TC_HEAD_DIMS: [usize; 2] = [64, 128];
 
+/// The skinny GEMM's instances (`gemm_skinny_bf16_t<tiles>_k<kwarps>`): token tiles of 8 rows,
+/// and warps splitting k (of a block's 8).
+pub const SKINNY_TILES: [u32; 4] = [1, 2, 4, 8];
+pub const SKINNY_KWARPS: [u32; 4] = [1, 2, 4, 8];
+
 /// Every kernel the backend launches, loaded into one context, for one storage dtype.
 pub struct Kernels {
     pub gather_rows: CudaFunction,
@@ -63,6 +68,9 @@ pub struct Kernels {
     /// per head_dim multiple of 16 up to 128), indexed `[head_dim / 16 - 1]`; loaded for bf16
     /// storage only (f32 runs `paged_attention` for every non-decode step).
     pub prefill: [Option<CudaFunction>; PREFILL_HEAD_DIMS],
+    /// `gemm_skinny_bf16_t<tiles>_k<kwarps>`, indexed `[tiles][kwarps]` by [`SKINNY_TILES`] and
+    /// [`SKINNY_KWARPS`]; loaded for bf16 storage only.
+    pub gemm_skinny: Vec<Vec<CudaFunction>>,
     pub silu_mul: CudaFunction,
     pub add_bias: CudaFunction,
     pub sample_rows: CudaFunction,
@@ -100,7 +108,14 @@ impl Kernels {
         }
         let mut prefill: [Option<CudaFunction>; PREFILL_HEAD_DIMS] = Default::default();
         let mut decode_tc: [Option<CudaFunction>; 2] = Default::default();
+        let mut gemm_skinny = Vec::new();
         if dtype == "bf16" {
+            for tiles in SKINNY_TILES {
+                let per_split = SKINNY_KWARPS
+                    .iter()
+                    .map(|kw| get("gemm_skinny", &format!("gemm_skinny_bf16_t{tiles}_k{kw}")));
+                gemm_skinny.push(per_split.collect::<Result<Vec<_>>>()?);
+            }
             for (f, d) in decode_tc.iter_mut().zip(DECODE_TC_HEAD_DIMS) {
                 let name = format!("paged_attention_decode_tc_bf16_d{d}");
                 *f = Some(get("paged_attention_decode_tc", &name)?);
@@ -124,10 +139,25 @@ impl Kernels {
             decode_merge: typed("paged_attention_decode", "paged_attention_merge")?,
             decode_tc,
             prefill,
+            gemm_skinny,
             silu_mul: typed("silu_mul", "silu_mul")?,
             add_bias: typed("bias", "add_bias")?,
             sample_rows: typed("sampling", "sample_rows")?,
             carry_tokens: get("carry", "carry_tokens")?,
         })
+    }
+
+    /// The skinny GEMM instance for `tiles` token tiles and `kwarps` k-splitting warps.
+    pub fn skinny(&self, tiles: u32, kwarps: u32) -> Result<&CudaFunction> {
+        let t = SKINNY_TILES.iter().position(|&x| x == tiles);
+        let k = SKINNY_KWARPS.iter().position(|&x| x == kwarps);
+        match (t, k) {
+            (Some(t), Some(k)) if t < self.gemm_skinny.len() => Ok(&self.gemm_skinny[t][k]),
+            (Some(_), Some(_)) => bail!("the skinny GEMM kernel is built for bf16 storage only"),
+            _ => bail!(
+                "no skinny GEMM kernel for {tiles} token tiles and {kwarps} k-warps \
+                 (tiles {SKINNY_TILES:?}, k-warps {SKINNY_KWARPS:?})"
+            ),
+        }
     }
 }

@@ -16,6 +16,7 @@ mod dtype;
 #[cfg(feature = "kernel-emu")]
 pub mod emulated;
 mod gemm;
+mod gemm_plan;
 mod graphs;
 pub mod kernels;
 mod meta;
@@ -26,7 +27,7 @@ mod step_io;
 mod timing;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -38,6 +39,8 @@ use cudarc::driver::{
 
 pub use self::attention::DecodePath;
 pub use self::dtype::{CudaTensor, DType};
+use self::gemm_plan::GemmPlan;
+pub use self::gemm_plan::{GemmPath, GemmTuning, SKINNY_MAX_ROWS};
 use self::kernels::Kernels;
 pub use self::meta::CudaMeta;
 use super::backend::{AttentionParams, Backend, QkNorm, QkvLayout};
@@ -66,6 +69,15 @@ pub fn unavailable_reason() -> Option<String> {
     }
 }
 
+/// Tuning on a GPU; cuBLAS on the emulated device, whose timings would pick at random.
+fn default_gemm_path() -> GemmPath {
+    #[cfg(feature = "kernel-emu")]
+    if emulated::active() {
+        return GemmPath::Cublas;
+    }
+    GemmPath::Auto
+}
+
 /// The GPU: a context, one stream, a cuBLAS handle on that stream, and the loaded kernels.
 pub struct CudaBackend {
     ctx: Arc<CudaContext>,
@@ -89,6 +101,11 @@ pub struct CudaBackend {
     sm_count: usize,
     /// [`DecodePath`], encoded (tests and the benchmark pin it).
     decode_path: AtomicUsize,
+    /// Which kernel computes each product of few rows (gemm_plan.rs).
+    gemm: Mutex<GemmPlan>,
+    /// The skinny GEMM's split-k partial sums and per-tile counters (zero between launches);
+    /// bf16 only.
+    skinny_scratch: Option<(CudaSlice<f32>, CudaSlice<u32>)>,
     /// Steps that are not pure decode run the general attention kernel even where the
     /// tensor-core prefill kernel applies (tests and the benchmark compare both).
     prefill_general: AtomicBool,
@@ -175,6 +192,13 @@ impl CudaBackend {
         let sms = ctx.attribute(
             cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
         )?;
+        let skinny_scratch = match dtype {
+            DType::Bf16 => Some((
+                stream.alloc_zeros::<f32>(gemm_plan::SKINNY_WS_FLOATS)?,
+                stream.alloc_zeros::<u32>(gemm_plan::SKINNY_MAX_TILES)?,
+            )),
+            DType::F32 => None,
+        };
         Ok(CudaBackend {
             copy_stream: ctx.new_stream()?,
             return_stream: ctx.new_stream()?,
@@ -187,6 +211,8 @@ impl CudaBackend {
             dtype,
             sm_count: sms.max(1) as usize,
             decode_path: AtomicUsize::new(DecodePath::Auto.encode()),
+            gemm: Mutex::new(GemmPlan::new(default_gemm_path())),
+            skinny_scratch,
             prefill_general: AtomicBool::new(false),
             cuda_graphs: AtomicBool::new(true),
             replays: Arc::default(),

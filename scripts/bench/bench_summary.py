@@ -5,8 +5,9 @@
 LOG_DIR holds status.tsv (arch, run, status, seconds per line; status ok, failed, timeout or
 skipped) and each run's log, <run>-<arch>.log. Prints the throughput table (output tokens/s of
 each run, tandem / the best transformers run that finished, the executor's idle time) and the
-decode-step table (`tandem bench decode` rows: CUDA graphs on, off, and on with the scalar
-decode-attention kernel instead of the tensor-core one). A number that is missing
+decode-step table (`tandem bench decode` rows: CUDA graphs on, off, on with the scalar
+decode-attention kernel instead of the tensor-core one, and on with every product on cuBLAS),
+then what `--gemm auto` timed and picked per product shape. A number that is missing
 prints as the run's status when it timed out or was skipped, else "-": the table never comes out
 blank or half-printed because one run failed.
 """
@@ -17,7 +18,8 @@ import sys
 
 THROUGHPUT = [("tandem", "tandem"), ("tandem-noov", "no-overlap"), ("tandem-nographs", "no-graphs"),
               ("hf", "hf best"), ("hf-defaults", "hf defaults")]
-DECODE = [("decode", "graphs"), ("decode-nographs", "no graphs"), ("decode-scalar", "scalar attn")]
+DECODE = [("decode", "graphs"), ("decode-nographs", "no graphs"), ("decode-scalar", "scalar attn"),
+          ("decode-cublas", "cublas gemm")]
 
 
 def read(log_dir, run, arch):
@@ -89,6 +91,16 @@ def main():
             for b, ctx, ms, roof, ratio in rows:
                 print(f"{arch:<14} {graphs:>11} {b:>6} {ctx:>8} {ms:>10} {roof:>10} {ratio:>10} "
                       f"{copy:>10}")
+    # What --gemm auto timed and picked per product shape (the graphs run's tuning).
+    for arch in archs:
+        text = read(log_dir, "decode", arch)
+        lines = text.splitlines()
+        if any(line.startswith("gemm tuning") for line in lines):
+            print()
+            print(f"{arch}: " + next(line for line in lines if line.startswith("gemm tuning")))
+            for line in lines:
+                if line.startswith("  ") and "->" in line:
+                    print(line)
 
 
 if __name__ == "__main__":

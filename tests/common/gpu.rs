@@ -1,5 +1,5 @@
-//! Shared by the CUDA test binaries (cuda_parity, cuda_model): the device or a "skipped" line,
-//! dtype-sized tolerances, poisoned outputs, metadata on the device.
+//! Shared by the CUDA test binaries (cuda_parity, cuda_attention, cuda_model): the device or a
+//! "skipped" line, dtype-sized tolerances, poisoned outputs, metadata on the device.
 
 use rand::rngs::StdRng;
 use rand::Rng;

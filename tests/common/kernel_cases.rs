@@ -1,5 +1,6 @@
-//! Kernel test cases shared by the GPU parity tests (tests/cuda_parity.rs) and the emulated
-//! kernels (tests/kernel_emu.rs): layouts, shapes and random paged-attention steps.
+//! Kernel test cases shared by the GPU parity tests (tests/cuda_parity.rs,
+//! tests/cuda_attention.rs) and the emulated kernels (tests/kernel_emu.rs): layouts, shapes and
+//! random paged-attention steps.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

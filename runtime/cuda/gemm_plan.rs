@@ -1,0 +1,322 @@
+//! Which kernel computes a product of few rows: cuBLAS, or the skinny kernel
+//! (`kernels/gemm_skinny.cu`) with one of its k-splits. By default each product shape is timed
+//! once on its first call, on its real operands, and the fastest kernel is kept: cuBLAS's
+//! heuristics pick tiles shaped for many rows, which leave most SMs idle on a decode step's
+//! products, but where cuBLAS is faster on some GPU and shape it still wins the timing, so the
+//! choice never makes a product slower than cuBLAS was.
+
+use std::collections::HashMap;
+
+use anyhow::{bail, ensure, Result};
+use cudarc::driver::sys::CUstreamCaptureStatus;
+use cudarc::driver::PushKernelArg;
+
+use super::kernels::{SKINNY_KWARPS, SKINNY_TILES};
+use super::{CudaBackend, DType};
+
+/// The most rows the skinny kernel takes: 8 token tiles of 8.
+pub const SKINNY_MAX_ROWS: usize = 8 * SKINNY_TILES[SKINNY_TILES.len() - 1] as usize;
+
+/// k is consumed in chunks of this many elements (`SKINNY_CHUNK` in the kernel).
+const SKINNY_CHUNK: usize = 32;
+
+/// Timed runs per candidate when tuning (after one untimed run).
+const TUNE_REPS: usize = 5;
+
+/// The split-k partial sums' buffer, in f32s (8 MiB): 64 rows of a 3072-feature product split
+/// ten ways fit.
+pub(super) const SKINNY_WS_FLOATS: usize = 2 << 20;
+
+/// Feature tiles a split-k launch may have (one counter each).
+pub(super) const SKINNY_MAX_TILES: usize = 16 << 10;
+
+/// A split-k launch aims at this many blocks per SM (the kernel fits two at 64 rows).
+const SKINNY_BLOCKS_PER_SM: usize = 2;
+
+/// How products of at most [`SKINNY_MAX_ROWS`] bf16 rows are computed (`--gemm`; tests and the
+/// benchmark pin it). Products the skinny kernel cannot take (f32, more rows, k not a multiple
+/// of 32) always use cuBLAS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmPath {
+    /// Time cuBLAS and the skinny kernel's k-splits on a shape's first call and keep the fastest
+    /// (the default on a GPU).
+    Auto,
+    /// cuBLAS for every product (the default on the emulated device, whose timings say nothing
+    /// about a GPU's).
+    Cublas,
+    /// The skinny kernel with this many of a block's warps splitting k (1, 2, 4 or 8) wherever
+    /// it applies, k split over blocks as [`CudaBackend`]'s heuristic says.
+    Skinny(u32),
+}
+
+/// One way to compute a product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum GemmKernel {
+    Cublas,
+    /// `gemm_skinny_bf16_t<tiles>_k<kwarps>` on `splits` runs of k (grid.y).
+    Skinny {
+        tiles: u32,
+        kwarps: u32,
+        splits: u32,
+    },
+}
+
+impl std::fmt::Display for GemmKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GemmKernel::Cublas => write!(f, "cublas"),
+            GemmKernel::Skinny {
+                tiles,
+                kwarps,
+                splits,
+            } => write!(f, "skinny_t{tiles}_k{kwarps}_s{splits}"),
+        }
+    }
+}
+
+/// A product's shape as the plan keys it: (n, k, token tiles).
+type ShapeKey = (usize, usize, u32);
+
+/// The path and what tuning picked so far.
+pub(super) struct GemmPlan {
+    path: GemmPath,
+    picked: HashMap<ShapeKey, GemmKernel>,
+    tunings: Vec<GemmTuning>,
+}
+
+impl GemmPlan {
+    pub(super) fn new(path: GemmPath) -> Self {
+        GemmPlan {
+            path,
+            picked: HashMap::new(),
+            tunings: Vec::new(),
+        }
+    }
+}
+
+/// One tuned shape, for reports: the product's n and k, the rows it was timed at, each
+/// candidate's median time in microseconds, and the pick.
+#[derive(Clone, Debug)]
+pub struct GemmTuning {
+    pub n: usize,
+    pub k: usize,
+    pub rows: usize,
+    pub times_us: Vec<(String, f64)>,
+    pub picked: String,
+}
+
+/// The token tiles (of 8 rows) of the smallest skinny instance that holds `rows`.
+fn tiles_for(rows: usize) -> u32 {
+    SKINNY_TILES
+        .into_iter()
+        .find(|&t| 8 * t as usize >= rows)
+        .unwrap_or(SKINNY_TILES[SKINNY_TILES.len() - 1])
+}
+
+/// The operands of one product, as `linear_op` checked them.
+pub(super) struct GemmArgs {
+    pub x: u64,
+    pub w: u64,
+    pub bias: Option<u64>,
+    pub out: u64,
+    pub rows: usize,
+    pub k: usize,
+    pub n: usize,
+}
+
+impl CudaBackend {
+    /// Sets how products of few rows are computed; forgets earlier tuning.
+    pub fn set_gemm_path(&self, path: GemmPath) {
+        *self.gemm_plan() = GemmPlan::new(path);
+    }
+
+    /// The path products of few rows take.
+    pub fn gemm_path(&self) -> GemmPath {
+        self.gemm_plan().path
+    }
+
+    /// What tuning measured and picked so far, one entry per shape (sorted by n, k, rows).
+    pub fn gemm_tunings(&self) -> Vec<GemmTuning> {
+        let mut v = self.gemm_plan().tunings.clone();
+        v.sort_by_key(|t| (t.n, t.k, t.rows));
+        v
+    }
+
+    fn gemm_plan(&self) -> std::sync::MutexGuard<'_, GemmPlan> {
+        // A panic while holding the plan leaves a map that is still valid.
+        self.gemm.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the skinny kernel can compute this product.
+    fn skinny_applies(&self, a: &GemmArgs) -> bool {
+        self.dtype == DType::Bf16
+            && (1..=SKINNY_MAX_ROWS).contains(&a.rows)
+            && a.n >= 1
+            && a.k >= SKINNY_CHUNK
+            && a.k.is_multiple_of(SKINNY_CHUNK)
+            && a.x.is_multiple_of(16)
+            && a.w.is_multiple_of(16)
+            && u32::try_from(a.n).is_ok()
+    }
+
+    /// The kernel for this product: per the path, tuning it first if need be.
+    pub(super) fn pick_gemm(&self, a: &GemmArgs) -> Result<GemmKernel> {
+        if !self.skinny_applies(a) {
+            return Ok(GemmKernel::Cublas);
+        }
+        let tiles = tiles_for(a.rows);
+        let key = (a.n, a.k, tiles);
+        let path = {
+            let plan = self.gemm_plan();
+            if let Some(&k) = plan.picked.get(&key) {
+                return Ok(k);
+            }
+            plan.path
+        };
+        match path {
+            GemmPath::Cublas => Ok(GemmKernel::Cublas),
+            GemmPath::Skinny(kwarps) => Ok(self.skinny_kernel(a, tiles, kwarps)),
+            GemmPath::Auto => {
+                // Timing synchronizes, which a capture forbids: a shape first met inside one
+                // (graphs.rs runs each shape eagerly first, so only by accident) uses cuBLAS
+                // this time and is tuned on its next eager call.
+                if self.stream.capture_status()?
+                    != CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE
+                {
+                    return Ok(GemmKernel::Cublas);
+                }
+                let (picked, tuning) = self.tune_gemm(a, tiles)?;
+                let mut plan = self.gemm_plan();
+                plan.picked.insert(key, picked);
+                plan.tunings.push(tuning);
+                Ok(picked)
+            }
+        }
+    }
+
+    /// The skinny kernel with `kwarps` k-splitting warps, k split over enough blocks to give
+    /// every SM [`SKINNY_BLOCKS_PER_SM`] where the partial sums fit and each warp keeps at least
+    /// two chunks of its run.
+    fn skinny_kernel(&self, a: &GemmArgs, tiles: u32, kwarps: u32) -> GemmKernel {
+        let blocks = a.n.div_ceil(16 * (8 / kwarps.clamp(1, 8) as usize));
+        let wanted = (SKINNY_BLOCKS_PER_SM * self.sm_count).div_ceil(blocks);
+        let by_chunks = a.k / SKINNY_CHUNK / (2 * kwarps.max(1) as usize);
+        let by_workspace = SKINNY_WS_FLOATS / (a.rows * a.n);
+        let splits = if blocks > SKINNY_MAX_TILES {
+            1
+        } else {
+            wanted.min(by_chunks).min(by_workspace).clamp(1, 64)
+        };
+        GemmKernel::Skinny {
+            tiles,
+            kwarps,
+            splits: splits as u32,
+        }
+    }
+
+    /// Times cuBLAS and the skinny kernel at every k-warp count, each on one run of k and split
+    /// as [`Self::skinny_kernel`] says, on this product's operands (each writes the same `out`),
+    /// and returns the fastest, with the timings.
+    fn tune_gemm(&self, a: &GemmArgs, tiles: u32) -> Result<(GemmKernel, GemmTuning)> {
+        let mut candidates = vec![GemmKernel::Cublas];
+        for kwarps in SKINNY_KWARPS {
+            let unsplit = GemmKernel::Skinny {
+                tiles,
+                kwarps,
+                splits: 1,
+            };
+            candidates.push(unsplit);
+            let split = self.skinny_kernel(a, tiles, kwarps);
+            if split != unsplit {
+                candidates.push(split);
+            }
+        }
+        let mut times = Vec::new();
+        for c in candidates {
+            let us = self.time_us(1, TUNE_REPS, || self.run_gemm(c, a))?;
+            times.push((c, us));
+        }
+        let (best, _) = times
+            .iter()
+            .copied()
+            .min_by(|x, y| x.1.total_cmp(&y.1))
+            .expect("cuBLAS is always a candidate");
+        tracing::debug!(
+            "gemm {}x{}x{}: {} -> {best}",
+            a.rows,
+            a.n,
+            a.k,
+            times
+                .iter()
+                .map(|(c, us)| format!("{c} {us:.1} us"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let tuning = GemmTuning {
+            n: a.n,
+            k: a.k,
+            rows: a.rows,
+            times_us: times.iter().map(|(c, us)| (c.to_string(), *us)).collect(),
+            picked: best.to_string(),
+        };
+        Ok((best, tuning))
+    }
+
+    /// Queues the product on the compute stream with kernel `kernel` (bias included).
+    pub(super) fn run_gemm(&self, kernel: GemmKernel, a: &GemmArgs) -> Result<()> {
+        match kernel {
+            GemmKernel::Cublas => self.cublas_gemm(a),
+            GemmKernel::Skinny {
+                tiles,
+                kwarps,
+                splits,
+            } => self.skinny_gemm(a, tiles, kwarps, splits),
+        }
+    }
+
+    fn skinny_gemm(&self, a: &GemmArgs, tiles: u32, kwarps: u32, splits: u32) -> Result<()> {
+        let f = self.k.skinny(tiles, kwarps)?;
+        let blocks = a.n.div_ceil(16 * (8 / kwarps as usize));
+        let (ws, counters) = match &self.skinny_scratch {
+            Some((ws, counters)) => (self.ptr(ws), self.ptr(counters)),
+            None => bail!("the skinny GEMM kernel is built for bf16 storage only"),
+        };
+        if splits > 1 {
+            ensure!(
+                blocks <= SKINNY_MAX_TILES && splits as usize * a.rows * a.n <= SKINNY_WS_FLOATS,
+                "skinny GEMM: {splits} splits of {}x{} do not fit its workspace",
+                a.rows,
+                a.n
+            );
+        }
+        let (rows, n, k) = (a.rows as u32, a.n as u32, a.k as u32);
+        // A null bias pointer: the kernel adds none.
+        let bias = a.bias.unwrap_or(0);
+        self.launch(f, (blocks as u32, splits, 1), 256, |b| {
+            b.arg(&a.x)
+                .arg(&a.w)
+                .arg(&bias)
+                .arg(&rows)
+                .arg(&n)
+                .arg(&k)
+                .arg(&a.out)
+                .arg(&ws)
+                .arg(&counters);
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiles_cover_rows_with_the_smallest_instance() {
+        assert_eq!(tiles_for(1), 1);
+        assert_eq!(tiles_for(8), 1);
+        assert_eq!(tiles_for(9), 2);
+        assert_eq!(tiles_for(17), 4);
+        assert_eq!(tiles_for(33), 8);
+        assert_eq!(tiles_for(SKINNY_MAX_ROWS), 8);
+    }
+}
