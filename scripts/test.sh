@@ -2,13 +2,13 @@
 # Every test: the Rust suite (with the CUDA kernels run on the CPU by the emulator: the
 # kernel-emu feature, which needs a C++ compiler), the CUDA backend's tests on the emulated device
 # (the pinned nvcc builds the PTX; without a GPU the kernels run in the emulator behind a CPU
-# driver and cuBLAS, runtime/cuda/emulated.rs), a short run of every fuzz target, then the OpenAI
-# Python SDK against a real server.
+# driver and cuBLAS, runtime/cuda/emulated.rs) with the unit tests of the CUDA-only modules, a
+# short run of every fuzz target, then the OpenAI Python SDK against a real server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --release --locked --features kernel-emu
 bash scripts/install-cuda-toolchain.sh >/dev/null
-cargo test --release --locked --features cuda,kernel-emu \
+cargo test --release --locked --features cuda,kernel-emu --lib \
   --test cuda_parity --test cuda_attention --test cuda_model --test cuda_engine --test cuda_cli \
   -- --show-output
 bash scripts/fuzz.sh "${TANDEM_FUZZ_SECS:-5}"

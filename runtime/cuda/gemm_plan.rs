@@ -113,6 +113,22 @@ fn tiles_for(rows: usize) -> u32 {
         .unwrap_or(SKINNY_TILES[SKINNY_TILES.len() - 1])
 }
 
+/// How many runs of k the skinny kernel splits an n x k product into: enough blocks to give
+/// every one of `sms` SMs [`SKINNY_BLOCKS_PER_SM`], as long as each warp keeps at least two
+/// chunks of its run and the partial sums of the tile's most rows (8 `tiles`) fit the
+/// workspace. The most rows, not this call's: the pick is kept for every row count of the tile.
+fn skinny_splits(n: usize, k: usize, tiles: u32, kwarps: u32, sms: usize) -> u32 {
+    let kwarps = kwarps.clamp(1, 8) as usize;
+    let blocks = n.div_ceil(16 * (8 / kwarps));
+    if n == 0 || blocks > SKINNY_MAX_TILES {
+        return 1;
+    }
+    let wanted = (SKINNY_BLOCKS_PER_SM * sms).div_ceil(blocks);
+    let by_chunks = k / SKINNY_CHUNK / (2 * kwarps);
+    let by_workspace = SKINNY_WS_FLOATS / (8 * tiles as usize * n);
+    wanted.min(by_chunks).min(by_workspace).clamp(1, 64) as u32
+}
+
 /// The operands of one product, as `linear_op` checked them.
 pub(super) struct GemmArgs {
     pub x: u64,
@@ -194,23 +210,12 @@ impl CudaBackend {
         }
     }
 
-    /// The skinny kernel with `kwarps` k-splitting warps, k split over enough blocks to give
-    /// every SM [`SKINNY_BLOCKS_PER_SM`] where the partial sums fit and each warp keeps at least
-    /// two chunks of its run.
+    /// The skinny kernel with `kwarps` k-splitting warps, k split per [`skinny_splits`].
     fn skinny_kernel(&self, a: &GemmArgs, tiles: u32, kwarps: u32) -> GemmKernel {
-        let blocks = a.n.div_ceil(16 * (8 / kwarps.clamp(1, 8) as usize));
-        let wanted = (SKINNY_BLOCKS_PER_SM * self.sm_count).div_ceil(blocks);
-        let by_chunks = a.k / SKINNY_CHUNK / (2 * kwarps.max(1) as usize);
-        let by_workspace = SKINNY_WS_FLOATS / (a.rows * a.n);
-        let splits = if blocks > SKINNY_MAX_TILES {
-            1
-        } else {
-            wanted.min(by_chunks).min(by_workspace).clamp(1, 64)
-        };
         GemmKernel::Skinny {
             tiles,
             kwarps,
-            splits: splits as u32,
+            splits: skinny_splits(a.n, a.k, tiles, kwarps, self.sm_count),
         }
     }
 
@@ -318,5 +323,40 @@ mod tests {
         assert_eq!(tiles_for(17), 4);
         assert_eq!(tiles_for(33), 8);
         assert_eq!(tiles_for(SKINNY_MAX_ROWS), 8);
+    }
+
+    #[test]
+    fn splits_fill_the_gpu_within_the_workspace() {
+        // Llama-3.2-1B's products on 132 SMs.
+        for (n, k) in [
+            (3072, 2048),
+            (2048, 2048),
+            (16384, 2048),
+            (2048, 8192),
+            (128256, 2048),
+        ] {
+            for tiles in SKINNY_TILES {
+                for kwarps in SKINNY_KWARPS {
+                    let s = skinny_splits(n, k, tiles, kwarps, 132) as usize;
+                    let blocks = n.div_ceil(16 * (8 / kwarps as usize));
+                    let what = format!("{n}x{k} tiles {tiles} k-warps {kwarps}: {s} splits");
+                    // Valid for every row count of the tile.
+                    assert!(
+                        s * 8 * tiles as usize * n <= SKINNY_WS_FLOATS || s == 1,
+                        "{what}"
+                    );
+                    assert!(s == 1 || blocks <= SKINNY_MAX_TILES, "{what}");
+                    // Splits only where the grid is short of two blocks an SM, and no more
+                    // than make it up.
+                    assert!(s == 1 || blocks < 2 * 132, "{what}");
+                    assert!(s * blocks < 2 * 132 + blocks, "{what}");
+                }
+            }
+        }
+        // The o product at 64 rows, all 8 warps on features: 16 tiles; 17 splits wanted, 32
+        // allowed by the chunks (2048 / 32 / 2), 16 by the workspace (2^21 / (64 * 2048)).
+        assert_eq!(skinny_splits(2048, 2048, 8, 1, 132), 16);
+        // Two chunks a warp at least: k = 64 with 8 k-warps cannot split.
+        assert_eq!(skinny_splits(64, 64, 1, 8, 132), 1);
     }
 }
