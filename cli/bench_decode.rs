@@ -173,8 +173,16 @@ fn print_gemm_tunings(b: &tandem::runtime::cuda::CudaBackend) {
             .iter()
             .map(|(name, us)| format!("{name} {us:.1}"))
             .collect();
+        let rejected = if t.rejected.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "  (disagreed with cuBLAS, not timed: {})",
+                t.rejected.join(", ")
+            )
+        };
         println!(
-            "  {:>6} x {:<5} rows {:>2}: {}  -> {}",
+            "  {:>6} x {:<5} rows {:>2}: {}  -> {}{rejected}",
             t.n,
             t.k,
             t.rows,

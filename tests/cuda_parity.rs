@@ -235,6 +235,10 @@ fn linear_paths() {
         for t in &tuned {
             // cuBLAS, then each k-warp count unsplit and, where the heuristic splits k, split.
             assert_eq!(t.times_us[0].0, "cublas", "{t:?}");
+            assert!(
+                t.rejected.is_empty(),
+                "a skinny variant disagreed with cuBLAS: {t:?}"
+            );
             assert!((5..=9).contains(&t.times_us.len()), "{t:?}");
             let (fastest, _) = t
                 .times_us

@@ -56,7 +56,7 @@ impl CudaBackend {
             k,
             n,
         };
-        let kernel = self.pick_gemm(&a)?;
+        let kernel = self.pick_gemm(&a, out)?;
         self.run_gemm(kernel, &a)
     }
 

@@ -12,7 +12,8 @@ use cudarc::driver::sys::CUstreamCaptureStatus;
 use cudarc::driver::PushKernelArg;
 
 use super::kernels::{SKINNY_KWARPS, SKINNY_TILES};
-use super::{CudaBackend, DType};
+use super::{CudaBackend, CudaTensor, DType};
+use crate::runtime::backend::Backend;
 
 /// The most rows the skinny kernel takes: 8 token tiles of 8.
 pub const SKINNY_MAX_ROWS: usize = 8 * SKINNY_TILES[SKINNY_TILES.len() - 1] as usize;
@@ -102,6 +103,9 @@ pub struct GemmTuning {
     pub k: usize,
     pub rows: usize,
     pub times_us: Vec<(String, f64)>,
+    /// Candidates whose output disagreed with cuBLAS's (never picked; empty unless a kernel is
+    /// wrong on this GPU).
+    pub rejected: Vec<String>,
     pub picked: String,
 }
 
@@ -111,6 +115,25 @@ fn tiles_for(rows: usize) -> u32 {
         .into_iter()
         .find(|&t| 8 * t as usize >= rows)
         .unwrap_or(SKINNY_TILES[SKINNY_TILES.len() - 1])
+}
+
+/// Whether a candidate's output `got` matches cuBLAS's `reference` up to bf16 rounding: each
+/// element within 1/64 of its value plus 1/64 of the output's largest magnitude (cuBLAS rounds
+/// the product before adding a bias, the skinny kernel once after; summation orders differ).
+/// A wrong fragment layout or a lost partial sum is off by the size of the outputs themselves.
+/// Non-finite elements must match exactly.
+fn agrees(reference: &[f32], got: &[f32]) -> bool {
+    let scale = reference
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(0.0f32, |m, v| m.max(v.abs()));
+    reference.len() == got.len()
+        && reference.iter().zip(got).all(|(&r, &g)| {
+            if !r.is_finite() {
+                return r.to_bits() == g.to_bits() || (r.is_nan() && g.is_nan());
+            }
+            (g - r).abs() <= (r.abs() + scale) / 64.0
+        })
 }
 
 /// How many runs of k the skinny kernel splits an n x k product into: enough blocks to give
@@ -175,8 +198,9 @@ impl CudaBackend {
             && u32::try_from(a.n).is_ok()
     }
 
-    /// The kernel for this product: per the path, tuning it first if need be.
-    pub(super) fn pick_gemm(&self, a: &GemmArgs) -> Result<GemmKernel> {
+    /// The kernel for this product: per the path, tuning it first if need be (`out` is the
+    /// product's output, `a.out`, read back to check each candidate against cuBLAS).
+    pub(super) fn pick_gemm(&self, a: &GemmArgs, out: &CudaTensor) -> Result<GemmKernel> {
         if !self.skinny_applies(a) {
             return Ok(GemmKernel::Cublas);
         }
@@ -201,7 +225,7 @@ impl CudaBackend {
                 {
                     return Ok(GemmKernel::Cublas);
                 }
-                let (picked, tuning) = self.tune_gemm(a, tiles)?;
+                let (picked, tuning) = self.tune_gemm(a, tiles, out)?;
                 let mut plan = self.gemm_plan();
                 plan.picked.insert(key, picked);
                 plan.tunings.push(tuning);
@@ -221,8 +245,14 @@ impl CudaBackend {
 
     /// Times cuBLAS and the skinny kernel at every k-warp count, each on one run of k and split
     /// as [`Self::skinny_kernel`] says, on this product's operands (each writes the same `out`),
-    /// and returns the fastest, with the timings.
-    fn tune_gemm(&self, a: &GemmArgs, tiles: u32) -> Result<(GemmKernel, GemmTuning)> {
+    /// and returns the fastest, with the timings. A candidate whose output disagrees with
+    /// cuBLAS's ([`agrees`]) is never picked: a kernel bug on some GPU costs speed, not answers.
+    fn tune_gemm(
+        &self,
+        a: &GemmArgs,
+        tiles: u32,
+        out: &CudaTensor,
+    ) -> Result<(GemmKernel, GemmTuning)> {
         let mut candidates = vec![GemmKernel::Cublas];
         for kwarps in SKINNY_KWARPS {
             let unsplit = GemmKernel::Skinny {
@@ -236,8 +266,24 @@ impl CudaBackend {
                 candidates.push(split);
             }
         }
-        let mut times = Vec::new();
+        let len = a.rows * a.n;
+        self.run_gemm(GemmKernel::Cublas, a)?;
+        let reference = self.download(out, len)?;
+        let (mut times, mut rejected) = (Vec::new(), Vec::new());
         for c in candidates {
+            if c != GemmKernel::Cublas {
+                self.run_gemm(c, a)?;
+                if !agrees(&reference, &self.download(out, len)?) {
+                    tracing::warn!(
+                        "gemm {}x{}x{}: {c} disagrees with cuBLAS; not used",
+                        a.rows,
+                        a.n,
+                        a.k
+                    );
+                    rejected.push(c.to_string());
+                    continue;
+                }
+            }
             let us = self.time_us(1, TUNE_REPS, || self.run_gemm(c, a))?;
             times.push((c, us));
         }
@@ -262,6 +308,7 @@ impl CudaBackend {
             k: a.k,
             rows: a.rows,
             times_us: times.iter().map(|(c, us)| (c.to_string(), *us)).collect(),
+            rejected,
             picked: best.to_string(),
         };
         Ok((best, tuning))
@@ -323,6 +370,26 @@ mod tests {
         assert_eq!(tiles_for(17), 4);
         assert_eq!(tiles_for(33), 8);
         assert_eq!(tiles_for(SKINNY_MAX_ROWS), 8);
+    }
+
+    #[test]
+    fn candidates_must_agree_with_cublas_up_to_rounding() {
+        let reference = [1.0, -2.0, 0.0, 100.0, f32::INFINITY];
+        // bf16 rounding apart (one step at 100 is 0.5): agrees.
+        assert!(agrees(
+            &reference,
+            &[1.0078125, -2.0, 0.25, 100.5, f32::INFINITY]
+        ));
+        // A wrong element, a NaN, a lost infinity or a missing element: does not.
+        assert!(!agrees(&reference, &[1.0, -2.0, 3.0, 100.0, f32::INFINITY]));
+        assert!(!agrees(
+            &reference,
+            &[1.0, f32::NAN, 0.0, 100.0, f32::INFINITY]
+        ));
+        assert!(!agrees(&reference, &[1.0, -2.0, 0.0, 100.0, 5.0]));
+        assert!(!agrees(&reference, &reference[..4]));
+        // Swapped rows (a layout bug): does not.
+        assert!(!agrees(&[1.0, 2.0, 90.0, 91.0], &[90.0, 91.0, 1.0, 2.0]));
     }
 
     #[test]
