@@ -38,23 +38,8 @@ fn model_fixtures() {
         max_seqs: 16,
     };
     let mut ran = 0;
-    // Each model with the backend's own choice of GEMM (tuned on a GPU, cuBLAS on the emulated
-    // device), and the tiny ones again with the skinny kernel forced, so it computes every
-    // product of up to 64 rows (the decode steps, short prompts) on every machine (smollm2's
-    // 49,152-row LM head would take the emulator minutes).
-    let runs = fixture_names().into_iter().flat_map(|n| {
-        let skinny = n.starts_with("tiny-").then_some(Some(GemmPath::Skinny(4)));
-        [Some(None), skinny]
-            .into_iter()
-            .flatten()
-            .map(move |g| (n.clone(), g))
-    });
-    for (fixture, gemm) in runs {
-        let name = match gemm {
-            None => fixture.clone(),
-            Some(g) => format!("{fixture} (gemm {g:?})"),
-        };
-        let f = load_fixture(&fixture);
+    for name in fixture_names() {
+        let f = load_fixture(&name);
         let Some(path) = model_path(&f) else { continue };
         let backend = CudaBackend::new(0, DType::F32).unwrap();
         let (model, _) = ModelSource::open(&path)

@@ -136,13 +136,19 @@ fn agrees(reference: &[f32], got: &[f32]) -> bool {
         })
 }
 
+/// The feature tiles (grid.x) of a skinny launch: 16 features for each of the 8 / `kwarps`
+/// feature warps of a block.
+fn skinny_blocks(n: usize, kwarps: u32) -> usize {
+    n.div_ceil(16 * (8 / kwarps.clamp(1, 8) as usize))
+}
+
 /// How many runs of k the skinny kernel splits an n x k product into: enough blocks to give
 /// every one of `sms` SMs [`SKINNY_BLOCKS_PER_SM`], as long as each warp keeps at least two
 /// chunks of its run and the partial sums of the tile's most rows (8 `tiles`) fit the
 /// workspace. The most rows, not this call's: the pick is kept for every row count of the tile.
 fn skinny_splits(n: usize, k: usize, tiles: u32, kwarps: u32, sms: usize) -> u32 {
+    let blocks = skinny_blocks(n, kwarps);
     let kwarps = kwarps.clamp(1, 8) as usize;
-    let blocks = n.div_ceil(16 * (8 / kwarps));
     if n == 0 || blocks > SKINNY_MAX_TILES {
         return 1;
     }
@@ -328,7 +334,7 @@ impl CudaBackend {
 
     fn skinny_gemm(&self, a: &GemmArgs, tiles: u32, kwarps: u32, splits: u32) -> Result<()> {
         let f = self.k.skinny(tiles, kwarps)?;
-        let blocks = a.n.div_ceil(16 * (8 / kwarps as usize));
+        let blocks = skinny_blocks(a.n, kwarps);
         let (ws, counters) = match &self.skinny_scratch {
             Some((ws, counters)) => (self.ptr(ws), self.ptr(counters)),
             None => bail!("the skinny GEMM kernel is built for bf16 storage only"),
@@ -405,7 +411,7 @@ mod tests {
             for tiles in SKINNY_TILES {
                 for kwarps in SKINNY_KWARPS {
                     let s = skinny_splits(n, k, tiles, kwarps, 132) as usize;
-                    let blocks = n.div_ceil(16 * (8 / kwarps as usize));
+                    let blocks = skinny_blocks(n, kwarps);
                     let what = format!("{n}x{k} tiles {tiles} k-warps {kwarps}: {s} splits");
                     // Valid for every row count of the tile.
                     assert!(
