@@ -409,10 +409,10 @@ fn kernels(bench: &mut Bench) {
     }
 }
 
-/// Llama-3.2-1B's products at decode row counts, on cuBLAS and on the skinny kernel at each
+/// Llama-3.2-1B's products at decode row counts, on cuBLAS, on the skinny kernel at each
 /// k-warp count (k split over blocks as the backend's heuristic says; `--gemm auto` also times
-/// each unsplit), against the bytes they must move (weights, x,
-/// out). bf16 only: the skinny kernel is.
+/// each unsplit), on cuBLASLt's first algorithm, and as tuned, against the bytes they must move
+/// (weights, x, out). bf16 only: the skinny kernel is.
 fn decode_products(bench: &mut Bench) {
     let shapes = [
         ("qkv", 3072usize, 2048usize),
@@ -425,6 +425,10 @@ fn decode_products(bench: &mut Bench) {
     for kw in [1, 2, 4, 8] {
         paths.push((format!("skinny_k{kw}"), GemmPath::Skinny(kw)));
     }
+    // cuBLASLt's heuristic's first algorithm (what GemmEx would run, through cuBLASLt), and
+    // whatever tuning picks (timed here warm, as every row of this table is).
+    paths.push(("lt0".to_string(), GemmPath::Lt(0)));
+    paths.push(("tuned".to_string(), GemmPath::Auto));
     for (name, n, k) in shapes {
         let w = bench.random(n * k);
         let x = bench.random(SKINNY_MAX_ROWS * k);

@@ -22,7 +22,7 @@ use common::{one_seq_step, open_model, repo_root};
 use tandem::model::llama::{Llama, StepLimits};
 use tandem::model::loader::ModelSource;
 use tandem::runtime::backend::Backend;
-use tandem::runtime::cuda::{CudaBackend, DType};
+use tandem::runtime::cuda::{CudaBackend, DType, GemmPath};
 use tandem::runtime::engine::{start, EngineConfig};
 use tandem::runtime::request::{Request, SamplingParams};
 use tandem::runtime::sampling::{DeviceSampling, Sampled};
@@ -60,14 +60,25 @@ fn argmax(row: &[f32]) -> u32 {
 /// For 1, 3, 9 and 20 sequences of different lengths (prefilled eagerly, blocks scattered), a
 /// decode step run eagerly and the same step padded to its graph shape, run six times (in each of
 /// the two metadata slots: a warm-up run eagerly, then captured and launched, then replayed): the
-/// same logits (to the dtype's tolerance) and the greedy token of those logits.
+/// same logits (to the dtype's tolerance) and the greedy token of those logits. bf16 also with
+/// the skinny GEMM kernel and a cuBLASLt algorithm (a k-split on the emulated library) forced,
+/// whose split-k workspaces are captured too.
 #[test]
 fn graphs_replay_what_eager_steps_compute() {
-    for dtype in [DType::F32, DType::Bf16] {
+    let runs = [
+        (DType::F32, None),
+        (DType::Bf16, None),
+        (DType::Bf16, Some(GemmPath::Skinny(4))),
+        (DType::Bf16, Some(GemmPath::Lt(1))),
+    ];
+    for (dtype, gemm) in runs {
         let Some(probe) = gpu_as("graphs_replay_what_eager_steps_compute", dtype) else {
             return;
         };
         let mut model = cuda_model(dtype);
+        if let Some(g) = gemm {
+            model.backend().set_gemm_path(g);
+        }
         let vocab = model.cfg.vocab_size;
         let mut rng = StdRng::seed_from_u64(5);
         for n in [1usize, 3, 9, 20] {
@@ -114,7 +125,7 @@ fn graphs_replay_what_eager_steps_compute() {
                 let mut logits = Vec::new();
                 model.logits_into(n, &mut logits).unwrap();
                 let (atol, rtol) = tol(&probe, 1e-4, 1e-4);
-                let what = format!("{dtype:?} {n} sequences, run {run}: {round}");
+                let what = format!("{dtype:?} {gemm:?} {n} sequences, run {run}: {round}");
                 let want: Vec<f32> = eager.concat();
                 assert_close(&what, &logits, &want, atol, rtol);
                 for (i, s) in out.iter().enumerate() {
@@ -125,7 +136,9 @@ fn graphs_replay_what_eager_steps_compute() {
                     );
                 }
             }
-            eprintln!("graphs_replay_what_eager_steps_compute: {dtype:?} {n} sequences: ok");
+            eprintln!(
+                "graphs_replay_what_eager_steps_compute: {dtype:?} {gemm:?} {n} sequences: ok"
+            );
         }
     }
 }

@@ -103,14 +103,18 @@ fn model_bf16_vs_cpu() {
     let (mut rows, mut agree, mut worst) = (0usize, 0usize, 0.0f32);
     let mut failures = Vec::new();
     // Each model with the backend's own choice of GEMM (tuned on a GPU, cuBLAS on the emulated
-    // device), and the tiny ones again with the skinny kernel forced, so it computes every
-    // product of up to 64 rows (the decode steps, short prompts) on every machine (smollm2's
-    // 49,152-row LM head would take the emulator minutes).
+    // device), and the tiny ones again with the skinny kernel forced, then with a cuBLASLt
+    // algorithm forced (the second candidate: a k-split on the emulated library), so each
+    // computes every product of up to 64 rows (the decode steps, short prompts) on every
+    // machine (smollm2's 49,152-row LM head would take the emulator minutes).
     let runs = fixture_names().into_iter().flat_map(|n| {
-        let skinny = n.starts_with("tiny-").then_some(Some(GemmPath::Skinny(4)));
-        [Some(None), skinny]
-            .into_iter()
-            .flatten()
+        let forced: &[GemmPath] = if n.starts_with("tiny-") {
+            &[GemmPath::Skinny(4), GemmPath::Lt(1)]
+        } else {
+            &[]
+        };
+        std::iter::once(None)
+            .chain(forced.iter().copied().map(Some))
             .map(move |g| (n.clone(), g))
     });
     for (fixture, gemm) in runs {

@@ -220,6 +220,9 @@ fn linear_paths() {
             GemmPath::Skinny(2),
             GemmPath::Skinny(4),
             GemmPath::Skinny(8),
+            GemmPath::Lt(0),
+            GemmPath::Lt(1),
+            GemmPath::Lt(usize::MAX),
             GemmPath::Auto,
         ];
         for path in paths {
@@ -228,18 +231,37 @@ fn linear_paths() {
                 check_linear(&b, &mut rng, rows, k, n, with_bias).unwrap();
             }
         }
+        // Every cuBLASLt algorithm the paths above picked ran as picked.
+        assert_eq!(b.gemm_lt_fallbacks(), 0);
         // The tuning of the last pass: one entry per shape the skinny kernel takes, on bf16.
         let tuned = b.gemm_tunings();
         let want = if b.dtype() == DType::Bf16 { 4 } else { 0 };
         assert_eq!(tuned.len(), want, "{tuned:?}");
         for t in &tuned {
-            // cuBLAS, then each k-warp count unsplit and, where the heuristic splits k, split.
+            // cuBLAS, then each k-warp count unsplit and, where the heuristic splits k, split,
+            // then cuBLASLt's algorithms.
             assert_eq!(t.times_us[0].0, "cublas", "{t:?}");
             assert!(
                 t.rejected.is_empty(),
-                "a skinny variant disagreed with cuBLAS: {t:?}"
+                "a skinny or cuBLASLt variant disagreed with cuBLAS: {t:?}"
             );
-            assert!((5..=9).contains(&t.times_us.len()), "{t:?}");
+            let skinny = t
+                .times_us
+                .iter()
+                .filter(|(c, _)| c.starts_with("skinny"))
+                .count();
+            assert!((4..=8).contains(&skinny), "{t:?}");
+            let lt: Vec<&String> = t
+                .times_us
+                .iter()
+                .map(|(c, _)| c)
+                .filter(|c| c.starts_with("lt"))
+                .collect();
+            assert!(!lt.is_empty(), "no cuBLASLt candidate: {t:?}");
+            assert_eq!(1 + skinny + lt.len(), t.times_us.len(), "{t:?}");
+            for (i, c) in lt.iter().enumerate() {
+                assert!(c.starts_with(&format!("lt{i}_")), "{t:?}");
+            }
             let (fastest, _) = t
                 .times_us
                 .iter()
@@ -260,6 +282,18 @@ fn linear_paths() {
                     .any(|(c, _)| !c.ends_with("_s1") && c != "cublas")),
             "no split-k candidate: {tuned:?}"
         );
+        // A cuBLASLt algorithm picked at one row count but not taken at another of the same
+        // row tile goes to cuBLAS there, with the right answer. On the emulated library the
+        // third algorithm takes only as many rows as it was found for.
+        if b.dtype() == DType::Bf16 {
+            b.set_gemm_path(GemmPath::Lt(2));
+            check_linear(&b, &mut rng, 9, 64, 48, false).unwrap();
+            let before = b.gemm_lt_fallbacks();
+            check_linear(&b, &mut rng, 16, 64, 48, true).unwrap();
+            if on_emulated_device() {
+                assert_eq!(b.gemm_lt_fallbacks(), before + 1);
+            }
+        }
         // A k-warp count the kernel does not have is an error, not a crash (bf16, where it applies).
         b.set_gemm_path(GemmPath::Skinny(3));
         let refused = check_linear(&b, &mut rng, 1, 64, 64, false);

@@ -103,8 +103,9 @@ pub fn build(
     Ok(())
 }
 
-/// `libcuda.so` (the emulator with fake_cuda.cc) and `libcuda.so`-linked `libcublas.so`
-/// (fake_cublas.cc), each under the soname cudarc asks the dynamic loader for.
+/// `libcuda.so` (the emulator with fake_cuda.cc) and the `libcuda.so`-linked `libcublas.so`
+/// (fake_cublas.cc) and `libcublasLt.so` (fake_cublaslt.cc), each under the soname cudarc asks
+/// the dynamic loader for.
 fn fake_libraries(emu: &Path, emulator: &[PathBuf], out: &Path) -> Result<(), String> {
     let dir = out.join("fake-cuda");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -136,11 +137,16 @@ fn fake_libraries(emu: &Path, emulator: &[PathBuf], out: &Path) -> Result<(), St
     driver.extend(compile("fake_cuda.cc")?);
     link("libcuda.so", &driver, &[])?;
     let dir_arg = format!("-L{}", dir.display());
-    link(
-        "libcublas.so",
-        &compile("fake_cublas.cc")?,
-        &[&dir_arg, "-lcuda", "-Wl,-rpath,$ORIGIN"],
-    )?;
+    for (lib, source) in [
+        ("libcublas.so", "fake_cublas.cc"),
+        ("libcublasLt.so", "fake_cublaslt.cc"),
+    ] {
+        link(
+            lib,
+            &compile(source)?,
+            &[&dir_arg, "-lcuda", "-Wl,-rpath,$ORIGIN"],
+        )?;
+    }
     println!("cargo:rustc-env=TANDEM_FAKE_CUDA_DIR={}", dir.display());
     Ok(())
 }

@@ -377,6 +377,7 @@ API CUresult cuDeviceGetAttribute(int* v, int attribute, CUdevice) {
         case 1: *v = 1024; break;    // max threads per block
         case 10: *v = 32; break;     // warp size
         case 8: *v = 48 << 10; break;  // shared memory per block
+        case 38: *v = 1 << 20; break;  // L2 cache bytes (the GEMM tuner flushes twice that)
         default: *v = 0;
     }
     return kSuccess;

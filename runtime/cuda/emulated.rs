@@ -1,7 +1,7 @@
 //! The emulated CUDA device (features `cuda` + `kernel-emu`): on a machine without a CUDA driver,
-//! [`install`] loads the driver and cuBLAS that build.rs made from kernels/emu (fake_cuda.cc,
+//! [`install`] loads the driver, cuBLAS and cuBLASLt that build.rs made from kernels/emu (fake_cuda.cc,
 //! fake_cublas.cc: the kernels run in the emulator, memory is host memory), so that cudarc, which
-//! asks the dynamic loader for `libcuda.so` and `libcublas.so`, finds them. Then this backend's
+//! asks the dynamic loader for `libcuda.so`, `libcublas.so` and `libcublasLt.so`, finds them. Then this backend's
 //! whole device path (launch code, metadata staging, device sampling, launch-ahead, CUDA graphs)
 //! runs in CI: tests/cuda_*.rs use it when no GPU is present, and `TANDEM_EMULATED_CUDA=1` makes
 //! `CudaBackend::new` use it too (tests/cuda_cli.rs runs the GPU benchmark commands that way, so
@@ -37,8 +37,8 @@ pub fn install() -> Result<bool> {
                 return Ok(false);
             }
             let dir = Path::new(env!("TANDEM_FAKE_CUDA_DIR"));
-            // The driver first: the cuBLAS library links against it.
-            for name in ["libcuda.so", "libcublas.so"] {
+            // The driver first: the BLAS libraries link against it.
+            for name in ["libcuda.so", "libcublas.so", "libcublasLt.so"] {
                 let path = dir.join(name);
                 // SAFETY: our own libraries (kernels/emu), whose initialisers only set up C++
                 // statics. Loaded by path under the sonames cudarc asks for, they are what the

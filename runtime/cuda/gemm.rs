@@ -103,6 +103,14 @@ impl CudaBackend {
                 cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )
         }?;
+        self.add_bias(a)
+    }
+
+    /// Adds the product's bias, if it has one, to its output rows.
+    pub(super) fn add_bias(&self, a: &GemmArgs) -> Result<()> {
+        let GemmArgs {
+            rows, n, out: op, ..
+        } = *a;
         if let Some(bp) = a.bias {
             let n32 = n as u32;
             self.launch(

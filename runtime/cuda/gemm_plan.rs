@@ -1,9 +1,10 @@
-//! Which kernel computes a product of few rows: cuBLAS, or the skinny kernel
-//! (`kernels/gemm_skinny.cu`) with one of its k-splits. By default each product shape is timed
-//! once on its first call, on its real operands, and the fastest kernel is kept: cuBLAS's
-//! heuristics pick tiles shaped for many rows, which leave most SMs idle on a decode step's
-//! products, but where cuBLAS is faster on some GPU and shape it still wins the timing, so the
-//! choice never makes a product slower than cuBLAS was.
+//! Which kernel computes a product of few rows: cuBLAS, the skinny kernel
+//! (`kernels/gemm_skinny.cu`) with one of its k-splits, or one of cuBLASLt's algorithms
+//! (gemm_lt.rs). By default each product shape is timed once on its first call, on its real
+//! operands, and the fastest kernel is kept: cuBLAS's heuristics pick tiles shaped for many rows,
+//! which leave most SMs idle on a decode step's products, but where cuBLAS is faster on some GPU
+//! and shape it still wins the timing, so the choice never makes a product slower than cuBLAS
+//! was.
 
 use std::collections::HashMap;
 
@@ -11,6 +12,7 @@ use anyhow::{bail, ensure, Result};
 use cudarc::driver::sys::CUstreamCaptureStatus;
 use cudarc::driver::PushKernelArg;
 
+use super::gemm_lt::LtAlgo;
 use super::kernels::{SKINNY_KWARPS, SKINNY_TILES};
 use super::{CudaBackend, CudaTensor, DType};
 use crate::runtime::backend::Backend;
@@ -21,7 +23,7 @@ pub const SKINNY_MAX_ROWS: usize = 8 * SKINNY_TILES[SKINNY_TILES.len() - 1] as u
 /// k is consumed in chunks of this many elements (`SKINNY_CHUNK` in the kernel).
 const SKINNY_CHUNK: usize = 32;
 
-/// Timed runs per candidate when tuning (after one untimed run).
+/// Timed runs per candidate when tuning (after one untimed run), each with a cold L2 cache.
 const TUNE_REPS: usize = 5;
 
 /// The split-k partial sums' buffer, in f32s (8 MiB): 64 rows of a 3072-feature product split
@@ -39,8 +41,8 @@ const SKINNY_BLOCKS_PER_SM: usize = 2;
 /// of 32) always use cuBLAS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmPath {
-    /// Time cuBLAS and the skinny kernel's k-splits on a shape's first call and keep the fastest
-    /// (the default on a GPU).
+    /// Time cuBLAS, the skinny kernel's k-splits and cuBLASLt's algorithms on a shape's first
+    /// call and keep the fastest (the default on a GPU).
     Auto,
     /// cuBLAS for every product (the default on the emulated device, whose timings say nothing
     /// about a GPU's).
@@ -48,6 +50,9 @@ pub enum GemmPath {
     /// The skinny kernel with this many of a block's warps splitting k (1, 2, 4 or 8) wherever
     /// it applies, k split over blocks as [`CudaBackend`]'s heuristic says.
     Skinny(u32),
+    /// cuBLASLt's candidate of this rank for each shape (its heuristic's list, then k-splits of
+    /// the first; the last one where there are fewer), cuBLAS where it has none (tests).
+    Lt(usize),
 }
 
 /// One way to compute a product.
@@ -60,6 +65,8 @@ pub(super) enum GemmKernel {
         kwarps: u32,
         splits: u32,
     },
+    /// A cuBLASLt algorithm (cuBLAS where cuBLASLt does not take it for a call's shape).
+    Lt(LtAlgo),
 }
 
 impl std::fmt::Display for GemmKernel {
@@ -71,6 +78,7 @@ impl std::fmt::Display for GemmKernel {
                 kwarps,
                 splits,
             } => write!(f, "skinny_t{tiles}_k{kwarps}_s{splits}"),
+            GemmKernel::Lt(algo) => algo.fmt(f),
         }
     }
 }
@@ -187,6 +195,13 @@ impl CudaBackend {
         v
     }
 
+    /// How many products picked for a cuBLASLt algorithm went to cuBLAS instead, because
+    /// cuBLASLt did not take the algorithm at that call's row count (or an operand was less
+    /// aligned than its tuning promised).
+    pub fn gemm_lt_fallbacks(&self) -> usize {
+        self.lt.as_ref().map_or(0, |lt| lt.fallbacks())
+    }
+
     fn gemm_plan(&self) -> std::sync::MutexGuard<'_, GemmPlan> {
         // A panic while holding the plan leaves a map that is still valid.
         self.gemm.lock().unwrap_or_else(|p| p.into_inner())
@@ -222,6 +237,14 @@ impl CudaBackend {
         match path {
             GemmPath::Cublas => Ok(GemmKernel::Cublas),
             GemmPath::Skinny(kwarps) => Ok(self.skinny_kernel(a, tiles, kwarps)),
+            GemmPath::Lt(rank) => {
+                let algos = self.lt_candidates(a)?;
+                let picked = algos
+                    .get(rank.min(algos.len().saturating_sub(1)))
+                    .map_or(GemmKernel::Cublas, |&algo| GemmKernel::Lt(algo));
+                self.gemm_plan().picked.insert(key, picked);
+                Ok(picked)
+            }
             GemmPath::Auto => {
                 // Timing synchronizes, which a capture forbids: a shape first met inside one
                 // (graphs.rs runs each shape eagerly first, so only by accident) uses cuBLAS
@@ -249,9 +272,11 @@ impl CudaBackend {
         }
     }
 
-    /// Times cuBLAS and the skinny kernel at every k-warp count, each on one run of k and split
-    /// as [`Self::skinny_kernel`] says, on this product's operands (each writes the same `out`),
-    /// and returns the fastest, with the timings. A candidate whose output disagrees with
+    /// Times cuBLAS, the skinny kernel at every k-warp count, each on one run of k and split
+    /// as [`Self::skinny_kernel`] says, and cuBLASLt's candidates, on this product's operands
+    /// (each writes the same `out`), and returns the fastest, with the timings. Each is timed
+    /// as a decode step meets it: weights out of the L2 cache, launches queued ahead
+    /// ([`Self::time_cold_us`]). A candidate whose output disagrees with
     /// cuBLAS's ([`agrees`]) is never picked: a kernel bug on some GPU costs speed, not answers.
     fn tune_gemm(
         &self,
@@ -272,10 +297,12 @@ impl CudaBackend {
                 candidates.push(split);
             }
         }
+        candidates.extend(self.lt_candidates(a)?.into_iter().map(GemmKernel::Lt));
         let len = a.rows * a.n;
         self.run_gemm(GemmKernel::Cublas, a)?;
         let reference = self.download(out, len)?;
         let (mut times, mut rejected) = (Vec::new(), Vec::new());
+        let mut flush = self.l2_flush_buffer();
         for c in candidates {
             if c != GemmKernel::Cublas {
                 self.run_gemm(c, a)?;
@@ -290,7 +317,7 @@ impl CudaBackend {
                     continue;
                 }
             }
-            let us = self.time_us(1, TUNE_REPS, || self.run_gemm(c, a))?;
+            let us = self.time_cold_us(TUNE_REPS, flush.as_mut(), || self.run_gemm(c, a))?;
             times.push((c, us));
         }
         let (best, _) = times
@@ -329,6 +356,30 @@ impl CudaBackend {
                 kwarps,
                 splits,
             } => self.skinny_gemm(a, tiles, kwarps, splits),
+            GemmKernel::Lt(algo) => {
+                let taken = match &self.lt {
+                    Some(lt) => {
+                        self.ctx.bind_to_thread()?;
+                        lt.matmul(&algo, a, self.stream.cu_stream().cast())?
+                    }
+                    None => false,
+                };
+                if !taken {
+                    return self.cublas_gemm(a);
+                }
+                self.add_bias(a)
+            }
+        }
+    }
+
+    /// cuBLASLt's candidates for this product (none where cuBLASLt is not loaded).
+    fn lt_candidates(&self, a: &GemmArgs) -> Result<Vec<LtAlgo>> {
+        match &self.lt {
+            Some(lt) => {
+                self.ctx.bind_to_thread()?;
+                lt.candidates(a)
+            }
+            None => Ok(Vec::new()),
         }
     }
 

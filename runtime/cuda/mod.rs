@@ -16,6 +16,7 @@ mod dtype;
 #[cfg(feature = "kernel-emu")]
 pub mod emulated;
 mod gemm;
+mod gemm_lt;
 mod gemm_plan;
 mod graphs;
 pub mod kernels;
@@ -106,6 +107,8 @@ pub struct CudaBackend {
     /// The skinny GEMM's split-k partial sums and per-tile counters (zero between launches);
     /// bf16 only.
     skinny_scratch: Option<(CudaSlice<f32>, CudaSlice<u32>)>,
+    /// cuBLASLt, for the GEMM tuner's candidates (bf16, where the library is installed).
+    lt: Option<gemm_lt::GemmLt>,
     /// Steps that are not pure decode run the general attention kernel even where the
     /// tensor-core prefill kernel applies (tests and the benchmark compare both).
     prefill_general: AtomicBool,
@@ -199,6 +202,14 @@ impl CudaBackend {
             )),
             DType::F32 => None,
         };
+        // cuBLASLt only for the products the tuner times (bf16; gemm_plan.rs).
+        let lt = match dtype {
+            DType::Bf16 => {
+                gemm_lt::GemmLt::new(dtype, blas_workspace.device_ptr(&stream).0, BLAS_WORKSPACE)
+                    .context("creating the cuBLASLt handle")?
+            }
+            DType::F32 => None,
+        };
         Ok(CudaBackend {
             copy_stream: ctx.new_stream()?,
             return_stream: ctx.new_stream()?,
@@ -213,6 +224,7 @@ impl CudaBackend {
             decode_path: AtomicUsize::new(DecodePath::Auto.encode()),
             gemm: Mutex::new(GemmPlan::new(default_gemm_path())),
             skinny_scratch,
+            lt,
             prefill_general: AtomicBool::new(false),
             cuda_graphs: AtomicBool::new(true),
             replays: Arc::default(),

@@ -113,3 +113,16 @@ pub fn simple_step(ids: &[u32], positions: &[u32]) -> StepInput {
         logits_indices: vec![],
     }
 }
+
+/// Whether the device the tests run on is the emulated one (whose libraries' behaviour some
+/// tests rely on).
+pub fn on_emulated_device() -> bool {
+    #[cfg(feature = "kernel-emu")]
+    {
+        tandem::runtime::cuda::emulated::active()
+    }
+    #[cfg(not(feature = "kernel-emu"))]
+    {
+        false
+    }
+}
