@@ -111,8 +111,8 @@ pub struct GemmTuning {
     pub k: usize,
     pub rows: usize,
     pub times_us: Vec<(String, f64)>,
-    /// Candidates whose output disagreed with cuBLAS's (never picked; empty unless a kernel is
-    /// wrong on this GPU).
+    /// Candidates whose output disagreed with cuBLAS's or that failed to run (never picked;
+    /// empty unless a kernel is wrong on this GPU or a library refused a call).
     pub rejected: Vec<String>,
     pub picked: String,
 }
@@ -297,7 +297,16 @@ impl CudaBackend {
                 candidates.push(split);
             }
         }
-        candidates.extend(self.lt_candidates(a)?.into_iter().map(GemmKernel::Lt));
+        // cuBLASLt is optional here: where asking it fails, tuning goes on without it.
+        match self.lt_candidates(a) {
+            Ok(algos) => candidates.extend(algos.into_iter().map(GemmKernel::Lt)),
+            Err(e) => tracing::warn!(
+                "gemm {}x{}x{}: no cuBLASLt candidates ({e:#})",
+                a.rows,
+                a.n,
+                a.k
+            ),
+        }
         let len = a.rows * a.n;
         self.run_gemm(GemmKernel::Cublas, a)?;
         let reference = self.download(out, len)?;
@@ -305,20 +314,38 @@ impl CudaBackend {
         let mut flush = self.l2_flush_buffer();
         for c in candidates {
             if c != GemmKernel::Cublas {
-                self.run_gemm(c, a)?;
-                if !agrees(&reference, &self.download(out, len)?) {
+                // A candidate that fails to run (a library status, not a fault: those would
+                // fail cuBLAS's run too) is dropped like one that disagrees.
+                let verdict = self
+                    .run_gemm(c, a)
+                    .and_then(|()| self.download(out, len))
+                    .map(|got| agrees(&reference, &got));
+                let why = match verdict {
+                    Ok(true) => None,
+                    Ok(false) => Some("disagrees with cuBLAS".to_string()),
+                    Err(e) => Some(format!("failed: {e:#}")),
+                };
+                if let Some(why) = why {
+                    tracing::warn!("gemm {}x{}x{}: {c} {why}; not used", a.rows, a.n, a.k);
+                    rejected.push(c.to_string());
+                    continue;
+                }
+            }
+            let timed = self.time_cold_us(TUNE_REPS, flush.as_mut(), || self.run_gemm(c, a));
+            match timed {
+                Ok(us) => times.push((c, us)),
+                // cuBLAS must run; another candidate that fails while timed is dropped.
+                Err(e) if c != GemmKernel::Cublas => {
                     tracing::warn!(
-                        "gemm {}x{}x{}: {c} disagrees with cuBLAS; not used",
+                        "gemm {}x{}x{}: {c} failed: {e:#}; not used",
                         a.rows,
                         a.n,
                         a.k
                     );
                     rejected.push(c.to_string());
-                    continue;
                 }
+                Err(e) => return Err(e),
             }
-            let us = self.time_cold_us(TUNE_REPS, flush.as_mut(), || self.run_gemm(c, a))?;
-            times.push((c, us));
         }
         let (best, _) = times
             .iter()
