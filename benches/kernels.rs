@@ -359,13 +359,20 @@ fn kernels(bench: &mut Bench) {
     }
 
     // Device sampling of a decode step: 256 rows of a Llama-3 vocabulary (128,256), greedy and
-    // top-p 0.9 at temperature 0.8; bytes = the logits read once. The time includes the
-    // parameter upload, the token download and the host synchronisation.
+    // top-p 0.9 at temperature 0.8, and greedy at 1 and 64 rows (split over blocks); bytes =
+    // the logits read once. The time includes the parameter upload, the token download and the
+    // host synchronisation.
     let (srows, svocab) = (256usize, 128_256usize);
     let slogits = bench.random(srows * svocab);
     let mut smeta = bench.b.new_meta(1, srows, layout).unwrap();
-    for (name, greedy) in [("sample_greedy", true), ("sample_top_p", false)] {
-        let params: Vec<DeviceSampling> = (0..srows as u64)
+    let sample_cases = [
+        ("sample_greedy_r1", true, 1),
+        ("sample_greedy_r64", true, 64),
+        ("sample_greedy", true, srows),
+        ("sample_top_p", false, srows),
+    ];
+    for (name, greedy, rows) in sample_cases {
+        let params: Vec<DeviceSampling> = (0..rows as u64)
             .map(|r| DeviceSampling {
                 greedy,
                 inv_temperature: 1.0 / 0.8,
@@ -384,8 +391,8 @@ fn kernels(bench: &mut Bench) {
                 .sample_rows(&slogits, svocab, &params, &mut smeta, &mut out)
                 .unwrap());
         });
-        let shape = format!("{srows} rows x {svocab}");
-        bench.report_bytes(name, &shape, us, (srows * svocab) as f64 * f);
+        let shape = format!("{rows} rows x {svocab}");
+        bench.report_bytes(name, &shape, us, (rows * svocab) as f64 * f);
     }
     drop((slogits, smeta));
 

@@ -37,9 +37,12 @@
 // f64 atomics, whose order varies between runs), so a top-p cut or a draw can differ only when
 // the target lands within ~1e-15 (relative) of a cumulative weight.
 //
-// Launch: grid (rows), block SAMPLE_THREADS. params [rows] SampleParams (40 bytes, matching
-// runtime/cuda/sampling.rs); logits [rows, vocab] storage dtype; out [rows, SAMPLE_OUT_WORDS]
-// u32: token, chosen logprob (f32 bits), top ids [20], top logprobs [20] (f32 bits).
+// Launch: grid (rows, greedy splits), block SAMPLE_THREADS. params [rows] SampleParams (40 bytes,
+// matching runtime/cuda/sampling.rs); logits [rows, vocab] storage dtype; out [rows,
+// SAMPLE_OUT_WORDS] u32: token, chosen logprob (f32 bits), top ids [20], top logprobs [20] (f32
+// bits). With more than one split, greedy rows without logprobs are shared by the row's blocks
+// (greedy_split), through best [rows] u64 (all ones between launches) and counters [rows] u32
+// (zero between launches); every other row runs on its first block alone.
 #include "common.cuh"
 #include "dtype.cuh"
 
@@ -344,17 +347,21 @@ __device__ unsigned long long select_boundary(Elem elem, WeightOf weight_of, uin
     return make_key(prefix, id);
 }
 
-// This thread's smallest key of a greedy row: argmax, NaN below everything (an all-NaN row
-// gives 0), -0.0 == 0.0 (`l == max`); the block's minimum is the first maximum whatever the
-// order the threads visit the row in. 16-byte loads, several in flight per thread: one 2-byte
-// load per iteration, each waiting on the last, took 86-96 us per step on an H200 (2026-11-27)
-// for 1 to 64 rows of 128256, 15-30x the time to read them.
+// This thread's smallest key of elements [lo, hi) of a greedy row: argmax, NaN below
+// everything (an all-NaN row gives 0), -0.0 == 0.0 (`l == max`); the minimum over the blocks
+// and threads is the first maximum whatever the order they visit the row in. 16-byte loads,
+// several in flight per thread: one 2-byte load per iteration, each waiting on the last, took
+// 86-96 us per step on an H200 (2026-11-27) for 1 to 64 rows of 128256, 15-30x the time to
+// read them.
 template <typename T>
-__device__ __forceinline__ unsigned long long greedy_key(const T* __restrict__ x, uint32_t n) {
-    auto key = [](float v, uint32_t i) {
-        const uint32_t hi = isnan(v) ? 0xffffffffu : key_hi(__fadd_rn(v, 0.0f));
-        return make_key(hi, i);
+__device__ __forceinline__ unsigned long long greedy_key(const T* __restrict__ row, uint32_t lo,
+                                                         uint32_t hi) {
+    auto key = [lo](float v, uint32_t i) {
+        const uint32_t h = isnan(v) ? 0xffffffffu : key_hi(__fadd_rn(v, 0.0f));
+        return make_key(h, lo + i);
     };
+    const T* x = row + lo;
+    const uint32_t n = hi > lo ? hi - lo : 0;
     constexpr uint32_t V = Vec16<T>::N;
     // Elements before the row's first 16-byte boundary (rows of any length follow each other).
     const uint32_t skew = (uint32_t)(((16 - (uintptr_t)x % 16) % 16) / sizeof(T));
@@ -383,10 +390,39 @@ __device__ __forceinline__ unsigned long long greedy_key(const T* __restrict__ x
     return best;
 }
 
+// A greedy row without logprobs over gridDim.y blocks (one block streams a row at a fraction of
+// the bandwidth; a batch-1 step's one row would keep one SM busy): block y takes the y-th run of
+// `chunk` elements, folds its first maximum into best[row] (atomicMin on the key), and the last
+// block to finish (the counter, after a fence) writes the token and resets best and the counter
+// for the next launch or graph replay. Runs of none are fine (a short row, many blocks).
+template <typename T>
+__device__ __forceinline__ void greedy_split(const T* __restrict__ x, uint32_t n, uint32_t* o,
+                                             unsigned long long* best, uint32_t* counter,
+                                             SampleShared& sh) {
+    const uint32_t splits = gridDim.y;
+    const uint32_t chunk = ((n + splits - 1) / splits + 63u) & ~63u;  // 128-byte aligned runs
+    const uint32_t lo = min(blockIdx.y * chunk, n);
+    const uint32_t hi = min(lo + chunk, n);
+    const unsigned long long k = block_min_u64(greedy_key(x, lo, hi), sh);
+    if (threadIdx.x == 0) {
+        atomicMin(best, k);
+        __threadfence();
+        if (atomicAdd(counter, 1u) == splits - 1) {
+            __threadfence();
+            const unsigned long long all = atomicExch(best, SAMPLE_ALL);
+            *counter = 0;
+            o[0] = (uint32_t)all;
+            o[1] = __float_as_uint(0.0f);
+        }
+    }
+}
+
 template <typename T>
 __device__ __forceinline__ void sample_row_impl(const T* __restrict__ logits, uint32_t n,
                                                 const SampleParams* __restrict__ params,
-                                                uint32_t* __restrict__ out) {
+                                                uint32_t* __restrict__ out,
+                                                unsigned long long* __restrict__ best,
+                                                uint32_t* __restrict__ counters) {
     __shared__ SampleShared sh;
     const T* x = logits + (size_t)blockIdx.x * n;
     const SampleParams p = params[blockIdx.x];
@@ -394,8 +430,16 @@ __device__ __forceinline__ void sample_row_impl(const T* __restrict__ logits, ui
     uint32_t token;
     auto no_weight = [](uint32_t) { return 0.0f; };
 
+    if (gridDim.y > 1) {
+        if ((p.flags & SAMPLE_GREEDY) && !(p.flags & SAMPLE_LOGPROBS)) {
+            greedy_split(x, n, o, best + blockIdx.x, counters + blockIdx.x, sh);
+            return;
+        }
+        // Any other row is one block's: the rest of its blocks have nothing to do.
+        if (blockIdx.y > 0) return;
+    }
     if (p.flags & SAMPLE_GREEDY) {
-        token = (uint32_t)block_min_u64(greedy_key(x, n), sh);
+        token = (uint32_t)block_min_u64(greedy_key(x, 0, n), sh);
     } else {
         const float inv = p.inv_temperature;
         auto val = [&](uint32_t i) { return clean(__fmul_rn(to_f32(x[i]), inv)); };
@@ -549,8 +593,10 @@ __device__ __forceinline__ void sample_row_impl(const T* __restrict__ logits, ui
 #define SAMPLE_ENTRIES(SUFFIX, T)                                                                 \
     extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS, 1)                                  \
         sample_rows_##SUFFIX(const T* __restrict__ logits, uint32_t vocab,                        \
-                             const SampleParams* __restrict__ params, uint32_t* __restrict__ out) { \
-        sample_row_impl<T>(logits, vocab, params, out);                                           \
+                             const SampleParams* __restrict__ params, uint32_t* __restrict__ out, \
+                             unsigned long long* __restrict__ best,                               \
+                             uint32_t* __restrict__ counters) {                                   \
+        sample_row_impl<T>(logits, vocab, params, out, best, counters);                           \
     }
 SAMPLE_ENTRIES(f32, float)
 SAMPLE_ENTRIES(bf16, bf16)

@@ -239,6 +239,22 @@ fn sample_rows_large_vocab() {
             check_sampling(&b, &mut rng, 50_000, 28, round);
             check_sampling(&b, &mut rng, 128_256, 14, round);
         }
+        // Greedy rows without logprobs, which the sampler splits over blocks (as many as the
+        // launch's rows leave room for), twice on the same buffers: the split state resets.
+        for rows in [1, 3, 5] {
+            let mut meta = b.new_meta(1, rows, LAYOUTS[0]).unwrap();
+            for _ in 0..2 {
+                let batch = SamplingBatch::greedy(&mut rng, rows, 128_256, "greedy", &|v| {
+                    b.dtype().round(v)
+                });
+                let t = b.upload(&batch.logits).unwrap();
+                let mut got: Vec<Sampled> = Vec::new();
+                assert!(b
+                    .sample_rows(&t, 128_256, &batch.device_params(), &mut meta, &mut got)
+                    .unwrap());
+                batch.check(&got, 0.0, 0.0);
+            }
+        }
     }
 }
 

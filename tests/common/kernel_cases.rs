@@ -256,11 +256,8 @@ impl SamplingBatch {
         label: &str,
         rounding: &dyn Fn(&[f32]) -> Vec<f32>,
     ) -> Self {
-        let logits = sampling_logits(rng, rows, vocab, rounding);
         let cases = sampling_cases();
-        let mut states = Vec::new();
-        let mut what = Vec::new();
-        for r in 0..rows {
+        Self::with_cases(rng, rows, vocab, label, rounding, |r| {
             let (name, mut params) = cases[(r + round) % cases.len()].clone();
             params.logprobs = match (r + round) % 4 {
                 0 => None,
@@ -268,6 +265,37 @@ impl SamplingBatch {
                 2 => Some(5),
                 _ => Some(20),
             };
+            (name, params)
+        })
+    }
+
+    /// Rows that are all greedy without logprobs (the rows the device sampler may split over
+    /// several blocks).
+    pub fn greedy(
+        rng: &mut StdRng,
+        rows: usize,
+        vocab: usize,
+        label: &str,
+        rounding: &dyn Fn(&[f32]) -> Vec<f32>,
+    ) -> Self {
+        Self::with_cases(rng, rows, vocab, label, rounding, |_| {
+            sampling_cases()[0].clone()
+        })
+    }
+
+    fn with_cases(
+        rng: &mut StdRng,
+        rows: usize,
+        vocab: usize,
+        label: &str,
+        rounding: &dyn Fn(&[f32]) -> Vec<f32>,
+        case: impl Fn(usize) -> (&'static str, SamplingParams),
+    ) -> Self {
+        let logits = sampling_logits(rng, rows, vocab, rounding);
+        let mut states = Vec::new();
+        let mut what = Vec::new();
+        for r in 0..rows {
+            let (name, params) = case(r);
             let seed = rng.random::<u64>();
             let position = rng.random_range(0..300usize);
             let generated = vec![0u32; position];
