@@ -382,6 +382,15 @@ API CUresult cuDeviceGetAttribute(int* v, int attribute, CUdevice) {
     }
     return kSuccess;
 }
+// Resident blocks per SM: 2048 threads' worth, at most 16 (no register or shared memory
+// accounting: the emulated device has no such limits).
+API CUresult cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int* n, void*, int block,
+                                                                  size_t, unsigned) {
+    if (!n || block < 1) return kInvalidValue;
+    *n = 2048 / block < 16 ? 2048 / block : 16;
+    if (*n < 1) *n = 1;
+    return kSuccess;
+}
 API CUresult cuDevicePrimaryCtxRetain(void** ctx, CUdevice) {
     static int the_context;
     *ctx = &the_context;

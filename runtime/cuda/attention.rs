@@ -43,10 +43,12 @@ use crate::runtime::backend::{AttentionParams, QkvLayout};
 const MIN_SPLIT_KEYS: usize = 64;
 /// Most splits of one sequence (`DEC_MAX_SPLITS` in paged_attention_decode.cu).
 const MAX_SPLITS: usize = 64;
-/// Blocks per SM the split count aims for: one wave at the 4 resident blocks per SM that the
-/// kernel's ~110 registers × 128 threads allow. Splitting further only adds merge work: on an
-/// H200 (64 sequences × 2048 keys, 8 kv heads: 512 blocks unsplit) 1 split took 265.5 µs, 2
-/// took 275.6 µs and 3 to 16 took ~281 µs (f32; bf16 alike, 368 to 386 µs).
+/// The most blocks per SM the split count aims for: one wave at the 4 resident blocks per SM
+/// that the scalar kernel's ~110 registers × 128 threads allow (the workspace is sized for it).
+/// A kernel that fits fewer (the head_dim-128 tensor-core one: 227 registers, 2 blocks) aims for
+/// its own one wave ([`CudaBackend::decode_blocks_per_sm`]). Splitting further only adds merge
+/// work: on an H200 (64 sequences × 2048 keys, 8 kv heads: 512 blocks unsplit) 1 split took
+/// 265.5 µs, 2 took 275.6 µs and 3 to 16 took ~281 µs (f32; bf16 alike, 368 to 386 µs).
 const BLOCKS_PER_SM: usize = 4;
 /// Warps per block (`DEC_WARPS`): a GQA group may be cut into at most this many head chunks.
 const DEC_WARPS: usize = 4;
@@ -181,15 +183,17 @@ impl CudaBackend {
         self.k.decode_tc[i].as_ref()
     }
 
-    /// The split count for a decode step of `seqs` sequences whose longest key range is
-    /// `max_span`, or `None` when the general kernel must run.
+    /// The decode kernel and its split count for a decode step of `seqs` sequences over blocks
+    /// of `block_size` whose longest key range is `max_span`, or `None` when the general kernel
+    /// must run.
     fn decode_splits(
         &self,
         meta: &CudaMeta,
         l: QkvLayout,
+        block_size: usize,
         seqs: usize,
         max_span: usize,
-    ) -> Option<usize> {
+    ) -> Option<(&CudaFunction, usize)> {
         let path = DecodePath::decode(self.decode_path.load(Ordering::Relaxed));
         if path == DecodePath::General || seqs == 0 {
             return None;
@@ -203,12 +207,16 @@ impl CudaBackend {
         if (l.num_heads / l.num_kv_heads).div_ceil(max_hc) > DEC_WARPS {
             return None;
         }
+        let f = match self.decode_tc_kernel(l, block_size) {
+            Some(f) => f,
+            None => self.scalar_decode_kernel(l).ok()?,
+        };
         let wanted = match path {
             DecodePath::Splits(n) => n,
             _ => {
                 // Split only as far as one wave of blocks needs (rounding down: a grid that
                 // almost fills the GPU unsplit is faster than one split in two).
-                let target = BLOCKS_PER_SM * self.sm_count;
+                let target = self.decode_blocks_per_sm(f) * self.sm_count;
                 (target / (seqs * l.num_kv_heads))
                     .max(1)
                     .min(max_span.div_ceil(MIN_SPLIT_KEYS))
@@ -218,7 +226,21 @@ impl CudaBackend {
         let per_seq = l.num_heads * l.head_dim;
         let fits = (meta.decode.o.len() / (seqs * per_seq))
             .min(meta.decode.ml.len() / (seqs * l.num_heads * 2));
-        Some(wanted.min(MAX_SPLITS).min(fits).max(1))
+        Some((f, wanted.min(MAX_SPLITS).min(fits).max(1)))
+    }
+
+    /// How many blocks of decode kernel `f` an SM holds at once (its registers and shared
+    /// memory decide), at most [`BLOCKS_PER_SM`]; asked of the driver once per kernel.
+    fn decode_blocks_per_sm(&self, f: &CudaFunction) -> usize {
+        let key = f.cu_function() as usize;
+        let mut known = self
+            .decode_occupancy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *known.entry(key).or_insert_with(|| {
+            f.occupancy_max_active_blocks_per_multiprocessor(DEC_THREADS, 0, None)
+                .map_or(BLOCKS_PER_SM, |n| (n as usize).clamp(1, BLOCKS_PER_SM))
+        })
     }
 
     pub(super) fn attention_op(
@@ -284,8 +306,10 @@ impl CudaBackend {
         // has at least one).
         let seqs = step.num_seqs();
         if rows == seqs {
-            if let Some(splits) = self.decode_splits(meta, l, seqs, max_span) {
-                return self.decode_attention(qkv, k_cache, v_cache, meta, p, splits, out);
+            if let Some((f, splits)) =
+                self.decode_splits(meta, l, p.cache.block_size, seqs, max_span)
+            {
+                return self.decode_attention(f, qkv, k_cache, v_cache, meta, p, splits, out);
             }
         }
         let args = (
@@ -350,11 +374,12 @@ impl CudaBackend {
             .ok_or_else(|| anyhow::anyhow!("no decode kernel for head_dim {}", l.head_dim))
     }
 
-    /// The decode kernel over `splits` context splits, then (splits > 1) the merge kernel.
+    /// Decode kernel `f` over `splits` context splits, then (splits > 1) the merge kernel.
     /// The caller has checked the step and that the kernel handles this layout.
     #[allow(clippy::too_many_arguments)]
     fn decode_attention(
         &self,
+        f: &CudaFunction,
         qkv: &CudaTensor,
         k_cache: &CudaTensor,
         v_cache: &CudaTensor,
@@ -366,10 +391,6 @@ impl CudaBackend {
         let l = p.layout;
         let step = &meta.host;
         let seqs = step.num_seqs();
-        let f = match self.decode_tc_kernel(l, p.cache.block_size) {
-            Some(f) => f,
-            None => self.scalar_decode_kernel(l)?,
-        };
         let args = (
             self.tp(qkv),
             self.tp(k_cache),

@@ -102,6 +102,8 @@ pub struct CudaBackend {
     sm_count: usize,
     /// [`DecodePath`], encoded (tests and the benchmark pin it).
     decode_path: AtomicUsize,
+    /// Resident blocks per SM of each decode kernel used so far (attention.rs), by handle.
+    decode_occupancy: Mutex<std::collections::HashMap<usize, usize>>,
     /// Which kernel computes each product of few rows (gemm_plan.rs).
     gemm: Mutex<GemmPlan>,
     /// The skinny GEMM's split-k partial sums and per-tile counters (zero between launches);
@@ -222,6 +224,7 @@ impl CudaBackend {
             dtype,
             sm_count: sms.max(1) as usize,
             decode_path: AtomicUsize::new(DecodePath::Auto.encode()),
+            decode_occupancy: Mutex::default(),
             gemm: Mutex::new(GemmPlan::new(default_gemm_path())),
             skinny_scratch,
             lt,
