@@ -462,61 +462,73 @@ fn write_kv() {
     }
 }
 
+/// Runs `sample_rows` on the batch `make` builds, once per greedy split count in `splits`, and
+/// checks each launch against the CPU's `sample()` (`make` is called afresh for each check,
+/// which consumes a batch) and that the split state is back at rest after it.
+fn check_sampler_launches(
+    dt: Dt,
+    make: impl Fn() -> SamplingBatch,
+    splits: &[u32],
+    (atol, rtol): (f32, f32),
+) {
+    use tandem::runtime::sampling::device_words::{pack, unpack, OUT_WORDS, PARAM_WORDS};
+    let batch = make();
+    let (rows, vocab) = (batch.states.len(), batch.vocab);
+    let params = batch.device_params();
+    let mut words = vec![0u32; rows * PARAM_WORDS];
+    for (p, w) in params.iter().zip(words.chunks_exact_mut(PARAM_WORDS)) {
+        pack(p, w);
+    }
+    let logits = Buf::new(dt, &batch.logits);
+    for &split in splits {
+        let mut out = vec![u32::MAX; rows * OUT_WORDS];
+        let mut best = vec![u64::MAX; rows];
+        let mut done = vec![0u32; rows];
+        let args = [
+            logits.arg(),
+            u(vocab).into(),
+            Arg::ptr(&words),
+            Arg::ptr_mut(&mut out),
+            Arg::ptr_mut(&mut best),
+            Arg::ptr_mut(&mut done),
+        ];
+        run(&dt.kernel("sample_rows"), (u(rows), split, 1), 512, &args);
+        let got: Vec<_> = params
+            .iter()
+            .zip(out.chunks_exact(OUT_WORDS))
+            .map(|(p, w)| unpack(p, w, vocab))
+            .collect();
+        make().check(&got, atol, rtol);
+        let what = format!("{} vocab {vocab}, {split} splits", dt.name());
+        assert!(best.iter().all(|&b| b == u64::MAX), "{what}: best");
+        assert!(done.iter().all(|&d| d == 0), "{what}: counters");
+    }
+}
+
 /// Greedy rows without logprobs, which the device sampler splits over a row's blocks: the
 /// first maximum (ties, a NaN, a -inf in some rows) for every split count, including more blocks
 /// than a row has runs for; the split state back at rest after.
 #[test]
 fn sample_rows_greedy_split() {
-    use tandem::runtime::sampling::device_words::{pack, unpack, OUT_WORDS, PARAM_WORDS};
     for dt in DTYPES {
         let mut rng = StdRng::seed_from_u64(73);
         for (vocab, rows) in [(50_000, 3), (4099, 5), (7, 2)] {
-            // `check` consumes a batch (it samples on the CPU): one made afresh per launch.
             let seed = rng.random::<u64>();
             let make = || {
                 let mut rng = StdRng::seed_from_u64(seed);
                 SamplingBatch::greedy(&mut rng, rows, vocab, dt.name(), &|v| dt.round(v))
             };
-            let batch = make();
-            let params = batch.device_params();
-            let mut words = vec![0u32; rows * PARAM_WORDS];
-            for (p, w) in params.iter().zip(words.chunks_exact_mut(PARAM_WORDS)) {
-                pack(p, w);
-            }
-            let logits = Buf::new(dt, &batch.logits);
-            for splits in [1u32, 2, 5, 64] {
-                let mut out = vec![u32::MAX; rows * OUT_WORDS];
-                let mut best = vec![u64::MAX; rows];
-                let mut done = vec![0u32; rows];
-                let args = [
-                    logits.arg(),
-                    u(vocab).into(),
-                    Arg::ptr(&words),
-                    Arg::ptr_mut(&mut out),
-                    Arg::ptr_mut(&mut best),
-                    Arg::ptr_mut(&mut done),
-                ];
-                run(&dt.kernel("sample_rows"), (u(rows), splits, 1), 512, &args);
-                let got: Vec<_> = params
-                    .iter()
-                    .zip(out.chunks_exact(OUT_WORDS))
-                    .map(|(p, w)| unpack(p, w, vocab))
-                    .collect();
-                make().check(&got, 0.0, 0.0);
-                let what = format!("{} vocab {vocab}, {splits} splits", dt.name());
-                assert!(best.iter().all(|&b| b == u64::MAX), "{what}: best");
-                assert!(done.iter().all(|&d| d == 0), "{what}: counters");
-            }
+            check_sampler_launches(dt, make, &[1, 2, 5, 64], (0.0, 0.0));
         }
     }
 }
 
 /// The device sampler (greedy, temperature, top-k, top-p, min-p, seeded draws, top-n logprobs)
-/// against the CPU's `sample()`: tokens and top ids exactly, logprobs within 1e-5; greedy rows
-/// on one block and split over several.
+/// against the CPU's `sample()`: tokens and top ids exactly, logprobs within 1e-5; every row
+/// kind with the greedy split off and on (other rows then run on their first block, the rest of
+/// theirs idle).
 #[test]
 fn sample_rows() {
-    use tandem::runtime::sampling::device_words::{pack, unpack, OUT_WORDS, PARAM_WORDS};
     for dt in DTYPES {
         let mut rng = StdRng::seed_from_u64(71);
         for (round, (vocab, rows)) in [(5, 1), (64, 7), (33, 1000), (50_000, 6), (40, 14)]
@@ -528,38 +540,7 @@ fn sample_rows() {
                 let mut rng = StdRng::seed_from_u64(seed);
                 SamplingBatch::new(&mut rng, rows, vocab, round, dt.name(), &|v| dt.round(v))
             };
-            let batch = make();
-            let params = batch.device_params();
-            let mut words = vec![0u32; rows * PARAM_WORDS];
-            for (p, w) in params.iter().zip(words.chunks_exact_mut(PARAM_WORDS)) {
-                pack(p, w);
-            }
-            let logits = Buf::new(dt, &batch.logits);
-            // Every row kind with the greedy split on (other rows then run on their first
-            // block, the rest of theirs idle) and off.
-            for splits in [1u32, 3] {
-                let mut out = vec![u32::MAX; rows * OUT_WORDS];
-                let mut best = vec![u64::MAX; rows];
-                let mut done = vec![0u32; rows];
-                let args = [
-                    logits.arg(),
-                    u(vocab).into(),
-                    Arg::ptr(&words),
-                    Arg::ptr_mut(&mut out),
-                    Arg::ptr_mut(&mut best),
-                    Arg::ptr_mut(&mut done),
-                ];
-                run(&dt.kernel("sample_rows"), (u(rows), splits, 1), 512, &args);
-                let got: Vec<_> = params
-                    .iter()
-                    .zip(out.chunks_exact(OUT_WORDS))
-                    .map(|(p, w)| unpack(p, w, vocab))
-                    .collect();
-                let (atol, rtol) = dt.tol(1e-5, 1e-5);
-                make().check(&got, atol, rtol);
-                assert!(best.iter().all(|&b| b == u64::MAX), "{splits} splits: best");
-                assert!(done.iter().all(|&d| d == 0), "{splits} splits: counters");
-            }
+            check_sampler_launches(dt, make, &[1, 3], dt.tol(1e-5, 1e-5));
         }
     }
 }

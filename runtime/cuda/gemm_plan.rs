@@ -276,7 +276,7 @@ impl CudaBackend {
     /// as [`Self::skinny_kernel`] says, and cuBLASLt's candidates, on this product's operands
     /// (each writes the same `out`), and returns the fastest, with the timings. Each is timed
     /// as a decode step meets it: weights out of the L2 cache, launches queued ahead
-    /// ([`Self::time_cold_us`]). A candidate whose output disagrees with
+    /// ([`Self::time_runs`] with a flush). A candidate whose output disagrees with
     /// cuBLAS's ([`agrees`]) is never picked: a kernel bug on some GPU costs speed, not answers.
     fn tune_gemm(
         &self,
@@ -331,7 +331,7 @@ impl CudaBackend {
                     continue;
                 }
             }
-            let timed = self.time_cold_us(TUNE_REPS, flush.as_mut(), || self.run_gemm(c, a));
+            let timed = self.time_runs(1, TUNE_REPS, flush.as_mut(), || self.run_gemm(c, a));
             match timed {
                 Ok(us) => times.push((c, us)),
                 // cuBLAS must run; another candidate that fails while timed is dropped.

@@ -13,26 +13,12 @@ impl CudaBackend {
         &self,
         warmup: usize,
         reps: usize,
-        mut f: impl FnMut() -> Result<()>,
+        f: impl FnMut() -> Result<()>,
     ) -> Result<f64> {
-        for _ in 0..warmup {
-            f()?;
-        }
-        let flags = Some(CUevent_flags::CU_EVENT_DEFAULT);
-        let mut times = Vec::with_capacity(reps.max(1));
-        for _ in 0..reps.max(1) {
-            let (start, end) = (self.ctx.new_event(flags)?, self.ctx.new_event(flags)?);
-            start.record(&self.stream)?;
-            f()?;
-            end.record(&self.stream)?;
-            times.push(f64::from(start.elapsed_ms(&end)?) * 1e3);
-        }
-        self.synchronize()?;
-        times.sort_by(f64::total_cmp);
-        Ok(times[times.len() / 2])
+        self.time_runs(warmup, reps, None, f)
     }
 
-    /// A buffer twice the L2 cache's size, for [`Self::time_cold_us`]; None where the device
+    /// A buffer twice the L2 cache's size, for [`Self::time_runs`]; None where the device
     /// has no memory to spare for it (the timing then runs with a warm cache).
     pub(super) fn l2_flush_buffer(&self) -> Option<CudaSlice<u8>> {
         let l2 = self
@@ -52,19 +38,22 @@ impl CudaBackend {
         }
     }
 
-    /// The median time, in microseconds, of what `f` queues, as a step meets it: with its
-    /// operands out of the L2 cache (a decode step streams each layer's weights from memory
-    /// once; timed again and again, a 10 MB product would run from a 50 MB L2) and with no
-    /// wait for the host to queue it (in a graph the launches are ready). Before each timed
-    /// run the stream clears `flush` ([`Self::l2_flush_buffer`]), which both evicts the cache
-    /// and keeps the GPU busy while the run is queued behind it. One untimed run first.
-    pub(super) fn time_cold_us(
+    /// The median time, in microseconds, of what `f` queues: `warmup` untimed runs, then `reps`
+    /// runs each between two timed events. With `flush` ([`Self::l2_flush_buffer`]), timed as a
+    /// step meets it: the stream clears the buffer before each timed run, so the operands come
+    /// from memory (a decode step streams each layer's weights once; timed again and again, a
+    /// 10 MB product would run from a 50 MB L2) and the GPU is busy while the run is queued
+    /// behind it (in a graph the launches are ready; here the host's launch would be timed).
+    pub(super) fn time_runs(
         &self,
+        warmup: usize,
         reps: usize,
         mut flush: Option<&mut CudaSlice<u8>>,
         mut f: impl FnMut() -> Result<()>,
     ) -> Result<f64> {
-        f()?;
+        for _ in 0..warmup {
+            f()?;
+        }
         let flags = Some(CUevent_flags::CU_EVENT_DEFAULT);
         let mut times = Vec::with_capacity(reps.max(1));
         for _ in 0..reps.max(1) {
