@@ -145,11 +145,13 @@ pub fn run(args: DecodeArgs) -> Result<()> {
                 backend.set_decode_path(tandem::runtime::cuda::DecodePath::Scalar);
             }
             println!(
-                "device: {}  dtype: {dtype}  cuda graphs: {}  decode attention: {:?}  gemm: {:?}",
+                "device: {}  dtype: {dtype}  cuda graphs: {}  decode attention: {:?}  gemm: {:?}  \
+                 pdl: {}",
                 backend.device_name()?,
                 if backend.cuda_graphs() { "on" } else { "off" },
                 args.decode_attention,
-                backend.gemm_path()
+                backend.gemm_path(),
+                if backend.pdl() { "on" } else { "off" },
             );
             let (model, _tokenizer) = args.open_model()?.into_model(backend, args.limits())?;
             let model = bench(model, &args, copy_gbs, dtype.size())?;

@@ -20,6 +20,7 @@ __device__ __forceinline__ void add_bias_impl(T* __restrict__ out, const T* __re
 #define ADD_BIAS_ENTRY(SUFFIX, T)                                                                 \
     extern "C" __global__ void add_bias_##SUFFIX(T* __restrict__ out,                             \
                                                  const T* __restrict__ bias, uint32_t n) {        \
+        grid_dependency_sync();                                                                   \
         add_bias_impl<T>(out, bias, n);                                                           \
     }
 ADD_BIAS_ENTRY(f32, float)

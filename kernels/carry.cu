@@ -12,6 +12,7 @@ extern "C" __global__ void carry_tokens(uint32_t* __restrict__ input_ids,
                                         const uint32_t* __restrict__ carry,
                                         const uint32_t* __restrict__ samples, uint32_t n,
                                         uint32_t sample_words) {
+    grid_dependency_sync();
     const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) input_ids[carry[2 * i]] = samples[(size_t)carry[2 * i + 1] * sample_words];
 }

@@ -31,3 +31,23 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
 }
 
 __device__ __forceinline__ float tandem_nan() { return __int_as_float(0x7fc00000); }
+
+// Programmatic dependent launch (compute capability 9.0+). On such GPUs the host launches every
+// kernel with programmatic stream serialization allowed (runtime/cuda/launch.rs), so a kernel's
+// blocks may be scheduled while the kernel before it in the stream is still running: each
+// kernel's launch latency then overlaps its predecessor's tail instead of following it (a decode
+// step is ~100 kernels of a few microseconds each). So every kernel calls this first, before it
+// touches memory a kernel before it may have written (gemm_skinny.cu first issues loads of its
+// weights, which no kernel writes, so they are in flight meanwhile): griddepcontrol.wait returns once the previous grid has completed and its writes
+// are visible (at once when the launch was an ordinary one); then griddepcontrol.launch_dependents
+// lets the next kernel's blocks be scheduled. Triggering after the wait, not before, keeps at
+// most one kernel's blocks waiting on the one running.
+// The emulator checks that every thread of a dependent launch called it (kernels/emu/runtime.cc).
+__device__ __forceinline__ void grid_dependency_sync() {
+#if defined(TANDEM_EMU)
+    ::tandem_emu::grid_dependency_sync();
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}

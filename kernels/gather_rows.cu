@@ -39,6 +39,7 @@ __device__ __forceinline__ void gather_rows_impl(const T* __restrict__ table,
     extern "C" __global__ void gather_rows_##SUFFIX(                                              \
         const T* __restrict__ table, const uint32_t* __restrict__ index,                          \
         uint32_t num_table_rows, uint32_t dim, T* __restrict__ out) {                             \
+        grid_dependency_sync();                                                                   \
         gather_rows_impl<T>(table, index, num_table_rows, dim, out);                              \
     }
 GATHER_ENTRY(f32, float)

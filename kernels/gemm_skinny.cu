@@ -20,7 +20,8 @@
 // (2t, 2t+1) and 8t + 4s + (2, 3) as (2t+8, 2t+9) — the same permutation of k on both operands,
 // which leaves every dot product unchanged (kernels/mma.cuh has the fragment layout). Weights
 // are loaded with the streaming hint (read once: they should not evict x from the caches);
-// four chunks' loads are issued before the first is used. Weight rows past n and x rows past
+// four chunks' loads are issued before the first is used (the first four before the kernel waits
+// on its predecessor: see the loop). Weight rows past n and x rows past
 // `rows` are read as row 0 (valid memory) and their results are never written: an mma's output
 // columns and rows are independent, so they cannot touch the rest.
 //
@@ -89,8 +90,12 @@ __device__ __forceinline__ void gemm_skinny_impl(const bf16* __restrict__ x,
 #pragma unroll
     for (int nt = 0; nt < NT; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
 
-    for (uint32_t c0 = c_begin + kw; c0 < c_end; c0 += KW * SKINNY_AHEAD) {
-        uint4 a0[SKINNY_AHEAD], a1[SKINNY_AHEAD];
+    // The weights are never written by a kernel, so the first chunks' loads are issued before
+    // waiting on the kernel before this one (kernels/common.cuh): under programmatic dependent
+    // launch they are in flight while that kernel finishes. Everything else (x, ws, counters)
+    // is read after the wait. A batch is the SKINNY_AHEAD chunks from c0 on, KW apart.
+    uint4 a0[SKINNY_AHEAD], a1[SKINNY_AHEAD];
+    auto load_batch = [&](uint32_t c0) {
 #pragma unroll
         for (int u = 0; u < SKINNY_AHEAD; u++) {
             const uint32_t c = c0 + u * KW;
@@ -99,6 +104,10 @@ __device__ __forceinline__ void gemm_skinny_impl(const bf16* __restrict__ x,
                 a1[u] = load_streaming(w1 + (size_t)c * SKINNY_CHUNK);
             }
         }
+    };
+    load_batch(c_begin + kw);
+    grid_dependency_sync();
+    for (uint32_t c0 = c_begin + kw; c0 < c_end; c0 += KW * SKINNY_AHEAD) {
 #pragma unroll
         for (int u = 0; u < SKINNY_AHEAD; u++) {
             const uint32_t c = c0 + u * KW;
@@ -113,6 +122,7 @@ __device__ __forceinline__ void gemm_skinny_impl(const bf16* __restrict__ x,
                 mma_bf16_16816(acc[nt], s1, b1);
             }
         }
+        load_batch(c0 + KW * SKINNY_AHEAD);  // the next batch, before the loop's test
     }
 
     // acc[nt] holds feature g at columns 8 nt + 2t, +1 (0, 1) and feature g + 8 (2, 3).

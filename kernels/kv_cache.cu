@@ -47,6 +47,7 @@ __device__ __forceinline__ void write_kv_impl(const T* __restrict__ qkv, T* __re
         const T* __restrict__ qkv, T* __restrict__ k_cache, T* __restrict__ v_cache,              \
         const int64_t* __restrict__ slot_mapping, uint32_t q_width, uint32_t kv_width,            \
         uint64_t num_slots) {                                                                     \
+        grid_dependency_sync();                                                                   \
         write_kv_impl<T>(qkv, k_cache, v_cache, slot_mapping, q_width, kv_width, num_slots);      \
     }
 WRITE_KV_ENTRY(f32, float)

@@ -160,6 +160,7 @@ __device__ __forceinline__ void paged_attention_impl(
         uint32_t max_blocks_per_seq, uint32_t num_heads, uint32_t num_kv_heads,                   \
         uint32_t head_dim, uint32_t block_size, float scale, uint32_t sliding_window,             \
         T* __restrict__ out) {                                                                    \
+        grid_dependency_sync();                                                                   \
         paged_attention_impl<T>(qkv, k_cache, v_cache, query_start_locs, context_lens,            \
                                 block_tables, num_seqs, max_blocks_per_seq, num_heads,            \
                                 num_kv_heads, head_dim, block_size, scale, sliding_window, out);  \

@@ -346,6 +346,7 @@ __device__ __forceinline__ void merge_impl(const float* __restrict__ part_o,
 // Entry points: paged_attention_decode_<dtype>_d<PER * 32 / SUB>_h<HC>.
 #define DEC_ENTRY(NAME, T, PER, HC, SUB)                                                          \
     extern "C" __global__ void __launch_bounds__(DEC_THREADS, 1) NAME(DEC_ARGS(T)) {                 \
+        grid_dependency_sync();                                                                   \
         decode_impl<T, PER, HC, SUB>(DEC_PASS);                                                   \
     }
 
@@ -376,6 +377,7 @@ extern "C" __global__ void paged_attention_merge_f32(const float* __restrict__ p
                                                      const uint32_t* __restrict__ query_start_locs,
                                                      uint32_t num_splits, uint32_t num_heads,
                                                      uint32_t head_dim, float* __restrict__ out) {
+    grid_dependency_sync();
     merge_impl<float>(part_o, part_ml, query_start_locs, num_splits, num_heads, head_dim, out);
 }
 
@@ -384,5 +386,6 @@ extern "C" __global__ void paged_attention_merge_bf16(const float* __restrict__ 
                                                       const uint32_t* __restrict__ query_start_locs,
                                                       uint32_t num_splits, uint32_t num_heads,
                                                       uint32_t head_dim, bf16* __restrict__ out) {
+    grid_dependency_sync();
     merge_impl<bf16>(part_o, part_ml, query_start_locs, num_splits, num_heads, head_dim, out);
 }

@@ -161,8 +161,9 @@ template <int D> __device__ __forceinline__ void decode_tc_impl(DEC_ARGS(bf16)) 
     const uint32_t g = lane / 4, t = lane % 4;
     const uint32_t group = num_heads / num_kv_heads;  // <= 8 (checked by the host)
     const uint32_t row = query_start_locs[s];
+    const uint32_t ctx = context_lens[s];
     uint32_t begin, end;
-    dec_split_range(context_lens[s], sliding_window, num_splits, split, begin, end);
+    dec_split_range(ctx, sliding_window, num_splits, split, begin, end);
 
     const size_t kv_width = (size_t)num_kv_heads * D;
     const size_t row_width = (size_t)num_heads * D + 2 * kv_width;
@@ -177,6 +178,23 @@ template <int D> __device__ __forceinline__ void decode_tc_impl(DEC_ARGS(bf16)) 
                     end,
                     g,
                     t};
+
+    // Warp w takes tiles w, w + 4, ... of the split (tile starts aligned to 16); an empty split
+    // (begin == end) takes none. Each warp's first tile holds a key of [begin, end): warp 0's
+    // holds begin, the others start past it and before end.
+    const uint32_t stride = DEC_WARPS * TC_KEYS;
+    const uint32_t j_first = (begin / TC_KEYS) * TC_KEYS + warp * TC_KEYS;
+    const bool any = begin < end && j_first < end;
+    // Of the cache, the kernel before this one (rope_write_kv) writes only the step's new key,
+    // at position ctx - 1; the older keys were written by earlier steps and the metadata by
+    // copies that completed before that kernel began. So a first tile short of the new key is
+    // loaded before waiting on that kernel (kernels/common.cuh): under programmatic dependent
+    // launch its loads are in flight while that kernel finishes. The tile holding the new key,
+    // and q (that kernel's rotated output), are read after the wait.
+    TcTile<D> x0, x1;
+    const bool early = any && j_first + TC_KEYS < ctx;
+    if (early) fetch_tc(x0, src, j_first);
+    grid_dependency_sync();
 
     // Q's operand words: head g's dims [t D/4, (t+1) D/4), zero for rows past the group.
     uint32_t qa[D / 16][2];
@@ -200,14 +218,8 @@ template <int D> __device__ __forceinline__ void decode_tc_impl(DEC_ARGS(bf16)) 
 #pragma unroll
         for (int i = 0; i < 4; i++) st.acc[mb][i] = 0.0f;
     }
-    // Warp w takes tiles w, w + 4, ... of the split (tile starts aligned to 16); an empty split
-    // (begin == end) takes none. Each warp's first tile holds a key of [begin, end): warp 0's
-    // holds begin, the others start past it and before end.
-    const uint32_t stride = DEC_WARPS * TC_KEYS;
-    const uint32_t j_first = (begin / TC_KEYS) * TC_KEYS + warp * TC_KEYS;
-    if (begin < end && j_first < end) {
-        TcTile<D> x0, x1;
-        fetch_tc(x0, src, j_first);
+    if (any) {
+        if (!early) fetch_tc(x0, src, j_first);
         for (uint32_t j0 = j_first;; j0 += 2 * stride) {
             if (j0 + stride < end) fetch_tc(x1, src, j0 + stride);
             consume_tc(st, x0, qa, scale_log2, src, j0);

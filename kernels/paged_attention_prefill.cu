@@ -310,6 +310,7 @@ __device__ __forceinline__ void prefill_impl(
         uint32_t num_seqs, uint32_t max_blocks_per_seq, uint32_t num_heads,                        \
         uint32_t num_kv_heads, uint32_t head_dim, uint32_t block_size, float scale,                \
         uint32_t sliding_window, bf16* __restrict__ out, const uint32_t* __restrict__ row_tiles) { \
+        grid_dependency_sync();                                                                    \
         (void)num_seqs;                                                                            \
         (void)head_dim;                                                                            \
         prefill_impl<D>(qkv, k_cache, v_cache, query_start_locs, context_lens, block_tables,       \

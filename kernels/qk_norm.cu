@@ -95,6 +95,7 @@ __device__ __forceinline__ void qk_norm_impl(T* __restrict__ qkv, const T* __res
                                                 const T* __restrict__ k_w, float eps,             \
                                                 uint32_t num_heads, uint32_t num_kv_heads,        \
                                                 uint32_t head_dim) {                              \
+        grid_dependency_sync();                                                                   \
         qk_norm_impl<T>(qkv, q_w, k_w, eps, num_heads, num_kv_heads, head_dim);                   \
     }
 QK_NORM_ENTRY(f32, float)
@@ -182,6 +183,7 @@ __device__ __forceinline__ void qk_norm_rope_write_kv_impl(
         uint32_t max_positions, uint32_t num_heads, uint32_t num_kv_heads, uint32_t head_dim,     \
         T* __restrict__ k_cache, T* __restrict__ v_cache,                                         \
         const int64_t* __restrict__ slot_mapping, uint64_t num_slots) {                           \
+        grid_dependency_sync();                                                                   \
         qk_norm_rope_write_kv_impl<T>(qkv, q_w, k_w, eps, cos_sin, positions, max_positions,      \
                                       num_heads, num_kv_heads, head_dim, k_cache, v_cache,        \
                                       slot_mapping, num_slots);                                   \

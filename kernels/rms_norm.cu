@@ -97,12 +97,14 @@ __device__ __forceinline__ void add_rms_norm_impl(T* __restrict__ residual,
     extern "C" __global__ void rms_norm_##SUFFIX(const T* __restrict__ x,                         \
                                                  const T* __restrict__ w, float eps,              \
                                                  uint32_t dim, T* __restrict__ out) {             \
+        grid_dependency_sync();                                                                   \
         rms_norm_impl<T>(x, w, eps, dim, out);                                                    \
     }                                                                                             \
     extern "C" __global__ void add_rms_norm_##SUFFIX(T* __restrict__ residual,                    \
                                                      const T* __restrict__ delta,                 \
                                                      const T* __restrict__ w, float eps,          \
                                                      uint32_t dim, T* __restrict__ out) {         \
+        grid_dependency_sync();                                                                   \
         add_rms_norm_impl<T>(residual, delta, w, eps, dim, out);                                  \
     }
 RMS_NORM_ENTRIES(f32, float)

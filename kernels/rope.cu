@@ -129,6 +129,7 @@ __device__ __forceinline__ void rope_impl(T* __restrict__ qkv, const T* __restri
                                              const uint32_t* __restrict__ positions,              \
                                              uint32_t max_positions, uint32_t num_heads,          \
                                              uint32_t num_kv_heads, uint32_t head_dim) {          \
+        grid_dependency_sync();                                                                   \
         rope_impl<T, false>(qkv, cos_sin, positions, max_positions, num_heads, num_kv_heads,      \
                             head_dim, KvDest<T>{nullptr, nullptr, nullptr, 0});                   \
     }                                                                                             \
@@ -137,6 +138,7 @@ __device__ __forceinline__ void rope_impl(T* __restrict__ qkv, const T* __restri
         uint32_t max_positions, uint32_t num_heads, uint32_t num_kv_heads, uint32_t head_dim,     \
         T* __restrict__ k_cache, T* __restrict__ v_cache,                                         \
         const int64_t* __restrict__ slot_mapping, uint64_t num_slots) {                           \
+        grid_dependency_sync();                                                                   \
         rope_impl<T, true>(qkv, cos_sin, positions, max_positions, num_heads, num_kv_heads,       \
                            head_dim, KvDest<T>{k_cache, v_cache, slot_mapping, num_slots});       \
     }

@@ -596,6 +596,7 @@ __device__ __forceinline__ void sample_row_impl(const T* __restrict__ logits, ui
                              const SampleParams* __restrict__ params, uint32_t* __restrict__ out, \
                              unsigned long long* __restrict__ best,                               \
                              uint32_t* __restrict__ counters) {                                   \
+        grid_dependency_sync();                                                                   \
         sample_row_impl<T>(logits, vocab, params, out, best, counters);                           \
     }
 SAMPLE_ENTRIES(f32, float)

@@ -38,6 +38,7 @@ __device__ __forceinline__ void silu_mul_impl(const T* __restrict__ gate_up, uin
 #define SILU_MUL_ENTRY(SUFFIX, T)                                                                 \
     extern "C" __global__ void silu_mul_##SUFFIX(const T* __restrict__ gate_up, uint32_t inter,   \
                                                  T* __restrict__ out) {                           \
+        grid_dependency_sync();                                                                   \
         silu_mul_impl<T>(gate_up, inter, out);                                                    \
     }
 SILU_MUL_ENTRY(f32, float)

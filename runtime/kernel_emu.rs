@@ -16,6 +16,7 @@ extern "C" {
         args: *const *mut c_void,
         sizes: *const usize,
         nargs: usize,
+        dependent: i32,
         err: *mut c_char,
         err_len: usize,
     ) -> i32;
@@ -65,7 +66,9 @@ impl From<u64> for Arg {
 
 /// Runs `kernel` over `grid` blocks of `block` threads. The argument count and each argument's
 /// size are checked against the kernel's declaration; a deadlock (a barrier some threads never
-/// reach) or a `__trap` is an error.
+/// reach) or a `__trap` is an error. Every launch is a programmatic dependent one, as the CUDA
+/// backend makes them on compute capability 9.0+: a thread that never calls
+/// `grid_dependency_sync()` (kernels/common.cuh) is an error too.
 ///
 /// # Safety
 /// Every pointer argument must point at memory the kernel may read (and write, where it
@@ -105,6 +108,7 @@ pub unsafe fn launch(kernel: &str, grid: (u32, u32, u32), block: u32, args: &[Ar
             ptrs.as_ptr(),
             sizes.as_ptr(),
             args.len(),
+            1,
             err.as_mut_ptr(),
             err.len(),
         )

@@ -29,6 +29,11 @@ pub struct ModelArgs {
     /// (no step launched ahead) (CUDA only; for comparison and debugging).
     #[arg(long)]
     pub host_sampling: bool,
+    /// Launch each kernel only once the one before it has finished, instead of as its
+    /// programmatic dependent, which the GPU may schedule while the one before is still running
+    /// (CUDA on compute capability 9.0+ only; for comparison and debugging).
+    #[arg(long)]
+    pub no_pdl: bool,
     /// How the products of a decode step's few rows are computed on the GPU: `auto` (each shape
     /// timed once on first use, cuBLAS against tandem's skinny kernel, the faster kept; bf16) or
     /// `cublas` (CUDA only).
@@ -72,6 +77,9 @@ impl ModelArgs {
             let backend = crate::runtime::cuda::CudaBackend::new(0, dtype)?;
             backend.set_cuda_graphs(!self.no_cuda_graphs);
             backend.set_device_sampling(!self.host_sampling);
+            if self.no_pdl {
+                backend.set_pdl(false)?;
+            }
             match self.gemm {
                 Some(GemmChoice::Auto) => backend.set_gemm_path(GemmPath::Auto),
                 Some(GemmChoice::Cublas) => backend.set_gemm_path(GemmPath::Cublas),
@@ -82,6 +90,7 @@ impl ModelArgs {
                 %dtype,
                 cuda_graphs = backend.cuda_graphs(),
                 device_sampling = !self.host_sampling,
+                pdl = backend.pdl(),
                 gemm = ?backend.gemm_path(),
                 "running on CUDA"
             );

@@ -15,8 +15,8 @@
 # Per model, in this order (so what matters most runs first if time runs short): tandem bench
 # throughput (overlap on, CUDA graphs on; --timeline), transformers generate_batch with its best
 # settings, `tandem bench decode` at batch 1/16/64/256 with 1024 cached tokens, with CUDA graphs,
-# with --no-cuda-graphs, with the scalar decode-attention kernel and with every product on cuBLAS
-# (no skinny GEMM), throughput with --no-cuda-graphs, with --no-overlap, then
+# with --no-cuda-graphs, with the scalar decode-attention kernel, with every product on cuBLAS
+# (no skinny GEMM) and with --no-pdl (no programmatic dependent launch), throughput with --no-cuda-graphs, with --no-overlap, then
 # transformers with its defaults. Then two tables: output tokens/s of each run with the ratio
 # tandem / the faster transformers run that finished and the executor's idle time between steps;
 # and each decode step's median time against its memory roofline (weight + KV bytes read over
@@ -114,6 +114,9 @@ for arch in "${@:-llama-3.2-1b}"; do
     --decode-attention scalar
   # Every product on cuBLAS: what the tuned skinny GEMM gains (the first run prints the picks).
   limited decode-cublas "$arch" "${DECODE_SECS:-90}" "$tandem" "${decode[@]}" --gemm cublas
+  # Every kernel launched only after the one before has finished: what programmatic dependent
+  # launch gains.
+  limited decode-nopdl "$arch" "${DECODE_SECS:-90}" "$tandem" "${decode[@]}" --no-pdl
   if [[ "${NO_GRAPHS_RUN:-1}" == 1 ]]; then
     limited tandem-nographs "$arch" "${TANDEM_SECS:-90}" "$tandem" "${common[@]}" --no-cuda-graphs
   fi

@@ -22,9 +22,15 @@ fn tiny_llama() -> String {
 
 /// Runs `tandem ARGS` on the emulated device; fails the test, with its output, unless it exits 0.
 fn tandem(args: &[&str]) -> String {
+    tandem_with(args, &[]).0
+}
+
+/// [`tandem`] with extra environment variables; returns stdout and stderr.
+fn tandem_with(args: &[&str], env: &[(&str, &str)]) -> (String, String) {
     let out: Output = Command::new(env!("CARGO_BIN_EXE_tandem"))
         .args(args)
         .env("TANDEM_EMULATED_CUDA", "1")
+        .envs(env.iter().copied())
         .output()
         .expect("run tandem");
     let (stdout, stderr) = (
@@ -36,7 +42,7 @@ fn tandem(args: &[&str]) -> String {
         "tandem {args:?} failed ({}):\n{stdout}\n{stderr}",
         out.status
     );
-    stdout
+    (stdout, stderr)
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -78,18 +84,31 @@ fn generate_on_the_device_prints_the_cpus_text() {
     let bf16 = run(args("cuda", "bf16"));
     assert!(!bf16.trim().is_empty(), "bf16 generated nothing");
     eprintln!("generate: cpu {cpu:?}, cuda f32 the same, cuda bf16 {bf16:?}");
+    // A driver that refuses programmatic dependent launches (the emulated one, asked to): the
+    // backend warns, launches plainly from then on, and prints the same text.
+    let a = args("cuda", "f32");
+    let (refused, log) = tandem_with(
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[("TANDEM_EMU_REFUSE_PDL", "1")],
+    );
+    assert!(
+        log.contains("refused a programmatic dependent launch"),
+        "no fallback warning:\n{log}"
+    );
+    assert_eq!(refused, cpu, "text after falling back to plain launches");
 }
 
 #[test]
 fn bench_decode_reports_every_batch_in_every_mode() {
     let model = tiny_llama();
-    let modes: [&[&str]; 6] = [
+    let modes: [&[&str]; 7] = [
         &[],
         &["--no-cuda-graphs"],
         &["--host-sampling"],
         &["--decode-attention", "scalar"],
         &["--gemm", "cublas"],
         &["--gemm", "auto"],
+        &["--no-pdl"],
     ];
     for mode in modes {
         let mut args = vec![
@@ -111,6 +130,13 @@ fn bench_decode_reports_every_batch_in_every_mode() {
         args.extend(mode);
         let out = tandem(&args);
         eprintln!("{out}");
+        // The emulated device reports compute capability 9.0, so programmatic dependent launch
+        // is on there unless turned off (a real GPU has it from 9.0 on).
+        if mode == ["--no-pdl"] {
+            assert!(out.contains("pdl: off"), "pdl not off:\n{out}");
+        } else if out.contains("emulated CUDA device") {
+            assert!(out.contains("pdl: on"), "pdl not on:\n{out}");
+        }
         for batch in ["1", "8"] {
             // The machine-readable line: DECODE, batch, context, median ms, roofline ms, ratio.
             let row: Vec<&str> = out

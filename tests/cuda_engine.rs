@@ -62,16 +62,19 @@ fn argmax(row: &[f32]) -> u32 {
 /// the two metadata slots: a warm-up run eagerly, then captured and launched, then replayed): the
 /// same logits (to the dtype's tolerance) and the greedy token of those logits. bf16 also with
 /// the skinny GEMM kernel and a cuBLASLt algorithm (a k-split on the emulated library) forced,
-/// whose split-k workspaces are captured too.
+/// whose split-k workspaces are captured too, and once with programmatic dependent launch off
+/// (on by default from compute capability 9.0, which the emulated device reports: there the
+/// driver's count of dependent launches shows each setting reached it).
 #[test]
 fn graphs_replay_what_eager_steps_compute() {
     let runs = [
-        (DType::F32, None),
-        (DType::Bf16, None),
-        (DType::Bf16, Some(GemmPath::Skinny(4))),
-        (DType::Bf16, Some(GemmPath::Lt(1))),
+        (DType::F32, None, true),
+        (DType::Bf16, None, true),
+        (DType::Bf16, Some(GemmPath::Skinny(4)), true),
+        (DType::Bf16, Some(GemmPath::Lt(1)), true),
+        (DType::Bf16, None, false),
     ];
-    for (dtype, gemm) in runs {
+    for (dtype, gemm, pdl) in runs {
         let Some(probe) = gpu_as("graphs_replay_what_eager_steps_compute", dtype) else {
             return;
         };
@@ -79,6 +82,10 @@ fn graphs_replay_what_eager_steps_compute() {
         if let Some(g) = gemm {
             model.backend().set_gemm_path(g);
         }
+        if !pdl {
+            model.backend().set_pdl(false).unwrap();
+        }
+        let dependents_before = dependent_launches(model.backend());
         let vocab = model.cfg.vocab_size;
         let mut rng = StdRng::seed_from_u64(5);
         for n in [1usize, 3, 9, 20] {
@@ -139,6 +146,16 @@ fn graphs_replay_what_eager_steps_compute() {
             eprintln!(
                 "graphs_replay_what_eager_steps_compute: {dtype:?} {gemm:?} {n} sequences: ok"
             );
+        }
+        if let (Some(before), Some(after)) =
+            (dependents_before, dependent_launches(model.backend()))
+        {
+            assert!(model.backend().pdl() == pdl, "pdl setting");
+            if pdl {
+                assert!(after > before, "no kernel was launched as a dependent");
+            } else {
+                assert_eq!(after, before, "kernels launched as dependents with pdl off");
+            }
         }
     }
 }

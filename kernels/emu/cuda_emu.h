@@ -65,6 +65,9 @@ const uint64_t* warp_exchange(unsigned mask, uint64_t bits);
 unsigned lane_id();
 // Ends the launch with an error (the device's __trap).
 [[noreturn]] void trap(const char* why);
+// The device's griddepcontrol.wait + launch_dependents: blocks run one launch after another
+// here, so it only records that the calling thread waited (a dependent launch checks it).
+void grid_dependency_sync();
 
 template <typename T> uint64_t to_bits(T v) {
     static_assert(sizeof(T) <= 8, "warp collectives move at most 8 bytes");

@@ -37,8 +37,8 @@
 #include "registry.h"
 
 extern "C" int tandem_emu_launch(const char* name, const uint32_t grid[3], const uint32_t block[3],
-                                 void** args, const size_t* sizes, size_t nargs, char* err,
-                                 size_t err_len);
+                                 void** args, const size_t* sizes, size_t nargs, int dependent,
+                                 char* err, size_t err_len);
 
 #define API extern "C" __attribute__((visibility("default")))
 
@@ -104,6 +104,8 @@ struct Stream {
     // Operations recorded on this stream while it is in a capture (to tell whether an event
     // recorded on it covers all of them).
     size_t captured_ops = 0;
+    // Kernels launched on it as programmatic dependents (tandem_fake_cuda_dependent_launches).
+    uint64_t dependent_launches = 0;
 };
 
 struct Event {
@@ -742,12 +744,15 @@ API CUresult cuFuncGetAttribute(int* v, int, void*) {
 API CUresult cuFuncSetAttribute(void*, int, int) { return kSuccess; }
 
 // The arguments are copied now: a captured launch replays with the values it was captured with.
-API CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
-                            unsigned by, unsigned bz, unsigned shared_bytes, void* stream,
-                            void** params, void** extra) {
+// `dependent`: launched with programmatic stream serialization allowed (cuLaunchKernelEx), which
+// the emulator honours by checking that every thread waits on its predecessor (runtime.cc).
+CUresult launch_kernel(void* f, const unsigned grid_dims[3], const unsigned block_dims[3],
+                       unsigned shared_bytes, void* stream, void** params, bool dependent) {
     const tandem_emu::Entry* entry = static_cast<Function*>(f)->entry;
+    const unsigned gx = grid_dims[0], gy = grid_dims[1], gz = grid_dims[2];
+    const unsigned bx = block_dims[0], by = block_dims[1], bz = block_dims[2];
     const uint64_t threads = uint64_t(bx) * by * bz;
-    if (extra || shared_bytes > 0 || !gx || !gy || !gz || gy > 65535 || gz > 65535 || !threads ||
+    if (shared_bytes > 0 || !gx || !gy || !gz || gy > 65535 || gz > 65535 || !threads ||
         threads > 1024 || bz > 64) {
         report(std::string(entry->name) + ": invalid launch: grid " + std::to_string(gx) + "x" +
                std::to_string(gy) + "x" + std::to_string(gz) + ", block " + std::to_string(bx) +
@@ -764,6 +769,10 @@ API CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsi
     auto values = std::make_shared<std::vector<uint64_t>>(total / 8 + 1);
     auto* bytes = reinterpret_cast<unsigned char*>(values->data());
     for (size_t i = 0; i < entry->nargs; ++i) memcpy(bytes + offsets[i], params[i], entry->sizes[i]);
+    if (dependent) {
+        std::lock_guard<std::recursive_mutex> l(g_mutex);
+        stream_of(stream)->dependent_launches++;
+    }
     return enqueue(stream, [=]() {
         std::vector<void*> args;
         auto* b = reinterpret_cast<unsigned char*>(values->data());
@@ -771,7 +780,7 @@ API CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsi
         const uint32_t grid[3] = {gx, gy, gz}, block[3] = {bx, by, bz};
         char err[512];
         if (tandem_emu_launch(entry->name, grid, block, args.data(), entry->sizes, entry->nargs,
-                              err, sizeof err) != 0) {
+                              dependent, err, sizeof err) != 0) {
             report(err);
             std::lock_guard<std::recursive_mutex> l(g_mutex);
             g_sticky = kLaunchFailed;
@@ -779,6 +788,60 @@ API CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsi
         }
         return check_guards(entry->name);
     });
+}
+
+API CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+                            unsigned by, unsigned bz, unsigned shared_bytes, void* stream,
+                            void** params, void** extra) {
+    if (extra) return kInvalidValue;
+    const unsigned grid[3] = {gx, gy, gz}, block[3] = {bx, by, bz};
+    return launch_kernel(f, grid, block, shared_bytes, stream, params, false);
+}
+
+// CUlaunchAttribute and CUlaunchConfig (cuda.h, CUDA 12-13), as far as the fake reads them.
+struct LaunchAttribute {
+    int id;
+    char pad[4];
+    union {
+        char bytes[64];
+        int value;
+    };
+};
+struct LaunchConfig {
+    unsigned grid[3], block[3], shared_bytes;
+    void* stream;
+    LaunchAttribute* attrs;
+    unsigned num_attrs;
+};
+static_assert(sizeof(LaunchAttribute) == 72, "CUlaunchAttribute is 72 bytes");
+static_assert(sizeof(LaunchConfig) == 56, "CUlaunchConfig is 56 bytes");
+constexpr int kAttrProgrammaticStreamSerialization = 6;
+
+// Only the attribute tandem sets is accepted, so a new one is noticed here first.
+API CUresult cuLaunchKernelEx(const LaunchConfig* config, void* f, void** params, void** extra) {
+    if (!config || extra || (config->num_attrs > 0 && !config->attrs)) return kInvalidValue;
+    bool dependent = false;
+    for (unsigned i = 0; i < config->num_attrs; ++i) {
+        const LaunchAttribute& a = config->attrs[i];
+        if (a.id != kAttrProgrammaticStreamSerialization || (a.value != 0 && a.value != 1)) {
+            report("cuLaunchKernelEx: unsupported launch attribute " + std::to_string(a.id) +
+                   " = " + std::to_string(a.value));
+            return kInvalidValue;
+        }
+        dependent = a.value == 1;
+    }
+    // A driver without programmatic dependent launch, for the backend's fallback test.
+    static const bool refuse = getenv("TANDEM_EMU_REFUSE_PDL") != nullptr;
+    if (dependent && refuse) return kNotSupported;
+    return launch_kernel(f, config->grid, config->block, config->shared_bytes, config->stream,
+                         params, dependent);
+}
+
+// Kernels launched on `stream` as programmatic dependents so far, eagerly or into a capture
+// (tests check that the backend asks for it, and only when it should).
+API uint64_t tandem_fake_cuda_dependent_launches(void* stream) {
+    std::lock_guard<std::recursive_mutex> l(g_mutex);
+    return stream_of(stream)->dependent_launches;
 }
 
 // ---- for the emulated cuBLAS (fake_cublas.cc) ----

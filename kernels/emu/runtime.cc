@@ -77,6 +77,7 @@ struct Fiber {
     dim3 tid;
     State state = State::Ready;
     unsigned warp_mask = 0;  // while AtWarpBarrier: the lanes it waits for
+    bool waited = false;     // called grid_dependency_sync
 };
 
 // A fiber's stack: deep enough for the kernels' per-thread arrays and the host's libm.
@@ -87,6 +88,8 @@ struct Launch {
     const Entry* entry = nullptr;
     void** args = nullptr;
     dim3 grid{1, 1, 1}, block{1, 1, 1}, block_idx{0, 0, 0};
+    // Launched as a programmatic dependent: every thread must call grid_dependency_sync.
+    bool dependent = false;
     std::vector<Fiber> fibers;
     std::vector<std::unique_ptr<char[]>> stacks;
     std::vector<uint64_t> exchange;  // one slot per thread, for the warp collectives
@@ -128,6 +131,23 @@ bool warp_arrived(const Launch& l, unsigned w, unsigned mask) {
     return true;
 }
 
+// On a dependent launch, whether every thread of the block called grid_dependency_sync: one
+// that did not could read its predecessor's output before it is written (or write what the
+// predecessor still reads) on a GPU, where the two overlap.
+bool dependency_waited(Launch& l) {
+    if (!l.dependent) return true;
+    for (const Fiber& f : l.fibers) {
+        if (f.waited) continue;
+        l.error = "thread (" + std::to_string(f.tid.x) + "," + std::to_string(f.tid.y) + "," +
+                  std::to_string(f.tid.z) + ") of block (" + std::to_string(l.block_idx.x) + "," +
+                  std::to_string(l.block_idx.y) + "," + std::to_string(l.block_idx.z) +
+                  ") of a programmatic dependent launch never called grid_dependency_sync() " +
+                  "(kernels/common.cuh): every kernel must, before it touches memory";
+        return false;
+    }
+    return true;
+}
+
 // Runs one block. Between two block barriers the warps run one at a time, in a pseudo-random
 // order (seeded by the block, so a failure reproduces), each as far as it can go (to the next
 // __syncthreads, or its end), its lanes in a pseudo-random order between warp collectives. So a
@@ -143,6 +163,7 @@ bool run_block(Launch& l) {
         Fiber& f = l.fibers[i];
         f.tid = {i % l.block.x, i / l.block.x % l.block.y, i / (l.block.x * l.block.y)};
         f.state = State::Ready;
+        f.waited = false;
         make_context(f.ctx, l.stacks[i].get(), kStackBytes, fiber_main);
         ready[i / 32].push_back(i);
     }
@@ -161,7 +182,7 @@ bool run_block(Launch& l) {
         for (unsigned w = 0; w < warps; ++w)
             if (!ready[w].empty()) runnable.push_back(w);
         if (runnable.empty()) {
-            if (live == 0) return true;
+            if (live == 0) return dependency_waited(l);
             if (at_block != live) break;  // deadlock
             for (unsigned j = 0; j < n; ++j) {
                 if (l.fibers[j].state == State::AtBlockBarrier) {
@@ -231,6 +252,8 @@ unsigned lane_id() { return linear(launch(), launch().current->tid) % 32; }
 
 void sync_threads() { park(State::AtBlockBarrier); }
 
+void grid_dependency_sync() { launch().current->waited = true; }
+
 const uint64_t* warp_exchange(unsigned mask, uint64_t bits) {
     Launch& l = launch();
     const unsigned me = linear(l, l.current->tid);
@@ -257,10 +280,12 @@ void trap(const char* why) {
 using namespace tandem_emu;
 
 // Runs `name` over `grid` x `block` threads with the given arguments (each `args[i]` points at
-// a value of `sizes[i]` bytes, as for cuLaunchKernel). Returns 0, or -1 with a message in `err`.
+// a value of `sizes[i]` bytes, as for cuLaunchKernel); `dependent`: launched as a programmatic
+// dependent, so every thread must call grid_dependency_sync. Returns 0, or -1 with a message in
+// `err`.
 extern "C" int tandem_emu_launch(const char* name, const uint32_t grid[3], const uint32_t block[3],
-                                 void** args, const size_t* sizes, size_t nargs, char* err,
-                                 size_t err_len) {
+                                 void** args, const size_t* sizes, size_t nargs, int dependent,
+                                 char* err, size_t err_len) {
     auto fail = [&](const std::string& m) {
         snprintf(err, err_len, "%s: %s", name, m.c_str());
         return -1;
@@ -285,6 +310,7 @@ extern "C" int tandem_emu_launch(const char* name, const uint32_t grid[3], const
     l.args = args;
     l.grid = {grid[0], grid[1], grid[2]};
     l.block = {block[0], block[1], block[2]};
+    l.dependent = dependent != 0;
     l.fibers.resize(threads);
     l.exchange.assign(((threads + 31) / 32) * 32, 0);
     for (unsigned i = 0; i < threads; ++i) l.stacks.emplace_back(new char[kStackBytes]);

@@ -33,7 +33,7 @@
 use std::sync::atomic::Ordering;
 
 use anyhow::{ensure, Result};
-use cudarc::driver::{CudaFunction, CudaSlice, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice};
 
 use super::kernels::{DECODE_SETS, DECODE_TC_HEAD_DIMS};
 use super::{u32_of, CudaBackend, CudaMeta, CudaTensor, MAX_HEAD_DIM};

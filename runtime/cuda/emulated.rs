@@ -23,6 +23,9 @@ pub fn install_if_asked() -> Result<()> {
 /// Whether [`install`] ran and loaded the emulated driver.
 static LOADED: OnceLock<Result<bool, String>> = OnceLock::new();
 
+/// The emulated driver, once loaded (for [`dependent_launches`]).
+static DRIVER: OnceLock<libloading::os::unix::Library> = OnceLock::new();
+
 /// Whether the emulated driver is the one in use.
 pub fn active() -> bool {
     matches!(LOADED.get(), Some(Ok(true)))
@@ -48,10 +51,29 @@ pub fn install() -> Result<bool> {
                 }
                 .map_err(|e| format!("loading {}: {e}", path.display()))?;
                 // Loaded for the rest of the process, as a real driver would be.
-                std::mem::forget(lib);
+                if name == "libcuda.so" {
+                    let _ = DRIVER.set(lib);
+                } else {
+                    std::mem::forget(lib);
+                }
             }
             Ok(true)
         })
         .clone()
         .map_err(|e| anyhow!(e))
+}
+
+/// How many kernels have been launched on `stream` as programmatic dependents (eagerly or into a
+/// capture), as the emulated driver counts them; `None` off the emulated device.
+pub fn dependent_launches(stream: &cudarc::driver::CudaStream) -> Option<u64> {
+    let driver = DRIVER.get().filter(|_| active())?;
+    // SAFETY: fake_cuda.cc defines the symbol with this signature; the stream is live.
+    unsafe {
+        let count = driver
+            .get::<unsafe extern "C" fn(*mut std::ffi::c_void) -> u64>(
+                b"tandem_fake_cuda_dependent_launches",
+            )
+            .ok()?;
+        Some(count(stream.cu_stream() as *mut std::ffi::c_void))
+    }
 }

@@ -4,7 +4,6 @@
 
 use anyhow::{ensure, Result};
 use cudarc::cublas::sys as cublas_sys;
-use cudarc::driver::PushKernelArg;
 
 use super::gemm_plan::GemmArgs;
 use super::{u32_of, CudaBackend, CudaTensor};

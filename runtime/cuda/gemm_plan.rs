@@ -10,7 +10,6 @@ use std::collections::HashMap;
 
 use anyhow::{bail, ensure, Result};
 use cudarc::driver::sys::CUstreamCaptureStatus;
-use cudarc::driver::PushKernelArg;
 
 use super::gemm_lt::LtAlgo;
 use super::kernels::{SKINNY_KWARPS, SKINNY_TILES};

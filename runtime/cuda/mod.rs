@@ -20,6 +20,7 @@ mod gemm_lt;
 mod gemm_plan;
 mod graphs;
 pub mod kernels;
+mod launch;
 mod meta;
 mod pinned;
 mod rope_kv;
@@ -34,9 +35,7 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 pub use cudarc;
 use cudarc::cublas::{sys as cublas_sys, CudaBlas};
-use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
-};
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr};
 
 pub use self::attention::DecodePath;
 pub use self::dtype::{CudaTensor, DType};
@@ -121,6 +120,10 @@ pub struct CudaBackend {
     /// Whether the engine samples on the device and launches steps ahead (`--host-sampling`
     /// turns it off).
     device_sampling: AtomicBool,
+    /// Whether kernels are launched as programmatic dependents (launch.rs; `--no-pdl` turns it
+    /// off), and whether the GPU can (compute capability 9.0+, sm_90 PTX loaded).
+    pdl: AtomicBool,
+    pdl_supported: bool,
 }
 
 impl CudaBackend {
@@ -189,6 +192,7 @@ impl CudaBackend {
             "cublasSetWorkspace: {status:?}"
         );
         let k = Kernels::load(&ctx, dtype.name())?;
+        let pdl_supported = ctx.compute_capability()?.0 >= 9;
         let epoch_event =
             ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))?;
         epoch_event.record(&stream)?;
@@ -232,6 +236,8 @@ impl CudaBackend {
             cuda_graphs: AtomicBool::new(true),
             replays: Arc::default(),
             device_sampling: AtomicBool::new(true),
+            pdl: AtomicBool::new(pdl_supported),
+            pdl_supported,
         })
     }
 
@@ -312,30 +318,6 @@ impl CudaBackend {
     fn ptr<T>(&self, s: &CudaSlice<T>) -> u64 {
         // Event tracking is off, so the guard cudarc returns does nothing.
         s.device_ptr(&self.stream).0
-    }
-
-    /// Launches `f` with the given arguments on the backend's stream.
-    fn launch<'a>(
-        &'a self,
-        f: &'a CudaFunction,
-        grid: (u32, u32, u32),
-        block: u32,
-        push: impl FnOnce(&mut cudarc::driver::LaunchArgs<'a>),
-    ) -> Result<()> {
-        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
-            return Ok(());
-        }
-        let mut b = self.stream.launch_builder(f);
-        push(&mut b);
-        let cfg = LaunchConfig {
-            grid_dim: grid,
-            block_dim: (block, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: each caller checks sizes on the host and passes the argument list its kernel
-        // declares (see the kernel's header comment).
-        unsafe { b.launch(cfg) }?;
-        Ok(())
     }
 }
 

@@ -4,7 +4,6 @@
 //! the CPU ops check: positions inside the RoPE table, slots inside the cache, buffer sizes.
 
 use anyhow::{bail, ensure, Result};
-use cudarc::driver::PushKernelArg;
 
 use super::{u32_of, CudaBackend, CudaMeta, CudaTensor};
 use crate::runtime::backend::{AttentionParams, Backend, QkNorm, QkvLayout};

@@ -11,7 +11,7 @@
 //! be captured in a graph with the forward pass.
 
 use anyhow::{ensure, Result};
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::CudaSlice;
 
 use super::pinned::PinnedWords;
 

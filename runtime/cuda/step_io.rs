@@ -10,7 +10,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use cudarc::driver::PushKernelArg;
 
 use super::attention::PREFILL_ROWS;
 use super::pinned::PinnedWords;

@@ -6,7 +6,8 @@ LOG_DIR holds status.tsv (arch, run, status, seconds per line; status ok, failed
 skipped) and each run's log, <run>-<arch>.log. Prints the throughput table (output tokens/s of
 each run, tandem / the best transformers run that finished, the executor's idle time) and the
 decode-step table (`tandem bench decode` rows: CUDA graphs on, off, on with the scalar
-decode-attention kernel instead of the tensor-core one, and on with every product on cuBLAS),
+decode-attention kernel instead of the tensor-core one, on with every product on cuBLAS, and
+on without programmatic dependent launch),
 then what `--gemm auto` timed and picked per product shape. A number that is missing
 prints as the run's status when it timed out or was skipped, else "-": the table never comes out
 blank or half-printed because one run failed.
@@ -19,7 +20,7 @@ import sys
 THROUGHPUT = [("tandem", "tandem"), ("tandem-noov", "no-overlap"), ("tandem-nographs", "no-graphs"),
               ("hf", "hf best"), ("hf-defaults", "hf defaults")]
 DECODE = [("decode", "graphs"), ("decode-nographs", "no graphs"), ("decode-scalar", "scalar attn"),
-          ("decode-cublas", "cublas gemm")]
+          ("decode-cublas", "cublas gemm"), ("decode-nopdl", "no pdl")]
 
 
 def read(log_dir, run, arch):
