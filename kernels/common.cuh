@@ -36,11 +36,12 @@ __device__ __forceinline__ float tandem_nan() { return __int_as_float(0x7fc00000
 // kernel with programmatic stream serialization allowed (runtime/cuda/launch.rs), so a kernel's
 // blocks may be scheduled while the kernel before it in the stream is still running: each
 // kernel's launch latency then overlaps its predecessor's tail instead of following it (a decode
-// step is ~100 kernels of a few microseconds each). So every kernel calls this first, before it
-// touches memory a kernel before it may have written (gemm_skinny.cu first issues loads of its
-// weights, which no kernel writes, so they are in flight meanwhile): griddepcontrol.wait returns once the previous grid has completed and its writes
-// are visible (at once when the launch was an ordinary one); then griddepcontrol.launch_dependents
-// lets the next kernel's blocks be scheduled. Triggering after the wait, not before, keeps at
+// step is ~100 kernels of a few microseconds each). So every kernel calls this before it touches
+// memory a kernel before it may have written (gemm_skinny.cu and paged_attention_decode_tc.cu
+// first issue loads of what none can still be writing, so those are in flight meanwhile):
+// griddepcontrol.wait returns once the previous grid has completed and its writes are visible
+// (at once when the launch was an ordinary one); then griddepcontrol.launch_dependents lets the
+// next kernel's blocks be scheduled. Triggering after the wait, not before, keeps at
 // most one kernel's blocks waiting on the one running.
 // The emulator checks that every thread of a dependent launch called it (kernels/emu/runtime.cc).
 __device__ __forceinline__ void grid_dependency_sync() {

@@ -114,8 +114,6 @@ pub fn simple_step(ids: &[u32], positions: &[u32]) -> StepInput {
     }
 }
 
-/// Whether the device the tests run on is the emulated one (whose libraries' behaviour some
-/// tests rely on).
 /// Kernels launched on `b`'s stream as programmatic dependents so far, where the emulated
 /// driver counts them; `None` on a real GPU.
 pub fn dependent_launches(b: &CudaBackend) -> Option<u64> {
@@ -130,6 +128,8 @@ pub fn dependent_launches(b: &CudaBackend) -> Option<u64> {
     }
 }
 
+/// Whether the device the tests run on is the emulated one (whose libraries' behaviour some
+/// tests rely on).
 pub fn on_emulated_device() -> bool {
     #[cfg(feature = "kernel-emu")]
     {
