@@ -193,12 +193,16 @@ async fn an_engine_thread_panic_fails_pending_requests_and_turns_health_to_503()
             let events = r.sse();
             assert_eq!(events.last().unwrap(), "[DONE]");
             assert!(
-                events[events.len() - 2].contains("the engine thread panicked"),
+                events[events.len() - 2]
+                    .contains("the engine thread panicked: injected engine fault"),
                 "{text}"
             );
         } else {
             assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
-            assert!(text.contains("the engine thread panicked"), "{text}");
+            assert!(
+                text.contains("the engine thread panicked: injected engine fault"),
+                "{text}"
+            );
         }
     }
     eprintln!(

@@ -60,7 +60,7 @@ impl EngineCore {
     }
 
     /// The loop: react to every message, keep up to `depth` steps in flight, sleep when idle.
-    pub fn run(mut self, inbox: Receiver<Command>) {
+    pub fn run(&mut self, inbox: &Receiver<Command>) {
         loop {
             while let Ok(cmd) = inbox.try_recv() {
                 self.handle(cmd);
@@ -289,23 +289,18 @@ impl EngineCore {
         self.shutting_down = true;
         self.in_flight = 0;
     }
-}
 
-impl Drop for EngineCore {
-    /// When the engine thread unwinds from a panic: mark the engine dead at once (before the
-    /// request channels close, so whoever sees a channel close also sees why) and tell every
-    /// request. Only channels are touched: the scheduler may be half-updated.
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        let why = "the engine thread panicked".to_string();
+    /// After `run` panicked: mark the engine dead with `why` (before anything a request waits on
+    /// closes, so whoever sees a channel close also sees why) and tell every request. Only
+    /// channels are touched: the scheduler may be half-updated.
+    pub fn fail_after_panic(&mut self, why: &str) {
+        tracing::error!("engine stopped: {why}");
         if let Ok(mut dead) = self.shared.dead.lock() {
-            dead.get_or_insert_with(|| why.clone());
+            dead.get_or_insert_with(|| why.to_string());
         }
         for (_, out) in self.outputs.drain() {
             let _ = out.events.send(Event::Finished {
-                reason: FinishReason::Error(why.clone()),
+                reason: FinishReason::Error(why.to_string()),
                 usage: Usage::default(),
                 metrics: RequestMetrics::default(),
             });

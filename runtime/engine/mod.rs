@@ -193,20 +193,20 @@ where
         faults,
         sampling_faults,
     );
-    let engine_shared = shared.clone();
     let engine_thread = std::thread::Builder::new()
         .name("tandem-engine".into())
         .spawn(move || {
             // A panic here is a bug; it must not leave handles thinking the engine is alive, nor
-            // requests waiting forever. Unwinding drops the core, which (see its `Drop`) marks
-            // the engine dead and fails every request; here the reason gets the panic's text.
-            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| core.run(inbox)));
+            // requests waiting forever. The core and the inbox outlive the unwinding, so the
+            // engine is marked dead, with the panic's text, before any request hears of it and
+            // before a new request finds the inbox closed.
+            let mut core = core;
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| core.run(&inbox)));
             if let Err(p) = ran {
-                let why = format!("the engine thread panicked: {}", panic_message(&*p));
-                tracing::error!("engine stopped: {why}");
-                if let Ok(mut dead) = engine_shared.dead.lock() {
-                    *dead = Some(why);
-                }
+                core.fail_after_panic(&format!(
+                    "the engine thread panicked: {}",
+                    panic_message(&*p)
+                ));
             }
         })
         .context("starting the engine thread")?;
