@@ -204,7 +204,10 @@ impl EngineHandle {
         if !sent {
             s.waiting.fetch_sub(1, Ordering::SeqCst);
             s.unfinished.fetch_sub(1, Ordering::SeqCst);
-            return Err(SubmitError::EngineDead("the engine thread is gone".into()));
+            let why = self
+                .death_reason()
+                .unwrap_or_else(|| "the engine thread is gone".into());
+            return Err(SubmitError::EngineDead(why));
         }
         Ok(RequestStream {
             id,
