@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use tandem::runtime::cpu::{matmul_packed, matmul_transposed, PackedWeight};
+use tandem::device::cpu::{matmul_packed, matmul_transposed, PackedWeight};
 
 const LAYERS: usize = 30;
 /// (k, n) of each layer's products.

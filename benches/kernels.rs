@@ -11,10 +11,10 @@
 
 use std::hint::black_box;
 
-use tandem::runtime::backend::{AttentionParams, Backend, CacheShape, QkNorm, QkvLayout};
-use tandem::runtime::cuda::{CudaBackend, DType, DecodePath, GemmPath, SKINNY_MAX_ROWS};
-use tandem::runtime::sampling::DeviceSampling;
-use tandem::runtime::step::{SeqChunk, StepInput};
+use tandem::device::backend::{AttentionParams, Backend, CacheShape, QkNorm, QkvLayout};
+use tandem::device::cuda::{CudaBackend, DType, DecodePath, GemmPath, SKINNY_MAX_ROWS};
+use tandem::device::sampling::DeviceSampling;
+use tandem::device::step::{SeqChunk, StepInput};
 
 type T = <CudaBackend as Backend>::Tensor;
 

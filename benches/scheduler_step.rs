@@ -4,8 +4,8 @@
 
 use std::time::Instant;
 
-use tandem::runtime::request::{Request, SamplingParams};
-use tandem::runtime::scheduler::{policy, Scheduler, SchedulerConfig};
+use tandem::engine::request::{Request, SamplingParams};
+use tandem::engine::scheduler::{policy, Scheduler, SchedulerConfig};
 
 const SEQS: usize = 256;
 const CONTEXT: usize = 2048;

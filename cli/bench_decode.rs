@@ -18,13 +18,14 @@ use anyhow::{ensure, Result};
 use std::hint::black_box;
 use std::time::Instant;
 
-use tandem::model::config::ModelConfig;
-use tandem::model::llama::{Llama, StepLimits};
-use tandem::model::loader::ModelSource;
-use tandem::runtime::backend::Backend;
-use tandem::runtime::model_args::{Device, ModelArgs};
-use tandem::runtime::sampling::DeviceSampling;
-use tandem::runtime::step::{SeqChunk, StepInput};
+use crate::cli::model_args::{Device, ModelArgs};
+use crate::device::backend::Backend;
+use crate::device::sampling::DeviceSampling;
+use crate::device::step::{SeqChunk, StepInput};
+use crate::model::config::ModelConfig;
+use crate::model::loader::ModelSource;
+use crate::model::StepLimits;
+use crate::runner::Runner;
 
 /// Untimed steps before the timed ones (allocator, caches, graph capture).
 const WARMUP: usize = 3;
@@ -129,7 +130,8 @@ pub fn run(args: DecodeArgs) -> Result<()> {
                 "device: cpu ({} threads)  dtype: f32",
                 rayon::current_num_threads()
             );
-            let (model, _tokenizer) = args.open_model()?.into_model(backend, args.limits())?;
+            let (model, _tokenizer) =
+                crate::runner::load(args.open_model()?, backend, args.limits())?;
             bench(model, &args, copy_gbs, std::mem::size_of::<f32>())?;
             Ok(())
         }
@@ -142,7 +144,7 @@ pub fn run(args: DecodeArgs) -> Result<()> {
             };
             let dtype = backend.dtype();
             if args.decode_attention == DecodeAttention::Scalar {
-                backend.set_decode_path(tandem::runtime::cuda::DecodePath::Scalar);
+                backend.set_decode_path(crate::device::cuda::DecodePath::Scalar);
             }
             println!(
                 "device: {}  dtype: {dtype}  cuda graphs: {}  decode attention: {:?}  gemm: {:?}  \
@@ -153,7 +155,8 @@ pub fn run(args: DecodeArgs) -> Result<()> {
                 backend.gemm_path(),
                 if backend.pdl() { "on" } else { "off" },
             );
-            let (model, _tokenizer) = args.open_model()?.into_model(backend, args.limits())?;
+            let (model, _tokenizer) =
+                crate::runner::load(args.open_model()?, backend, args.limits())?;
             let model = bench(model, &args, copy_gbs, dtype.size())?;
             print_gemm_tunings(model.backend());
             Ok(())
@@ -163,7 +166,7 @@ pub fn run(args: DecodeArgs) -> Result<()> {
 
 /// What `--gemm auto` measured for each product shape and picked, one line each.
 #[cfg(feature = "cuda")]
-fn print_gemm_tunings(b: &tandem::runtime::cuda::CudaBackend) {
+fn print_gemm_tunings(b: &crate::device::cuda::CudaBackend) {
     let tunings = b.gemm_tunings();
     if tunings.is_empty() {
         return;
@@ -197,7 +200,7 @@ fn print_gemm_tunings(b: &tandem::runtime::cuda::CudaBackend) {
 /// A 1 GiB device-to-device copy, median of 10 between CUDA events; GB/s of bytes read plus
 /// written (benches/kernels.rs's ceiling).
 #[cfg(feature = "cuda")]
-fn cuda_copy_gbs(b: &tandem::runtime::cuda::CudaBackend) -> Result<f64> {
+fn cuda_copy_gbs(b: &crate::device::cuda::CudaBackend) -> Result<f64> {
     const BYTES: usize = 1 << 30;
     let stream = b.stream();
     let src = stream.alloc_zeros::<u8>(BYTES)?;
@@ -297,12 +300,12 @@ struct Row {
 
 /// Times every batch size on `model` and prints the table.
 fn bench<B: Backend>(
-    mut model: Llama<B>,
+    mut model: Runner<B>,
     args: &DecodeArgs,
     copy_gbs: f64,
     dtype_bytes: usize,
-) -> Result<Llama<B>> {
-    let cfg = model.cfg.clone();
+) -> Result<Runner<B>> {
+    let cfg = model.cfg().clone();
     let blocks_per_seq = args.final_len().div_ceil(args.block_size);
     let mut kv = model.new_kv_cache(args.max_batch() * blocks_per_seq, args.block_size)?;
     // The KV a timed step reads, on average over the timed steps (the context grows by one a step).

@@ -4,10 +4,10 @@ use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use tandem::runtime::engine::launch::EngineArgs;
-use tandem::runtime::engine::timeline::{idle_fraction, write_csv};
-use tandem::runtime::request::{Event, Request, SamplingParams};
-use tandem::sim::workload::{prompt_tokens, read_trace};
+use crate::cli::engine_args::EngineArgs;
+use crate::engine::request::{Event, Request, SamplingParams};
+use crate::engine::timeline::{idle_fraction, write_csv};
+use crate::sim::workload::{prompt_tokens, read_trace};
 
 #[derive(clap::Args)]
 pub struct ThroughputArgs {

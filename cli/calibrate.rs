@@ -4,12 +4,13 @@
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
-use tandem::model::llama::{Llama, StepLimits};
-use tandem::runtime::backend::Backend;
-use tandem::runtime::engine::launch::model_name;
-use tandem::runtime::model_args::{Device, ModelArgs};
-use tandem::sim::calibrate::{default_grid, knots_of, measure};
-use tandem::sim::fit::fit;
+use crate::cli::engine_args::model_name;
+use crate::cli::model_args::{Device, ModelArgs};
+use crate::device::backend::Backend;
+use crate::model::StepLimits;
+use crate::runner::Runner;
+use crate::sim::calibrate::{default_grid, knots_of, measure};
+use crate::sim::fit::fit;
 
 #[derive(clap::Args)]
 pub struct CalibrateArgs {
@@ -44,12 +45,22 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
         Device::Cpu(backend) => {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             let on = format!("the CPU backend, {threads} hardware threads");
-            calibrate(source.into_model(backend, limits)?.0, &path, &on, &args)
+            calibrate(
+                crate::runner::load(source, backend, limits)?.0,
+                &path,
+                &on,
+                &args,
+            )
         }
         #[cfg(feature = "cuda")]
         Device::Cuda(backend) => {
             let on = format!("{} ({})", backend.device_name()?, backend.dtype());
-            calibrate(source.into_model(backend, limits)?.0, &path, &on, &args)
+            calibrate(
+                crate::runner::load(source, backend, limits)?.0,
+                &path,
+                &on,
+                &args,
+            )
         }
     }
 }
@@ -57,7 +68,7 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
 /// Times the grid of step shapes on `model` (running on the device described by `on`), fits
 /// the cost model and saves it.
 fn calibrate<B: Backend>(
-    mut model: Llama<B>,
+    mut model: Runner<B>,
     path: &Path,
     on: &str,
     args: &CalibrateArgs,
@@ -65,7 +76,7 @@ fn calibrate<B: Backend>(
     let grid = default_grid(
         args.max_batch_tokens,
         args.max_num_seqs,
-        model.cfg.max_position_embeddings,
+        model.cfg().max_position_embeddings,
     );
     anyhow::ensure!(!grid.is_empty(), "the step limits leave no shape to time");
     eprintln!(

@@ -1,6 +1,11 @@
-//! The subcommands' implementations (the CLI's shape is in main.rs).
+//! The commands and their arguments (clap structs); `main.rs` only dispatches to them.
 
 pub mod bench_decode;
 pub mod bench_throughput;
 pub mod calibrate;
+pub mod engine_args;
+pub mod generate;
+pub mod loadgen;
+pub mod model_args;
+pub mod serve;
 pub mod sim;

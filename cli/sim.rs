@@ -5,11 +5,11 @@ use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use tandem::runtime::scheduler::SchedulerConfig;
-use tandem::sim::compare::{sweep, write_csv};
-use tandem::sim::report::{write_requests_csv, Slo, Summary};
-use tandem::sim::workload::{mean_rate, read_trace, write_trace, Synthetic, TraceRequest};
-use tandem::sim::{chart, simulate, CostModel, SimConfig};
+use crate::engine::scheduler::SchedulerConfig;
+use crate::sim::compare::{sweep, write_csv};
+use crate::sim::report::{write_requests_csv, Slo, Summary};
+use crate::sim::workload::{mean_rate, read_trace, write_trace, Synthetic, TraceRequest};
+use crate::sim::{chart, simulate, CostModel, SimConfig};
 
 #[derive(clap::Args)]
 pub struct SimArgs {

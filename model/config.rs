@@ -8,6 +8,7 @@ use serde_json::Value;
 use std::path::Path;
 
 use super::gguf::GgufFile;
+use crate::device::backend::QkvLayout;
 
 /// Which family the checkpoint belongs to; the forward pass is the same, the switches differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +61,15 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// The layout of a row of the fused q|k|v projection.
+    pub fn qkv_layout(&self) -> QkvLayout {
+        QkvLayout {
+            num_heads: self.num_heads,
+            num_kv_heads: self.num_kv_heads,
+            head_dim: self.head_dim,
+        }
+    }
+
     pub fn q_dim(&self) -> usize {
         self.num_heads * self.head_dim
     }

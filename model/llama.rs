@@ -8,19 +8,10 @@ use anyhow::{ensure, Result};
 use super::config::ModelConfig;
 use super::rope::cos_sin_table;
 use super::weights::LlamaWeights;
-use crate::runtime::backend::{AttentionParams, Backend, CacheShape, QkNorm, QkvLayout};
-use crate::runtime::kv_cache::KvCache;
-use crate::runtime::sampling::DeviceSampling;
-use crate::runtime::step::StepInput;
-
-/// The most a single step may hold.
-#[derive(Debug, Clone, Copy)]
-pub struct StepLimits {
-    /// Token rows per step.
-    pub max_tokens: usize,
-    /// Sequences (and logit rows) per step.
-    pub max_seqs: usize,
-}
+use super::{Model, StepLimits};
+use crate::device::backend::{AttentionParams, Backend, QkNorm};
+use crate::device::kv_cache::KvCache;
+use crate::device::step::StepInput;
 
 /// Activations, each sized for `max_tokens` rows (`last`/`logits` for `max_seqs`).
 struct Workspace<B: Backend> {
@@ -38,7 +29,7 @@ struct Workspace<B: Backend> {
 impl<B: Backend> Workspace<B> {
     fn new(b: &B, cfg: &ModelConfig, lim: StepLimits) -> Result<Self> {
         let t = lim.max_tokens;
-        let layout = qkv_layout(cfg);
+        let layout = cfg.qkv_layout();
         Ok(Workspace {
             residual: b.zeros(t * cfg.hidden_size)?,
             normed: b.zeros(t * cfg.hidden_size)?,
@@ -53,27 +44,12 @@ impl<B: Backend> Workspace<B> {
     }
 }
 
-fn qkv_layout(cfg: &ModelConfig) -> QkvLayout {
-    QkvLayout {
-        num_heads: cfg.num_heads,
-        num_kv_heads: cfg.num_kv_heads,
-        head_dim: cfg.head_dim,
-    }
-}
-
 pub struct Llama<B: Backend> {
     pub cfg: ModelConfig,
     pub limits: StepLimits,
-    pub(super) backend: B,
+    backend: B,
     weights: LlamaWeights<B>,
     cos_sin: B::Tensor, // (max_position_embeddings, head_dim)
-    /// Two metadata slots, used in turn: a step's metadata goes up while the step before, in
-    /// the other slot, may still be running (see `sampled_step.rs`).
-    pub(super) metas: [B::Meta; 2],
-    pub(super) next_slot: usize,
-    /// Reused buffers for a step padded to a graph shape and its sampling entries.
-    pub(super) padded: StepInput,
-    pub(super) padded_sampling: Vec<DeviceSampling>,
     ws: Workspace<B>,
 }
 
@@ -89,8 +65,6 @@ impl<B: Backend> Llama<B> {
             "step limits must be positive"
         );
         let cos_sin = backend.upload(&cos_sin_table(&cfg, cfg.max_position_embeddings))?;
-        let new_meta = || backend.new_meta(limits.max_tokens, limits.max_seqs, qkv_layout(&cfg));
-        let metas = [new_meta()?, new_meta()?];
         let ws = Workspace::new(&backend, &cfg, limits)?;
         Ok(Llama {
             cfg,
@@ -98,128 +72,12 @@ impl<B: Backend> Llama<B> {
             backend,
             weights,
             cos_sin,
-            metas,
-            next_slot: 0,
-            padded: StepInput::default(),
-            padded_sampling: Vec::new(),
             ws,
         })
     }
 
-    pub fn backend(&self) -> &B {
-        &self.backend
-    }
-
-    /// A paged cache of `num_blocks` blocks of `block_size` tokens for this model.
-    pub fn new_kv_cache(&self, num_blocks: usize, block_size: usize) -> Result<KvCache<B>> {
-        let shape = CacheShape {
-            num_blocks,
-            block_size,
-            num_kv_heads: self.cfg.num_kv_heads,
-            head_dim: self.cfg.head_dim,
-        };
-        KvCache::new(&self.backend, self.cfg.num_layers, shape)
-    }
-
-    /// Runs one step: writes its K/V into `kv` and returns the logits of the rows in
-    /// `step.logits_indices`, as `(len(logits_indices), vocab)` on the device.
-    pub fn forward(&mut self, step: &StepInput, kv: &mut KvCache<B>) -> Result<&B::Tensor> {
-        self.check_step(step, kv)?;
-        let slot = self.take_slot();
-        self.backend
-            .upload_step(step, &[], &[], &mut self.metas[slot])?;
-        self.run_ops(step, kv, slot, false, None)?;
-        Ok(&self.ws.logits)
-    }
-
-    /// The metadata slot the next step uses (they alternate).
-    pub(super) fn take_slot(&mut self) -> usize {
-        let slot = self.next_slot;
-        self.next_slot ^= 1;
-        slot
-    }
-
-    /// Issues the step whose metadata is in slot `slot` (uploaded already): the forward pass,
-    /// then, with `sample_rows`, sampling on the device; or replays the graph the backend
-    /// captured for it (`graph`: the step is padded to a graph shape). Then marks its end.
-    pub(super) fn run_ops(
-        &mut self,
-        step: &StepInput,
-        kv: &mut KvCache<B>,
-        slot: usize,
-        graph: bool,
-        sample_rows: Option<usize>,
-    ) -> Result<()> {
-        let b = &self.backend;
-        let meta = &mut self.metas[slot];
-        // A second attempt runs eagerly when capturing a graph failed (the backend then turns
-        // its graphs off): capturing only records the ops, so none of them has run yet.
-        for attempt in 0..2 {
-            if b.begin_ops(meta, graph && attempt == 0)? {
-                break;
-            }
-            let issued = forward_ops(
-                b,
-                &self.cfg,
-                &self.weights,
-                &mut self.ws,
-                &self.cos_sin,
-                meta,
-                step,
-                kv,
-            )
-            .and_then(|()| match sample_rows {
-                Some(rows) => b.sample_launch(&self.ws.logits, self.cfg.vocab_size, rows, meta),
-                None => Ok(()),
-            });
-            // A capture must end even when an op failed, or the stream stays in capture mode.
-            let ended = b.end_ops(meta, issued.is_ok());
-            issued?;
-            match ended {
-                Ok(()) => break,
-                Err(e) if graph && attempt == 0 => {
-                    tracing::warn!("running the step eagerly: {e:#}");
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        b.finish_step(meta)
-    }
-
-    /// [`forward`](Self::forward), with the logits copied into `out` on the host: one row of
-    /// `vocab_size` per wanted row, flat. `out` is resized, so a caller that keeps it allocates
-    /// nothing once warmed up (the executor does, every step).
-    pub fn forward_into(
-        &mut self,
-        step: &StepInput,
-        kv: &mut KvCache<B>,
-        out: &mut Vec<f32>,
-    ) -> Result<()> {
-        self.forward(step, kv)?;
-        self.logits_into(step.logits_indices.len(), out)
-    }
-
-    /// Copies the first `rows` logit rows of the last [`forward`](Self::forward) into `out` (resized).
-    pub fn logits_into(&self, rows: usize, out: &mut Vec<f32>) -> Result<()> {
-        out.resize(rows * self.cfg.vocab_size, 0.0);
-        self.backend.download_into(&self.ws.logits, out)
-    }
-
-    /// [`forward`](Self::forward), with the logits copied to the host, one `Vec` per wanted row.
-    pub fn forward_to_host(
-        &mut self,
-        step: &StepInput,
-        kv: &mut KvCache<B>,
-    ) -> Result<Vec<Vec<f32>>> {
-        let vocab = self.cfg.vocab_size;
-        let n = step.logits_indices.len();
-        self.forward(step, kv)?;
-        let flat = self.backend.download(&self.ws.logits, n * vocab)?;
-        Ok(flat.chunks_exact(vocab).map(<[f32]>::to_vec).collect())
-    }
-
     /// Everything a backend would otherwise have to trust: sizes, ranges, consistency.
-    pub(super) fn check_step(&self, step: &StepInput, kv: &KvCache<B>) -> Result<()> {
+    fn check_step_inner(&self, step: &StepInput, kv: &KvCache<B>) -> Result<()> {
         let rows = step.num_tokens();
         let seqs = step.num_seqs();
         ensure!(rows > 0, "empty step");
@@ -300,6 +158,41 @@ impl<B: Backend> Llama<B> {
     }
 }
 
+impl<B: Backend> Model<B> for Llama<B> {
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    fn limits(&self) -> StepLimits {
+        self.limits
+    }
+
+    fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    fn check_step(&self, step: &StepInput, kv: &KvCache<B>) -> Result<()> {
+        self.check_step_inner(step, kv)
+    }
+
+    fn forward_ops(&mut self, meta: &B::Meta, step: &StepInput, kv: &mut KvCache<B>) -> Result<()> {
+        forward_ops(
+            &self.backend,
+            &self.cfg,
+            &self.weights,
+            &mut self.ws,
+            &self.cos_sin,
+            meta,
+            step,
+            kv,
+        )
+    }
+
+    fn logits(&self) -> &B::Tensor {
+        &self.ws.logits
+    }
+}
+
 /// The forward pass's ops for `step` (its metadata in `meta`), in order; the logits land in
 /// `ws.logits`. Launches only: no allocation, no wait, no copy (so a backend may capture it).
 #[allow(clippy::too_many_arguments)]
@@ -315,7 +208,7 @@ fn forward_ops<B: Backend>(
 ) -> Result<()> {
     let rows = step.num_tokens();
     let (h, inter, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.rms_norm_eps);
-    let layout = qkv_layout(cfg);
+    let layout = cfg.qkv_layout();
     let params = AttentionParams {
         layout,
         cache: kv.shape,

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use super::config::ModelConfig;
 use super::gguf::GgufFile;
 use super::gguf_weights::GgufWeights;
-use super::llama::{Llama, StepLimits};
+use super::llama::Llama;
 use super::safetensors_dir::SafetensorsDir;
 use super::tokenizer::Tokenizer;
 use super::weights::{LlamaWeights, WeightSource};
-use crate::runtime::backend::Backend;
+use super::StepLimits;
+use crate::device::backend::Backend;
 
 enum Files {
     Hf(SafetensorsDir),

@@ -6,7 +6,7 @@
 use anyhow::{bail, Context, Result};
 
 use super::config::ModelConfig;
-use crate::runtime::backend::Backend;
+use crate::device::backend::Backend;
 
 /// A tensor on the host in f32, row-major, outermost dimension first.
 #[derive(Debug, Clone, PartialEq)]

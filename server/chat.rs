@@ -5,9 +5,8 @@
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::runtime::request::{FinishReason, TokenLogprob};
+use crate::engine::request::{FinishReason, TokenLogprob};
 
-use super::chat_template::TemplateError;
 use super::error::ApiError;
 use super::generate::{Choice, Job};
 use super::openai::{
@@ -16,6 +15,7 @@ use super::openai::{
 };
 use super::sse;
 use super::state::AppState;
+use crate::model::chat_template::TemplateError;
 
 const CHUNK: &str = "chat.completion.chunk";
 const ROLE: &str = "assistant";

@@ -5,8 +5,8 @@
 use bytes::Bytes;
 use std::collections::BTreeMap;
 
+use crate::engine::request::{FinishReason, TokenLogprob};
 use crate::model::tokenizer::Tokenizer;
-use crate::runtime::request::{FinishReason, TokenLogprob};
 
 use super::error::ApiError;
 use super::generate::{Choice, Job};

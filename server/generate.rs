@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
-use crate::model::tokenizer::Tokenizer;
-use crate::runtime::engine::handle::{RequestStream, SubmitError};
-use crate::runtime::request::{
+use crate::engine::handle::{RequestStream, SubmitError};
+use crate::engine::request::{
     Event, FinishReason, Request as EngineRequest, RequestMetrics, TokenLogprob, Usage,
 };
+use crate::model::tokenizer::Tokenizer;
 
 use super::body::read_json;
 use super::error::ApiError;
@@ -432,7 +432,7 @@ async fn pump(metrics: &Metrics, job: &Job, mut events: Events, tx: mpsc::Sender
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::request::TokenLogprob;
+    use crate::engine::request::TokenLogprob;
 
     fn job(endpoint: Endpoint, n: usize) -> Job {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models/tiny-llama");

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::engine::handle::EngineHandle;
 use crate::model::tokenizer::Tokenizer;
-use crate::runtime::engine::handle::EngineHandle;
 
 use super::error::ApiError;
 use super::io::WriteTimeout;

@@ -14,7 +14,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::time::Duration;
 
-use crate::runtime::engine::handle::{EngineHandle, EngineStats};
+use crate::engine::handle::{EngineHandle, EngineStats};
 
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 

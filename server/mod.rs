@@ -1,4 +1,4 @@
-//! The OpenAI-compatible HTTP server (`tandem serve`) and its load generator (`tandem bench serve`).
+//! The OpenAI-compatible HTTP server (`tandem serve`).
 //!
 //! A request goes `http` (accept, body limit) → `routes` → `generate` (validate, tokenize,
 //! context check, submit to the engine) → `completions`/`chat` (wire format), streamed through
@@ -6,14 +6,11 @@
 
 pub mod body;
 pub mod chat;
-pub mod chat_template;
-pub mod cli;
 pub mod completions;
 pub mod error;
 pub mod generate;
 pub mod http;
 pub mod io;
-pub mod loadgen;
 pub mod messages;
 pub mod metrics;
 pub mod openai;
@@ -24,7 +21,5 @@ pub mod sse;
 pub mod state;
 pub mod validate;
 
-pub use cli::{run_serve, ServeArgs};
 pub use http::serve;
-pub use loadgen::{run_bench_serve, BenchServeArgs};
 pub use state::ServerConfig;

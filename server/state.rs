@@ -5,11 +5,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::engine::handle::EngineHandle;
 use crate::model::tokenizer::Tokenizer;
-use crate::runtime::engine::handle::EngineHandle;
 
-use super::chat_template::ChatTemplate;
 use super::metrics::Metrics;
+use crate::model::chat_template::ChatTemplate;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {

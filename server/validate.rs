@@ -6,7 +6,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::runtime::request::SamplingParams;
+use crate::engine::request::SamplingParams;
 
 use super::error::ApiError;
 use super::messages::{parse_messages, MessageError};

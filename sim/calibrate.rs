@@ -10,10 +10,10 @@ use anyhow::{ensure, Result};
 use std::time::Instant;
 
 use super::cost_model::{Measurement, StepShape};
-use crate::model::llama::Llama;
-use crate::runtime::backend::Backend;
-use crate::runtime::generate::argmax;
-use crate::runtime::step::{SeqChunk, StepInput};
+use crate::cli::generate::argmax;
+use crate::device::backend::Backend;
+use crate::device::step::{SeqChunk, StepInput};
+use crate::runner::Runner;
 
 /// One step shape to time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +114,7 @@ const LONG_RUN_S: f64 = 1.0;
 /// Times every point of `grid` on `model` (the median of `reps` runs after one warm-up) and
 /// calls `progress` after each.
 pub fn measure<B: Backend>(
-    model: &mut Llama<B>,
+    model: &mut Runner<B>,
     grid: &[GridPoint],
     reps: usize,
     block_size: usize,
@@ -126,7 +126,7 @@ pub fn measure<B: Backend>(
     );
     let num_blocks = grid.iter().map(|p| p.blocks(block_size)).max().unwrap_or(1);
     let mut kv = model.new_kv_cache(num_blocks.max(1), block_size)?;
-    let vocab = model.cfg.vocab_size as u32;
+    let vocab = model.cfg().vocab_size as u32;
     let mut out = Vec::with_capacity(grid.len());
     for (i, p) in grid.iter().enumerate() {
         ensure!(p.num_tokens() > 0, "grid point {i} has no tokens");

@@ -15,7 +15,7 @@ use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-use crate::runtime::step::StepInput;
+use crate::device::step::StepInput;
 
 /// The features of one step that drive its time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -194,7 +194,7 @@ impl CostModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::step::SeqChunk;
+    use crate::device::step::SeqChunk;
 
     #[test]
     fn shape_counts_rows_samples_and_attention_reads() {

@@ -1,6 +1,6 @@
 //! A calibrated simulator for scheduling research.
 //!
-//! It runs the engine's own [`Scheduler`](crate::runtime::scheduler::Scheduler) — block
+//! It runs the engine's own [`Scheduler`](crate::engine::scheduler::Scheduler) — block
 //! allocator, prefix cache, policies, preemption, not a copy — against a pretend executor
 //! whose step time comes from a [`CostModel`](cost_model::CostModel) fitted to real forward
 //! steps by `tandem calibrate`. Samples are fake tokens; requests finish at their target output

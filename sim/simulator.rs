@@ -14,9 +14,9 @@ use std::collections::VecDeque;
 
 use super::cost_model::CostModel;
 use super::workload::{prompt_tokens, TraceRequest};
-use crate::runtime::request::{Request, SamplingParams};
-use crate::runtime::scheduler::batch::Batch;
-use crate::runtime::scheduler::{policy, Scheduler, SchedulerConfig};
+use crate::engine::request::{Request, SamplingParams};
+use crate::engine::scheduler::batch::Batch;
+use crate::engine::scheduler::{policy, Scheduler, SchedulerConfig};
 
 /// The simulated engine's settings (the engine's own defaults, see `EngineConfig`).
 #[derive(Debug, Clone)]

@@ -16,8 +16,8 @@
 mod common;
 
 use common::gpu::*;
-use tandem::runtime::backend::{Backend, QkvLayout};
-use tandem::runtime::cuda::{CudaBackend, DType, DecodePath};
+use tandem::device::backend::{Backend, QkvLayout};
+use tandem::device::cuda::{CudaBackend, DType, DecodePath};
 
 #[allow(clippy::too_many_arguments)]
 fn check_attention(

@@ -19,14 +19,15 @@ use rand::{Rng, SeedableRng};
 use common::crowd::{crowd, run_all, Outcome};
 use common::gpu::*;
 use common::{one_seq_step, open_model, repo_root};
-use tandem::model::llama::{Llama, StepLimits};
+use tandem::device::backend::Backend;
+use tandem::device::cuda::{CudaBackend, DType, GemmPath};
+use tandem::device::sampling::{DeviceSampling, Sampled};
+use tandem::device::step::{SeqChunk, StepInput};
+use tandem::engine::request::{Request, SamplingParams};
+use tandem::engine::{start, EngineConfig};
 use tandem::model::loader::ModelSource;
-use tandem::runtime::backend::Backend;
-use tandem::runtime::cuda::{CudaBackend, DType, GemmPath};
-use tandem::runtime::engine::{start, EngineConfig};
-use tandem::runtime::request::{Request, SamplingParams};
-use tandem::runtime::sampling::{DeviceSampling, Sampled};
-use tandem::runtime::step::{SeqChunk, StepInput};
+use tandem::model::StepLimits;
+use tandem::runner::Runner;
 
 const LIMITS: StepLimits = StepLimits {
     // The graphs test prefills up to 20 sequences of up to 23 tokens in one step.
@@ -39,10 +40,10 @@ fn tiny_llama() -> std::path::PathBuf {
     repo_root().join("tests/models/tiny-llama")
 }
 
-fn cuda_model(dtype: DType) -> Llama<CudaBackend> {
+fn cuda_model(dtype: DType) -> Runner<CudaBackend> {
     let backend = CudaBackend::new(0, dtype).unwrap();
     ModelSource::open(&tiny_llama())
-        .and_then(|s| s.into_model(backend, LIMITS))
+        .and_then(|s| tandem::runner::load(s, backend, LIMITS))
         .unwrap()
         .0
 }
@@ -86,7 +87,7 @@ fn graphs_replay_what_eager_steps_compute() {
             model.backend().set_pdl(false).unwrap();
         }
         let dependents_before = dependent_launches(model.backend());
-        let vocab = model.cfg.vocab_size;
+        let vocab = model.cfg().vocab_size;
         let mut rng = StdRng::seed_from_u64(5);
         for n in [1usize, 3, 9, 20] {
             let mut kv = model.new_kv_cache(256, BLOCK).unwrap();
@@ -206,7 +207,7 @@ fn launch_ahead_carries_on_the_device() {
 }
 
 fn engine_outcomes<B>(
-    model: Llama<B>,
+    model: Runner<B>,
     tok: tandem::model::tokenizer::Tokenizer,
     reqs: &[Request],
 ) -> Vec<Outcome>
@@ -250,7 +251,7 @@ fn engine_on_the_gpu_gives_the_cpus_tokens() {
     let want = engine_outcomes(cpu, tok, &reqs);
     let backend = CudaBackend::new(0, DType::F32).unwrap();
     let (gpu_model, tok) = ModelSource::open(&tiny_llama())
-        .and_then(|s| s.into_model(backend, limits))
+        .and_then(|s| tandem::runner::load(s, backend, limits))
         .unwrap();
     let got = engine_outcomes(gpu_model, tok, &reqs);
     assert!(count_differences(&got, &want) <= 2);
@@ -313,7 +314,7 @@ fn steady_decoding_replays_graphs_and_gives_the_cpus_tokens() {
     let backend = CudaBackend::new(0, DType::F32).unwrap();
     let replays = backend.graph_replays();
     let (gpu_model, tok) = ModelSource::open(&tiny_llama())
-        .and_then(|s| s.into_model(backend, limits))
+        .and_then(|s| tandem::runner::load(s, backend, limits))
         .unwrap();
     let got = engine_outcomes(gpu_model, tok, &reqs);
     let replayed = replays.load(Ordering::Relaxed);

@@ -17,13 +17,13 @@ use common::{
     check_all_cases_batched, check_each_case_alone, fixture_names, load_fixture, model_path,
     Driver, Seq,
 };
-use tandem::model::llama::StepLimits;
+use tandem::device::backend::Backend;
+use tandem::device::cpu::CpuBackend;
+use tandem::device::cuda::{CudaBackend, DType, GemmPath};
+use tandem::device::sampling::{Sampled, SamplerState};
+use tandem::engine::request::SamplingParams;
 use tandem::model::loader::ModelSource;
-use tandem::runtime::backend::Backend;
-use tandem::runtime::cpu::CpuBackend;
-use tandem::runtime::cuda::{CudaBackend, DType, GemmPath};
-use tandem::runtime::request::SamplingParams;
-use tandem::runtime::sampling::{Sampled, SamplerState};
+use tandem::model::StepLimits;
 
 /// The whole model on the GPU, f32: every fixture case alone and all cases batched over
 /// scattered 4-token blocks; greedy ids identical to the fixture (transformers), top-5 logits
@@ -43,7 +43,7 @@ fn model_fixtures() {
         let Some(path) = model_path(&f) else { continue };
         let backend = CudaBackend::new(0, DType::F32).unwrap();
         let (model, _) = ModelSource::open(&path)
-            .and_then(|s| s.into_model(backend, limits))
+            .and_then(|s| tandem::runner::load(s, backend, limits))
             .unwrap_or_else(|e| panic!("loading {}: {e:#}", path.display()));
 
         let label = format!("cuda {name}");
@@ -71,8 +71,8 @@ fn compare_bf16_row(what: &str, got: &[f32], want: &[f32]) -> (f32, bool, bool) 
         worst = worst.max(d);
     }
     let (g_top, w_top) = (
-        tandem::runtime::generate::argmax(got),
-        tandem::runtime::generate::argmax(want),
+        tandem::cli::generate::argmax(got),
+        tandem::cli::generate::argmax(want),
     );
     let near_tie = want[g_top as usize] >= hi - 2.0 * worst;
     (worst / range, g_top == w_top, near_tie)
@@ -132,8 +132,8 @@ fn model_bf16_vs_cpu() {
         if let Some(g) = gemm {
             backend.set_gemm_path(g);
         }
-        let (gpu_model, _) = load("bf16").into_model(backend, limits).unwrap();
-        let (cpu_model, _) = load("cpu").into_model(CpuBackend::new(), limits).unwrap();
+        let (gpu_model, _) = tandem::runner::load(load("bf16"), backend, limits).unwrap();
+        let (cpu_model, _) = tandem::runner::load(load("cpu"), CpuBackend::new(), limits).unwrap();
         let mut gpu = Driver::new(gpu_model, 64, 16, (0..64).collect());
         let mut cpu_ref = Driver::new(cpu_model, 64, 16, (0..64).collect());
         let (mut name_worst, mut name_rows, mut name_agree) = (0.0f32, 0usize, 0usize);

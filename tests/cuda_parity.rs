@@ -17,10 +17,10 @@ use rand::{Rng, SeedableRng};
 
 use common::gpu::*;
 use common::scattered;
-use tandem::runtime::backend::{AttentionParams, Backend, CacheShape, QkNorm, QkvLayout};
-use tandem::runtime::cpu;
-use tandem::runtime::cuda::{CudaBackend, DType, GemmPath};
-use tandem::runtime::step::StepInput;
+use tandem::device::backend::{AttentionParams, Backend, CacheShape, QkNorm, QkvLayout};
+use tandem::device::cpu;
+use tandem::device::cuda::{CudaBackend, DType, GemmPath};
+use tandem::device::step::StepInput;
 
 #[test]
 fn embed() {

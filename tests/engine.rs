@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tandem::model::llama::StepLimits;
-use tandem::runtime::engine::{start, Engine, EngineConfig, EngineHandle};
-use tandem::runtime::generate::{generate, GenerateOptions};
-use tandem::runtime::request::{Event, FinishReason, Request, SamplingParams, TokenLogprob, Usage};
+use tandem::cli::generate::{generate, GenerateOptions};
+use tandem::engine::request::{Event, FinishReason, Request, SamplingParams, TokenLogprob, Usage};
+use tandem::engine::{start, Engine, EngineConfig, EngineHandle};
+use tandem::model::StepLimits;
 
 const LIMITS: StepLimits = StepLimits {
     max_tokens: 64,

@@ -9,11 +9,12 @@ use std::sync::Arc;
 
 use common::crowd::{crowd, run_all, Outcome};
 use common::*;
-use tandem::model::llama::{Llama, StepLimits};
-use tandem::runtime::cpu::CpuBackend;
-use tandem::runtime::engine::{start, EngineConfig};
-use tandem::runtime::request::{Request, SamplingParams, TokenLogprob};
-use tandem::runtime::sampling::{DeviceSampling, Sampled};
+use tandem::device::cpu::CpuBackend;
+use tandem::device::sampling::{DeviceSampling, Sampled};
+use tandem::engine::request::{Request, SamplingParams, TokenLogprob};
+use tandem::engine::{start, EngineConfig};
+use tandem::model::StepLimits;
+use tandem::runner::Runner;
 
 fn tiny_llama() -> std::path::PathBuf {
     repo_root().join("tests/models/tiny-llama")
@@ -103,7 +104,7 @@ fn a_carried_step_reads_the_sample_still_in_flight() {
 }
 
 /// Greedy tokens by the plain forward pass, one step at a time.
-fn greedy_tokens(model: &mut Llama<CpuBackend>, prompt: &[u32], n: usize) -> Vec<u32> {
+fn greedy_tokens(model: &mut Runner<CpuBackend>, prompt: &[u32], n: usize) -> Vec<u32> {
     let mut kv = model.new_kv_cache(8, 4).unwrap();
     let blocks = [1u32, 3];
     let mut tokens = prompt.to_vec();
@@ -132,8 +133,8 @@ fn greedy_tokens(model: &mut Llama<CpuBackend>, prompt: &[u32], n: usize) -> Vec
 /// step's input being the first step's sample.
 #[test]
 fn the_executor_keeps_two_steps_in_flight() {
-    use tandem::runtime::engine::executor::Executor;
-    use tandem::runtime::scheduler::batch::{Batch, SampleSlot, SamplerReset};
+    use tandem::engine::executor::Executor;
+    use tandem::engine::scheduler::batch::{Batch, SampleSlot, SamplerReset};
 
     let limits = StepLimits {
         max_tokens: 16,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use tandem::runtime::engine::{EngineConfig, FaultPlan};
+use tandem::engine::{EngineConfig, FaultPlan};
 use tandem::server::ServerConfig;
 
 /// The prompt that triggers the injected fault.

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use tandem::model::llama::StepLimits;
+use tandem::model::StepLimits;
 
 const LIMITS: StepLimits = StepLimits {
     max_tokens: 256,

@@ -17,8 +17,8 @@ use rand::{Rng, SeedableRng};
 use common::emu::*;
 use common::kernel_cases::*;
 use common::scattered;
-use tandem::runtime::backend::{AttentionParams, CacheShape};
-use tandem::runtime::cpu;
+use tandem::device::backend::{AttentionParams, CacheShape};
+use tandem::device::cpu;
 
 fn u(n: usize) -> u32 {
     u32::try_from(n).unwrap()
@@ -471,7 +471,7 @@ fn check_sampler_launches(
     splits: &[u32],
     (atol, rtol): (f32, f32),
 ) {
-    use tandem::runtime::sampling::device_words::{pack, unpack, OUT_WORDS, PARAM_WORDS};
+    use tandem::device::sampling::device_words::{pack, unpack, OUT_WORDS, PARAM_WORDS};
     let batch = make();
     let (rows, vocab) = (batch.states.len(), batch.vocab);
     let params = batch.device_params();

@@ -10,7 +10,7 @@ mod common;
 
 use common::emu::*;
 use common::kernel_cases::*;
-use tandem::runtime::backend::QkvLayout;
+use tandem::device::backend::QkvLayout;
 
 fn u(n: usize) -> u32 {
     u32::try_from(n).unwrap()

@@ -5,9 +5,9 @@ mod common;
 use common::*;
 use safetensors::SafeTensors;
 use std::path::Path;
-use tandem::model::llama::StepLimits;
+use tandem::device::cpu::CpuBackend;
 use tandem::model::loader::ModelSource;
-use tandem::runtime::cpu::CpuBackend;
+use tandem::model::StepLimits;
 
 const LIMITS: StepLimits = StepLimits {
     max_tokens: 32,
@@ -112,7 +112,7 @@ fn missing_and_odd_paths_are_explained() {
 fn bad_step_input_is_an_error_not_a_panic() {
     let (mut model, _) = open_model(&repo_root().join("tests/models/tiny-llama"), LIMITS);
     let mut kv = model.new_kv_cache(4, 4).unwrap();
-    let vocab = model.cfg.vocab_size as u32;
+    let vocab = model.cfg().vocab_size as u32;
     let e = model
         .forward(&one_seq_step(&[vocab], 0, &[0], 4), &mut kv)
         .err()
@@ -133,7 +133,7 @@ fn bad_step_input_is_an_error_not_a_panic() {
         .unwrap();
     assert!(e.to_string().contains("max_tokens"), "{e}");
     // A position past the model's context.
-    let ctx = model.cfg.max_position_embeddings;
+    let ctx = model.cfg().max_position_embeddings;
     let far: Vec<u32> = (0..(ctx / 4 + 1) as u32).map(|b| b % 4).collect();
     let e = model
         .forward(&one_seq_step(&[1], ctx, &far, 4), &mut kv)

@@ -9,7 +9,7 @@ use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-use tandem::runtime::engine::EngineConfig;
+use tandem::engine::EngineConfig;
 use tandem::server::ServerConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

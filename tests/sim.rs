@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use tandem::runtime::scheduler::SchedulerConfig;
+use tandem::engine::scheduler::SchedulerConfig;
 use tandem::sim::report::{Slo, Summary};
 use tandem::sim::simulator::{Rejection, RequestResult};
 use tandem::sim::workload::{Synthetic, TraceRequest};

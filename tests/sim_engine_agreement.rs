@@ -25,13 +25,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tandem::device::cpu::CpuBackend;
+use tandem::engine::request::{Event, FinishReason, Request, SamplingParams};
+use tandem::engine::scheduler::SchedulerConfig;
+use tandem::engine::{start, EngineConfig, EngineHandle};
 use tandem::model::default_model::default_model_path;
-use tandem::model::llama::{Llama, StepLimits};
 use tandem::model::loader::ModelSource;
-use tandem::runtime::cpu::CpuBackend;
-use tandem::runtime::engine::{start, EngineConfig, EngineHandle};
-use tandem::runtime::request::{Event, FinishReason, Request, SamplingParams};
-use tandem::runtime::scheduler::SchedulerConfig;
+use tandem::model::StepLimits;
+use tandem::runner::Runner;
 use tandem::sim::calibrate::{knots_of, measure, GridPoint};
 use tandem::sim::fit::fit;
 use tandem::sim::report::{percentile, Slo, Summary};
@@ -134,18 +135,18 @@ fn probes() -> Vec<GridPoint> {
     ]
 }
 
-fn load() -> Llama<CpuBackend> {
+fn load() -> Runner<CpuBackend> {
     let limits = StepLimits {
         max_tokens: MAX_TOKENS,
         max_seqs: MAX_SEQS,
     };
     ModelSource::open(&default_model_path())
-        .and_then(|s| s.into_model(CpuBackend::new(), limits))
+        .and_then(|s| tandem::runner::load(s, CpuBackend::new(), limits))
         .unwrap()
         .0
 }
 
-fn calibrate(model: &mut Llama<CpuBackend>) -> CostModel {
+fn calibrate(model: &mut Runner<CpuBackend>) -> CostModel {
     let grid = grid();
     let ms = measure(model, &grid, 3, BLOCK_SIZE, |_, _, _| {}).unwrap();
     fit(&ms, &knots_of(&grid)).unwrap()
@@ -239,7 +240,7 @@ fn simulation_predicts_the_engine_within_15_percent() {
     let phases = phases();
     // A second copy of the model times the probe shapes while the engine owns the first.
     let mut prober = load();
-    let vocab = prober.cfg.vocab_size as u32;
+    let vocab = prober.cfg().vocab_size as u32;
     let mut probe = || -> Vec<f64> {
         let ms = measure(&mut prober, &probes(), 3, BLOCK_SIZE, |_, _, _| {}).unwrap();
         ms.iter().map(|m| m.seconds).collect()

@@ -12,14 +12,14 @@ use std::sync::OnceLock;
 
 use serde_json::{json, Value};
 
+use tandem::model::chat_template::{ChatTemplate, TemplateError};
 use tandem::model::config::ModelConfig;
 use tandem::model::dequant::GgmlType;
+use tandem::model::detokenizer::{IncrementalDetokenizer, StopMatcher};
 use tandem::model::gguf::{GgufFile, GgufValue};
 use tandem::model::gguf_writer::GgufWriter;
 use tandem::model::safetensors_dir::tensors_from_bytes;
 use tandem::model::tokenizer::Tokenizer;
-use tandem::runtime::detokenizer::{IncrementalDetokenizer, StopMatcher};
-use tandem::server::chat_template::{ChatTemplate, TemplateError};
 use tandem::server::error::ApiError;
 use tandem::server::messages::parse_messages;
 use tandem::server::validate::{

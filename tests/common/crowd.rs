@@ -1,8 +1,8 @@
 //! A crowd of mixed requests and a way to run it through an engine: the launch-ahead tests
 //! compare what different paths make of it.
 
-use tandem::runtime::engine::EngineHandle;
-use tandem::runtime::request::{Event, FinishReason, Request, SamplingParams, TokenLogprob};
+use tandem::engine::request::{Event, FinishReason, Request, SamplingParams, TokenLogprob};
+use tandem::engine::EngineHandle;
 
 #[derive(Debug)]
 pub struct Outcome {

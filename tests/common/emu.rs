@@ -4,7 +4,7 @@
 use rand::rngs::StdRng;
 use rand::Rng;
 
-pub use tandem::runtime::kernel_emu::Arg;
+pub use tandem::device::kernel_emu::Arg;
 
 /// A storage dtype of the kernels.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -164,7 +164,7 @@ fn bytemuck_slice_mut(c: &mut [Chunk]) -> &mut [u8] {
 pub fn run(kernel: &str, grid: (u32, u32, u32), block: u32, args: &[Arg]) {
     // SAFETY: every pointer argument is a live buffer of the calling test, sized as the
     // kernel's header comment asks.
-    unsafe { tandem::runtime::kernel_emu::launch(kernel, grid, block, args) }
+    unsafe { tandem::device::kernel_emu::launch(kernel, grid, block, args) }
         .unwrap_or_else(|e| panic!("{e:#}"));
 }
 

@@ -4,9 +4,9 @@
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use tandem::runtime::backend::{Backend, QkvLayout};
-use tandem::runtime::cuda::{CudaBackend, DType};
-use tandem::runtime::step::StepInput;
+use tandem::device::backend::{Backend, QkvLayout};
+use tandem::device::cuda::{CudaBackend, DType};
+use tandem::device::step::StepInput;
 
 pub use super::assert_close;
 pub use super::kernel_cases::*;
@@ -19,7 +19,7 @@ pub fn gpu(name: &str) -> Option<CudaBackend> {
 pub fn gpu_as(name: &str, dtype: DType) -> Option<CudaBackend> {
     // Without a GPU, the emulated device (kernel-emu): the same code paths, kernels run on the CPU.
     #[cfg(feature = "kernel-emu")]
-    match tandem::runtime::cuda::emulated::install() {
+    match tandem::device::cuda::emulated::install() {
         Ok(true) => eprintln!("{name}: no CUDA driver here: on the emulated device (kernel-emu)"),
         Ok(false) => {}
         Err(e) => {
@@ -119,7 +119,7 @@ pub fn simple_step(ids: &[u32], positions: &[u32]) -> StepInput {
 pub fn dependent_launches(b: &CudaBackend) -> Option<u64> {
     #[cfg(feature = "kernel-emu")]
     {
-        tandem::runtime::cuda::emulated::dependent_launches(b.stream())
+        tandem::device::cuda::emulated::dependent_launches(b.stream())
     }
     #[cfg(not(feature = "kernel-emu"))]
     {
@@ -133,7 +133,7 @@ pub fn dependent_launches(b: &CudaBackend) -> Option<u64> {
 pub fn on_emulated_device() -> bool {
     #[cfg(feature = "kernel-emu")]
     {
-        tandem::runtime::cuda::emulated::active()
+        tandem::device::cuda::emulated::active()
     }
     #[cfg(not(feature = "kernel-emu"))]
     {

@@ -5,11 +5,11 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use tandem::runtime::backend::{AttentionParams, CacheShape, QkvLayout};
-use tandem::runtime::cpu;
-use tandem::runtime::request::SamplingParams;
-use tandem::runtime::sampling::{sample, DeviceSampling, Sampled, SamplerScratch, SamplerState};
-use tandem::runtime::step::{SeqChunk, StepInput};
+use tandem::device::backend::{AttentionParams, CacheShape, QkvLayout};
+use tandem::device::cpu;
+use tandem::device::sampling::{sample, DeviceSampling, Sampled, SamplerScratch, SamplerState};
+use tandem::device::step::{SeqChunk, StepInput};
+use tandem::engine::request::SamplingParams;
 
 use super::scattered;
 

@@ -12,14 +12,15 @@ pub mod kernel_cases;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
+use tandem::device::backend::Backend;
+use tandem::device::cpu::CpuBackend;
+use tandem::device::kv_cache::KvCache;
+use tandem::device::step::{SeqChunk, StepInput};
 use tandem::model::default_model::default_model_path;
-use tandem::model::llama::{Llama, StepLimits};
 use tandem::model::loader::ModelSource;
 use tandem::model::tokenizer::Tokenizer;
-use tandem::runtime::backend::Backend;
-use tandem::runtime::cpu::CpuBackend;
-use tandem::runtime::kv_cache::KvCache;
-use tandem::runtime::step::{SeqChunk, StepInput};
+use tandem::model::StepLimits;
+use tandem::runner::Runner;
 
 /// Top-5 logits must match transformers' within this (absolute).
 pub const LOGIT_TOL: f32 = 1e-3;
@@ -101,7 +102,7 @@ pub fn model_path(f: &Fixture) -> Option<PathBuf> {
     Some(repo_root().join(&f.model_path))
 }
 
-pub fn open_model(path: &Path, limits: StepLimits) -> (Llama<CpuBackend>, Tokenizer) {
+pub fn open_model(path: &Path, limits: StepLimits) -> (Runner<CpuBackend>, Tokenizer) {
     open_model_on(path, limits, CpuBackend::new())
 }
 
@@ -109,9 +110,9 @@ pub fn open_model_on(
     path: &Path,
     limits: StepLimits,
     backend: CpuBackend,
-) -> (Llama<CpuBackend>, Tokenizer) {
+) -> (Runner<CpuBackend>, Tokenizer) {
     ModelSource::open(path)
-        .and_then(|s| s.into_model(backend, limits))
+        .and_then(|s| tandem::runner::load(s, backend, limits))
         .unwrap_or_else(|e| panic!("loading {}: {e:#}", path.display()))
 }
 
@@ -139,7 +140,7 @@ pub struct Seq {
 /// Runs several sequences through one paged cache, handing out blocks from a given order so
 /// tests can scatter them. Any backend: the CUDA parity tests drive the GPU model with it.
 pub struct Driver<B: Backend = CpuBackend> {
-    pub model: Llama<B>,
+    pub model: Runner<B>,
     pub kv: KvCache<B>,
     pub block_size: usize,
     free_blocks: Vec<u32>,
@@ -147,7 +148,7 @@ pub struct Driver<B: Backend = CpuBackend> {
 
 impl<B: Backend> Driver<B> {
     pub fn new(
-        model: Llama<B>,
+        model: Runner<B>,
         num_blocks: usize,
         block_size: usize,
         block_order: Vec<u32>,
@@ -195,7 +196,7 @@ impl<B: Backend> Driver<B> {
 
 /// The fixture's cases one at a time, each in a fresh cache: prefill the prompt, then decode
 /// the fixture's tokens one by one, checking every step. `label` prefixes failure messages.
-pub fn check_each_case_alone<B: Backend>(model: Llama<B>, f: &Fixture, label: &str) -> Llama<B> {
+pub fn check_each_case_alone<B: Backend>(model: Runner<B>, f: &Fixture, label: &str) -> Runner<B> {
     let mut driver = Driver::new(model, 64, 16, (0..64).collect());
     for case in &f.cases {
         let mut seqs = vec![Seq {
@@ -218,7 +219,11 @@ pub fn check_each_case_alone<B: Backend>(model: Llama<B>, f: &Fixture, label: &s
 /// All the fixture's cases in one flat batch, staggered so prefill chunks and decode tokens
 /// share steps (case i joins at step i with its whole prompt, then decodes a token a step),
 /// over 4-token blocks handed out in a scrambled order; every step checked.
-pub fn check_all_cases_batched<B: Backend>(model: Llama<B>, f: &Fixture, label: &str) -> Llama<B> {
+pub fn check_all_cases_batched<B: Backend>(
+    model: Runner<B>,
+    f: &Fixture,
+    label: &str,
+) -> Runner<B> {
     let block_size = 4;
     let num_blocks = f
         .cases
@@ -304,7 +309,7 @@ pub fn check_step(what: &str, logits: &[f32], case: &Case, step: usize) {
             "{what}: step {step}: logit of token {id} is {got}, transformers has {w}"
         );
     }
-    let argmax = tandem::runtime::generate::argmax(logits);
+    let argmax = tandem::cli::generate::argmax(logits);
     assert_eq!(
         argmax, case.generated_ids[step],
         "{what}: step {step}: greedy token {argmax}, transformers chose {}",

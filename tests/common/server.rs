@@ -19,11 +19,11 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use tandem::model::llama::StepLimits;
+use tandem::device::cpu::CpuBackend;
+use tandem::engine::{self, Engine, EngineConfig, EngineHandle, FaultPlan};
 use tandem::model::loader::ModelSource;
 use tandem::model::tokenizer::Tokenizer;
-use tandem::runtime::cpu::CpuBackend;
-use tandem::runtime::engine::{self, Engine, EngineConfig, EngineHandle, FaultPlan};
+use tandem::model::StepLimits;
 use tandem::server::{serve, ServerConfig};
 
 pub const MODEL: &str = "tiny-llama";
@@ -75,9 +75,8 @@ impl TestServer {
             max_tokens: cfg.max_batch_tokens,
             max_seqs: cfg.max_num_seqs,
         };
-        let (model, tokenizer) = source
-            .into_model(CpuBackend::new(), limits)
-            .expect("load it");
+        let (model, tokenizer) =
+            tandem::runner::load(source, CpuBackend::new(), limits).expect("load it");
         let tokenizer = Arc::new(tokenizer);
         let engine = engine::start_with_faults(model, tokenizer.clone(), MODEL.into(), cfg, faults)
             .expect("start the engine");

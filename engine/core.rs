@@ -1,0 +1,309 @@
+//! The engine thread: commands in, steps planned and sent, samples turned into events.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::Arc;
+
+use super::executor::StepOutput;
+use super::fault::{FaultPlan, FaultySet};
+use super::handle::{Command, EngineStats, Shared};
+use super::output::RequestOutput;
+use crate::engine::request::{Event, FinishReason, Request, RequestId, RequestMetrics, Usage};
+use crate::engine::scheduler::batch::Batch;
+use crate::engine::scheduler::Scheduler;
+use crate::model::tokenizer::Tokenizer;
+
+pub struct EngineCore {
+    sched: Scheduler,
+    tokenizer: Arc<Tokenizer>,
+    shared: Arc<Shared>,
+    to_executor: SyncSender<Batch>,
+    outputs: HashMap<RequestId, RequestOutput>,
+    /// Steps sent and not yet returned; at most `depth`.
+    in_flight: usize,
+    depth: usize,
+    stats: EngineStats,
+    /// First admissions already subtracted from the shared waiting count.
+    admissions_seen: u64,
+    shutting_down: bool,
+    /// Fault injection (tests only; empty in production).
+    faults: FaultPlan,
+    /// Where requests marked for a sampling fault are told to the executor.
+    sampling_faults: Option<FaultySet>,
+}
+
+impl EngineCore {
+    pub fn new(
+        sched: Scheduler,
+        tokenizer: Arc<Tokenizer>,
+        shared: Arc<Shared>,
+        to_executor: SyncSender<Batch>,
+        depth: usize,
+        faults: FaultPlan,
+        sampling_faults: Option<FaultySet>,
+    ) -> Self {
+        EngineCore {
+            sched,
+            tokenizer,
+            shared,
+            to_executor,
+            outputs: HashMap::new(),
+            in_flight: 0,
+            depth,
+            stats: EngineStats::default(),
+            admissions_seen: 0,
+            shutting_down: false,
+            faults,
+            sampling_faults,
+        }
+    }
+
+    /// The loop: react to every message, keep up to `depth` steps in flight, sleep when idle.
+    pub fn run(&mut self, inbox: &Receiver<Command>) {
+        loop {
+            while let Ok(cmd) = inbox.try_recv() {
+                self.handle(cmd);
+            }
+            if self.shutting_down && self.in_flight == 0 {
+                break;
+            }
+            if !self.shutting_down && self.in_flight < self.depth {
+                if let Some(batch) = self.sched.schedule() {
+                    self.note_admissions();
+                    if self.to_executor.send(batch).is_err() {
+                        self.die("the executor thread is gone".into());
+                        break;
+                    }
+                    self.in_flight += 1;
+                    continue;
+                }
+            }
+            self.publish_stats();
+            // Nothing to plan now: wait for a step to return or for a command.
+            match inbox.recv() {
+                Ok(cmd) => self.handle(cmd),
+                Err(_) => break,
+            }
+        }
+        self.publish_stats();
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Submit {
+                id,
+                request,
+                events,
+            } => self.submit(id, request, events),
+            Command::Abort(id) => self.finish(id, FinishReason::Abort),
+            Command::Shutdown => {
+                self.shutting_down = true;
+                let ids: Vec<_> = self.outputs.keys().copied().collect();
+                for id in ids {
+                    self.finish(id, FinishReason::Abort);
+                }
+            }
+            Command::StepDone(out) => self.step_done(*out),
+            Command::ExecutorDied(why) => self.die(format!("the executor panicked: {why}")),
+        }
+    }
+
+    fn submit(
+        &mut self,
+        id: RequestId,
+        request: Request,
+        events: tokio::sync::mpsc::UnboundedSender<Event>,
+    ) {
+        if FaultPlan::matches(&self.faults.panic_engine, &request.prompt_ids) {
+            panic!("injected engine fault");
+        }
+        let bs = self.sched.allocator().block_size();
+        let blocks_needed = (request.prompt_ids.len() + request.params.max_tokens).div_ceil(bs);
+        let capacity = self.sched.allocator().num_blocks();
+        let mut out = RequestOutput::new(
+            events,
+            request.params.clone(),
+            &request.prompt_ids,
+            &self.shared.model.eos_ids,
+        );
+        out.inject_panic = FaultPlan::matches(&self.faults.panic_detokenizing, &request.prompt_ids);
+        if let Some(set) = &self.sampling_faults {
+            if FaultPlan::matches(&self.faults.panic_sampling, &request.prompt_ids) {
+                set.mark(id);
+            }
+        }
+        self.stats.prompt_tokens += request.prompt_ids.len() as u64;
+        self.outputs.insert(id, out);
+        self.sched.add(id, request, rand::random());
+        if blocks_needed > capacity {
+            let msg = format!(
+                "the request needs {blocks_needed} KV-cache blocks but the cache has {capacity}"
+            );
+            self.finish(id, FinishReason::Error(msg));
+        }
+    }
+
+    fn step_done(&mut self, out: StepOutput) {
+        self.in_flight -= 1;
+        self.stats.steps += 1;
+        self.shared.timeline.record(
+            out.started,
+            out.finished,
+            out.batch.step.num_tokens(),
+            out.batch.step.num_seqs(),
+        );
+        if let Some(err) = out.error {
+            for &(id, ..) in &out.batch.scheduled {
+                self.finish(id, FinishReason::Error(err.clone()));
+            }
+            return;
+        }
+        // Requests whose sampling failed end first, so their stand-in samples are void below.
+        for (i, why) in out.failed {
+            if let Some(slot) = out.batch.samples.get(i) {
+                self.finish(slot.id, FinishReason::Error(why));
+            }
+        }
+        let tokens: Vec<u32> = out.sampled.iter().map(|s| s.token).collect();
+        let accepted = self.sched.on_step_done(&out.batch, &tokens);
+        let mut sampled = out.sampled;
+        for a in accepted {
+            let logprob = sampled[a.sample_index].logprob.take();
+            self.on_token(a.id, a.token, logprob);
+        }
+        self.sched.recycle(out.batch);
+    }
+
+    fn on_token(
+        &mut self,
+        id: RequestId,
+        token: u32,
+        logprob: Option<crate::engine::request::TokenLogprob>,
+    ) {
+        self.stats.generation_tokens += 1;
+        let (Some(seq), Some(out)) = (self.sched.get(id), self.outputs.get_mut(&id)) else {
+            return;
+        };
+        let max_context = self.shared.model.max_context;
+        let (num_output, total) = (seq.num_output(), seq.tokens.len());
+        // A detokenizer that panics (on some odd token sequence, or an injected fault) fails its
+        // own request, not the engine thread and everything on it.
+        let tokenizer = &self.tokenizer;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            out.on_token(tokenizer, token, logprob, num_output, total, max_context)
+        }))
+        .unwrap_or_else(|p| Err(anyhow::anyhow!("{}", super::panic_message(&*p))));
+        match result {
+            Ok(r) => {
+                if out.events.send(r.event).is_err() {
+                    self.finish(id, FinishReason::Abort); // the receiver is gone
+                } else if let Some(reason) = r.finish {
+                    self.finish(id, reason);
+                }
+            }
+            Err(e) => self.finish(
+                id,
+                FinishReason::Error(format!("detokenization failed: {e:#}")),
+            ),
+        }
+    }
+
+    /// Ends request `id`: frees its blocks, sends its last event, updates the counts.
+    fn finish(&mut self, id: RequestId, reason: FinishReason) {
+        let Some(out) = self.outputs.remove(&id) else {
+            return;
+        };
+        if let Some(set) = &self.sampling_faults {
+            set.unmark(id);
+        }
+        let seq = self.sched.remove(id);
+        let (usage, metrics) = match &seq {
+            Some(s) => (
+                Usage {
+                    prompt_tokens: s.num_prompt,
+                    completion_tokens: s.num_output(),
+                    cached_tokens: s.num_cached_prompt,
+                },
+                RequestMetrics {
+                    queue_time: s
+                        .first_scheduled
+                        .map(|t| t - s.arrival)
+                        .unwrap_or_else(|| s.arrival.elapsed()),
+                    preemptions: s.preemptions,
+                },
+            ),
+            None => Default::default(),
+        };
+        if seq.as_ref().is_some_and(|s| s.first_scheduled.is_none()) {
+            self.shared.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.shared.unfinished.fetch_sub(1, Ordering::SeqCst);
+        match reason {
+            FinishReason::Stop => self.stats.finished_stop += 1,
+            FinishReason::Length => self.stats.finished_length += 1,
+            FinishReason::Abort => self.stats.finished_abort += 1,
+            FinishReason::Error(_) => self.stats.finished_error += 1,
+        }
+        let _ = out.events.send(Event::Finished {
+            reason,
+            usage,
+            metrics,
+        });
+    }
+
+    /// Requests admitted for the first time leave the shared waiting count.
+    fn note_admissions(&mut self) {
+        let total = self.sched.first_admissions();
+        let new = total - self.admissions_seen;
+        self.admissions_seen = total;
+        if new > 0 {
+            self.shared
+                .waiting
+                .fetch_sub(new as usize, Ordering::SeqCst);
+        }
+    }
+
+    fn publish_stats(&mut self) {
+        let s = &mut self.stats;
+        s.running = self.sched.num_running();
+        s.waiting = self.sched.num_waiting();
+        s.kv_usage = self.sched.kv_usage();
+        s.preemptions = self.sched.preemptions;
+        (s.prefix_cache_queries, s.prefix_cache_hits) = self.sched.allocator().prefix_stats();
+        if let Ok(mut shared) = self.shared.stats.lock() {
+            shared.clone_from(s);
+        }
+    }
+
+    /// Marks the engine dead and fails every request with the reason.
+    fn die(&mut self, why: String) {
+        tracing::error!("engine stopped: {why}");
+        if let Ok(mut dead) = self.shared.dead.lock() {
+            *dead = Some(why.clone());
+        }
+        let ids: Vec<_> = self.outputs.keys().copied().collect();
+        for id in ids {
+            self.finish(id, FinishReason::Error(why.clone()));
+        }
+        self.shutting_down = true;
+        self.in_flight = 0;
+    }
+
+    /// After `run` panicked: mark the engine dead with `why` (before anything a request waits on
+    /// closes, so whoever sees a channel close also sees why) and tell every request. Only
+    /// channels are touched: the scheduler may be half-updated.
+    pub fn fail_after_panic(&mut self, why: &str) {
+        tracing::error!("engine stopped: {why}");
+        if let Ok(mut dead) = self.shared.dead.lock() {
+            dead.get_or_insert_with(|| why.to_string());
+        }
+        for (_, out) in self.outputs.drain() {
+            let _ = out.events.send(Event::Finished {
+                reason: FinishReason::Error(why.to_string()),
+                usage: Usage::default(),
+                metrics: RequestMetrics::default(),
+            });
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! The executor: runs planned steps on the model, in order, and samples.
+//!
+//! It keeps each request's sampler state and returns each step's samples. Two ways to run a
+//! step: where the backend samples on the device and the step needs nothing only the host has
+//! (penalties), it is launched and collected later (`pipeline.rs`), so the next step can be
+//! launched first; otherwise it runs here at once, its logits sampled on the host, after any
+//! launched steps are collected. Placeholders (a row whose input is the previous step's sample)
+//! are resolved from the host copy of those samples, or on the device when the previous step is
+//! still in flight.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::device::backend::Backend;
+use crate::device::kv_cache::KvCache;
+use crate::device::sampling::{sample, DeviceSampling, Sampled, SamplerScratch, SamplerState};
+use crate::engine::request::RequestId;
+use crate::engine::scheduler::batch::Batch;
+use crate::runner::Runner;
+
+use super::fault::FaultySet;
+use super::panic_message;
+
+/// A step's result; the batch comes back so the engine can match samples to requests.
+pub struct StepOutput {
+    pub batch: Batch,
+    /// One per `batch.samples`, unless `error` is set.
+    pub sampled: Vec<Sampled>,
+    /// The step failed as a whole (its requests get this error).
+    pub error: Option<String>,
+    /// Samples whose sampling failed (index into `sampled`, why); only those requests fail, and
+    /// their `sampled` entry is a stand-in that must not be used.
+    pub failed: Vec<(usize, String)>,
+    /// When the executor took the batch and when its samples were ready.
+    pub started: Instant,
+    pub finished: Instant,
+}
+
+impl StepOutput {
+    /// The output of a step that failed as a whole.
+    pub(super) fn failed(batch: Batch, started: Instant, why: String) -> Self {
+        StepOutput {
+            batch,
+            sampled: Vec::new(),
+            error: Some(why),
+            failed: Vec::new(),
+            started,
+            finished: Instant::now(),
+        }
+    }
+}
+
+pub struct Executor<B: Backend> {
+    pub(super) model: Runner<B>,
+    pub(super) kv: KvCache<B>,
+    pub(super) samplers: HashMap<RequestId, SamplerState>,
+    scratch: SamplerScratch,
+    /// The previous step's sampled tokens, in sample order: placeholders read from here.
+    pub(super) prev_sampled: Vec<u32>,
+    logits: Vec<f32>,
+    /// Steps launched on the device and not collected yet, oldest first (at most two).
+    pub(super) pending: VecDeque<super::pipeline::Pending>,
+    /// Per request, samples launched and not yet recorded in its sampler state: its next draw's
+    /// position is its recorded count plus these.
+    pub(super) in_flight: HashMap<RequestId, u32>,
+    /// Fault injection (tests only; `None` in production): the requests whose sampler panics,
+    /// marked by the engine thread (see `FaultPlan::panic_sampling`).
+    pub(crate) faulty: Option<FaultySet>,
+    /// Fault injection (tests only): the least time a step takes (`FaultPlan::min_step_time`).
+    pub(crate) min_step_time: Option<Duration>,
+}
+
+impl<B: Backend> Executor<B> {
+    pub fn new(model: Runner<B>, kv: KvCache<B>) -> Self {
+        let vocab = model.cfg().vocab_size;
+        Executor {
+            model,
+            kv,
+            samplers: HashMap::new(),
+            scratch: SamplerScratch::new(vocab),
+            prev_sampled: Vec::new(),
+            logits: Vec::new(),
+            pending: VecDeque::new(),
+            in_flight: HashMap::new(),
+            faulty: None,
+            min_step_time: None,
+        }
+    }
+
+    /// Takes the next planned step; returns the steps finished meanwhile, in order (none when
+    /// this one was launched and nothing had to be collected first).
+    pub fn submit(&mut self, batch: Batch) -> Vec<StepOutput> {
+        if let Some(t) = self.min_step_time {
+            std::thread::sleep(t);
+        }
+        let mut done = Vec::new();
+        // A request's sampler state is replaced or dropped only once its launched samples are
+        // recorded.
+        let touched = batch
+            .sampler_drops
+            .iter()
+            .chain(batch.sampler_resets.iter().map(|r| &r.id));
+        if touched.clone().any(|id| self.in_flight.contains_key(id)) {
+            self.drain(&mut done);
+        }
+        for id in &batch.sampler_drops {
+            self.samplers.remove(id);
+        }
+        for r in &batch.sampler_resets {
+            self.samplers.insert(
+                r.id,
+                SamplerState::new(r.params.clone(), r.seed, &r.prompt, &r.generated),
+            );
+        }
+        match self.device_entries(&batch) {
+            Some(sampling) => self.launch(batch, sampling, &mut done),
+            None => {
+                self.drain(&mut done);
+                done.push(self.run(batch));
+            }
+        }
+        done
+    }
+
+    /// Runs a step at once, sampling on the host (nothing launched may be outstanding).
+    fn run(&mut self, mut batch: Batch) -> StepOutput {
+        let started = Instant::now();
+        let result = self
+            .resolve_carry(&mut batch)
+            .and_then(|()| self.forward_and_sample(&batch));
+        match result {
+            Ok((sampled, failed)) => {
+                self.prev_sampled.clear();
+                self.prev_sampled.extend(sampled.iter().map(|s| s.token));
+                StepOutput {
+                    batch,
+                    sampled,
+                    error: None,
+                    failed,
+                    started,
+                    finished: Instant::now(),
+                }
+            }
+            Err(e) => {
+                // Keep indices valid for a step planned on top of this one; its requests are failed.
+                self.prev_sampled = vec![0; batch.samples.len()];
+                StepOutput::failed(batch, started, e)
+            }
+        }
+    }
+
+    /// Fills the batch's placeholders from the host copy of the previous step's samples.
+    pub(super) fn resolve_carry(&self, batch: &mut Batch) -> Result<(), String> {
+        for &(row, from) in &batch.carry {
+            let t = self.prev_sampled.get(from as usize).ok_or(
+                "internal error: a placeholder refers to a sample the previous step did not make",
+            )?;
+            batch.step.input_ids[row as usize] = *t;
+        }
+        Ok(())
+    }
+
+    /// The samples, and which of them failed (see [`StepOutput::failed`]).
+    #[allow(clippy::type_complexity)]
+    fn forward_and_sample(
+        &mut self,
+        batch: &Batch,
+    ) -> Result<(Vec<Sampled>, Vec<(usize, String)>), String> {
+        let vocab = self.model.cfg().vocab_size;
+        self.model
+            .forward_into(&batch.step, &mut self.kv, &mut self.logits)
+            .map_err(|e| format!("forward pass failed: {e:#}"))?;
+        if self.logits.len() != batch.samples.len() * vocab {
+            return Err(format!(
+                "internal error: {} logit rows for {} samples",
+                self.logits.len() / vocab.max(1),
+                batch.samples.len()
+            ));
+        }
+        let mut out = Vec::with_capacity(batch.samples.len());
+        let mut failed = Vec::new();
+        for (i, slot) in batch.samples.iter().enumerate() {
+            let state = self.samplers.get_mut(&slot.id).ok_or_else(|| {
+                format!("internal error: no sampler state for request {}", slot.id)
+            })?;
+            // One request's sampler failing (a bug, or an injected fault) fails that request
+            // only: its batch-mates' samples are independent of it.
+            let logits = &mut self.logits[i * vocab..(i + 1) * vocab];
+            let scratch = &mut self.scratch;
+            let inject = self.faulty.as_ref().is_some_and(|f| f.contains(slot.id));
+            let s = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                assert!(!inject, "injected sampling fault");
+                sample(state, logits, scratch)
+            }));
+            match s {
+                Ok(s) => out.push(s),
+                Err(p) => {
+                    failed.push((i, format!("sampling failed: {}", panic_message(&*p))));
+                    out.push(Sampled {
+                        token: 0,
+                        logprob: None,
+                    });
+                    self.scratch = SamplerScratch::new(vocab); // it may be half-written
+                }
+            }
+        }
+        Ok((out, failed))
+    }
+
+    /// Each sample of `batch` as the device sampler takes it, or `None` when the step must run
+    /// on the host: the backend does not sample on the device, or a request needs penalties
+    /// (their token history stays on the host), more than 20 top logprobs, or an injected fault.
+    fn device_entries(&self, batch: &Batch) -> Option<Vec<DeviceSampling>> {
+        if !self.model.samples_on_device() {
+            return None;
+        }
+        batch
+            .samples
+            .iter()
+            .map(|slot| {
+                if self.faulty.as_ref().is_some_and(|f| f.contains(slot.id)) {
+                    return None;
+                }
+                let mut entry = self.samplers.get(&slot.id)?.device_sampling()?;
+                entry.position += u64::from(self.in_flight.get(&slot.id).copied().unwrap_or(0));
+                Some(entry)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,88 @@
+//! What goes into the engine (a [`Request`]) and what comes out (a stream of [`Event`]s).
+//! The server builds these from validated HTTP requests; benchmarks build them directly.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use crate::device::sampling::params::{SamplingParams, TokenLogprob};
+
+pub type RequestId = u64;
+
+/// A request as the engine takes it: already tokenized and validated.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub prompt_ids: Vec<u32>,
+    pub params: Arc<SamplingParams>,
+    /// For the `priority` policy: lower runs first (as in vLLM).
+    pub priority: i32,
+    pub arrival: Instant,
+}
+
+impl Request {
+    pub fn new(prompt_ids: Vec<u32>, params: SamplingParams) -> Self {
+        Request {
+            prompt_ids,
+            params: Arc::new(params),
+            priority: 0,
+            arrival: Instant::now(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FinishReason {
+    /// An end-of-sequence token, a stop token or a stop string.
+    Stop,
+    /// `max_tokens` or the model's context length.
+    Length,
+    /// `abort` was called, or the receiver was dropped.
+    Abort,
+    /// Something went wrong with this request only; the message says what.
+    Error(String),
+}
+
+impl FinishReason {
+    /// The OpenAI `finish_reason` string.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Abort => "abort",
+            FinishReason::Error(_) => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// Prompt tokens served from the prefix cache.
+    pub cached_tokens: usize,
+}
+
+/// When things happened to a request inside the engine (for latency metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RequestMetrics {
+    /// From submission until first scheduled.
+    pub queue_time: std::time::Duration,
+    /// Times the request was preempted and recomputed.
+    pub preemptions: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Newly accepted tokens and the text they complete (may be empty while a character or a
+    /// possible stop string is still incomplete).
+    Tokens {
+        ids: Vec<u32>,
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+    },
+    /// The last event of every request.
+    Finished {
+        reason: FinishReason,
+        usage: Usage,
+        metrics: RequestMetrics,
+    },
+}

@@ -1,0 +1,228 @@
+//! Decides, every step, which sequences get how many new tokens.
+//!
+//! No prefill or decode phases: each request has tokens computed and tokens known, and the
+//! scheduler hands out a token budget (`max_batch_tokens`) across at most `max_num_seqs`
+//! running requests — decode tokens and prefill chunks mixed in one flat batch. Prompts that
+//! hit the prefix cache skip their cached blocks. When blocks run out, a running request is
+//! preempted by recompute (blocks freed, requeued at the front). Knows nothing about devices.
+
+pub mod batch;
+mod plan;
+pub mod policy;
+pub mod sequence;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap as HashMap;
+
+use batch::{Batch, SampleSlot};
+use policy::Policy;
+use sequence::SeqState;
+
+use crate::engine::kv::BlockAllocator;
+use crate::engine::request::{Request, RequestId};
+
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    pub max_num_seqs: usize,
+    pub max_batch_tokens: usize,
+    pub num_blocks: usize,
+    pub block_size: usize,
+    pub enable_prefix_caching: bool,
+}
+
+/// A sample the scheduler accepted for a live request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    pub id: RequestId,
+    /// Index into the step output's samples.
+    pub sample_index: usize,
+    pub token: u32,
+}
+
+pub struct Scheduler {
+    cfg: SchedulerConfig,
+    policy: Box<dyn Policy>,
+    alloc: BlockAllocator,
+    seqs: HashMap<RequestId, SeqState>,
+    /// Fresh requests, kept in the policy's admission order.
+    waiting: Vec<RequestId>,
+    /// Preempted requests; they resume before any fresh one.
+    resumed: VecDeque<RequestId>,
+    /// In admission order.
+    running: Vec<RequestId>,
+    /// Each request's sample index in the last planned batch (for placeholders).
+    last_samples: HashMap<RequestId, u32>,
+    pending_drops: Vec<RequestId>,
+    next_arrival: u64,
+    next_admission: u64,
+    /// Steps planned so far; the current one while planning.
+    step_no: u64,
+    pub preemptions: u64,
+    first_admissions: u64,
+    /// A returned batch whose buffers the next plan reuses (a 256×2k-token step's block tables
+    /// are ~130 KB: fresh each step, they cost page faults).
+    spare: Option<Batch>,
+}
+
+impl Scheduler {
+    pub fn new(cfg: SchedulerConfig, policy: Box<dyn Policy>) -> anyhow::Result<Self> {
+        anyhow::ensure!(cfg.max_num_seqs > 0, "max_num_seqs must be positive");
+        anyhow::ensure!(
+            cfg.max_batch_tokens > 0,
+            "max_batch_tokens must be positive"
+        );
+        anyhow::ensure!(
+            cfg.num_blocks > 0 && cfg.block_size > 0,
+            "the KV cache must have blocks"
+        );
+        let alloc = BlockAllocator::new(cfg.num_blocks, cfg.block_size, cfg.enable_prefix_caching);
+        Ok(Scheduler {
+            cfg,
+            policy,
+            alloc,
+            seqs: HashMap::default(),
+            waiting: Vec::new(),
+            resumed: VecDeque::new(),
+            running: Vec::new(),
+            last_samples: HashMap::default(),
+            pending_drops: Vec::new(),
+            next_arrival: 0,
+            next_admission: 0,
+            step_no: 0,
+            preemptions: 0,
+            first_admissions: 0,
+            spare: None,
+        })
+    }
+
+    pub fn policy_name(&self) -> &'static str {
+        self.policy.name()
+    }
+
+    /// Queues a request; `seed` drives its sampling when the request has no seed of its own.
+    pub fn add(&mut self, id: RequestId, request: Request, seed: u64) {
+        let seed = request.params.seed.unwrap_or(seed);
+        let seq = SeqState::new(id, request, self.next_arrival, seed);
+        self.next_arrival += 1;
+        let policy = &self.policy;
+        let seqs = &self.seqs;
+        let at = self.waiting.partition_point(|w| {
+            policy.compare_waiting(&seqs[w], &seq) != std::cmp::Ordering::Greater
+        });
+        self.waiting.insert(at, id);
+        self.seqs.insert(id, seq);
+    }
+
+    pub fn get(&self, id: RequestId) -> Option<&SeqState> {
+        self.seqs.get(&id)
+    }
+
+    pub fn has_work(&self) -> bool {
+        !self.seqs.is_empty()
+    }
+
+    pub fn num_running(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn num_waiting(&self) -> usize {
+        self.waiting.len() + self.resumed.len()
+    }
+
+    /// Requests admitted to the running set for the first time, so far.
+    pub fn first_admissions(&self) -> u64 {
+        self.first_admissions
+    }
+
+    pub fn kv_usage(&self) -> f32 {
+        self.alloc.usage()
+    }
+
+    pub fn allocator(&self) -> &BlockAllocator {
+        &self.alloc
+    }
+
+    /// Takes the returned step's samples (`sampled[i]` for `batch.samples[i]`) and returns those
+    /// of live requests, appended to their tokens.
+    pub fn on_step_done(&mut self, batch: &Batch, sampled: &[u32]) -> Vec<Accepted> {
+        for &(id, epoch, end) in &batch.scheduled {
+            if let Some(s) = self.seqs.get_mut(&id).filter(|s| s.epoch == epoch) {
+                s.num_done = s.num_done.max(end);
+            }
+        }
+        let mut accepted = Vec::with_capacity(sampled.len());
+        for (i, (slot, &token)) in batch.samples.iter().zip(sampled).enumerate() {
+            let Some(s) = self
+                .seqs
+                .get_mut(&slot.id)
+                .filter(|s| s.epoch == slot.epoch)
+            else {
+                continue; // finished, aborted or preempted while the step ran: the sample is void
+            };
+            s.pending -= 1;
+            s.tokens.push(token);
+            accepted.push(Accepted {
+                id: slot.id,
+                sample_index: i,
+                token,
+            });
+        }
+        for &(id, epoch, _) in &batch.scheduled {
+            if let Some(s) = self.seqs.get_mut(&id).filter(|s| s.epoch == epoch) {
+                let done = s.num_done.min(s.tokens.len());
+                self.alloc.cache_full_blocks(&mut s.blocks, &s.tokens, done);
+            }
+        }
+        accepted
+    }
+
+    /// Hands back a returned batch so the next plan can reuse its buffers.
+    pub fn recycle(&mut self, batch: Batch) {
+        self.spare = Some(batch);
+    }
+
+    /// Removes a request (finished or aborted), freeing its blocks at once.
+    pub fn remove(&mut self, id: RequestId) -> Option<SeqState> {
+        let mut s = self.seqs.remove(&id)?;
+        self.alloc.free(&mut s.blocks);
+        self.running.retain(|&r| r != id);
+        self.waiting.retain(|&r| r != id);
+        self.resumed.retain(|&r| r != id);
+        self.pending_drops.push(id);
+        Some(s)
+    }
+
+    /// Frees a running request's blocks and requeues it at the front, to be recomputed.
+    fn preempt(&mut self, id: RequestId) {
+        let Some(s) = self.seqs.get_mut(&id) else {
+            return;
+        };
+        self.alloc.free(&mut s.blocks);
+        s.num_computed = 0;
+        s.num_done = 0;
+        s.pending = 0;
+        s.epoch += 1;
+        s.preemptions += 1;
+        s.needs_sampler_reset = true;
+        self.running.retain(|&r| r != id);
+        self.resumed.push_front(id);
+        self.pending_drops.push(id);
+        self.preemptions += 1;
+    }
+
+    /// Plans the next step, or `None` when there is nothing to run.
+    pub fn schedule(&mut self) -> Option<Batch> {
+        let batch = plan::plan(self);
+        if batch.is_empty() {
+            return None;
+        }
+        self.last_samples.clear();
+        for (i, SampleSlot { id, .. }) in batch.samples.iter().enumerate() {
+            self.last_samples.insert(*id, i as u32);
+        }
+        Some(batch)
+    }
+}

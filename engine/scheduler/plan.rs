@@ -1,0 +1,226 @@
+//! Building one step: hand the token budget to running requests and admissions in the policy's
+//! order, growing block tables (preempting when full), and lay the rows out as a [`Batch`].
+
+use std::time::Instant;
+
+use super::batch::{Batch, SampleSlot, SamplerReset};
+use super::policy::BudgetOrder;
+use super::Scheduler;
+use crate::engine::request::RequestId;
+
+/// Which running requests a pass over the running set considers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    All,
+    Decodes,
+    Prefills,
+}
+
+pub(super) fn plan(s: &mut Scheduler) -> Batch {
+    s.step_no += 1;
+    let mut b = s.spare.take().unwrap_or_default();
+    b.clear();
+    // Sized for a typical step (every running request plus a few admissions) to avoid regrowth.
+    let seqs = s.running.len() + 8;
+    b.step.input_ids.reserve(seqs);
+    b.step.positions.reserve(seqs);
+    b.step.slot_mapping.reserve(seqs);
+    b.step.query_start_locs.reserve(seqs + 1);
+    b.step.context_lens.reserve(seqs);
+    b.step.logits_indices.reserve(seqs);
+    b.samples.reserve(seqs);
+    b.scheduled.reserve(seqs);
+    b.step.query_start_locs.push(0);
+    let mut budget = s.cfg.max_batch_tokens;
+    match s.policy.budget_order() {
+        BudgetOrder::Arrival => {
+            plan_running(s, &mut b, &mut budget, Pass::All);
+            admit(s, &mut b, &mut budget);
+        }
+        BudgetOrder::DecodeFirst => {
+            plan_running(s, &mut b, &mut budget, Pass::Decodes);
+            plan_running(s, &mut b, &mut budget, Pass::Prefills);
+            admit(s, &mut b, &mut budget);
+        }
+        BudgetOrder::PrefillFirst => {
+            plan_running(s, &mut b, &mut budget, Pass::Prefills);
+            admit(s, &mut b, &mut budget);
+            plan_running(s, &mut b, &mut budget, Pass::Decodes);
+        }
+    }
+    if !b.is_empty() {
+        std::mem::swap(&mut b.sampler_drops, &mut s.pending_drops);
+        // A block table row per sequence, padded to the longest.
+        b.step.max_blocks_per_seq = b
+            .scheduled
+            .iter()
+            .map(|(id, ..)| s.seqs[id].blocks.len())
+            .max()
+            .unwrap_or(0);
+        for (id, ..) in &b.scheduled {
+            let ids = s.seqs[id].blocks.ids();
+            b.step.block_tables.extend_from_slice(ids);
+            let pad = b.step.max_blocks_per_seq - ids.len();
+            b.step.block_tables.extend(std::iter::repeat_n(0, pad));
+        }
+    }
+    b
+}
+
+fn plan_running(s: &mut Scheduler, b: &mut Batch, budget: &mut usize, pass: Pass) {
+    // Index-based: preemption removes entries from `s.running` as we go.
+    let mut i = 0;
+    while i < s.running.len() && *budget > 0 {
+        let id = s.running[i];
+        let seq = &s.seqs[&id];
+        let wanted = match pass {
+            Pass::All => true,
+            Pass::Decodes => seq.is_decoding(),
+            Pass::Prefills => !seq.is_decoding(),
+        };
+        if !wanted || seq.planned_in == s.step_no || seq.at_max_tokens() || seq.remaining() == 0 {
+            i += 1;
+            continue;
+        }
+        let n = seq.remaining().min(*budget);
+        let preemptions = s.preemptions;
+        if !grow_or_preempt(s, id, n) {
+            continue; // `id` itself was preempted; `running[i]` is now the next request
+        }
+        add_rows(s, b, id, n);
+        *budget -= n;
+        // Victims are never already-planned requests, so only a preemption can shift `id`.
+        if s.preemptions != preemptions {
+            i = s.running.iter().position(|&r| r == id).unwrap_or(i);
+        }
+        i += 1;
+    }
+}
+
+/// Makes room for `n` more tokens of running request `id`, preempting others (never ones already
+/// in this step) as the policy chooses. False if `id` itself had to go.
+fn grow_or_preempt(s: &mut Scheduler, id: RequestId, n: usize) -> bool {
+    loop {
+        let seq = s.seqs.get_mut(&id).expect("running request exists");
+        let need = seq.num_computed + n;
+        if s.alloc.allocate_slots(&mut seq.blocks, need).is_some() {
+            return true;
+        }
+        let step_no = s.step_no;
+        let candidates: Vec<RequestId> = s
+            .running
+            .iter()
+            .copied()
+            .filter(|r| s.seqs[r].planned_in != step_no)
+            .collect();
+        if candidates.is_empty() {
+            return false;
+        }
+        let views: Vec<_> = candidates.iter().map(|r| &s.seqs[r]).collect();
+        let victim = candidates[s.policy.choose_victim(&views)];
+        s.preempt(victim);
+        if victim == id {
+            return false;
+        }
+    }
+}
+
+/// Admits waiting requests (preempted ones first) while there is budget, a free running slot and
+/// room in the cache. Admission never preempts a running request.
+fn admit(s: &mut Scheduler, b: &mut Batch, budget: &mut usize) {
+    while *budget > 0 && s.running.len() < s.cfg.max_num_seqs {
+        let (id, resumed) = match (s.resumed.front(), s.waiting.first()) {
+            (Some(&id), _) => (id, true),
+            (None, Some(&id)) => (id, false),
+            (None, None) => return,
+        };
+        let bs = s.cfg.block_size;
+        let seq = s.seqs.get_mut(&id).expect("waiting request exists");
+        // Leave at least one token to compute so the request gets logits to sample from.
+        let max_cached_blocks = (seq.tokens.len() - 1) / bs;
+        let cached = s
+            .alloc
+            .match_prefix(&mut seq.blocks, &seq.tokens, max_cached_blocks);
+        let n = (seq.tokens.len() - cached).min(*budget);
+        if s.alloc
+            .allocate_slots(&mut seq.blocks, cached + n)
+            .is_none()
+        {
+            s.alloc.free(&mut seq.blocks);
+            return;
+        }
+        seq.num_computed = cached;
+        seq.num_done = cached;
+        seq.num_cached_prompt = cached.min(seq.num_prompt);
+        seq.admitted_order = s.next_admission;
+        s.next_admission += 1;
+        seq.first_scheduled.get_or_insert_with(Instant::now);
+        if resumed {
+            s.resumed.pop_front();
+        } else {
+            s.waiting.remove(0);
+            s.first_admissions += 1;
+        }
+        s.running.push(id);
+        add_rows(s, b, id, n);
+        *budget -= n;
+    }
+}
+
+/// Appends `n` rows of request `id` (from its first uncomputed token) to the step.
+fn add_rows(s: &mut Scheduler, b: &mut Batch, id: RequestId, n: usize) {
+    let bs = s.cfg.block_size;
+    let seq = s.seqs.get_mut(&id).expect("scheduled request exists");
+    seq.planned_in = s.step_no;
+    let start = seq.num_computed;
+    let known = seq.tokens.len();
+    for pos in start..start + n {
+        let row = b.step.input_ids.len() as u32;
+        if pos < known {
+            b.step.input_ids.push(seq.tokens[pos]);
+        } else {
+            // The sample this request's previous step is still producing.
+            let from = s
+                .last_samples
+                .get(&id)
+                .copied()
+                .expect("placeholder has a source sample");
+            b.carry.push((row, from));
+            b.step.input_ids.push(0);
+        }
+        b.step.positions.push(pos as u32);
+        let block = seq.blocks.ids()[pos / bs] as i64;
+        b.step
+            .slot_mapping
+            .push(block * bs as i64 + (pos % bs) as i64);
+    }
+    seq.num_computed += n;
+    b.step.query_start_locs.push(b.step.input_ids.len() as u32);
+    b.step.context_lens.push(seq.num_computed as u32);
+    b.scheduled.push((id, seq.epoch, seq.num_computed));
+    if seq.num_computed == known + seq.pending {
+        b.step
+            .logits_indices
+            .push(b.step.input_ids.len() as u32 - 1);
+        b.samples.push(SampleSlot {
+            id,
+            epoch: seq.epoch,
+        });
+        seq.pending += 1;
+        if seq.needs_sampler_reset {
+            seq.needs_sampler_reset = false;
+            let needs_prompt = seq.params.repetition_penalty != 1.0;
+            b.sampler_resets.push(SamplerReset {
+                id,
+                params: seq.params.clone(),
+                seed: seq.seed,
+                prompt: if needs_prompt {
+                    seq.tokens[..seq.num_prompt].to_vec()
+                } else {
+                    Vec::new()
+                },
+                generated: seq.output().to_vec(),
+            });
+        }
+    }
+}
