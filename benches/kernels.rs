@@ -266,7 +266,7 @@ fn kernels(bench: &mut Bench) {
     bench.report_bytes("silu_mul", &shape, us, 3.0 * (rows * inter) as f64 * f);
     drop((gu, act));
 
-    // Paged decode attention: 64 sequences x 2048 context (the target: >= 70% of copy).
+    // Paged decode attention: 64 sequences x 2048 context (target: >= 70% of copy).
     let (seqs, ctx, bs) = (64usize, 2048usize, 16usize);
     let blocks_per_seq = ctx / bs;
     let order: Vec<u32> = {

@@ -10,7 +10,7 @@
 #
 # then one device call of its own, for one model:
 #
-#   run(command="bash device-out/bench/run.sh llama-3.2-1b", carry=["device-out"], timeout_s=590)
+#   bash device-out/bench/run.sh llama-3.2-1b          # well inside 590 s
 #
 # Per model, in this order (so what matters most runs first if time runs short): tandem bench
 # throughput (overlap on, CUDA graphs on; --timeline), transformers generate_batch with its best
@@ -27,7 +27,7 @@
 # making the model ~20-30 s; each tandem throughput run ~20-40 s (cut at 90 s); each decode
 # table ~20 s (cut at 90 s); each transformers run up to 180 s. Whatever the limits, every run is
 # cut at what is left of BUDGET_SECS (540 s, i.e. 9 minutes, from the start), and a run that
-# would get under 20 s is skipped, so the call ends before the device tool's 600 s limit. With a
+# would get under 20 s is skipped, so the run ends inside a 600 s limit. With a
 # second model in the same call, it gets only what the first left; with the parity check
 # (device-out/run.sh, ~2 minutes) in the same call, lower BUDGET_SECS by as much.
 set -euo pipefail
@@ -134,11 +134,11 @@ chmod +x "$out/bench/run.sh"
 
 cat >"$out/all.sh" <<'RUN'
 #!/usr/bin/env bash
-# On the GPU machine (written by scripts/gpu-bench.sh): the whole device session in one call,
+# On the GPU machine (written by scripts/gpu-bench.sh): every GPU check and benchmark in one command,
 #   bash device-out/all.sh ARCH...
 # the checks (device-out/run.sh), then, only if `tandem generate --device cuda` worked (else the
 # minutes are kept for a rerun after a fix), the throughput bench on what is left of TOTAL_SECS
-# (520). The device tool returns at most 8 files, so every log is packed into $OUT/logs.tgz.
+# (520). Only a few files come back from a remote run, so every log is packed into $OUT/logs.tgz.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 back="${OUT:-/tmp/tandem-out}"
@@ -157,4 +157,4 @@ RUN
 chmod +x "$out/all.sh"
 du -sh "$out"
 echo "gpu-bench: ready; device command: bash $out/bench/run.sh llama-3.2-1b (or qwen3-0.6b)"
-echo "  or checks and bench in one call: run(command=\"bash $out/all.sh llama-3.2-1b\", carry=[\"$out\"], timeout_s=590)"
+echo "  or checks and bench in one command, on the GPU machine: bash $out/all.sh llama-3.2-1b (under 590 s)"

@@ -6,10 +6,10 @@
 # tests/fixtures, and run.sh. The GPU machine has no Rust and no network; run.sh only runs what
 # is carried, finding cuBLAS inside the Python environment's nvidia/ packages.
 #
-# Then, from a session whose task has a GPU (the `run` device tool; about 3-5 minutes of device
-# time including the machine's start), one call:
+# Then, on a machine with a GPU (about 3-5 minutes including the machine's start), with
+# device-out/ copied there:
 #
-#   run(command="bash device-out/run.sh", carry=["device-out"], timeout_s=540)
+#   bash device-out/run.sh          # well inside 540 s
 #
 # It prints one table: each parity test's result (every kernel test runs in f32 and bf16), each
 # kernel's achieved bandwidth against a device-to-device copy in both dtypes (`_bf16` rows), and
@@ -166,4 +166,4 @@ chmod +x "$out/run.sh"
 du -sh "$out" "$out"/bin/*
 size=$(du -sm "$out" | cut -f1)
 if (( size > 60 )); then echo "gpu-check: $out is ${size} MiB, over the 64 MiB carry limit" >&2; exit 1; fi
-echo "gpu-check: ready; device command: run(command=\"bash $out/run.sh\", carry=[\"$out\"], timeout_s=540)"
+echo "gpu-check: ready; on the GPU machine: bash $out/run.sh (under 540 s)"

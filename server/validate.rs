@@ -522,5 +522,4 @@ impl Fields<'_> {
 }
 
 #[cfg(test)]
-#[path = "validate_tests.rs"]
 mod tests;

@@ -1,6 +1,6 @@
-//! The `tandem` commands a GPU session runs (scripts/gpu-check.sh, scripts/gpu-bench.sh) run here
+//! The `tandem` commands a GPU run makes (scripts/gpu-check.sh, scripts/gpu-bench.sh) run here
 //! first, on the emulated device (`TANDEM_EMULATED_CUDA=1`, runtime/cuda/emulated.rs), on the tiny
-//! test model: a bug in them is found here rather than in a GPU session's few minutes. Greedy
+//! test model: a bug in them is found here rather than in a short, rare GPU run. Greedy
 //! `generate` in f32 must print the CPU's text; the benchmarks must finish and report.
 //!
 //! Built with `--features cuda,kernel-emu` (the test command). On a machine with a CUDA driver

@@ -78,9 +78,8 @@ fn compare_bf16_row(what: &str, got: &[f32], want: &[f32]) -> (f32, bool, bool) 
     (worst / range, g_top == w_top, near_tie)
 }
 
-/// Most max |Δlogit| of a row, relative to its CPU logit range, that bf16 may show. Measured on
-/// an H200 (2026-11-27): tiny-llama 3.2%, tiny-mistral 4.1%, tiny-qwen2 5.5% (teacher-forced
-/// fixture cases). bf16 keeps 8 bits of mantissa, so each stored weight and activation is off
+/// Most max |Δlogit| of a row, relative to its CPU logit range, that bf16 may show. On an H200
+/// the worst was about 5.5% (tiny-qwen2, teacher-forced fixture cases; benches/RESULTS.md). bf16 keeps 8 bits of mantissa, so each stored weight and activation is off
 /// by up to 2^-9 relative, and these tiny random-weight models have logit ranges small against
 /// their activations, so the error relative to the range is large; 10% is about twice the
 /// worst measured, still far below what a wrong kernel gives (O(100%)).

@@ -3,16 +3,14 @@
 //! An HF weight is `[n, k]` row-major (one row per output feature). `linear` computes
 //! `x[m, k] · wᵀ`; the `gemm` crate solves that as `w · xᵀ` and, with `w` row-major, packs 16-row
 //! panels of `w` into a scratch buffer on every call. At decode batch sizes (m ≤ 64) that packing
-//! is a second full pass over every weight per step, through a generic strided gather: perf
-//! showed it at 25–27% of a decode step, next to 40% in the multiply itself.
+//! is a second full pass over every weight per step, through a generic strided gather, about as
+//! costly as the multiply itself (benches/RESULTS.md, "CPU GEMM: packed weights").
 //!
 //! [`PackedWeight`] stores the matrix as column groups of [`GROUP`] output features, each group
 //! `[k][GROUP]` contiguous. For one group, `wᵀ` is a `k × GROUP` matrix with unit column stride,
 //! exactly the panel layout the crate's microkernel reads, so the crate packs nothing and the
 //! weights stream from memory once, sequentially; the groups are independent products, which
 //! is also the unit of parallelism (one rayon task per group, each a single-threaded GEMM).
-//! Measured on the 2-core CI machine, SmolLM2-135M's 30 layers + lm_head at 32 tokens: 200–210
-//! ms → 130–135 ms of CPU time per step (8 tokens: 142 → 52 ms; 1 and 256 tokens: unchanged).
 
 use anyhow::{ensure, Result};
 use rayon::prelude::*;
@@ -109,8 +107,8 @@ pub fn matmul_packed(
 
 /// One token (a single sequence decoding): per group, `out[g] = Σ_p x[p] · group[p]` as a
 /// 32-wide multiply-add over the group's contiguous rows, which the compiler vectorises; the
-/// weights stream through once. The crate's path for this shape ran 20% slower in CPU time on
-/// the packed layout (a GEMM call per group for 32 outputs).
+/// weights stream through once. The crate's path is slower for this shape on the packed layout:
+/// a GEMM call per group for only 32 outputs.
 fn gemv_packed(x: &[f32], w: &PackedWeight, out: &mut [f32]) {
     out.par_chunks_mut(GROUP)
         .zip(w.groups())
