@@ -1,6 +1,6 @@
 //! Build script. With the `cuda` feature it compiles every `kernels/*.cu` to PTX, once for sm_80 and
 //! once for sm_90, into `OUT_DIR`, and writes `OUT_DIR/kernels.rs`, which embeds them with
-//! `include_str!` (see `runtime/cuda/kernels.rs`). Without the feature it does nothing, so CPU-only
+//! `include_str!` (see `device/cuda/kernels.rs`). Without the feature it does nothing, so CPU-only
 //! builds never need nvcc.
 //!
 //! nvcc is `$NVCC`, else the pinned one that `scripts/install-cuda-toolchain.sh` puts in

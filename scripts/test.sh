@@ -2,7 +2,7 @@
 # Every test: the Rust suite (with the CUDA kernels run on the CPU by the emulator: the
 # kernel-emu feature, which needs a C++ compiler), the CUDA backend's tests on the emulated device
 # (the pinned nvcc builds the PTX; without a GPU the kernels run in the emulator behind a CPU
-# driver and cuBLAS, runtime/cuda/emulated.rs) with the unit tests of the CUDA-only modules, a
+# driver and cuBLAS, device/cuda/emulated.rs) with the unit tests of the CUDA-only modules, a
 # short run of every fuzz target, then the OpenAI Python SDK against a real server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
