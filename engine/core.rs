@@ -5,10 +5,10 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 
-use super::executor::StepOutput;
 use super::fault::{FaultPlan, FaultySet};
 use super::handle::{Command, EngineStats, Shared};
 use super::output::RequestOutput;
+use super::step_output::StepOutput;
 use crate::engine::request::{Event, FinishReason, Request, RequestId, RequestMetrics, Usage};
 use crate::engine::scheduler::batch::Batch;
 use crate::engine::scheduler::Scheduler;

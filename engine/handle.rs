@@ -61,7 +61,7 @@ pub(crate) enum Command {
     Abort(RequestId),
     Shutdown,
     /// The executor finished a step.
-    StepDone(Box<super::executor::StepOutput>),
+    StepDone(Box<super::step_output::StepOutput>),
     /// The executor thread panicked and is gone.
     ExecutorDied(String),
 }

@@ -19,10 +19,11 @@ pub mod fault;
 pub mod handle;
 pub mod kv;
 pub mod kv_sizing;
+mod launch_queue;
 mod output;
-mod pipeline;
 pub mod request;
 pub mod scheduler;
+mod step_output;
 pub mod timeline;
 
 use anyhow::{Context, Result};
