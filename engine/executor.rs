@@ -9,7 +9,8 @@
 //! still in flight.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use crate::device::backend::Backend;
 use crate::device::kv_cache::KvCache;
@@ -18,7 +19,7 @@ use crate::engine::request::RequestId;
 use crate::engine::scheduler::batch::Batch;
 use crate::runner::Runner;
 
-use super::fault::FaultySet;
+use super::hooks::{EngineHooks, NoHooks};
 use super::launch_queue::LaunchQueue;
 use super::panic_message;
 pub use super::step_output::StepOutput;
@@ -33,15 +34,17 @@ pub struct Executor<B: Backend> {
     logits: Vec<f32>,
     /// Steps launched on the device and not collected yet.
     launched: LaunchQueue,
-    /// Fault injection (tests only; `None` in production): the requests whose sampler panics,
-    /// marked by the engine thread (see `FaultPlan::panic_sampling`).
-    pub(crate) faulty: Option<FaultySet>,
-    /// Fault injection (tests only): the least time a step takes (`FaultPlan::min_step_time`).
-    pub(crate) min_step_time: Option<Duration>,
+    /// Test hooks ([`NoHooks`] in production).
+    hooks: Arc<dyn EngineHooks>,
 }
 
 impl<B: Backend> Executor<B> {
     pub fn new(model: Runner<B>, kv: KvCache<B>) -> Self {
+        Self::with_hooks(model, kv, Arc::new(NoHooks))
+    }
+
+    /// [`new`](Self::new), calling `hooks` at the points [`EngineHooks`] names.
+    pub fn with_hooks(model: Runner<B>, kv: KvCache<B>, hooks: Arc<dyn EngineHooks>) -> Self {
         let vocab = model.cfg().vocab_size;
         Executor {
             model,
@@ -51,17 +54,14 @@ impl<B: Backend> Executor<B> {
             prev_sampled: Vec::new(),
             logits: Vec::new(),
             launched: LaunchQueue::default(),
-            faulty: None,
-            min_step_time: None,
+            hooks,
         }
     }
 
     /// Takes the next planned step; returns the steps finished meanwhile, in order (none when
     /// this one was launched and nothing had to be collected first).
     pub fn submit(&mut self, batch: Batch) -> Vec<StepOutput> {
-        if let Some(t) = self.min_step_time {
-            std::thread::sleep(t);
-        }
+        self.hooks.before_step();
         let mut done = Vec::new();
         // A request's sampler state is replaced or dropped only once its launched samples are
         // recorded.
@@ -156,9 +156,9 @@ impl<B: Backend> Executor<B> {
             // only: its batch-mates' samples are independent of it.
             let logits = &mut self.logits[i * vocab..(i + 1) * vocab];
             let scratch = &mut self.scratch;
-            let inject = self.faulty.as_ref().is_some_and(|f| f.contains(slot.id));
+            let hooks = &*self.hooks;
             let s = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                assert!(!inject, "injected sampling fault");
+                hooks.before_sampling(slot.id);
                 sample(state, logits, scratch)
             }));
             match s {
@@ -178,7 +178,7 @@ impl<B: Backend> Executor<B> {
 
     /// Each sample of `batch` as the device sampler takes it, or `None` when the step must run
     /// on the host: the backend does not sample on the device, or a request needs penalties
-    /// (their token history stays on the host), more than 20 top logprobs, or an injected fault.
+    /// (their token history stays on the host), more than 20 top logprobs, or the hooks ask.
     fn device_entries(&self, batch: &Batch) -> Option<Vec<DeviceSampling>> {
         if !self.model.samples_on_device() {
             return None;
@@ -187,7 +187,7 @@ impl<B: Backend> Executor<B> {
             .samples
             .iter()
             .map(|slot| {
-                if self.faulty.as_ref().is_some_and(|f| f.contains(slot.id)) {
+                if self.hooks.samples_on_host(slot.id) {
                     return None;
                 }
                 let mut entry = self.samplers.get(&slot.id)?.device_sampling()?;
