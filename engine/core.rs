@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 
+use super::admission;
 use super::handle::{Command, EngineStats, Shared};
 use super::hooks::EngineHooks;
 use super::output::RequestOutput;
@@ -112,9 +113,12 @@ impl EngineCore {
         events: tokio::sync::mpsc::UnboundedSender<Event>,
     ) {
         self.hooks.on_submit(id, &request.prompt_ids);
-        let bs = self.sched.allocator().block_size();
-        let blocks_needed = (request.prompt_ids.len() + request.params.max_tokens).div_ceil(bs);
-        let capacity = self.sched.allocator().num_blocks();
+        let fits = admission::check_cache(
+            request.prompt_ids.len(),
+            request.params.max_tokens,
+            self.sched.allocator().block_size(),
+            self.sched.allocator().num_blocks(),
+        );
         let out = RequestOutput::new(
             id,
             events,
@@ -125,11 +129,9 @@ impl EngineCore {
         self.stats.prompt_tokens += request.prompt_ids.len() as u64;
         self.outputs.insert(id, out);
         self.sched.add(id, request, rand::random());
-        if blocks_needed > capacity {
-            let msg = format!(
-                "the request needs {blocks_needed} KV-cache blocks but the cache has {capacity}"
-            );
-            self.finish(id, FinishReason::Error(msg));
+        // Refused after queueing, so the refusal reaches the request as its finish.
+        if let Err(e) = fits {
+            self.finish(id, FinishReason::Error(e.to_string()));
         }
     }
 

@@ -12,6 +12,7 @@
 //!     └──── Event streams ◀────┘ ◀────────────StepDone──────────────────┘
 //! ```
 
+pub mod admission;
 mod core;
 pub mod executor;
 #[doc(hidden)]
