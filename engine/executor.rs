@@ -239,7 +239,8 @@ impl<B: Backend> Executor<B> {
         let launched =
             self.launched
                 .launch(&mut self.model, &mut self.kv, batch, sampling, started);
-        if let Err((batch, why)) = launched {
+        if let Err(failed) = launched {
+            let (batch, why) = *failed;
             // The next step may carry from this one: let it read zeros from the host (its
             // requests fail with this one's).
             self.drain(done);

@@ -79,7 +79,7 @@ impl LaunchQueue {
         batch: Batch,
         sampling: Vec<DeviceSampling>,
         started: Instant,
-    ) -> Result<(), (Batch, String)> {
+    ) -> Result<(), Box<(Batch, String)>> {
         let carry: &[(u32, u32)] = if self.carries_on_device() {
             &batch.carry
         } else {
@@ -98,7 +98,7 @@ impl LaunchQueue {
                 });
                 Ok(())
             }
-            Err(e) => Err((batch, format!("forward pass failed: {e:#}"))),
+            Err(e) => Err(Box::new((batch, format!("forward pass failed: {e:#}")))),
         }
     }
 
