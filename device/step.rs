@@ -37,6 +37,14 @@ pub struct StepInput {
     pub logits_indices: Vec<u32>,
 }
 
+/// The cache slot of position `pos` of a sequence whose blocks, in logical order, are
+/// `block_table` (which must cover `pos`): the one rule every writer of `slot_mapping` follows.
+#[inline]
+pub fn slot_of(block_table: &[u32], pos: usize, block_size: usize) -> i64 {
+    let block = block_table[pos / block_size] as i64;
+    block * block_size as i64 + (pos % block_size) as i64
+}
+
 /// A sequence's part of a step, used to build a [`StepInput`].
 #[derive(Debug, Clone)]
 pub struct SeqChunk<'a> {
@@ -85,9 +93,8 @@ impl StepInput {
                 let pos = c.num_cached + i;
                 step.input_ids.push(tok);
                 step.positions.push(pos as u32);
-                let block = c.block_table[pos / block_size] as i64;
                 step.slot_mapping
-                    .push(block * block_size as i64 + (pos % block_size) as i64);
+                    .push(slot_of(c.block_table, pos, block_size));
             }
             step.query_start_locs.push(step.input_ids.len() as u32);
             step.context_lens.push(total as u32);

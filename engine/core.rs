@@ -5,10 +5,11 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 
-use super::executor::StepOutput;
-use super::fault::{FaultPlan, FaultySet};
+use super::admission;
 use super::handle::{Command, EngineStats, Shared};
+use super::hooks::EngineHooks;
 use super::output::RequestOutput;
+use super::step_output::StepOutput;
 use crate::engine::request::{Event, FinishReason, Request, RequestId, RequestMetrics, Usage};
 use crate::engine::scheduler::batch::Batch;
 use crate::engine::scheduler::Scheduler;
@@ -27,10 +28,8 @@ pub struct EngineCore {
     /// First admissions already subtracted from the shared waiting count.
     admissions_seen: u64,
     shutting_down: bool,
-    /// Fault injection (tests only; empty in production).
-    faults: FaultPlan,
-    /// Where requests marked for a sampling fault are told to the executor.
-    sampling_faults: Option<FaultySet>,
+    /// Test hooks ([`super::hooks::NoHooks`] in production).
+    hooks: Arc<dyn EngineHooks>,
 }
 
 impl EngineCore {
@@ -40,8 +39,7 @@ impl EngineCore {
         shared: Arc<Shared>,
         to_executor: SyncSender<Batch>,
         depth: usize,
-        faults: FaultPlan,
-        sampling_faults: Option<FaultySet>,
+        hooks: Arc<dyn EngineHooks>,
     ) -> Self {
         EngineCore {
             sched,
@@ -54,8 +52,7 @@ impl EngineCore {
             stats: EngineStats::default(),
             admissions_seen: 0,
             shutting_down: false,
-            faults,
-            sampling_faults,
+            hooks,
         }
     }
 
@@ -115,32 +112,26 @@ impl EngineCore {
         request: Request,
         events: tokio::sync::mpsc::UnboundedSender<Event>,
     ) {
-        if FaultPlan::matches(&self.faults.panic_engine, &request.prompt_ids) {
-            panic!("injected engine fault");
-        }
-        let bs = self.sched.allocator().block_size();
-        let blocks_needed = (request.prompt_ids.len() + request.params.max_tokens).div_ceil(bs);
-        let capacity = self.sched.allocator().num_blocks();
-        let mut out = RequestOutput::new(
+        self.hooks.on_submit(id, &request.prompt_ids);
+        let fits = admission::check_cache(
+            request.prompt_ids.len(),
+            request.params.max_tokens,
+            self.sched.allocator().block_size(),
+            self.sched.allocator().num_blocks(),
+        );
+        let out = RequestOutput::new(
+            id,
             events,
             request.params.clone(),
             &request.prompt_ids,
             &self.shared.model.eos_ids,
         );
-        out.inject_panic = FaultPlan::matches(&self.faults.panic_detokenizing, &request.prompt_ids);
-        if let Some(set) = &self.sampling_faults {
-            if FaultPlan::matches(&self.faults.panic_sampling, &request.prompt_ids) {
-                set.mark(id);
-            }
-        }
         self.stats.prompt_tokens += request.prompt_ids.len() as u64;
         self.outputs.insert(id, out);
         self.sched.add(id, request, rand::random());
-        if blocks_needed > capacity {
-            let msg = format!(
-                "the request needs {blocks_needed} KV-cache blocks but the cache has {capacity}"
-            );
-            self.finish(id, FinishReason::Error(msg));
+        // Refused after queueing, so the refusal reaches the request as its finish.
+        if let Err(e) = fits {
+            self.finish(id, FinishReason::Error(e.to_string()));
         }
     }
 
@@ -189,9 +180,16 @@ impl EngineCore {
         let (num_output, total) = (seq.num_output(), seq.tokens.len());
         // A detokenizer that panics (on some odd token sequence, or an injected fault) fails its
         // own request, not the engine thread and everything on it.
-        let tokenizer = &self.tokenizer;
+        let (tokenizer, hooks) = (&self.tokenizer, &*self.hooks);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            out.on_token(tokenizer, token, logprob, num_output, total, max_context)
+            out.on_token(
+                tokenizer,
+                hooks,
+                token,
+                logprob,
+                (num_output, total),
+                max_context,
+            )
         }))
         .unwrap_or_else(|p| Err(anyhow::anyhow!("{}", super::panic_message(&*p))));
         match result {
@@ -214,9 +212,7 @@ impl EngineCore {
         let Some(out) = self.outputs.remove(&id) else {
             return;
         };
-        if let Some(set) = &self.sampling_faults {
-            set.unmark(id);
-        }
+        self.hooks.on_finish(id);
         let seq = self.sched.remove(id);
         let (usage, metrics) = match &seq {
             Some(s) => (

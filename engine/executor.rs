@@ -2,14 +2,15 @@
 //!
 //! It keeps each request's sampler state and returns each step's samples. Two ways to run a
 //! step: where the backend samples on the device and the step needs nothing only the host has
-//! (penalties), it is launched and collected later (`pipeline.rs`), so the next step can be
+//! (penalties), it is launched and collected later (`launch_queue.rs`), so the next step can be
 //! launched first; otherwise it runs here at once, its logits sampled on the host, after any
 //! launched steps are collected. Placeholders (a row whose input is the previous step's sample)
 //! are resolved from the host copy of those samples, or on the device when the previous step is
 //! still in flight.
 
-use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
 
 use crate::device::backend::Backend;
 use crate::device::kv_cache::KvCache;
@@ -18,60 +19,32 @@ use crate::engine::request::RequestId;
 use crate::engine::scheduler::batch::Batch;
 use crate::runner::Runner;
 
-use super::fault::FaultySet;
+use super::hooks::{EngineHooks, NoHooks};
+use super::launch_queue::LaunchQueue;
 use super::panic_message;
-
-/// A step's result; the batch comes back so the engine can match samples to requests.
-pub struct StepOutput {
-    pub batch: Batch,
-    /// One per `batch.samples`, unless `error` is set.
-    pub sampled: Vec<Sampled>,
-    /// The step failed as a whole (its requests get this error).
-    pub error: Option<String>,
-    /// Samples whose sampling failed (index into `sampled`, why); only those requests fail, and
-    /// their `sampled` entry is a stand-in that must not be used.
-    pub failed: Vec<(usize, String)>,
-    /// When the executor took the batch and when its samples were ready.
-    pub started: Instant,
-    pub finished: Instant,
-}
-
-impl StepOutput {
-    /// The output of a step that failed as a whole.
-    pub(super) fn failed(batch: Batch, started: Instant, why: String) -> Self {
-        StepOutput {
-            batch,
-            sampled: Vec::new(),
-            error: Some(why),
-            failed: Vec::new(),
-            started,
-            finished: Instant::now(),
-        }
-    }
-}
+pub use super::step_output::StepOutput;
 
 pub struct Executor<B: Backend> {
-    pub(super) model: Runner<B>,
-    pub(super) kv: KvCache<B>,
-    pub(super) samplers: HashMap<RequestId, SamplerState>,
+    model: Runner<B>,
+    kv: KvCache<B>,
+    samplers: HashMap<RequestId, SamplerState>,
     scratch: SamplerScratch,
     /// The previous step's sampled tokens, in sample order: placeholders read from here.
-    pub(super) prev_sampled: Vec<u32>,
+    prev_sampled: Vec<u32>,
     logits: Vec<f32>,
-    /// Steps launched on the device and not collected yet, oldest first (at most two).
-    pub(super) pending: VecDeque<super::pipeline::Pending>,
-    /// Per request, samples launched and not yet recorded in its sampler state: its next draw's
-    /// position is its recorded count plus these.
-    pub(super) in_flight: HashMap<RequestId, u32>,
-    /// Fault injection (tests only; `None` in production): the requests whose sampler panics,
-    /// marked by the engine thread (see `FaultPlan::panic_sampling`).
-    pub(crate) faulty: Option<FaultySet>,
-    /// Fault injection (tests only): the least time a step takes (`FaultPlan::min_step_time`).
-    pub(crate) min_step_time: Option<Duration>,
+    /// Steps launched on the device and not collected yet.
+    launched: LaunchQueue,
+    /// Test hooks ([`NoHooks`] in production).
+    hooks: Arc<dyn EngineHooks>,
 }
 
 impl<B: Backend> Executor<B> {
     pub fn new(model: Runner<B>, kv: KvCache<B>) -> Self {
+        Self::with_hooks(model, kv, Arc::new(NoHooks))
+    }
+
+    /// [`new`](Self::new), calling `hooks` at the points [`EngineHooks`] names.
+    pub fn with_hooks(model: Runner<B>, kv: KvCache<B>, hooks: Arc<dyn EngineHooks>) -> Self {
         let vocab = model.cfg().vocab_size;
         Executor {
             model,
@@ -80,19 +53,15 @@ impl<B: Backend> Executor<B> {
             scratch: SamplerScratch::new(vocab),
             prev_sampled: Vec::new(),
             logits: Vec::new(),
-            pending: VecDeque::new(),
-            in_flight: HashMap::new(),
-            faulty: None,
-            min_step_time: None,
+            launched: LaunchQueue::default(),
+            hooks,
         }
     }
 
     /// Takes the next planned step; returns the steps finished meanwhile, in order (none when
     /// this one was launched and nothing had to be collected first).
     pub fn submit(&mut self, batch: Batch) -> Vec<StepOutput> {
-        if let Some(t) = self.min_step_time {
-            std::thread::sleep(t);
-        }
+        self.hooks.before_step();
         let mut done = Vec::new();
         // A request's sampler state is replaced or dropped only once its launched samples are
         // recorded.
@@ -100,7 +69,7 @@ impl<B: Backend> Executor<B> {
             .sampler_drops
             .iter()
             .chain(batch.sampler_resets.iter().map(|r| &r.id));
-        if touched.clone().any(|id| self.in_flight.contains_key(id)) {
+        if touched.clone().any(|&id| self.launched.in_flight(id) > 0) {
             self.drain(&mut done);
         }
         for id in &batch.sampler_drops {
@@ -150,7 +119,7 @@ impl<B: Backend> Executor<B> {
     }
 
     /// Fills the batch's placeholders from the host copy of the previous step's samples.
-    pub(super) fn resolve_carry(&self, batch: &mut Batch) -> Result<(), String> {
+    fn resolve_carry(&self, batch: &mut Batch) -> Result<(), String> {
         for &(row, from) in &batch.carry {
             let t = self.prev_sampled.get(from as usize).ok_or(
                 "internal error: a placeholder refers to a sample the previous step did not make",
@@ -187,9 +156,9 @@ impl<B: Backend> Executor<B> {
             // only: its batch-mates' samples are independent of it.
             let logits = &mut self.logits[i * vocab..(i + 1) * vocab];
             let scratch = &mut self.scratch;
-            let inject = self.faulty.as_ref().is_some_and(|f| f.contains(slot.id));
+            let hooks = &*self.hooks;
             let s = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                assert!(!inject, "injected sampling fault");
+                hooks.before_sampling(slot.id);
                 sample(state, logits, scratch)
             }));
             match s {
@@ -209,7 +178,7 @@ impl<B: Backend> Executor<B> {
 
     /// Each sample of `batch` as the device sampler takes it, or `None` when the step must run
     /// on the host: the backend does not sample on the device, or a request needs penalties
-    /// (their token history stays on the host), more than 20 top logprobs, or an injected fault.
+    /// (their token history stays on the host), more than 20 top logprobs, or the hooks ask.
     fn device_entries(&self, batch: &Batch) -> Option<Vec<DeviceSampling>> {
         if !self.model.samples_on_device() {
             return None;
@@ -218,13 +187,84 @@ impl<B: Backend> Executor<B> {
             .samples
             .iter()
             .map(|slot| {
-                if self.faulty.as_ref().is_some_and(|f| f.contains(slot.id)) {
+                if self.hooks.samples_on_host(slot.id) {
                     return None;
                 }
                 let mut entry = self.samplers.get(&slot.id)?.device_sampling()?;
-                entry.position += u64::from(self.in_flight.get(&slot.id).copied().unwrap_or(0));
+                entry.position += u64::from(self.launched.in_flight(slot.id));
                 Some(entry)
             })
             .collect()
+    }
+
+    /// Whether a launched step awaits collection.
+    pub fn has_pending(&self) -> bool {
+        !self.launched.is_empty()
+    }
+
+    /// Whether no further step can be launched before the oldest is collected.
+    pub fn pending_full(&self) -> bool {
+        self.launched.is_full()
+    }
+
+    /// Whether the oldest launched step's samples are ready (collecting it will not wait).
+    pub fn oldest_ready(&self) -> bool {
+        self.launched.oldest_ready(&self.model)
+    }
+
+    /// Collects every launched step, oldest first, into `done`.
+    fn drain(&mut self, done: &mut Vec<StepOutput>) {
+        while let Some(out) = self.collect_oldest() {
+            done.push(out);
+        }
+    }
+
+    /// Launches `batch` with its samples drawn on the device (`sampling`, one per sample);
+    /// steps that had to be collected first, or this one if it failed, go to `done`.
+    fn launch(
+        &mut self,
+        mut batch: Batch,
+        sampling: Vec<DeviceSampling>,
+        done: &mut Vec<StepOutput>,
+    ) {
+        let started = Instant::now();
+        if self.launched.is_full() {
+            done.extend(self.collect_oldest());
+        }
+        if !self.launched.carries_on_device() {
+            if let Err(e) = self.resolve_carry(&mut batch) {
+                return done.push(StepOutput::failed(batch, started, e));
+            }
+        }
+        let launched =
+            self.launched
+                .launch(&mut self.model, &mut self.kv, batch, sampling, started);
+        if let Err(failed) = launched {
+            let (batch, why) = *failed;
+            // The next step may carry from this one: let it read zeros from the host (its
+            // requests fail with this one's).
+            self.drain(done);
+            self.prev_sampled = vec![0; batch.samples.len()];
+            done.push(StepOutput::failed(batch, started, why));
+        }
+    }
+
+    /// Waits for the oldest launched step and records its samples; `None` when none is out.
+    pub fn collect_oldest(&mut self) -> Option<StepOutput> {
+        let out = self.launched.collect_oldest(&mut self.model)?;
+        if out.error.is_some() {
+            self.prev_sampled = vec![0; out.batch.samples.len()];
+        } else {
+            // Advance each sampler exactly as `sample` does when it records its token.
+            for (slot, s) in out.batch.samples.iter().zip(&out.sampled) {
+                if let Some(state) = self.samplers.get_mut(&slot.id) {
+                    state.record_device_sample(s.token);
+                }
+            }
+            self.prev_sampled.clear();
+            self.prev_sampled
+                .extend(out.sampled.iter().map(|s| s.token));
+        }
+        Some(out)
     }
 }

@@ -6,6 +6,7 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
+use super::admission::{self, Rejection};
 use crate::engine::request::{Event, FinishReason, Request, RequestId, RequestMetrics, Usage};
 
 /// What the engine can tell about the model it serves.
@@ -61,7 +62,7 @@ pub(crate) enum Command {
     Abort(RequestId),
     Shutdown,
     /// The executor finished a step.
-    StepDone(Box<super::executor::StepOutput>),
+    StepDone(Box<super::step_output::StepOutput>),
     /// The executor thread panicked and is gone.
     ExecutorDied(String),
 }
@@ -162,16 +163,12 @@ impl EngineHandle {
         if request.prompt_ids.is_empty() {
             return Err(SubmitError::Invalid("the prompt is empty".into()));
         }
-        let total = request.prompt_ids.len() + request.params.max_tokens;
-        if total > s.model.max_context {
-            return Err(SubmitError::Invalid(format!(
-                "this model's maximum context length is {} tokens; the request asks for {} ({} in the prompt + {} to generate)",
-                s.model.max_context,
-                total,
-                request.prompt_ids.len(),
-                request.params.max_tokens
-            )));
-        }
+        admission::check_context(
+            request.prompt_ids.len(),
+            request.params.max_tokens,
+            s.model.max_context,
+        )
+        .map_err(|e| SubmitError::Invalid(e.to_string()))?;
         if let Some(&bad) = request
             .prompt_ids
             .iter()
@@ -182,7 +179,8 @@ impl EngineHandle {
             )));
         }
         let waiting = s.waiting.fetch_add(1, Ordering::SeqCst);
-        if waiting >= s.max_queue {
+        if let Err(Rejection::QueueFull { waiting }) = admission::check_queue(waiting, s.max_queue)
+        {
             s.waiting.fetch_sub(1, Ordering::SeqCst);
             return Err(SubmitError::QueueFull(waiting));
         }

@@ -12,17 +12,20 @@
 //!     └──── Event streams ◀────┘ ◀────────────StepDone──────────────────┘
 //! ```
 
+pub mod admission;
 mod core;
 pub mod executor;
 #[doc(hidden)]
 pub mod fault;
 pub mod handle;
+pub mod hooks;
 pub mod kv;
 pub mod kv_sizing;
+mod launch_queue;
 mod output;
-mod pipeline;
 pub mod request;
 pub mod scheduler;
+mod step_output;
 pub mod timeline;
 
 use anyhow::{Context, Result};
@@ -33,6 +36,7 @@ use std::thread::JoinHandle;
 #[doc(hidden)]
 pub use fault::FaultPlan;
 pub use handle::{EngineHandle, EngineStats, ModelInfo, RequestStream, SubmitError};
+pub use hooks::{EngineHooks, NoHooks};
 
 use crate::device::backend::Backend;
 use crate::engine::scheduler::batch::Batch;
@@ -109,7 +113,7 @@ where
     B::Weight: Send,
     B::Meta: Send,
 {
-    start_with_faults(model, tokenizer, model_name, cfg, FaultPlan::default())
+    start_with_hooks(model, tokenizer, model_name, cfg, Arc::new(NoHooks))
 }
 
 /// [`start`], with faults injected as `faults` says: for tests of failure handling only.
@@ -120,6 +124,24 @@ pub fn start_with_faults<B>(
     model_name: String,
     cfg: EngineConfig,
     faults: FaultPlan,
+) -> Result<Engine>
+where
+    B: Backend + Send + 'static,
+    B::Tensor: Send,
+    B::Weight: Send,
+    B::Meta: Send,
+{
+    let hooks = Arc::new(faults.into_hooks());
+    start_with_hooks(model, tokenizer, model_name, cfg, hooks)
+}
+
+/// [`start`], calling `hooks` at the points [`EngineHooks`] names.
+fn start_with_hooks<B>(
+    model: Runner<B>,
+    tokenizer: Arc<Tokenizer>,
+    model_name: String,
+    cfg: EngineConfig,
+    hooks: Arc<dyn EngineHooks>,
 ) -> Result<Engine>
 where
     B: Backend + Send + 'static,
@@ -173,28 +195,14 @@ where
     let depth = if cfg.overlap { 2 } else { 1 };
     let (to_executor, batches) = mpsc::sync_channel(depth);
 
-    let mut executor = Executor::new(model, kv);
-    let sampling_faults = faults
-        .panic_sampling
-        .is_some()
-        .then(fault::FaultySet::default);
-    executor.faulty = sampling_faults.clone();
-    executor.min_step_time = faults.min_step_time;
+    let mut executor = Executor::with_hooks(model, kv, hooks.clone());
     let done = commands;
     let executor_thread = std::thread::Builder::new()
         .name("tandem-executor".into())
         .spawn(move || executor_loop(&mut executor, &batches, &done))
         .context("starting the executor thread")?;
 
-    let core = core::EngineCore::new(
-        sched,
-        tokenizer,
-        shared.clone(),
-        to_executor,
-        depth,
-        faults,
-        sampling_faults,
-    );
+    let core = core::EngineCore::new(sched, tokenizer, shared.clone(), to_executor, depth, hooks);
     let engine_thread = std::thread::Builder::new()
         .name("tandem-engine".into())
         .spawn(move || {

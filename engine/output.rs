@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::engine::request::{Event, FinishReason, SamplingParams, TokenLogprob};
+use super::hooks::EngineHooks;
+use crate::engine::request::{Event, FinishReason, RequestId, SamplingParams, TokenLogprob};
 use crate::model::detokenizer::{IncrementalDetokenizer, StopMatcher};
 use crate::model::tokenizer::Tokenizer;
 
@@ -12,14 +13,13 @@ use crate::model::tokenizer::Tokenizer;
 const DETOKENIZER_CONTEXT: usize = 6;
 
 pub struct RequestOutput {
+    id: RequestId,
     pub events: UnboundedSender<Event>,
     params: Arc<SamplingParams>,
     detok: IncrementalDetokenizer,
     stops: StopMatcher,
     /// EOS ids (unless ignore_eos) and the request's stop token ids.
     stop_ids: Vec<u32>,
-    /// Fault injection (tests only): detokenizing this request panics.
-    pub(crate) inject_panic: bool,
 }
 
 /// What one token did to its request.
@@ -30,6 +30,7 @@ pub struct TokenResult {
 
 impl RequestOutput {
     pub fn new(
+        id: RequestId,
         events: UnboundedSender<Event>,
         params: Arc<SamplingParams>,
         prompt: &[u32],
@@ -41,12 +42,12 @@ impl RequestOutput {
         }
         let context = &prompt[prompt.len().saturating_sub(DETOKENIZER_CONTEXT)..];
         RequestOutput {
+            id,
             events,
             detok: IncrementalDetokenizer::new(context),
             stops: StopMatcher::new(&params.stop),
             params,
             stop_ids,
-            inject_panic: false,
         }
     }
 
@@ -54,10 +55,10 @@ impl RequestOutput {
     pub fn on_token(
         &mut self,
         tok: &Tokenizer,
+        hooks: &dyn EngineHooks,
         token: u32,
         logprob: Option<TokenLogprob>,
-        num_output: usize,
-        total: usize,
+        (num_output, total): (usize, usize),
         max_context: usize,
     ) -> anyhow::Result<TokenResult> {
         let mut finish = None;
@@ -66,7 +67,7 @@ impl RequestOutput {
         if self.stop_ids.contains(&token) {
             finish = Some(FinishReason::Stop);
         } else {
-            assert!(!self.inject_panic, "injected detokenization fault");
+            hooks.before_detokenizing(self.id);
             let delta = self.detok.push(tok, token)?;
             let (emit, hit) = self.stops.push(&delta);
             text = emit;

@@ -6,6 +6,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::engine::admission::{self, Rejection};
 use crate::engine::request::SamplingParams;
 
 use super::error::ApiError;
@@ -343,9 +344,13 @@ pub fn check_context(
     max_context: usize,
     endpoint: Endpoint,
 ) -> R<()> {
-    let total = prompt_tokens.saturating_add(max_tokens);
-    if total > max_context {
-        return Err(ValidationError::ContextLength {
+    match admission::check_context(prompt_tokens, max_tokens, max_context) {
+        Err(Rejection::ContextLength {
+            max_context,
+            total,
+            prompt_tokens,
+            max_tokens,
+        }) => Err(ValidationError::ContextLength {
             max_context,
             total,
             prompt_tokens,
@@ -354,9 +359,9 @@ pub fn check_context(
                 Endpoint::Completions => "prompt",
                 Endpoint::Chat => "messages",
             },
-        });
+        }),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 fn wrong(param: &str, expected: &'static str) -> ValidationError {

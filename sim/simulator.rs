@@ -1,7 +1,7 @@
 //! The discrete-event loop: the real [`Scheduler`] (with its block allocator, prefix cache and
 //! policy) against a pretend executor whose steps take the cost model's time.
 //!
-//! It mirrors the engine thread (`runtime/engine/core.rs`) step for step: requests are `add`ed
+//! It mirrors the engine thread (`engine/core.rs`) step for step: requests are `add`ed
 //! as they arrive, `schedule` plans a step whenever fewer than `depth` steps are in flight
 //! (2 with overlap, as in the engine, so planning stays off the critical path and costs no
 //! simulated time), the executor runs queued steps back to back, and on each step's return
@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 
 use super::cost_model::CostModel;
 use super::workload::{prompt_tokens, TraceRequest};
+use crate::engine::admission::{self, Admission};
 use crate::engine::request::{Request, SamplingParams};
 use crate::engine::scheduler::batch::Batch;
 use crate::engine::scheduler::{policy, Scheduler, SchedulerConfig};
@@ -80,6 +81,17 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// The report's label for an engine refusal.
+    fn of(r: &admission::Rejection) -> Self {
+        match r {
+            admission::Rejection::QueueFull { .. } => Rejection::QueueFull,
+            // The traces carry no model context, so only the cache can be too small.
+            admission::Rejection::TooLarge { .. } | admission::Rejection::ContextLength { .. } => {
+                Rejection::TooLarge
+            }
+        }
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Rejection::QueueFull => "queue_full",
@@ -144,7 +156,17 @@ pub fn simulate_with(
     super::workload::validate(trace)?;
     let mut sched = Scheduler::new(cfg.sched.clone(), policy::by_name(&cfg.policy)?)?;
     let depth = if cfg.overlap { 2 } else { 1 };
-    let bs = cfg.sched.block_size;
+    let admission = Admission {
+        // The traces name no model, so there is no context to exceed.
+        max_context: usize::MAX,
+        block_size: cfg.sched.block_size,
+        num_blocks: cfg.sched.num_blocks,
+        max_queue: if cfg.max_queue == 0 {
+            usize::MAX
+        } else {
+            cfg.max_queue
+        },
+    };
     let mut results: Vec<RequestResult> = trace
         .iter()
         .map(|r| RequestResult {
@@ -171,13 +193,10 @@ pub fn simulate_with(
     loop {
         while next < trace.len() && trace[next].arrival <= now {
             let r = &trace[next];
-            let refuse = if cfg.max_queue > 0 && waiting >= cfg.max_queue {
-                Some(Rejection::QueueFull)
-            } else if (r.prompt_len + r.output_len).div_ceil(bs) > cfg.sched.num_blocks {
-                Some(Rejection::TooLarge)
-            } else {
-                None
-            };
+            let refuse = admission
+                .check(r.prompt_len, r.output_len, waiting)
+                .err()
+                .map(|e| Rejection::of(&e));
             if refuse.is_some() {
                 results[next].rejected = refuse;
             } else {

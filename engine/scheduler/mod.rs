@@ -98,10 +98,6 @@ impl Scheduler {
         })
     }
 
-    pub fn policy_name(&self) -> &'static str {
-        self.policy.name()
-    }
-
     /// Queues a request; `seed` drives its sampling when the request has no seed of its own.
     pub fn add(&mut self, id: RequestId, request: Request, seed: u64) {
         let seed = request.params.seed.unwrap_or(seed);

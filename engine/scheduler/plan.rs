@@ -6,6 +6,7 @@ use std::time::Instant;
 use super::batch::{Batch, SampleSlot, SamplerReset};
 use super::policy::BudgetOrder;
 use super::Scheduler;
+use crate::device::step::slot_of;
 use crate::engine::request::RequestId;
 
 /// Which running requests a pass over the running set considers.
@@ -189,10 +190,7 @@ fn add_rows(s: &mut Scheduler, b: &mut Batch, id: RequestId, n: usize) {
             b.step.input_ids.push(0);
         }
         b.step.positions.push(pos as u32);
-        let block = seq.blocks.ids()[pos / bs] as i64;
-        b.step
-            .slot_mapping
-            .push(block * bs as i64 + (pos % bs) as i64);
+        b.step.slot_mapping.push(slot_of(seq.blocks.ids(), pos, bs));
     }
     seq.num_computed += n;
     b.step.query_start_locs.push(b.step.input_ids.len() as u32);

@@ -6,10 +6,6 @@ use super::{BudgetOrder, Policy};
 pub struct DecodeFirst;
 
 impl Policy for DecodeFirst {
-    fn name(&self) -> &'static str {
-        "decode-first"
-    }
-
     fn budget_order(&self) -> BudgetOrder {
         BudgetOrder::DecodeFirst
     }

@@ -4,8 +4,4 @@ use super::Policy;
 
 pub struct Fcfs;
 
-impl Policy for Fcfs {
-    fn name(&self) -> &'static str {
-        "fcfs"
-    }
-}
+impl Policy for Fcfs {}

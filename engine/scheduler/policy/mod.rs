@@ -24,8 +24,6 @@ pub enum BudgetOrder {
 }
 
 pub trait Policy: Send {
-    fn name(&self) -> &'static str;
-
     /// Admission order of waiting requests: `Less` means `a` goes first.
     /// (Preempted requests always resume before fresh ones, whatever the policy.)
     fn compare_waiting(&self, a: &SeqState, b: &SeqState) -> Ordering {

@@ -6,10 +6,6 @@ use super::{BudgetOrder, Policy};
 pub struct PrefillFirst;
 
 impl Policy for PrefillFirst {
-    fn name(&self) -> &'static str {
-        "prefill-first"
-    }
-
     fn budget_order(&self) -> BudgetOrder {
         BudgetOrder::PrefillFirst
     }

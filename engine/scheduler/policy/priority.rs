@@ -9,10 +9,6 @@ use super::Policy;
 pub struct Priority;
 
 impl Policy for Priority {
-    fn name(&self) -> &'static str {
-        "priority"
-    }
-
     fn compare_waiting(&self, a: &SeqState, b: &SeqState) -> Ordering {
         (a.priority, a.arrival_order).cmp(&(b.priority, b.arrival_order))
     }

@@ -9,10 +9,6 @@ use super::Policy;
 pub struct ShortestPromptFirst;
 
 impl Policy for ShortestPromptFirst {
-    fn name(&self) -> &'static str {
-        "shortest-prompt-first"
-    }
-
     fn compare_waiting(&self, a: &SeqState, b: &SeqState) -> Ordering {
         (a.num_prompt, a.arrival_order).cmp(&(b.num_prompt, b.arrival_order))
     }
