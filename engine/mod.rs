@@ -35,6 +35,7 @@ pub use fault::FaultPlan;
 pub use handle::{EngineHandle, EngineStats, ModelInfo, RequestStream, SubmitError};
 
 use crate::device::backend::Backend;
+pub(crate) use crate::device::panic::panic_message;
 use crate::engine::scheduler::batch::Batch;
 use crate::engine::scheduler::{policy, Scheduler, SchedulerConfig};
 use crate::model::tokenizer::Tokenizer;
@@ -270,12 +271,4 @@ fn executor_loop<B: Backend>(
             }
         }
     }
-}
-
-/// The text of a caught panic.
-pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
 }
