@@ -2,14 +2,15 @@
 //! This is what `tandem generate` runs; the engine (continuous batching) replaces it for serving.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use anyhow::{ensure, Context, Result};
 use clap::Args;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 use crate::cli::model_args::{Device, ModelArgs};
 use crate::device::backend::Backend;
+use crate::device::sampling::params::SamplingParams;
+use crate::device::sampling::{sample, SamplerScratch, SamplerState};
 use crate::device::step::{SeqChunk, StepInput};
 use crate::model::tokenizer::Tokenizer;
 use crate::model::StepLimits;
@@ -33,6 +34,8 @@ pub struct GenerateArgs {
     /// 0 means greedy decoding.
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,
+    /// Seeds the draws as the server's `seed` does: the same seed, temperature and prompt give
+    /// the same tokens here and from `tandem serve`.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Keep generating past the end-of-sequence token.
@@ -112,13 +115,16 @@ pub struct GenerateOptions {
     pub max_tokens: usize,
     /// 0 = greedy.
     pub temperature: f32,
+    /// The engine's sampler keys each draw by this seed and the token's position.
     pub seed: u64,
     pub block_size: usize,
     /// Generation stops after any of these (not included in the output).
     pub stop_ids: Vec<u32>,
 }
 
-/// Generates up to `opts.max_tokens` tokens after `prompt`, calling `on_token` for each.
+/// Generates up to `opts.max_tokens` tokens after `prompt`, calling `on_token` for each. Tokens
+/// are picked by the engine's sampler, so a request to the engine with the same prompt,
+/// temperature and seed gets the same tokens.
 pub fn generate<B: Backend>(
     model: &mut Runner<B>,
     prompt: &[u32],
@@ -138,7 +144,12 @@ pub fn generate<B: Backend>(
     let num_blocks = total.div_ceil(opts.block_size);
     let mut kv = model.new_kv_cache(num_blocks, opts.block_size)?;
     let block_table: Vec<u32> = (0..num_blocks as u32).collect();
-    let mut rng = StdRng::seed_from_u64(opts.seed);
+    let params = SamplingParams {
+        temperature: opts.temperature,
+        ..SamplingParams::default()
+    };
+    let mut sampler = SamplerState::new(Arc::new(params), opts.seed, prompt, &[]);
+    let mut scratch = SamplerScratch::new(model.cfg().vocab_size);
 
     // Prefill in chunks the workspace can hold; only the last chunk's logits matter.
     let chunk_len = model.limits().max_tokens;
@@ -158,7 +169,7 @@ pub fn generate<B: Backend>(
 
     let mut out = Vec::with_capacity(max_new);
     while out.len() < max_new {
-        let token = sample(&logits, opts.temperature, &mut rng);
+        let token = sample(&mut sampler, &mut logits, &mut scratch).token;
         if opts.stop_ids.contains(&token) {
             break;
         }
@@ -179,59 +190,4 @@ pub fn generate<B: Backend>(
         logits = model.forward_to_host(&step, &mut kv)?.remove(0);
     }
     Ok(out)
-}
-
-/// Greedy when `temperature` is 0, otherwise a draw from softmax(logits / temperature).
-pub fn sample(logits: &[f32], temperature: f32, rng: &mut impl Rng) -> u32 {
-    if temperature <= 0.0 {
-        return argmax(logits);
-    }
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let weights: Vec<f64> = logits
-        .iter()
-        .map(|&l| (((l - max) / temperature) as f64).exp())
-        .collect();
-    let mut r = rng.random::<f64>() * weights.iter().sum::<f64>();
-    for (i, w) in weights.iter().enumerate() {
-        r -= w;
-        if r <= 0.0 {
-            return i as u32;
-        }
-    }
-    argmax(logits)
-}
-
-/// Index of the largest logit (the first one on ties, as torch.argmax).
-pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &l) in logits.iter().enumerate() {
-        if l > logits[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn argmax_takes_the_first_maximum() {
-        assert_eq!(argmax(&[1.0, 3.0, 3.0, -1.0]), 1);
-    }
-
-    #[test]
-    fn low_temperature_sampling_concentrates_on_the_maximum() {
-        let mut rng = StdRng::seed_from_u64(7);
-        let logits = [0.0, 5.0, 1.0];
-        assert!((0..100).all(|_| sample(&logits, 0.05, &mut rng) == 1));
-        let hits = (0..2000)
-            .filter(|_| sample(&[0.0, 0.0], 1.0, &mut rng) == 0)
-            .count();
-        assert!(
-            (800..1200).contains(&hits),
-            "a fair coin came up {hits}/2000"
-        );
-    }
 }

@@ -10,5 +10,6 @@ pub mod graph_shape;
 #[cfg(feature = "kernel-emu")]
 pub mod kernel_emu;
 pub mod kv_cache;
+pub mod panic;
 pub mod sampling;
 pub mod step;

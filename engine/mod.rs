@@ -39,6 +39,7 @@ pub use handle::{EngineHandle, EngineStats, ModelInfo, RequestStream, SubmitErro
 pub use hooks::{EngineHooks, NoHooks};
 
 use crate::device::backend::Backend;
+pub(crate) use crate::device::panic::panic_message;
 use crate::engine::scheduler::batch::Batch;
 use crate::engine::scheduler::{policy, Scheduler, SchedulerConfig};
 use crate::model::tokenizer::Tokenizer;
@@ -278,12 +279,4 @@ fn executor_loop<B: Backend>(
             }
         }
     }
-}
-
-/// The text of a caught panic.
-pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
 }

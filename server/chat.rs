@@ -1,50 +1,62 @@
-//! `/v1/chat/completions` wire format: messages through the chat template, chunks (the first
-//! carries `delta.role`), the final response and chat logprobs (`content: [{token, logprob,
-//! bytes, top_logprobs}]`).
+//! `/v1/chat/completions` wire format: chunks (each choice's first carries `delta.role`), the
+//! final response and chat logprobs (`content: [{token, logprob, bytes, top_logprobs}]`).
 
 use bytes::Bytes;
-use serde_json::Value;
+use hyper::{Response, StatusCode};
 
 use crate::engine::request::{FinishReason, TokenLogprob};
 
-use super::error::ApiError;
-use super::generate::{Choice, Job};
+use super::job::{Choice, Job};
 use super::openai::{
     ChatChoice, ChatChunk, ChatChunkChoice, ChatCompletion, ChatLogprobs, ChatMessage,
     ChatTokenLogprob, ChatTopLogprob, Delta, UsageInfo,
 };
-use super::sse;
-use super::state::AppState;
-use crate::model::chat_template::TemplateError;
+use super::response;
+use super::sse::{self, Body};
+use super::validate::Endpoint;
+use super::wire::WireFormat;
 
 const CHUNK: &str = "chat.completion.chunk";
 const ROLE: &str = "assistant";
 
-/// Renders the messages with the model's template and tokenizes the result. The rendered text
-/// already holds the special tokens the template wants, so the tokenizer adds none.
-pub fn prompt_ids(
-    state: &AppState,
-    messages: &[Value],
-    add_generation_prompt: bool,
-) -> Result<Vec<u32>, ApiError> {
-    let template = state
-        .template
-        .as_ref()
-        .map_err(|why| ApiError::bad_request(why.clone(), Some("messages")))?;
-    let text = template
-        .render(messages, add_generation_prompt)
-        // The template compiled at startup, so whatever fails now fails for these messages
-        // (e.g. a ChatML template concatenating the null content of a tool-calling turn): 400.
-        .map_err(|e: TemplateError| ApiError::bad_request(e.to_string(), Some("messages")))?;
-    state.tokenizer.encode(&text, false).map_err(|e| {
-        ApiError::bad_request(
-            format!("cannot tokenize the messages: {e}"),
-            Some("messages"),
-        )
-    })
+/// The `/v1/chat/completions` format.
+pub struct Chat;
+
+impl WireFormat for Chat {
+    const ENDPOINT: Endpoint = Endpoint::Chat;
+    const ID_PREFIX: &'static str = "chatcmpl";
+    const INPUT: &'static str = "messages";
+
+    /// The rest of the context (at least 1, so an over-long prompt fails the context check).
+    fn default_max_tokens(prompt_tokens: usize, max_context: usize) -> usize {
+        max_context.saturating_sub(prompt_tokens).max(1)
+    }
+
+    fn response(job: &Job, choices: &[Choice]) -> Response<Body> {
+        response::json(StatusCode::OK, &completion(job, choices))
+    }
+
+    fn opening_chunk(job: &Job, index: usize) -> Option<Bytes> {
+        Some(role_chunk(job, index))
+    }
+
+    fn chunk(
+        job: &Job,
+        index: usize,
+        text: &str,
+        lps: &[TokenLogprob],
+        _offset: usize,
+        finish: Option<&FinishReason>,
+    ) -> Bytes {
+        chunk(job, index, text, lps, finish)
+    }
+
+    fn usage_chunk(job: &Job, usage: UsageInfo) -> Bytes {
+        usage_chunk(job, usage)
+    }
 }
 
-pub fn logprobs(job: &Job, lps: &[TokenLogprob]) -> ChatLogprobs {
+fn logprobs(job: &Job, lps: &[TokenLogprob]) -> ChatLogprobs {
     let content = lps
         .iter()
         .map(|lp| {
@@ -83,7 +95,7 @@ fn base(job: &Job, choices: Vec<ChatChunkChoice>) -> ChatChunk<'_> {
 }
 
 /// The first chunk of choice `index`: the role and empty content.
-pub fn role_chunk(job: &Job, index: usize) -> Bytes {
+fn role_chunk(job: &Job, index: usize) -> Bytes {
     let delta = Delta {
         role: Some(ROLE),
         content: Some(String::new()),
@@ -97,7 +109,7 @@ pub fn role_chunk(job: &Job, index: usize) -> Bytes {
     sse::event(&base(job, vec![choice]))
 }
 
-pub fn chunk(
+fn chunk(
     job: &Job,
     index: usize,
     text: &str,
@@ -117,13 +129,13 @@ pub fn chunk(
     sse::event(&base(job, vec![choice]))
 }
 
-pub fn usage_chunk(job: &Job, usage: UsageInfo) -> Bytes {
+fn usage_chunk(job: &Job, usage: UsageInfo) -> Bytes {
     let mut c = base(job, vec![]);
     c.usage = Some(Some(usage));
     sse::event(&c)
 }
 
-pub fn response<'a>(job: &'a Job, choices: &[Choice]) -> ChatCompletion<'a> {
+fn completion<'a>(job: &'a Job, choices: &[Choice]) -> ChatCompletion<'a> {
     ChatCompletion {
         id: &job.id,
         object: "chat.completion",

@@ -1,33 +1,57 @@
-//! `/v1/completions` wire format: the prompt (text or token ids), chunks, the final response and
-//! the legacy logprobs layout (parallel `tokens` / `token_logprobs` / `top_logprobs` /
-//! `text_offset` arrays).
+//! `/v1/completions` wire format: chunks, the final response and the legacy logprobs layout
+//! (parallel `tokens` / `token_logprobs` / `top_logprobs` / `text_offset` arrays).
 
 use bytes::Bytes;
+use hyper::{Response, StatusCode};
 use std::collections::BTreeMap;
 
 use crate::engine::request::{FinishReason, TokenLogprob};
-use crate::model::tokenizer::Tokenizer;
 
-use super::error::ApiError;
-use super::generate::{Choice, Job};
+use super::job::{Choice, Job};
 use super::openai::{Completion, CompletionChoice, CompletionLogprobs, UsageInfo};
-use super::sse;
-use super::validate::Prompt;
+use super::response;
+use super::sse::{self, Body};
+use super::validate::Endpoint;
+use super::wire::WireFormat;
 
 const OBJECT: &str = "text_completion";
+/// `max_tokens` when the request names none (OpenAI's default).
+const DEFAULT_MAX_TOKENS: usize = 16;
 
-pub fn prompt_ids(tok: &Tokenizer, prompt: &Prompt) -> Result<Vec<u32>, ApiError> {
-    match prompt {
-        Prompt::Ids(ids) => Ok(ids.clone()),
-        // Raw text gets the tokenizer's special tokens (BOS), as transformers and vLLM add them.
-        Prompt::Text(text) => tok.encode(text, true).map_err(|e| {
-            ApiError::bad_request(format!("cannot tokenize the prompt: {e}"), Some("prompt"))
-        }),
+/// The `/v1/completions` format.
+pub struct Completions;
+
+impl WireFormat for Completions {
+    const ENDPOINT: Endpoint = Endpoint::Completions;
+    const ID_PREFIX: &'static str = "cmpl";
+    const INPUT: &'static str = "prompt";
+
+    fn default_max_tokens(_prompt_tokens: usize, _max_context: usize) -> usize {
+        DEFAULT_MAX_TOKENS
+    }
+
+    fn response(job: &Job, choices: &[Choice]) -> Response<Body> {
+        response::json(StatusCode::OK, &completion(job, choices))
+    }
+
+    fn chunk(
+        job: &Job,
+        index: usize,
+        text: &str,
+        lps: &[TokenLogprob],
+        offset: usize,
+        finish: Option<&FinishReason>,
+    ) -> Bytes {
+        chunk(job, index, text, lps, offset, finish)
+    }
+
+    fn usage_chunk(job: &Job, usage: UsageInfo) -> Bytes {
+        usage_chunk(job, usage)
     }
 }
 
 /// Logprobs of `lps`, whose text starts `offset` bytes into the completion.
-pub fn logprobs(job: &Job, lps: &[TokenLogprob], mut offset: usize) -> CompletionLogprobs {
+fn logprobs(job: &Job, lps: &[TokenLogprob], mut offset: usize) -> CompletionLogprobs {
     let mut out = CompletionLogprobs::default();
     for lp in lps {
         let text = job.token_text(lp.token);
@@ -56,7 +80,7 @@ fn base(job: &Job, choices: Vec<CompletionChoice>) -> Completion<'_> {
     }
 }
 
-pub fn chunk(
+fn chunk(
     job: &Job,
     index: usize,
     text: &str,
@@ -75,13 +99,13 @@ pub fn chunk(
     sse::event(&c)
 }
 
-pub fn usage_chunk(job: &Job, usage: UsageInfo) -> Bytes {
+fn usage_chunk(job: &Job, usage: UsageInfo) -> Bytes {
     let mut c = base(job, vec![]);
     c.usage = Some(Some(usage));
     sse::event(&c)
 }
 
-pub fn response<'a>(job: &'a Job, choices: &[Choice]) -> Completion<'a> {
+fn completion<'a>(job: &'a Job, choices: &[Choice]) -> Completion<'a> {
     let out = choices
         .iter()
         .enumerate()

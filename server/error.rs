@@ -121,11 +121,6 @@ impl ApiError {
         )
     }
 
-    pub fn with_code(mut self, code: &'static str) -> Self {
-        self.code = Some(code);
-        self
-    }
-
     /// The envelope as JSON text (also the payload of an in-stream `data: {"error": …}` event).
     pub fn to_json(&self) -> String {
         let env = ErrorEnvelope {

@@ -1,7 +1,8 @@
 //! The driver both generation endpoints share: read and validate the body, tokenize (off the
 //! async threads), check the context length, submit `n` engine requests, then either collect them
 //! into one JSON response or stream them as server-sent events. Only the wire format differs
-//! between the endpoints; it lives in `completions.rs` and `chat.rs`.
+//! between the endpoints: the driver is generic over [`WireFormat`], which `completions.rs` and
+//! `chat.rs` implement.
 //!
 //! Cancellation: each engine request is owned by a small forwarding task that drops it (which
 //! aborts it in the engine) as soon as the consumer is gone — the handler future (non-streaming;
@@ -10,7 +11,7 @@
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, Response};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -19,66 +20,25 @@ use crate::engine::handle::{RequestStream, SubmitError};
 use crate::engine::request::{
     Event, FinishReason, Request as EngineRequest, RequestMetrics, TokenLogprob, Usage,
 };
-use crate::model::tokenizer::Tokenizer;
 
 use super::body::read_json;
 use super::error::ApiError;
+use super::job::{Choice, Job};
 use super::metrics::Metrics;
-use super::openai::{new_id, now_unix, UsageInfo};
+use super::openai::{new_id, now_unix};
 use super::panic::catch_unwind;
+use super::prompt::prompt_ids;
 use super::sse::{self, Body, DONE};
 use super::state::{ActiveGuard, AppState};
 use super::validate::{
-    check_context, validate, Endpoint, Input, Limits, Prompt, ValidRequest, ValidationError,
+    check_context, validate, Input, Limits, Prompt, ValidRequest, ValidationError,
 };
-use super::{chat, completions, response};
+use super::wire::WireFormat;
 
-/// Completions' `max_tokens` default (OpenAI's).
-const DEFAULT_COMPLETION_TOKENS: usize = 16;
-
-/// What the formatters need to know about a request.
-pub struct Job {
-    pub endpoint: Endpoint,
-    pub id: String,
-    pub created: u64,
-    pub model: String,
-    pub n: usize,
-    pub want_logprobs: bool,
-    pub include_usage: bool,
-    pub prompt_tokens: usize,
-    pub received: Instant,
-    pub tokenizer: Arc<Tokenizer>,
-}
-
-/// One choice's output so far.
-#[derive(Default)]
-pub struct Choice {
-    pub text: String,
-    pub logprobs: Vec<TokenLogprob>,
-    pub finish: Option<FinishReason>,
-    pub usage: Usage,
-    first_at: Option<Instant>,
-    last_at: Option<Instant>,
-}
-
-impl Job {
-    /// Usage over all choices: the prompt counts once (as OpenAI counts it), completions add up.
-    pub fn usage(&self, choices: &[Choice]) -> UsageInfo {
-        let completion = choices.iter().map(|c| c.usage.completion_tokens).sum();
-        let cached = choices.first().map_or(0, |c| c.usage.cached_tokens);
-        UsageInfo::new(self.prompt_tokens, completion, cached)
-    }
-
-    /// The text clients see for token `id` (its own decoding, special tokens included).
-    pub fn token_text(&self, id: u32) -> String {
-        self.tokenizer.decode(&[id], false).unwrap_or_default()
-    }
-}
-
-pub async fn handle(
+/// Answers one request to the endpoint whose wire format is `W`.
+pub async fn handle<W: WireFormat>(
     req: Request<Incoming>,
     state: Arc<AppState>,
-    endpoint: Endpoint,
 ) -> Result<Response<Body>, ApiError> {
     let received = Instant::now();
     let guard = state
@@ -88,7 +48,7 @@ pub async fn handle(
     let limits = Limits {
         vocab_size: state.handle.model().vocab_size,
     };
-    let valid = validate(&body, endpoint, limits)?;
+    let valid = validate(&body, W::ENDPOINT, limits)?;
     if let Some(m) = &valid.model {
         if m != state.model_name() {
             return Err(ApiError::model_not_found(m));
@@ -96,16 +56,11 @@ pub async fn handle(
     }
     // Templates and tokenizers are CPU work proportional to the (4 MiB-bounded) input.
     let st = state.clone();
-    let (valid, prompt_ids) = tokio::task::spawn_blocking(move || prepare(&st, valid))
+    let (valid, prompt_ids) = tokio::task::spawn_blocking(move || prepare::<W>(&st, valid))
         .await
         .map_err(|e| ApiError::internal(format!("preparing the prompt failed: {e}")))??;
     let job = Job {
-        endpoint,
-        id: new_id(if endpoint == Endpoint::Chat {
-            "chatcmpl"
-        } else {
-            "cmpl"
-        }),
+        id: new_id(W::ID_PREFIX),
         created: now_unix(),
         model: state.model_name().to_string(),
         n: valid.n,
@@ -117,14 +72,14 @@ pub async fn handle(
     };
     let events = submit_all(&state, &valid, prompt_ids)?;
     if valid.stream {
-        Ok(stream(state, job, events, guard))
+        Ok(stream::<W>(state, job, events, guard))
     } else {
-        collect(&state, &job, events).await
+        collect::<W>(&state, &job, events).await
     }
 }
 
 /// The prompt's token ids and `params.max_tokens` decided from them.
-fn prepare(
+fn prepare<W: WireFormat>(
     state: &AppState,
     mut valid: ValidRequest,
 ) -> Result<(ValidRequest, Vec<u32>), ApiError> {
@@ -142,32 +97,18 @@ fn prepare(
             max_context: state.handle.model().max_context,
             bytes: text_bytes,
             max_bytes: state.max_text_bytes,
-            input: if valid.endpoint == Endpoint::Chat {
-                "messages"
-            } else {
-                "prompt"
-            },
+            input: W::INPUT,
         }
         .into());
     }
-    let ids = match &valid.input {
-        Input::Prompt(p) => completions::prompt_ids(&state.tokenizer, p)?,
-        Input::Messages(m) => chat::prompt_ids(state, m, valid.add_generation_prompt)?,
-    };
-    let input = if valid.endpoint == Endpoint::Chat {
-        "messages"
-    } else {
-        "prompt"
-    };
+    let ids = prompt_ids(state, &valid.input, valid.add_generation_prompt)?;
     if ids.is_empty() {
-        return Err(ValidationError::Empty(input).into());
+        return Err(ValidationError::Empty(W::INPUT).into());
     }
     let max_context = state.handle.model().max_context;
-    let max_tokens = valid.max_tokens.unwrap_or(match valid.endpoint {
-        Endpoint::Completions => DEFAULT_COMPLETION_TOKENS,
-        // The rest of the context (at least 1, so an over-long prompt fails the check below).
-        Endpoint::Chat => max_context.saturating_sub(ids.len()).max(1),
-    });
+    let max_tokens = valid
+        .max_tokens
+        .unwrap_or_else(|| W::default_max_tokens(ids.len(), max_context));
     check_context(ids.len(), max_tokens, max_context, valid.endpoint)?;
     valid.params.max_tokens = max_tokens;
     Ok((valid, ids))
@@ -232,41 +173,6 @@ async fn forward(
     }
 }
 
-/// Records one event into its choice and the latency histograms.
-fn apply(metrics: &Metrics, job: &Job, choice: &mut Choice, ev: &Event) {
-    let now = Instant::now();
-    match ev {
-        Event::Tokens {
-            ids,
-            text,
-            logprobs,
-        } => {
-            if !ids.is_empty() {
-                match choice.last_at {
-                    None => metrics.observe_ttft(now - job.received),
-                    Some(last) => metrics.observe_itl(now - last),
-                }
-                choice.first_at.get_or_insert(now);
-                choice.last_at = Some(now);
-            }
-            choice.text.push_str(text);
-            if job.want_logprobs {
-                choice.logprobs.extend(logprobs.iter().cloned());
-            }
-        }
-        Event::Finished {
-            reason,
-            usage,
-            metrics: timing,
-        } => {
-            metrics.observe_e2e(now - job.received);
-            metrics.observe_queue(timing.queue_time);
-            choice.finish = Some(reason.clone());
-            choice.usage = *usage;
-        }
-    }
-}
-
 /// Counts a client disconnect if dropped before [`disarm`](Self::disarm).
 struct DisconnectGuard<'a>(Option<&'a Metrics>);
 
@@ -294,7 +200,7 @@ fn generation_error(state: &AppState, why: &str) -> ApiError {
     }
 }
 
-async fn collect(
+async fn collect<W: WireFormat>(
     state: &AppState,
     job: &Job,
     mut events: Events,
@@ -310,7 +216,7 @@ async fn collect(
                 "the engine stopped before the request finished",
             ));
         };
-        apply(metrics, job, &mut choices[i], &ev);
+        choices[i].apply(metrics, job, &ev);
         if let Event::Finished { reason, .. } = ev {
             if let FinishReason::Error(why) = reason {
                 disconnect.disarm();
@@ -320,20 +226,20 @@ async fn collect(
         }
     }
     disconnect.disarm();
-    Ok(match job.endpoint {
-        Endpoint::Completions => {
-            response::json(StatusCode::OK, &completions::response(job, &choices))
-        }
-        Endpoint::Chat => response::json(StatusCode::OK, &chat::response(job, &choices)),
-    })
+    Ok(W::response(job, &choices))
 }
 
-fn stream(state: Arc<AppState>, job: Job, events: Events, guard: ActiveGuard) -> Response<Body> {
+fn stream<W: WireFormat>(
+    state: Arc<AppState>,
+    job: Job,
+    events: Events,
+    guard: ActiveGuard,
+) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     tokio::spawn(async move {
         let _active = guard;
         let fallback = tx.clone();
-        if catch_unwind(pump(&state.metrics, &job, events, tx))
+        if catch_unwind(pump::<W>(&state.metrics, &job, events, tx))
             .await
             .is_none()
         {
@@ -351,7 +257,12 @@ fn stream(state: Arc<AppState>, job: Job, events: Events, guard: ActiveGuard) ->
 
 /// Writes the SSE stream; returns early (dropping `events`, which aborts the requests) when the
 /// client is gone.
-async fn pump(metrics: &Metrics, job: &Job, mut events: Events, tx: mpsc::Sender<Bytes>) {
+async fn pump<W: WireFormat>(
+    metrics: &Metrics,
+    job: &Job,
+    mut events: Events,
+    tx: mpsc::Sender<Bytes>,
+) {
     let send = |bytes: Bytes| {
         let tx = &tx;
         async move {
@@ -363,9 +274,9 @@ async fn pump(metrics: &Metrics, job: &Job, mut events: Events, tx: mpsc::Sender
         }
     };
     let mut choices: Vec<Choice> = (0..job.n).map(|_| Choice::default()).collect();
-    if job.endpoint == Endpoint::Chat {
-        for i in 0..job.n {
-            if !send(chat::role_chunk(job, i)).await {
+    for i in 0..job.n {
+        if let Some(opening) = W::opening_chunk(job, i) {
+            if !send(opening).await {
                 return;
             }
         }
@@ -381,17 +292,14 @@ async fn pump(metrics: &Metrics, job: &Job, mut events: Events, tx: mpsc::Sender
         };
         let Some((i, ev)) = item else { break };
         let offset = choices[i].text.len();
-        apply(metrics, job, &mut choices[i], &ev);
+        choices[i].apply(metrics, job, &ev);
         let chunk = match &ev {
             Event::Tokens { text, logprobs, .. } => {
                 let lps: &[TokenLogprob] = if job.want_logprobs { logprobs } else { &[] };
                 if text.is_empty() && lps.is_empty() {
                     continue;
                 }
-                match job.endpoint {
-                    Endpoint::Completions => completions::chunk(job, i, text, lps, offset, None),
-                    Endpoint::Chat => chat::chunk(job, i, text, lps, None),
-                }
+                W::chunk(job, i, text, lps, offset, None)
             }
             Event::Finished {
                 reason: FinishReason::Error(why),
@@ -404,12 +312,7 @@ async fn pump(metrics: &Metrics, job: &Job, mut events: Events, tx: mpsc::Sender
             }
             Event::Finished { reason, .. } => {
                 done += 1;
-                match job.endpoint {
-                    Endpoint::Completions => {
-                        completions::chunk(job, i, "", &[], offset, Some(reason))
-                    }
-                    Endpoint::Chat => chat::chunk(job, i, "", &[], Some(reason)),
-                }
+                W::chunk(job, i, "", &[], offset, Some(reason))
             }
         };
         if !send(chunk).await {
@@ -418,11 +321,7 @@ async fn pump(metrics: &Metrics, job: &Job, mut events: Events, tx: mpsc::Sender
     }
     if job.include_usage {
         let usage = job.usage(&choices);
-        let chunk = match job.endpoint {
-            Endpoint::Completions => completions::usage_chunk(job, usage),
-            Endpoint::Chat => chat::usage_chunk(job, usage),
-        };
-        if !send(chunk).await {
+        if !send(W::usage_chunk(job, usage)).await {
             return;
         }
     }
@@ -433,11 +332,13 @@ async fn pump(metrics: &Metrics, job: &Job, mut events: Events, tx: mpsc::Sender
 mod tests {
     use super::*;
     use crate::engine::request::TokenLogprob;
+    use crate::model::tokenizer::Tokenizer;
+    use crate::server::chat::Chat;
+    use crate::server::completions::Completions;
 
-    fn job(endpoint: Endpoint, n: usize) -> Job {
+    fn job(n: usize) -> Job {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models/tiny-llama");
         Job {
-            endpoint,
             id: "x".into(),
             created: 1,
             model: "m".into(),
@@ -476,14 +377,14 @@ mod tests {
         }
     }
 
-    async fn run(job: &Job, events: Vec<(usize, Event)>) -> Vec<String> {
+    async fn run<W: WireFormat>(job: &Job, events: Vec<(usize, Event)>) -> Vec<String> {
         let metrics = Metrics::without_engine();
         let (etx, erx) = mpsc::unbounded_channel();
         for e in events {
             etx.send(e).unwrap();
         }
         let (tx, mut rx) = mpsc::channel(64);
-        pump(&metrics, job, erx, tx).await;
+        pump::<W>(&metrics, job, erx, tx).await;
         let mut out = Vec::new();
         while let Ok(b) = rx.try_recv() {
             out.push(String::from_utf8(b.to_vec()).unwrap());
@@ -493,8 +394,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_engine_error_after_streaming_began_is_an_error_event_then_done() {
-        let job = job(Endpoint::Completions, 1);
-        let out = run(
+        let job = job(1);
+        let out = run::<Completions>(
             &job,
             vec![
                 (0, tokens("a")),
@@ -512,8 +413,8 @@ mod tests {
 
     #[tokio::test]
     async fn chat_streams_open_every_choice_with_the_role_and_end_with_usage() {
-        let job = job(Endpoint::Chat, 2);
-        let out = run(
+        let job = job(2);
+        let out = run::<Chat>(
             &job,
             vec![
                 (1, tokens("b")),
@@ -537,14 +438,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_gone_client_stops_the_pump_and_drops_the_requests() {
-        let job = job(Endpoint::Completions, 1);
+        let job = job(1);
         let metrics = Metrics::without_engine();
         let (etx, erx) = mpsc::unbounded_channel::<(usize, Event)>();
         let (tx, rx) = mpsc::channel(1);
         drop(rx);
         tokio::time::timeout(
             std::time::Duration::from_secs(1),
-            pump(&metrics, &job, erx, tx),
+            pump::<Completions>(&metrics, &job, erx, tx),
         )
         .await
         .expect("the pump noticed");

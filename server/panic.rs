@@ -7,6 +7,8 @@ use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::task::Poll;
 
+use crate::device::panic::panic_message;
+
 /// Runs `fut`; `None` if it panicked.
 pub async fn catch_unwind<F: Future>(fut: F) -> Option<F::Output> {
     let mut fut = pin!(fut);
@@ -16,12 +18,7 @@ pub async fn catch_unwind<F: Future>(fut: F) -> Option<F::Output> {
             Ok(Poll::Ready(v)) => Poll::Ready(Some(v)),
             Ok(Poll::Pending) => Poll::Pending,
             Err(p) => {
-                let msg = p
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                tracing::error!("a request handler panicked: {msg}");
+                tracing::error!("a request handler panicked: {}", panic_message(&*p));
                 Poll::Ready(None)
             }
         }

@@ -6,6 +6,8 @@ use hyper::header::{HeaderValue, ALLOW};
 use hyper::{Method, Request, Response, StatusCode};
 use std::sync::Arc;
 
+use super::chat::Chat;
+use super::completions::Completions;
 use super::error::ApiError;
 use super::generate;
 use super::metrics::CONTENT_TYPE as METRICS_TYPE;
@@ -13,7 +15,6 @@ use super::openai::{now_unix, ModelCard, ModelList};
 use super::response;
 use super::sse::Body;
 use super::state::AppState;
-use super::validate::Endpoint;
 
 const GET: &[Method] = &[Method::GET, Method::HEAD];
 const POST: &[Method] = &[Method::POST];
@@ -38,8 +39,8 @@ pub async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Response<Bod
         "/health" => Ok(health(&state)),
         "/metrics" => metrics(&state),
         "/v1/models" => Ok(models(&state)),
-        "/v1/completions" => generate::handle(req, state, Endpoint::Completions).await,
-        "/v1/chat/completions" => generate::handle(req, state, Endpoint::Chat).await,
+        "/v1/completions" => generate::handle::<Completions>(req, state).await,
+        "/v1/chat/completions" => generate::handle::<Chat>(req, state).await,
         p => model(&state, &p["/v1/models/".len()..]),
     };
     result.unwrap_or_else(|e| response::error(&e))

@@ -10,8 +10,8 @@ use anyhow::{ensure, Result};
 use std::time::Instant;
 
 use super::cost_model::{Measurement, StepShape};
-use crate::cli::generate::argmax;
 use crate::device::backend::Backend;
+use crate::device::sampling::processors::argmax;
 use crate::device::step::{SeqChunk, StepInput};
 use crate::runner::Runner;
 

@@ -71,8 +71,8 @@ fn compare_bf16_row(what: &str, got: &[f32], want: &[f32]) -> (f32, bool, bool) 
         worst = worst.max(d);
     }
     let (g_top, w_top) = (
-        tandem::cli::generate::argmax(got),
-        tandem::cli::generate::argmax(want),
+        tandem::device::sampling::processors::argmax(got),
+        tandem::device::sampling::processors::argmax(want),
     );
     let near_tie = want[g_top as usize] >= hi - 2.0 * worst;
     (worst / range, g_top == w_top, near_tie)

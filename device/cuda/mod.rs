@@ -44,6 +44,7 @@ pub use self::gemm_plan::{GemmPath, GemmTuning, SKINNY_MAX_ROWS};
 use self::kernels::Kernels;
 pub use self::meta::CudaMeta;
 use super::backend::{AttentionParams, Backend, QkNorm, QkvLayout};
+use super::panic::panic_message;
 use super::sampling::{DeviceSampling, Sampled};
 use super::step::StepInput;
 
@@ -138,7 +139,7 @@ impl CudaBackend {
         }
         // cudarc panics if a driver symbol is missing (a driver older than CUDA 13.0): report it.
         let opened = std::panic::catch_unwind(|| Self::open(ordinal, dtype))
-            .map_err(|p| anyhow!("the CUDA driver failed to load: {}", panic_text(&p)))?;
+            .map_err(|p| anyhow!("the CUDA driver failed to load: {}", panic_message(&*p)))?;
         opened
     }
 
@@ -319,13 +320,6 @@ impl CudaBackend {
         // Event tracking is off, so the guard cudarc returns does nothing.
         s.device_ptr(&self.stream).0
     }
-}
-
-fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "unknown panic".into())
 }
 
 fn u32_of(n: usize, what: &str) -> Result<u32> {

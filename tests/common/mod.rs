@@ -309,7 +309,7 @@ pub fn check_step(what: &str, logits: &[f32], case: &Case, step: usize) {
             "{what}: step {step}: logit of token {id} is {got}, transformers has {w}"
         );
     }
-    let argmax = tandem::cli::generate::argmax(logits);
+    let argmax = tandem::device::sampling::processors::argmax(logits);
     assert_eq!(
         argmax, case.generated_ids[step],
         "{what}: step {step}: greedy token {argmax}, transformers chose {}",
