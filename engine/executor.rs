@@ -21,7 +21,7 @@ use crate::runner::Runner;
 
 use super::hooks::{EngineHooks, NoHooks};
 use super::launch_queue::LaunchQueue;
-use super::panic_message;
+use crate::device::panic::panic_message;
 pub use super::step_output::StepOutput;
 
 pub struct Executor<B: Backend> {

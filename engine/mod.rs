@@ -39,7 +39,7 @@ pub use handle::{EngineHandle, EngineStats, ModelInfo, RequestStream, SubmitErro
 pub use hooks::{EngineHooks, NoHooks};
 
 use crate::device::backend::Backend;
-pub(crate) use crate::device::panic::panic_message;
+use crate::device::panic::panic_message;
 use crate::engine::scheduler::batch::Batch;
 use crate::engine::scheduler::{policy, Scheduler, SchedulerConfig};
 use crate::model::tokenizer::Tokenizer;
