@@ -102,54 +102,36 @@ impl Engine {
 }
 
 /// Starts the engine threads for `model`.
-pub fn start<B>(
+pub fn start<B: Backend>(
     model: Runner<B>,
     tokenizer: Arc<Tokenizer>,
     model_name: String,
     cfg: EngineConfig,
-) -> Result<Engine>
-where
-    B: Backend + Send + 'static,
-    B::Tensor: Send,
-    B::Weight: Send,
-    B::Meta: Send,
-{
+) -> Result<Engine> {
     start_with_hooks(model, tokenizer, model_name, cfg, Arc::new(NoHooks))
 }
 
 /// [`start`], with faults injected as `faults` says: for tests of failure handling only.
 #[doc(hidden)]
-pub fn start_with_faults<B>(
+pub fn start_with_faults<B: Backend>(
     model: Runner<B>,
     tokenizer: Arc<Tokenizer>,
     model_name: String,
     cfg: EngineConfig,
     faults: FaultPlan,
-) -> Result<Engine>
-where
-    B: Backend + Send + 'static,
-    B::Tensor: Send,
-    B::Weight: Send,
-    B::Meta: Send,
-{
+) -> Result<Engine> {
     let hooks = Arc::new(faults.into_hooks());
     start_with_hooks(model, tokenizer, model_name, cfg, hooks)
 }
 
 /// [`start`], calling `hooks` at the points [`EngineHooks`] names.
-fn start_with_hooks<B>(
+fn start_with_hooks<B: Backend>(
     model: Runner<B>,
     tokenizer: Arc<Tokenizer>,
     model_name: String,
     cfg: EngineConfig,
     hooks: Arc<dyn EngineHooks>,
-) -> Result<Engine>
-where
-    B: Backend + Send + 'static,
-    B::Tensor: Send,
-    B::Weight: Send,
-    B::Meta: Send,
-{
+) -> Result<Engine> {
     let policy = policy::by_name(&cfg.policy)?;
     anyhow::ensure!(
         cfg.max_batch_tokens <= model.limits().max_tokens,
