@@ -82,7 +82,7 @@ impl EngineArgs {
                 let (mut model, tokenizer) = crate::runner::load(source, backend, limits)?;
                 let mut config = self.engine_config();
                 if self.num_kv_blocks.is_none() {
-                    config.num_blocks = super::kv_sizing::blocks_from_free_memory(
+                    config.num_blocks = crate::engine::kv_sizing::blocks_from_free_memory(
                         &mut model,
                         self.block_size,
                         self.gpu_memory_utilization,

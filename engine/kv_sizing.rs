@@ -66,7 +66,7 @@ mod cuda {
         let backend = model.backend();
         backend.synchronize()?;
         let (free, total) = backend.memory_info()?;
-        let cfg = &model.cfg;
+        let cfg = model.cfg();
         let bytes_per_block = KvCache::<CudaBackend>::bytes_per_token(
             cfg.num_layers,
             cfg.num_kv_heads,

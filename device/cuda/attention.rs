@@ -30,8 +30,6 @@
 //! Pure decode steps the decode kernel cannot take stay on the general kernel (the prefill
 //! kernel would compute 64 rows for one).
 
-use std::sync::atomic::Ordering;
-
 use anyhow::{ensure, Result};
 use cudarc::driver::{CudaFunction, CudaSlice};
 
@@ -83,26 +81,6 @@ pub enum DecodePath {
     Scalar,
 }
 
-impl DecodePath {
-    pub(super) fn encode(self) -> usize {
-        match self {
-            DecodePath::Auto => 0,
-            DecodePath::General => usize::MAX,
-            DecodePath::Scalar => usize::MAX - 1,
-            DecodePath::Splits(n) => n.clamp(1, MAX_SPLITS),
-        }
-    }
-
-    fn decode(v: usize) -> Self {
-        match v {
-            0 => DecodePath::Auto,
-            usize::MAX => DecodePath::General,
-            n if n == usize::MAX - 1 => DecodePath::Scalar,
-            n => DecodePath::Splits(n),
-        }
-    }
-}
-
 /// The decode kernel's partial results: `o` is `[entries, num_heads, head_dim]`, `ml` is
 /// `[entries, num_heads, 2]`, one entry per (sequence, split) of a step.
 pub(super) struct DecodeWorkspace {
@@ -135,24 +113,10 @@ impl CudaBackend {
         })
     }
 
-    /// Pins how decode steps compute attention (tests compare both paths; the benchmark times
-    /// both). Affects this backend only.
-    pub fn set_decode_path(&self, path: DecodePath) {
-        self.decode_path.store(path.encode(), Ordering::Relaxed);
-    }
-
-    /// Pins the steps that are not pure decode (prefill, chunked prefill, mixed) to the general
-    /// kernel (`true`), or lets bf16 ones run the tensor-core prefill kernel where it applies
-    /// (`false`, the default). Tests compare both; the benchmark times both. Affects this
-    /// backend only.
-    pub fn set_prefill_general(&self, general: bool) {
-        self.prefill_general.store(general, Ordering::Relaxed);
-    }
-
     /// The prefill kernel instance for layout `l`, or `None` when the general kernel must run
     /// (f32 storage, a head_dim that is not a multiple of 16 up to 128, or pinned).
     fn prefill_kernel(&self, l: QkvLayout) -> Option<&CudaFunction> {
-        if self.prefill_general.load(Ordering::Relaxed) {
+        if self.prefill_general {
             return None;
         }
         if l.head_dim == 0 || !l.head_dim.is_multiple_of(16) {
@@ -170,7 +134,7 @@ impl CudaBackend {
     }
 
     fn decode_tc_kernel(&self, l: QkvLayout, block_size: usize) -> Option<&CudaFunction> {
-        let path = DecodePath::decode(self.decode_path.load(Ordering::Relaxed));
+        let path = self.decode_path;
         if matches!(path, DecodePath::Scalar | DecodePath::General)
             || l.num_kv_heads == 0
             || l.num_heads / l.num_kv_heads > 8
@@ -194,7 +158,7 @@ impl CudaBackend {
         seqs: usize,
         max_span: usize,
     ) -> Option<(&CudaFunction, usize)> {
-        let path = DecodePath::decode(self.decode_path.load(Ordering::Relaxed));
+        let path = self.decode_path;
         if path == DecodePath::General || seqs == 0 {
             return None;
         }

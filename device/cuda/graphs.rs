@@ -94,7 +94,7 @@ impl CudaBackend {
             Ok(Some(g)) => g,
             failed => {
                 // Run eagerly from now on rather than fail every decode step the same way.
-                self.set_cuda_graphs(false);
+                self.cuda_graphs.store(false, Ordering::Relaxed);
                 let why = match failed {
                     Err(e) => format!("{e}"),
                     _ => "the capture recorded nothing".into(),
