@@ -76,7 +76,10 @@ impl ModelArgs {
             return Ok(Device::Cpu(CpuBackend::new()));
         }
         #[cfg(not(feature = "cuda"))]
-        anyhow::bail!("this build of tandem has no CUDA support; run with --device cpu");
+        {
+            let _ = scalar_decode;
+            anyhow::bail!("this build of tandem has no CUDA support; run with --device cpu");
+        }
         #[cfg(feature = "cuda")]
         {
             use crate::device::cuda::{CudaBackend, CudaOptions, DecodePath, GemmPath};
