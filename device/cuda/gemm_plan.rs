@@ -167,11 +167,6 @@ fn skinny_splits(n: usize, k: usize, tiles: u32, kwarps: u32, sms: usize) -> u32
 }
 
 impl CudaBackend {
-    /// Sets how products of few rows are computed; forgets earlier tuning.
-    pub fn set_gemm_path(&self, path: GemmPath) {
-        *self.gemm_plan() = GemmPlan::new(path);
-    }
-
     /// The path products of few rows take.
     pub fn gemm_path(&self) -> GemmPath {
         self.gemm_plan().path

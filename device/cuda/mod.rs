@@ -23,6 +23,7 @@ mod graphs;
 pub mod kernels;
 mod launch;
 mod meta;
+mod options;
 mod pinned;
 mod rope_kv;
 mod sampling;
@@ -44,6 +45,8 @@ use self::gemm_plan::GemmPlan;
 pub use self::gemm_plan::{GemmPath, GemmTuning, SKINNY_MAX_ROWS};
 use self::kernels::Kernels;
 pub use self::meta::CudaMeta;
+use self::options::default_gemm_path;
+pub use self::options::CudaOptions;
 use super::backend::{AttentionParams, Backend, DeviceSampler, QkNorm, QkvLayout, StepGraphs};
 use super::sampling::{DeviceSampling, Sampled};
 use super::step::StepInput;
@@ -59,51 +62,6 @@ pub const MAX_HEAD_DIM: usize = 256;
 pub fn driver_present() -> bool {
     // SAFETY: only tries to dlopen libcuda under its usual names.
     unsafe { cudarc::driver::sys::is_culib_present() }
-}
-
-/// Tuning on a GPU; cuBLAS on the emulated device, whose timings would pick at random.
-fn default_gemm_path() -> GemmPath {
-    #[cfg(feature = "kernel-emu")]
-    if emulated::active() {
-        return GemmPath::Cublas;
-    }
-    GemmPath::Auto
-}
-
-/// How a [`CudaBackend`] runs, fixed when it is made. The default is what `tandem serve` runs
-/// with; the command-line switches (`--no-cuda-graphs`, `--host-sampling`, `--no-pdl`, `--gemm`)
-/// and the tests and benchmarks that compare paths change one field each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CudaOptions {
-    /// Decode steps replay captured CUDA graphs (a failed capture still turns them off).
-    pub graphs: bool,
-    /// Steps are sampled on the device and launched ahead; off, the engine downloads logits
-    /// and samples on the host, one step at a time.
-    pub device_sampling: bool,
-    /// Kernels are launched as programmatic dependents of the kernel before them, where the GPU
-    /// can (compute capability 9.0+; see launch.rs).
-    pub pdl: bool,
-    /// How products of few rows are computed; `None`: tuning on a GPU, cuBLAS on the emulated
-    /// device.
-    pub gemm: Option<GemmPath>,
-    /// How decode steps compute attention.
-    pub decode_path: DecodePath,
-    /// Steps that are not pure decode run the general attention kernel even where the
-    /// tensor-core prefill kernel applies.
-    pub prefill_general: bool,
-}
-
-impl Default for CudaOptions {
-    fn default() -> Self {
-        CudaOptions {
-            graphs: true,
-            device_sampling: true,
-            pdl: true,
-            gemm: None,
-            decode_path: DecodePath::Auto,
-            prefill_general: false,
-        }
-    }
 }
 
 /// The GPU: a context, one stream, a cuBLAS handle on that stream, and the loaded kernels.
@@ -271,10 +229,6 @@ impl CudaBackend {
     /// The device's name, e.g. "NVIDIA H100 80GB HBM3".
     pub fn device_name(&self) -> Result<String> {
         Ok(self.ctx.name()?)
-    }
-
-    pub fn context(&self) -> &Arc<CudaContext> {
-        &self.ctx
     }
 
     /// Whether decode steps replay captured CUDA graphs.

@@ -1,6 +1,6 @@
 //! build.rs's half for the `kernel-emu` feature: compiles every `kernels/*.cu` with the host C++
 //! compiler against the emulator's shim (`kernels/emu/cuda_emu.h`) into one static library with
-//! the emulator's runtime, so the kernels run on the CPU (runtime/kernel_emu.rs). No CUDA needed.
+//! the emulator's runtime, so the kernels run on the CPU (device/kernel_emu.rs). No CUDA needed.
 //!
 //! Each kernel file gets a generated translation unit that includes the shim, the file, and a
 //! table of the file's `extern "C"` kernels; the names are read from the file preprocessed against
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// Builds the emulator's static library; with `fake_driver` (the `cuda` feature on too), also the
 /// emulated CUDA driver and cuBLAS as shared libraries in `OUT_DIR/fake-cuda`
-/// (runtime/cuda/emulated.rs loads them when there is no real driver).
+/// (device/cuda/emulated.rs loads them when there is no real driver).
 pub fn build(
     kernels: &Path,
     sources: &[PathBuf],
