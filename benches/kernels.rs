@@ -12,7 +12,9 @@
 use std::hint::black_box;
 
 use tandem::device::backend::{AttentionParams, Backend, CacheShape, QkNorm, QkvLayout};
-use tandem::device::cuda::{CudaBackend, DType, DecodePath, GemmPath, SKINNY_MAX_ROWS};
+use tandem::device::cuda::{
+    CudaBackend, CudaOptions, DType, DecodePath, GemmPath, SKINNY_MAX_ROWS,
+};
 use tandem::device::sampling::DeviceSampling;
 use tandem::device::step::{SeqChunk, StepInput};
 
@@ -45,13 +47,25 @@ impl Bench {
     }
 
     /// Median microseconds of `f` over REPS runs, each timed with events on the stream.
-    fn time(&self, mut f: impl FnMut(&CudaBackend)) -> f64 {
-        self.b
-            .time_us(WARMUP, REPS, || {
-                f(&self.b);
-                Ok(())
-            })
-            .unwrap()
+    fn time(&self, f: impl FnMut(&CudaBackend)) -> f64 {
+        self.time_on(&self.b, f)
+    }
+
+    /// [`time`](Self::time) on backend `b` (this one or a [`variant`](Self::variant)).
+    fn time_on(&self, b: &CudaBackend, mut f: impl FnMut(&CudaBackend)) -> f64 {
+        b.time_us(WARMUP, REPS, || {
+            f(b);
+            Ok(())
+        })
+        .unwrap()
+    }
+
+    /// Another backend on the device, storing this one's dtype and running as `options` say,
+    /// for the rows that compare the paths a backend can be fixed to. The work queued so far
+    /// is finished first, so that it may read this backend's tensors.
+    fn variant(&self, options: CudaOptions) -> CudaBackend {
+        self.b.synchronize().unwrap();
+        CudaBackend::new(0, self.b.dtype(), options).unwrap()
     }
 
     fn report_bytes(&self, name: &str, shape: &str, us: f64, bytes: f64) {
@@ -74,7 +88,7 @@ impl Bench {
 }
 
 fn main() {
-    let b = match CudaBackend::new(0, DType::F32) {
+    let b = match CudaBackend::new(0, DType::F32, CudaOptions::default()) {
         Ok(b) => b,
         Err(e) => {
             println!("skipped: kernels bench: no CUDA device ({e:#})");
@@ -109,7 +123,7 @@ fn main() {
     kernels(&mut bench);
     let copy_gbs = bench.copy_gbs;
     drop(bench);
-    let b = match CudaBackend::new(0, DType::Bf16) {
+    let b = match CudaBackend::new(0, DType::Bf16, CudaOptions::default()) {
         Ok(b) => b,
         Err(e) => {
             println!("kernels bench: no bf16 backend ({e:#})");
@@ -248,14 +262,18 @@ fn kernels(bench: &mut Bench) {
         ("paged_attention_prefill", false),
         ("paged_attention_prefill_gen", true),
     ] {
-        bench.b.set_prefill_general(general);
-        let us = bench.time(|b| {
+        let pinned = general.then(|| {
+            bench.variant(CudaOptions {
+                prefill_general: true,
+                ..CudaOptions::default()
+            })
+        });
+        let us = bench.time_on(pinned.as_ref().unwrap_or(&bench.b), |b| {
             b.attention(&qkv, &kc, &vc, &meta, &params, &mut attn)
                 .unwrap()
         });
         bench.report_flops(name, "1 x 4096 tokens, 32/8 x 128", us, flops);
     }
-    bench.b.set_prefill_general(false);
     drop((qkv, kc, vc, attn));
 
     // SiLU·mul.
@@ -331,9 +349,15 @@ fn kernels(bench: &mut Bench) {
         let mut dout = bench.b.zeros(seqs * dl.q_width()).unwrap();
         let bytes = 2.0 * dcache.elements() as f64 * f + 2.0 * (seqs * dl.q_width()) as f64 * f;
         let shape = format!("{seqs} seqs x {ctx} ctx, 32/8 x {head_dim}");
+        let decode_variant = |path| {
+            bench.variant(CudaOptions {
+                decode_path: path,
+                ..CudaOptions::default()
+            })
+        };
         for &(name, path) in paths {
-            bench.b.set_decode_path(path);
-            let us = bench.time(|b| {
+            let pinned = (path != DecodePath::Auto).then(|| decode_variant(path));
+            let us = bench.time_on(pinned.as_ref().unwrap_or(&bench.b), |b| {
                 b.attention(&dq, &kc, &vc, &dmeta, &dparams, &mut dout)
                     .unwrap()
             });
@@ -343,8 +367,8 @@ fn kernels(bench: &mut Bench) {
         // automatic choice; plain lines, not table rows).
         if std::env::var_os("TANDEM_BENCH_DECODE_SWEEP").is_some() {
             for splits in [1, 2, 3, 4, 6, 8, 12, 16] {
-                bench.b.set_decode_path(DecodePath::Splits(splits));
-                let us = bench.time(|b| {
+                let pinned = decode_variant(DecodePath::Splits(splits));
+                let us = bench.time_on(&pinned, |b| {
                     b.attention(&dq, &kc, &vc, &dmeta, &dparams, &mut dout)
                         .unwrap()
                 });
@@ -355,7 +379,6 @@ fn kernels(bench: &mut Bench) {
                 );
             }
         }
-        bench.b.set_decode_path(DecodePath::Auto);
     }
 
     // Device sampling of a decode step: 256 rows of a Llama-3 vocabulary (128,256), greedy and
@@ -436,14 +459,27 @@ fn decode_products(bench: &mut Bench) {
     // whatever tuning picks (timed here warm, as every row of this table is).
     paths.push(("lt0".to_string(), GemmPath::Lt(0)));
     paths.push(("tuned".to_string(), GemmPath::Auto));
+    let backends: Vec<(String, CudaBackend)> = paths
+        .into_iter()
+        .map(|(name, path)| {
+            let options = CudaOptions {
+                gemm: Some(path),
+                ..CudaOptions::default()
+            };
+            (name, bench.variant(options))
+        })
+        .collect();
     for (name, n, k) in shapes {
         let w = bench.random(n * k);
         let x = bench.random(SKINNY_MAX_ROWS * k);
         let mut out = bench.b.zeros(SKINNY_MAX_ROWS * n).unwrap();
+        // The operands are written on this backend's stream, read on the variants'.
+        bench.b.synchronize().unwrap();
         for rows in [1, 16, SKINNY_MAX_ROWS] {
-            for (path_name, path) in &paths {
-                bench.b.set_gemm_path(*path);
-                let us = bench.time(|b| b.linear(&x, &w, None, rows, k, n, &mut out).unwrap());
+            for (path_name, pinned) in &backends {
+                let us = bench.time_on(pinned, |b| {
+                    b.linear(&x, &w, None, rows, k, n, &mut out).unwrap()
+                });
                 let bytes = 2.0 * (n * k + rows * k + rows * n) as f64;
                 let shape = format!("{rows} x {k} -> {n}");
                 bench.report_bytes(
@@ -455,7 +491,9 @@ fn decode_products(bench: &mut Bench) {
             }
         }
         black_box(&out);
+        for (_, pinned) in &backends {
+            pinned.synchronize().unwrap();
+        }
     }
-    bench.b.set_gemm_path(GemmPath::Auto);
     bench.b.synchronize().unwrap();
 }

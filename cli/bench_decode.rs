@@ -116,7 +116,8 @@ impl DecodeArgs {
 
 pub fn run(args: DecodeArgs) -> Result<()> {
     args.check()?;
-    match args.model.open_device()? {
+    let scalar_decode = args.decode_attention == DecodeAttention::Scalar;
+    match args.model.open_device_with(scalar_decode)? {
         Device::Cpu(backend) => {
             ensure!(
                 args.decode_attention == DecodeAttention::Auto,
@@ -143,9 +144,6 @@ pub fn run(args: DecodeArgs) -> Result<()> {
                 None => cuda_copy_gbs(&backend)?,
             };
             let dtype = backend.dtype();
-            if args.decode_attention == DecodeAttention::Scalar {
-                backend.set_decode_path(crate::device::cuda::DecodePath::Scalar);
-            }
             println!(
                 "device: {}  dtype: {dtype}  cuda graphs: {}  decode attention: {:?}  gemm: {:?}  \
                  pdl: {}",

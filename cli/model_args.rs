@@ -61,6 +61,13 @@ impl ModelArgs {
     /// Opens the device: a clear error for a combination that cannot run (bf16 on the CPU, CUDA
     /// in a build without it, no driver or GPU).
     pub fn open_device(&self) -> Result<Device> {
+        self.open_device_with(false)
+    }
+
+    /// [`open_device`](Self::open_device), with decode steps' attention pinned to the scalar
+    /// decode kernel where `scalar_decode` (`tandem bench decode --decode-attention scalar`; it
+    /// changes nothing on the CPU).
+    pub fn open_device_with(&self, scalar_decode: bool) -> Result<Device> {
         if self.device != "cuda" {
             ensure!(
                 self.dtype.as_deref() != Some("bf16"),
@@ -69,22 +76,30 @@ impl ModelArgs {
             return Ok(Device::Cpu(CpuBackend::new()));
         }
         #[cfg(not(feature = "cuda"))]
-        anyhow::bail!("this build of tandem has no CUDA support; run with --device cpu");
+        {
+            let _ = scalar_decode;
+            anyhow::bail!("this build of tandem has no CUDA support; run with --device cpu");
+        }
         #[cfg(feature = "cuda")]
         {
-            use crate::device::cuda::GemmPath;
+            use crate::device::cuda::{CudaBackend, CudaOptions, DecodePath, GemmPath};
             let dtype = self.dtype.as_deref().unwrap_or("bf16").parse()?;
-            let backend = crate::device::cuda::CudaBackend::new(0, dtype)?;
-            backend.set_cuda_graphs(!self.no_cuda_graphs);
-            backend.set_device_sampling(!self.host_sampling);
-            if self.no_pdl {
-                backend.set_pdl(false)?;
-            }
-            match self.gemm {
-                Some(GemmChoice::Auto) => backend.set_gemm_path(GemmPath::Auto),
-                Some(GemmChoice::Cublas) => backend.set_gemm_path(GemmPath::Cublas),
-                None => {}
-            }
+            let options = CudaOptions {
+                graphs: !self.no_cuda_graphs,
+                device_sampling: !self.host_sampling,
+                pdl: !self.no_pdl,
+                gemm: self.gemm.map(|g| match g {
+                    GemmChoice::Auto => GemmPath::Auto,
+                    GemmChoice::Cublas => GemmPath::Cublas,
+                }),
+                decode_path: if scalar_decode {
+                    DecodePath::Scalar
+                } else {
+                    DecodePath::Auto
+                },
+                ..CudaOptions::default()
+            };
+            let backend = CudaBackend::new(0, dtype, options)?;
             tracing::info!(
                 device = %backend.device_name()?,
                 %dtype,

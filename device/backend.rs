@@ -226,46 +226,78 @@ pub trait Backend: Send + 'static {
         out: &mut Self::Tensor,
     ) -> Result<()>;
 
-    // --- Steps sampled on the device, launched without waiting (see `Llama::launch_sampled`).
-    // The defaults describe a backend that does not do this: the executor then downloads the
-    // logits and samples on the host, one step at a time.
-
-    /// Whether [`sample_launch`](Self::sample_launch) and the rest below are implemented.
-    fn samples_on_device(&self) -> bool {
-        false
+    /// Marks the end of the step whose metadata is in `meta`, after its ops (and its sampler,
+    /// where it sampled on the device). A backend whose metadata and samples move on streams of
+    /// their own orders the slot's next upload, and the samples' way back, after this point; the
+    /// others have nothing to do.
+    fn finish_step(&self, meta: &mut Self::Meta) -> Result<()> {
+        let _ = meta;
+        Ok(())
     }
 
-    /// [`upload_meta`](Self::upload_meta), plus what a step sampled on the device needs: the
-    /// carried rows (`(row, i)`: the row's input id is sample `i` of the step before, filled in by
+    /// Sampling on the device and launching steps ahead, where this backend does them; `None`:
+    /// the executor downloads the logits and samples on the host, one step at a time.
+    fn device_sampler(&self) -> Option<&dyn DeviceSampler<Self>> {
+        None
+    }
+
+    /// Padding decode steps to graph shapes and replaying graphs captured for them, where this
+    /// backend does it; `None`: every step runs as it is, op by op.
+    fn step_graphs(&self) -> Option<&dyn StepGraphs<Self>> {
+        None
+    }
+}
+
+/// A backend's sampler on the device: steps sampled there and launched without waiting (see
+/// `Runner::launch_sampled`). Reached through [`Backend::device_sampler`].
+pub trait DeviceSampler<B: Backend + ?Sized> {
+    /// [`Backend::upload_meta`], plus what a step sampled on the device needs: the carried rows
+    /// (`(row, i)`: the row's input id is sample `i` of the step before, filled in by
     /// [`carry_tokens`](Self::carry_tokens)) and one sampling entry per logits row.
     fn upload_step(
         &self,
         step: &StepInput,
         carry: &[(u32, u32)],
         sampling: &[DeviceSampling],
-        meta: &mut Self::Meta,
-    ) -> Result<()> {
-        anyhow::ensure!(
-            carry.is_empty() && sampling.is_empty(),
-            "this backend does not sample on the device"
-        );
-        self.upload_meta(step, meta)
-    }
-
-    /// The decode-step shape `(rows, block-table width)`, rows at most `max_rows`, this backend
-    /// would rather run `step` at (padded, see [`StepInput::pad_decode`]), so a captured graph
-    /// can replay it; `None` to run it as it is.
-    fn graph_shape(&self, step: &StepInput, max_rows: usize) -> Option<(usize, usize)> {
-        let _ = (step, max_rows);
-        None
-    }
+        meta: &mut B::Meta,
+    ) -> Result<()>;
 
     /// Writes the carried input ids of the step in `meta` from the samples of the step in
     /// `prev` (launched before it and maybe still running).
-    fn carry_tokens(&self, meta: &mut Self::Meta, prev: &Self::Meta) -> Result<()> {
-        let _ = (meta, prev);
-        anyhow::bail!("this backend does not sample on the device")
-    }
+    fn carry_tokens(&self, meta: &mut B::Meta, prev: &B::Meta) -> Result<()>;
+
+    /// Samples the first `rows` rows of `logits` (`[rows, vocab]`) with the step's sampling
+    /// entries, on the device, leaving the results in `meta`. Same token as
+    /// [`crate::device::sampling::sample`] for the same entry (see `DeviceSampling`).
+    fn sample_launch(
+        &self,
+        logits: &B::Tensor,
+        vocab: usize,
+        rows: usize,
+        meta: &mut B::Meta,
+    ) -> Result<()>;
+
+    /// Whether the samples of the step in `meta` are back (collecting them will not wait).
+    fn step_ready(&self, meta: &B::Meta) -> bool;
+
+    /// Waits for the samples of the step in `meta` and appends one per entry of `sampling`
+    /// (the entries it was uploaded with, padding excluded) to `out`. Returns when the device
+    /// started and finished the step, where the backend can tell.
+    fn collect_samples(
+        &self,
+        meta: &mut B::Meta,
+        sampling: &[DeviceSampling],
+        out: &mut Vec<Sampled>,
+    ) -> Result<Option<(Instant, Instant)>>;
+}
+
+/// A backend's graphs of decode steps: a plain decode step padded to a graph shape is captured
+/// once and replayed after. Reached through [`Backend::step_graphs`].
+pub trait StepGraphs<B: Backend + ?Sized> {
+    /// The decode-step shape `(rows, block-table width)`, rows at most `max_rows`, this backend
+    /// would rather run `step` at (padded, see [`StepInput::pad_decode`]), so a captured graph
+    /// can replay it; `None` to run it as it is.
+    fn graph_shape(&self, step: &StepInput, max_rows: usize) -> Option<(usize, usize)>;
 
     /// Called before a step's ops; `graph`: the step was padded to a [`graph_shape`]. `Ok(true)`:
     /// a graph captured for this step's shape was launched in their place, so the caller skips
@@ -273,53 +305,8 @@ pub trait Backend: Send + 'static {
     /// [`end_ops`](Self::end_ops).
     ///
     /// [`graph_shape`]: Self::graph_shape
-    fn begin_ops(&self, meta: &mut Self::Meta, graph: bool) -> Result<bool> {
-        let _ = (meta, graph);
-        Ok(false)
-    }
+    fn begin_ops(&self, meta: &mut B::Meta, graph: bool) -> Result<bool>;
 
     /// After the ops [`begin_ops`](Self::begin_ops) asked for (`ok`: all of them were issued).
-    fn end_ops(&self, meta: &mut Self::Meta, ok: bool) -> Result<()> {
-        let _ = (meta, ok);
-        Ok(())
-    }
-
-    /// Samples the first `rows` rows of `logits` (`[rows, vocab]`) with the step's sampling
-    /// entries, on the device, leaving the results in `meta`. Same token as
-    /// [`crate::device::sampling::sample`] for the same entry (see `DeviceSampling`).
-    fn sample_launch(
-        &self,
-        logits: &Self::Tensor,
-        vocab: usize,
-        rows: usize,
-        meta: &mut Self::Meta,
-    ) -> Result<()> {
-        let _ = (logits, vocab, rows, meta);
-        anyhow::bail!("this backend does not sample on the device")
-    }
-
-    /// Marks the end of the step in `meta` and starts bringing its samples back.
-    fn finish_step(&self, meta: &mut Self::Meta) -> Result<()> {
-        let _ = meta;
-        Ok(())
-    }
-
-    /// Whether the samples of the step in `meta` are back (collecting them will not wait).
-    fn step_ready(&self, meta: &Self::Meta) -> bool {
-        let _ = meta;
-        true
-    }
-
-    /// Waits for the samples of the step in `meta` and appends one per entry of `sampling`
-    /// (the entries it was uploaded with, padding excluded) to `out`. Returns when the device
-    /// started and finished the step, where the backend can tell.
-    fn collect_samples(
-        &self,
-        meta: &mut Self::Meta,
-        sampling: &[DeviceSampling],
-        out: &mut Vec<Sampled>,
-    ) -> Result<Option<(Instant, Instant)>> {
-        let _ = (meta, sampling, out);
-        anyhow::bail!("this backend does not sample on the device")
-    }
+    fn end_ops(&self, meta: &mut B::Meta, ok: bool) -> Result<()>;
 }

@@ -1,7 +1,7 @@
 // add_bias_<dtype>: out[r, c] += bias[c] — the bias of a linear layer, added after the cuBLAS
 // GEMM (Qwen2's q/k/v projections). The sum is formed in f32 and rounded once to the storage type.
 //
-// CPU reference: runtime/cpu/gemm.rs (matmul_transposed with a bias).
+// CPU reference: device/cpu/gemm.rs (matmul_transposed with a bias).
 // Layout: out [rows, n] row-major; bias [n].
 // Launch: grid (rows, ceil(n / 256)), block 256 (rows on x: y is limited to 65535); one element
 // per thread.

@@ -1,5 +1,5 @@
 // Shared helpers for tandem's kernels: warp and block reductions, and the launch-shape constants
-// the Rust launchers (runtime/cuda/mod.rs) rely on. Header-only; every .cu includes it.
+// the Rust launchers (device/cuda/mod.rs) rely on. Header-only; every .cu includes it.
 #pragma once
 
 #include <stdint.h>
@@ -33,7 +33,7 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
 __device__ __forceinline__ float tandem_nan() { return __int_as_float(0x7fc00000); }
 
 // Programmatic dependent launch (compute capability 9.0+). On such GPUs the host launches every
-// kernel with programmatic stream serialization allowed (runtime/cuda/launch.rs), so a kernel's
+// kernel with programmatic stream serialization allowed (device/cuda/launch.rs), so a kernel's
 // blocks may be scheduled while the kernel before it in the stream is still running: each
 // kernel's launch latency then overlaps its predecessor's tail instead of following it (a decode
 // step is ~100 kernels of a few microseconds each). So every kernel calls this before it touches

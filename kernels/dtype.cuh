@@ -84,8 +84,8 @@ __device__ __forceinline__ void store_vec(T* __restrict__ p, const float* v) {
 }
 
 // Elements per 16-byte vector: 4 f32 or 8 bf16. The element-wise kernels move one such vector
-// per load where the row widths allow (a 2-byte load per thread leaves bf16 kernels latency-bound
-// at 30-45% of copy bandwidth; the measured table is in benches/RESULTS.md).
+// per load where the row widths allow (a 2-byte load per thread leaves bf16 kernels latency-bound,
+// well short of copy bandwidth: too few bytes in flight per thread).
 template <typename T> struct Vec16 {
     static constexpr int N = 16 / sizeof(T);
 };

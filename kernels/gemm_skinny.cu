@@ -4,9 +4,8 @@
 //
 // Why: a decode step's products are matrix-vector-like: a few rows against weights read once,
 // so their floor is the weight bytes over the memory bandwidth. cuBLAS's tiles are shaped for
-// many rows; on an H200 (2026-11-27) the batch-64 Llama-3.2-1B step's products streamed their
-// 2.47 GB at ~2.6 TB/s (948 us against 588), the 8-13 MB qkv and o products at 1.2-1.6 TB/s,
-// because a 3072-feature product cut into 128-feature tiles fills 24 of 132 SMs. Here a block
+// many rows, which leaves the small products far below that floor: a 3072-feature product cut
+// into 128-feature tiles fills 24 of 132 SMs. Here a block
 // covers only 16 FW features, its KW warps split the reduction over k and add their partial
 // sums through shared memory at the end, so even the o product (2048 features) launches
 // 128 / FW blocks of 8 warps, each keeping 4 KB of weights in flight.
@@ -33,9 +32,9 @@
 // its weight loads unless many feature warps share them, and many feature warps a block leave
 // too few blocks to fill the GPU; splitting k brings the blocks back.
 //
-// CPU reference: runtime/cpu/gemm.rs (matmul_transposed, the bias added before one rounding).
+// CPU reference: device/cpu/gemm.rs (matmul_transposed, the bias added before one rounding).
 // Layout: x [rows, k], w [n, k], out [rows, n] row-major; bias [n] or null.
-// Requires: k a multiple of 32, x and w 16-byte aligned (runtime/cuda/gemm.rs checks, and uses
+// Requires: k a multiple of 32, x and w 16-byte aligned (device/cuda/gemm.rs checks, and uses
 // cuBLAS otherwise).
 // Launch: grid (ceil(n / (16 FW)), S), block 256 (8 warps: FW = 8 / KW feature groups of KW
 // warps). With S > 1: ws holds S rows n floats and counters ceil(n / (16 FW)) zeros; both

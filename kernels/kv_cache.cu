@@ -2,7 +2,7 @@
 // with slot -1 (padding) write nothing, so padded batches leave the cache untouched. The cache
 // has the storage type of the activations: a plain copy.
 //
-// CPU reference: runtime/cpu/attention.rs (write_kv).
+// CPU reference: device/cpu/attention.rs (write_kv).
 // Layout: qkv [rows, row_width] row-major, each row [q (q_width) | k (kv_width) | v (kv_width)];
 // slot_mapping [rows] i64; k_cache and v_cache [num_blocks * block_size, kv_width] (that is
 // [num_blocks, block_size, num_kv_heads, head_dim]), slot = block * block_size + offset.

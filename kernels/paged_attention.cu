@@ -9,7 +9,7 @@
 //
 //   out[row, h, :] = softmax_j(q . k_j * scale) . v_j
 //
-// CPU reference: runtime/cpu/attention.rs (attention).
+// CPU reference: device/cpu/attention.rs (attention).
 // Layout: qkv [rows, (num_heads + 2 num_kv_heads) * head_dim] row-major (q heads first);
 // k_cache, v_cache [num_blocks, block_size, num_kv_heads, head_dim]; query_start_locs [S + 1],
 // context_lens [S], block_tables [S, max_blocks_per_seq] u32; out [rows, num_heads * head_dim].

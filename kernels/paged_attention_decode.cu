@@ -12,7 +12,7 @@
 //   out[s, h, :] = softmax_j(q_h . k_j * scale) . v_j  over keys j of sequence s
 //   (keys first..ctx-1: first = 0, or with a sliding window w, max(0, ctx - w))
 //
-// CPU reference: runtime/cpu/attention.rs (attention), for q_len = 1.
+// CPU reference: device/cpu/attention.rs (attention), for q_len = 1.
 // Layout: as paged_attention.cu. qkv [rows, (num_heads + 2 num_kv_heads) * head_dim], row of
 // sequence s = query_start_locs[s]; k_cache, v_cache [num_blocks, block_size, num_kv_heads,
 // head_dim]; out [rows, num_heads * head_dim]. Partials (num_splits > 1): part_o
@@ -25,8 +25,8 @@
 // (a power of two), SUB key rows a warp loads side by side (1; 2 for head_dim <= 64, where one
 // row fills only 16 lanes of 4 elements: the two half-warps then take different keys, and a
 // warp keeps twice the bytes in flight at the same registers; with one row per warp a
-// head_dim-64 model's decode attention ran at 31% of copy bandwidth on an H200, 2026-11-27,
-// against 60% at head_dim 128). The group's heads are cut into nchunks = ceil(group / HC) <= 4 chunks; warp w
+// head_dim-64 model's decode attention reached about half the share of copy bandwidth that
+// head_dim 128 does). The group's heads are cut into nchunks = ceil(group / HC) <= 4 chunks; warp w
 // takes chunk w % nchunks and every (4 / nchunks)-th tile of DEC_KEYS keys of the split, so the
 // warps of one block read neighbouring keys and a chunk's re-read of a key hits L1.
 //
@@ -196,10 +196,10 @@ __device__ __forceinline__ void decode_impl(
     const uint32_t my_h = idx / DEC_KEYS, my_u = idx % DEC_KEYS;
     float m = dec_neg_inf(), l = 0.0f;
 
-    // bf16 prefetches: the tile's K/V rows are loaded (raw) one iteration ahead. Profiled on an
-    // H200 without it, the bf16 kernel spent 55% of its stall cycles waiting on these loads at
-    // 27% of DRAM bandwidth: half the bytes of f32 per load leaves too little in flight. f32 (at
-    // ~90% of copy without it) keeps the registers.
+    // bf16 prefetches: the tile's K/V rows are loaded (raw) one iteration ahead. Without it the
+    // bf16 kernel spends most of its stalls waiting on these loads, far from DRAM bandwidth:
+    // half the bytes of f32 per load leaves too little in flight. f32 (close to copy bandwidth
+    // without it) keeps the registers.
     constexpr bool PREFETCH = sizeof(T) == 2;
     RawRows<T, PER> kn[DEC_KEYS], vn[DEC_KEYS];
     const uint32_t stride = kgroups * KEYS;

@@ -12,7 +12,7 @@
 // Fewest keys a split gets (the host picks splits from the longest context; shorter sequences
 // leave their trailing splits empty rather than splitting into slivers).
 #define DEC_MIN_SPLIT_KEYS 64
-// Most splits the merge kernel combines (runtime/cuda/attention.rs caps num_splits at this).
+// Most splits the merge kernel combines (device/cuda/attention.rs caps num_splits at this).
 #define DEC_MAX_SPLITS 64
 
 __device__ __forceinline__ float dec_neg_inf() { return __int_as_float(0xff800000); }

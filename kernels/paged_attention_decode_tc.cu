@@ -2,11 +2,10 @@
 // bf16 storage, with both products on the tensor cores (mma.sync m16n8k16, kernels/mma.cuh), for
 // head_dim D = 64 or 128, GQA groups of at most 8 q heads and block sizes that are multiples of
 // 16. Same semantics, arguments, launch shape and split partials as paged_attention_decode.cu
-// (runtime/cuda/attention.rs picks this one where it applies; the merge kernel is shared).
+// (device/cuda/attention.rs picks this one where it applies; the merge kernel is shared).
 //
-// Why: the scalar bf16 kernel ran at 58-62% of copy bandwidth on an H200 (2026-11-27) while its
-// f32 twin, reading twice the bytes for the same arithmetic, ran at 92-95%: per key byte it
-// issues a widening, q.k FMAs for each head of the group, a transposing shuffle reduction and the
+// Why: the scalar bf16 kernel stays well below copy bandwidth while its f32 twin, reading twice
+// the bytes for the same arithmetic, comes close to it: per key byte it issues a widening, q.k FMAs for each head of the group, a transposing shuffle reduction and the
 // P.V FMAs, and the bf16 kernel runs out of issue slots before the memory system saturates. Here
 // a warp's 16-key tile costs 3 D/16 mma instructions plus a softmax on four scores per lane, so
 // the loop is left with little but its loads.

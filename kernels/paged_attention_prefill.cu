@@ -11,7 +11,7 @@
 //
 //   out[row, h, :] = softmax_j(q . k_j * scale) . v_j
 //
-// CPU reference: runtime/cpu/attention.rs (attention).
+// CPU reference: device/cpu/attention.rs (attention).
 // Layout: as paged_attention.cu. qkv [rows, (num_heads + 2 num_kv_heads) * D] row-major (q
 // heads first); k_cache, v_cache [num_blocks, block_size, num_kv_heads, D]; query_start_locs
 // [S + 1], context_lens [S], block_tables [S, max_blocks_per_seq] u32; out [rows, num_heads * D].
@@ -48,8 +48,8 @@
 // write out[row] = O / l as bf16 (16-byte stores), for rows < q only. l sums the bf16-rounded P
 // that the products used, so the weights applied to V sum to exactly 1.
 //
-// Why: the general kernel runs one block per (row, head) on scalar FMAs (~3 TFLOP/s on an H100),
-// re-reading every key for every query row; here 64 rows share each K/V tile load and the
+// Why: the general kernel runs one block per (row, head) on scalar FMAs, re-reading every key
+// for every query row; here 64 rows share each K/V tile load and the
 // products run on the tensor cores, so prefill attention becomes a compute-bound loop.
 //
 // The fragment layout is opaque (it differs by architecture and is not the emulator's), so

@@ -1,7 +1,7 @@
 // qk_norm_<dtype>: RMSNorm of every q head (weight q_w) and every k head (weight k_w) of the
 // fused qkv rows, in place (Qwen3). v heads are untouched. f32 arithmetic, one rounding on store.
 //
-// CPU reference: runtime/cpu/ops.rs (qk_norm).
+// CPU reference: device/cpu/ops.rs (qk_norm).
 // Layout: qkv [rows, row_width] row-major, each row [q heads | k heads | v heads], every head
 // head_dim wide; q_w and k_w are [head_dim].
 // Launch: grid (rows, ceil((num_heads + num_kv_heads) / 4)), block 128: one warp per head; lanes

@@ -6,7 +6,7 @@
 // The fused kernel rounds the new residual to the storage type before squaring it, so the norm
 // sees exactly the residual it stores (as a bf16 model in transformers does).
 //
-// CPU reference: runtime/cpu/ops.rs (rms_norm, add_rms_norm).
+// CPU reference: device/cpu/ops.rs (rms_norm, add_rms_norm).
 // Layout: x, residual, delta, out are [rows, dim] row-major; w is [dim].
 // Launch: grid (rows), block 256 (a multiple of 32, at most 1024); one block per row. The row is
 // read once to reduce (and, fused, written back), then re-read from L2/L1 to scale. Rows whose

@@ -4,7 +4,7 @@
 // v heads are untouched. Any scaling (default, llama3, ...) is already baked into the table.
 // f32 arithmetic, one rounding on store.
 //
-// CPU reference: runtime/cpu/ops.rs (rope).
+// CPU reference: device/cpu/ops.rs (rope).
 // Layout: qkv [rows, row_width] row-major, each row [q heads | k heads | v heads];
 // cos_sin [max_positions, head_dim] row-major, each row [cos(pos*f_0..f_half) | sin(...)], in the
 // storage type too; positions [rows] u32. A position outside the table writes NaN into the row's

@@ -1,15 +1,15 @@
-// sample_rows_*: the CPU sampler (runtime/sampling: mod.rs `sample`, minus the penalties) on the
+// sample_rows_*: the CPU sampler (device/sampling: mod.rs `sample`, minus the penalties) on the
 // device, one block per logits row, so that only token ids (and requested logprobs) come back.
 //
-// Written without a GPU; tests/cuda_parity.rs (sample_rows_*) checks its parity with `sample()`
-// and passed on an H200 (2026-11-27), as tests/kernel_emu.rs does on the CPU.
+// tests/cuda_parity.rs (sample_rows_*) checks its parity with `sample()` on a GPU, and
+// tests/kernel_emu.rs on the CPU.
 //
 // Per row, exactly as `sample` does it:
 //   greedy (flag set by the host from `SamplerState::is_greedy`): the first maximum of the raw
 //     row (NaN never wins unless the row is all NaN: then token 0; -0.0 ties with 0.0);
 //   otherwise v = clean(logit * inv_temperature) (NaN -> -inf, +inf -> FLT_MAX; the host computes
 //     inv_temperature = 1 / temperature in f32 as `apply_temperature` does), weights
-//     w = exp_nonpos(v - max) (a bit-exact port of runtime/sampling/math.rs, every operation
+//     w = exp_nonpos(v - max) (a bit-exact port of device/sampling/math.rs, every operation
 //     rounded explicitly so nvcc cannot contract it into an FMA; all -inf = uniform 1.0), then
 //     top-k, top-p over the top-k mass, min-p (w >= min(min_p, 1)), and the draw.
 //   Keys order candidates as the CPU's `processors::key` does: (~ordered(v) << 32) | id, ascending
@@ -38,7 +38,7 @@
 // the target lands within ~1e-15 (relative) of a cumulative weight.
 //
 // Launch: grid (rows, greedy splits), block SAMPLE_THREADS. params [rows] SampleParams (40 bytes,
-// matching runtime/cuda/sampling.rs); logits [rows, vocab] storage dtype; out [rows,
+// matching device/cuda/sampling.rs); logits [rows, vocab] storage dtype; out [rows,
 // SAMPLE_OUT_WORDS] u32: token, chosen logprob (f32 bits), top ids [20], top logprobs [20] (f32
 // bits). With more than one split, greedy rows without logprobs are shared by the row's blocks
 // (greedy_split), through best [rows] u64 (all ones between launches) and counters [rows] u32
@@ -228,8 +228,8 @@ __device__ unsigned long long select_boundary(Elem elem, WeightOf weight_of, uin
         __syncthreads();
         // One shared-memory atomic per distinct digit per warp and round, the lanes that share a
         // digit pooled first: the logits of a real (or random) row crowd into a few bins of the
-        // high digits, and one atomic per token then serialized (3.3 ms for 256 rows of 128,256
-        // on an H200, 2026-11-27). Every lane runs every round (the pooling is warp-wide).
+        // high digits, and one atomic per token would serialize on them. Every lane runs every
+        // round (the pooling is warp-wide).
         const uint32_t rounds = (n + blockDim.x - 1) / blockDim.x;
         for (uint32_t r = 0; r < rounds; r++) {
             const uint32_t i = r * blockDim.x + threadIdx.x;
@@ -350,9 +350,8 @@ __device__ unsigned long long select_boundary(Elem elem, WeightOf weight_of, uin
 // This thread's smallest key of elements [lo, hi) of a greedy row: argmax, NaN below
 // everything (an all-NaN row gives 0), -0.0 == 0.0 (`l == max`); the minimum over the blocks
 // and threads is the first maximum whatever the order they visit the row in. 16-byte loads,
-// several in flight per thread: one 2-byte load per iteration, each waiting on the last, took
-// 86-96 us per step on an H200 (2026-11-27) for 1 to 64 rows of 128256, 15-30x the time to
-// read them.
+// several in flight per thread: one 2-byte load per iteration, each waiting on the last, takes
+// many times as long as reading the rows does.
 template <typename T>
 __device__ __forceinline__ unsigned long long greedy_key(const T* __restrict__ row, uint32_t lo,
                                                          uint32_t hi) {

@@ -1,7 +1,7 @@
 // silu_mul_<dtype>: out[r, i] = silu(gate_up[r, i]) * gate_up[r, inter + i],
 // silu(g) = g / (1 + e^-g), in f32, rounded once on store.
 //
-// CPU reference: runtime/cpu/ops.rs (silu_mul).
+// CPU reference: device/cpu/ops.rs (silu_mul).
 // Layout: gate_up [rows, 2 * inter] row-major ([gate | up] per row); out [rows, inter].
 // Launch: grid (rows, ceil(inter / (256 * PER))), block 256 (rows on x: y is limited to 65535),
 // where PER = 16 / sizeof(T) (4 f32, 8 bf16) when inter is a multiple of PER, else 1: each thread

@@ -7,7 +7,7 @@
 
 pub mod sampled_step;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 
 use crate::device::backend::Backend;
 use crate::device::kv_cache::KvCache;
@@ -82,7 +82,7 @@ impl<B: Backend> Runner<B> {
         let slot = self.take_slot();
         self.model
             .backend()
-            .upload_step(step, &[], &[], &mut self.metas[slot])?;
+            .upload_meta(step, &mut self.metas[slot])?;
         self.run_ops(step, kv, slot, false, None)?;
         Ok(self.model.logits())
     }
@@ -109,25 +109,32 @@ impl<B: Backend> Runner<B> {
         // A second attempt runs eagerly when capturing a graph failed (the backend then turns
         // its graphs off): capturing only records the ops, so none of them has run yet.
         for attempt in 0..2 {
-            if self
-                .model
-                .backend()
-                .begin_ops(meta, graph && attempt == 0)?
-            {
+            let replayed = match self.model.backend().step_graphs() {
+                Some(g) => g.begin_ops(meta, graph && attempt == 0)?,
+                None => false,
+            };
+            if replayed {
                 break;
             }
             let issued = self.model.forward_ops(meta, step, kv).and_then(|()| {
                 let vocab = self.model.config().vocab_size;
                 match sample_rows {
                     Some(rows) => {
-                        let b = self.model.backend();
-                        b.sample_launch(self.model.logits(), vocab, rows, meta)
+                        let sampler = self
+                            .model
+                            .backend()
+                            .device_sampler()
+                            .context("this backend does not sample on the device")?;
+                        sampler.sample_launch(self.model.logits(), vocab, rows, meta)
                     }
                     None => Ok(()),
                 }
             });
             // A capture must end even when an op failed, or the stream stays in capture mode.
-            let ended = self.model.backend().end_ops(meta, issued.is_ok());
+            let ended = match self.model.backend().step_graphs() {
+                Some(g) => g.end_ops(meta, issued.is_ok()),
+                None => Ok(()),
+            };
             issued?;
             match ended {
                 Ok(()) => break,

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 
 use super::Runner;
 use crate::device::backend::Backend;
@@ -26,7 +26,7 @@ pub struct LaunchedStep {
 impl<B: Backend> Runner<B> {
     /// Whether the backend samples on the device (else only the `forward*` methods apply).
     pub fn samples_on_device(&self) -> bool {
-        self.backend().samples_on_device()
+        self.backend().device_sampler().is_some()
     }
 
     /// Launches `step` with its rows sampled on the device with `sampling` (one entry per
@@ -60,7 +60,10 @@ impl<B: Backend> Runner<B> {
         let slot = self.take_slot();
         let limits = self.limits();
         let max_rows = limits.max_seqs.min(limits.max_tokens);
-        let shape = self.backend().graph_shape(step, max_rows);
+        let shape = self
+            .backend()
+            .step_graphs()
+            .and_then(|g| g.graph_shape(step, max_rows));
         // The padded copies are taken out of `self` while the step runs, so it can borrow both.
         let mut padded = std::mem::take(&mut self.padded);
         let mut padded_sampling = std::mem::take(&mut self.padded_sampling);
@@ -81,10 +84,14 @@ impl<B: Backend> Runner<B> {
             } else {
                 (&mut b[0], &a[0])
             };
-            let backend = self.model.backend();
-            backend.upload_step(run, carry, run_sampling, meta)?;
+            let sampler = self
+                .model
+                .backend()
+                .device_sampler()
+                .context("this backend does not sample on the device")?;
+            sampler.upload_step(run, carry, run_sampling, meta)?;
             if !carry.is_empty() {
-                backend.carry_tokens(meta, prev)?;
+                sampler.carry_tokens(meta, prev)?;
             }
             self.run_ops(run, kv, slot, shape.is_some(), Some(run_sampling.len()))
         })();
@@ -102,14 +109,20 @@ impl<B: Backend> Runner<B> {
         sampling: &[DeviceSampling],
         out: &mut Vec<Sampled>,
     ) -> Result<Option<(Instant, Instant)>> {
-        self.model
+        let sampler = self
+            .model
             .backend()
-            .collect_samples(&mut self.metas[launched.slot], sampling, out)
+            .device_sampler()
+            .context("this backend does not sample on the device")?;
+        sampler.collect_samples(&mut self.metas[launched.slot], sampling, out)
     }
 
     /// Whether a launched step's samples are back, so collecting it will not wait.
     pub fn step_ready(&self, launched: LaunchedStep) -> bool {
-        self.backend().step_ready(&self.metas[launched.slot])
+        let meta = &self.metas[launched.slot];
+        self.backend()
+            .device_sampler()
+            .is_none_or(|s| s.step_ready(meta))
     }
 
     /// [`launch_sampled`](Self::launch_sampled) without carried rows, then

@@ -17,7 +17,7 @@ mod common;
 
 use common::gpu::*;
 use tandem::device::backend::{Backend, QkvLayout};
-use tandem::device::cuda::{CudaBackend, DType, DecodePath};
+use tandem::device::cuda::{CudaBackend, CudaOptions, DType, DecodePath};
 
 #[allow(clippy::too_many_arguments)]
 fn check_attention(
@@ -43,9 +43,10 @@ fn check_attention(
     );
 }
 
-/// A step that is not pure decode, on the general kernel (`general`) or on the kernel the backend
-/// picks: the tensor-core prefill kernel for bf16 and head_dim a multiple of 16 up to 128, which
-/// rounds P to bf16 and gets [`PREFILL_TC_ATOL`].
+/// A step that is not pure decode, on the general kernel (`general`: `b` was made with
+/// [`CudaOptions::prefill_general`]) or on the kernel the backend picks: the tensor-core prefill
+/// kernel for bf16 and head_dim a multiple of 16 up to 128, which rounds P to bf16 and gets
+/// [`PREFILL_TC_ATOL`].
 #[allow(clippy::too_many_arguments)]
 fn check_prefill(
     b: &CudaBackend,
@@ -65,21 +66,38 @@ fn check_prefill(
     } else {
         (2e-5, "general")
     };
-    b.set_prefill_general(general);
     let what = format!("{what} ({kernel})");
     check_attention_atol(
         b, &what, layout, block_size, window, q_lens, ctx_lens, seed, atol,
     );
-    b.set_prefill_general(false);
 }
 
 /// Bf16 backends run the steps that are not pure decode on both kernels; f32 has only the
-/// general one.
-fn prefill_paths(b: &CudaBackend) -> &'static [bool] {
-    match b.dtype() {
+/// general one. Each with a backend pinned to it (`true`: the general kernel).
+fn prefill_paths(b: &CudaBackend) -> Vec<(bool, CudaBackend)> {
+    let generals: &[bool] = match b.dtype() {
         DType::Bf16 => &[false, true],
         DType::F32 => &[false],
-    }
+    };
+    generals
+        .iter()
+        .map(|&general| {
+            let options = CudaOptions {
+                prefill_general: general,
+                ..CudaOptions::default()
+            };
+            (general, with_options(b, options))
+        })
+        .collect()
+}
+
+/// A backend like `b` with its decode attention pinned to `path`.
+fn decode_backend(b: &CudaBackend, path: DecodePath) -> CudaBackend {
+    let options = CudaOptions {
+        decode_path: path,
+        ..CudaOptions::default()
+    };
+    with_options(b, options)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -139,22 +157,25 @@ fn paged_attention_decode() {
 fn paged_attention_decode_split() {
     for b in gpus("paged_attention_decode_split") {
         let ctx = [1, 17, 600, 5000, 64, 65];
+        let paths: Vec<(DecodePath, CudaBackend)> = [
+            DecodePath::Auto,
+            DecodePath::Splits(1),
+            DecodePath::Splits(7),
+            DecodePath::General,
+        ]
+        .into_iter()
+        .map(|path| (path, decode_backend(&b, path)))
+        .collect();
         for (i, &(nh, nkv, hd)) in DECODE_LAYOUTS.iter().enumerate() {
             let layout = QkvLayout {
                 num_heads: nh,
                 num_kv_heads: nkv,
                 head_dim: hd,
             };
-            for path in [
-                DecodePath::Auto,
-                DecodePath::Splits(1),
-                DecodePath::Splits(7),
-                DecodePath::General,
-            ] {
-                b.set_decode_path(path);
+            for (path, pinned) in &paths {
                 for block_size in [16, 5] {
                     check_attention(
-                        &b,
+                        pinned,
                         &format!("decode {layout:?} block {block_size} {path:?}"),
                         layout,
                         block_size,
@@ -165,8 +186,7 @@ fn paged_attention_decode_split() {
                     );
                 }
             }
-            // One long sequence alone: Auto splits it as far as the kernel allows.
-            b.set_decode_path(DecodePath::Auto);
+            // One long sequence alone: Auto (the default) splits it as far as the kernel allows.
             check_attention(
                 &b,
                 &format!("decode {layout:?} one sequence of 5000"),
@@ -178,7 +198,6 @@ fn paged_attention_decode_split() {
                 70 + i as u64,
             );
         }
-        b.set_decode_path(DecodePath::Auto);
     }
 }
 
@@ -197,10 +216,10 @@ fn paged_attention_decode_sliding_window() {
             DecodePath::Splits(1),
             DecodePath::Splits(5),
         ] {
-            b.set_decode_path(path);
+            let pinned = decode_backend(&b, path);
             for window in [1, 7, 64, 1000, 6000] {
                 check_attention(
-                    &b,
+                    &pinned,
                     &format!("decode sliding window {window} {path:?}"),
                     layout,
                     16,
@@ -211,14 +230,13 @@ fn paged_attention_decode_sliding_window() {
                 );
             }
         }
-        b.set_decode_path(DecodePath::Auto);
     }
 }
 
 #[test]
 fn paged_attention_prefill() {
     for b in gpus("paged_attention_prefill") {
-        for &general in prefill_paths(&b) {
+        for (general, b) in prefill_paths(&b) {
             for (i, layout) in LAYOUTS.into_iter().enumerate() {
                 for block_size in [16, 7] {
                     // Whole prompts, then chunked prefill beside decode rows (c > q: earlier
@@ -283,7 +301,7 @@ fn paged_attention_prefill() {
 #[test]
 fn paged_attention_sliding_window() {
     for b in gpus("paged_attention_sliding_window") {
-        for &general in prefill_paths(&b) {
+        for (general, b) in prefill_paths(&b) {
             for window in [1, 7, 64] {
                 check_prefill(
                     &b,

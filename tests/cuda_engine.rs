@@ -20,7 +20,7 @@ use common::crowd::{crowd, run_all, Outcome};
 use common::gpu::*;
 use common::{one_seq_step, open_model, repo_root};
 use tandem::device::backend::Backend;
-use tandem::device::cuda::{CudaBackend, DType, GemmPath};
+use tandem::device::cuda::{CudaBackend, CudaOptions, DType, GemmPath};
 use tandem::device::sampling::{DeviceSampling, Sampled};
 use tandem::device::step::{SeqChunk, StepInput};
 use tandem::engine::request::{Request, SamplingParams};
@@ -40,8 +40,8 @@ fn tiny_llama() -> std::path::PathBuf {
     repo_root().join("tests/models/tiny-llama")
 }
 
-fn cuda_model(dtype: DType) -> Runner<CudaBackend> {
-    let backend = CudaBackend::new(0, dtype).unwrap();
+fn cuda_model(dtype: DType, options: CudaOptions) -> Runner<CudaBackend> {
+    let backend = CudaBackend::new(0, dtype, options).unwrap();
     ModelSource::open(&tiny_llama())
         .and_then(|s| tandem::runner::load(s, backend, LIMITS))
         .unwrap()
@@ -79,13 +79,12 @@ fn graphs_replay_what_eager_steps_compute() {
         let Some(probe) = gpu_as("graphs_replay_what_eager_steps_compute", dtype) else {
             return;
         };
-        let mut model = cuda_model(dtype);
-        if let Some(g) = gemm {
-            model.backend().set_gemm_path(g);
-        }
-        if !pdl {
-            model.backend().set_pdl(false).unwrap();
-        }
+        let options = CudaOptions {
+            gemm,
+            pdl,
+            ..CudaOptions::default()
+        };
+        let mut model = cuda_model(dtype, options);
         let dependents_before = dependent_launches(model.backend());
         let vocab = model.cfg().vocab_size;
         let mut rng = StdRng::seed_from_u64(5);
@@ -118,9 +117,9 @@ fn graphs_replay_what_eager_steps_compute() {
             let decode: Vec<_> = seqs.iter().map(|s| chunk(s, true)).collect();
             let step = StepInput::build(&decode, BLOCK).unwrap();
 
-            model.backend().set_cuda_graphs(false);
+            // `forward` runs a step as it is, op by op: only sampled steps are padded to a
+            // graph shape, captured and replayed.
             let eager = model.forward_to_host(&step, &mut kv).unwrap();
-            model.backend().set_cuda_graphs(true);
             let greedy = vec![DeviceSampling::GREEDY; n];
             // Steps alternate between the model's two metadata slots, each with its own graphs:
             // six runs are a warm-up, a capture and a replay in each.
@@ -169,7 +168,7 @@ fn launch_ahead_carries_on_the_device() {
         return;
     }
     let (mut cpu, _) = open_model(&tiny_llama(), LIMITS);
-    let mut gpu_model = cuda_model(DType::F32);
+    let mut gpu_model = cuda_model(DType::F32, CudaOptions::default());
     let prompt = [5u32, 17, 99, 250, 3];
     let blocks = [2u32, 6, 9];
     let step = |tokens: &[u32], cached: usize| one_seq_step(tokens, cached, &blocks, BLOCK);
@@ -249,7 +248,7 @@ fn engine_on_the_gpu_gives_the_cpus_tokens() {
     let reqs = crowd();
     let (cpu, tok) = open_model(&tiny_llama(), limits);
     let want = engine_outcomes(cpu, tok, &reqs);
-    let backend = CudaBackend::new(0, DType::F32).unwrap();
+    let backend = CudaBackend::new(0, DType::F32, CudaOptions::default()).unwrap();
     let (gpu_model, tok) = ModelSource::open(&tiny_llama())
         .and_then(|s| tandem::runner::load(s, backend, limits))
         .unwrap();
@@ -311,7 +310,7 @@ fn steady_decoding_replays_graphs_and_gives_the_cpus_tokens() {
         .collect();
     let (cpu, tok) = open_model(&tiny_llama(), limits);
     let want = engine_outcomes(cpu, tok, &reqs);
-    let backend = CudaBackend::new(0, DType::F32).unwrap();
+    let backend = CudaBackend::new(0, DType::F32, CudaOptions::default()).unwrap();
     let replays = backend.graph_replays();
     let (gpu_model, tok) = ModelSource::open(&tiny_llama())
         .and_then(|s| tandem::runner::load(s, backend, limits))

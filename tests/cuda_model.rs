@@ -19,7 +19,7 @@ use common::{
 };
 use tandem::device::backend::Backend;
 use tandem::device::cpu::CpuBackend;
-use tandem::device::cuda::{CudaBackend, DType, GemmPath};
+use tandem::device::cuda::{CudaBackend, CudaOptions, DType, GemmPath};
 use tandem::device::sampling::{Sampled, SamplerState};
 use tandem::engine::request::SamplingParams;
 use tandem::model::loader::ModelSource;
@@ -41,7 +41,7 @@ fn model_fixtures() {
     for name in fixture_names() {
         let f = load_fixture(&name);
         let Some(path) = model_path(&f) else { continue };
-        let backend = CudaBackend::new(0, DType::F32).unwrap();
+        let backend = CudaBackend::new(0, DType::F32, CudaOptions::default()).unwrap();
         let (model, _) = ModelSource::open(&path)
             .and_then(|s| tandem::runner::load(s, backend, limits))
             .unwrap_or_else(|e| panic!("loading {}: {e:#}", path.display()));
@@ -127,10 +127,11 @@ fn model_bf16_vs_cpu() {
             ModelSource::open(&path)
                 .unwrap_or_else(|e| panic!("{what}: loading {}: {e:#}", path.display()))
         };
-        let backend = CudaBackend::new(0, DType::Bf16).unwrap();
-        if let Some(g) = gemm {
-            backend.set_gemm_path(g);
-        }
+        let options = CudaOptions {
+            gemm,
+            ..CudaOptions::default()
+        };
+        let backend = CudaBackend::new(0, DType::Bf16, options).unwrap();
         let (gpu_model, _) = tandem::runner::load(load("bf16"), backend, limits).unwrap();
         let (cpu_model, _) = tandem::runner::load(load("cpu"), CpuBackend::new(), limits).unwrap();
         let mut gpu = Driver::new(gpu_model, 64, 16, (0..64).collect());

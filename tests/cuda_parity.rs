@@ -19,7 +19,7 @@ use common::gpu::*;
 use common::scattered;
 use tandem::device::backend::{AttentionParams, Backend, CacheShape, QkNorm, QkvLayout};
 use tandem::device::cpu;
-use tandem::device::cuda::{CudaBackend, DType, GemmPath};
+use tandem::device::cuda::{CudaBackend, CudaOptions, DType, GemmPath};
 use tandem::device::step::StepInput;
 
 #[test]
@@ -225,15 +225,21 @@ fn linear_paths() {
             GemmPath::Lt(usize::MAX),
             GemmPath::Auto,
         ];
+        let mut fallbacks = 0;
+        let mut last = None;
         for path in paths {
-            b.set_gemm_path(path);
+            let pinned = gemm_backend(&b, path);
             for (rows, k, n, with_bias) in shapes {
-                check_linear(&b, &mut rng, rows, k, n, with_bias).unwrap();
+                check_linear(&pinned, &mut rng, rows, k, n, with_bias).unwrap();
             }
+            fallbacks += pinned.gemm_lt_fallbacks();
+            last = Some(pinned);
         }
         // Every cuBLASLt algorithm the paths above picked ran as picked.
-        assert_eq!(b.gemm_lt_fallbacks(), 0);
-        // The tuning of the last pass: one entry per shape the skinny kernel takes, on bf16.
+        assert_eq!(fallbacks, 0);
+        // The tuning of the last pass (Auto): one entry per shape the skinny kernel takes, on
+        // bf16.
+        let b = last.expect("at least one path");
         let tuned = b.gemm_tunings();
         let want = if b.dtype() == DType::Bf16 { 4 } else { 0 };
         assert_eq!(tuned.len(), want, "{tuned:?}");
@@ -286,20 +292,28 @@ fn linear_paths() {
         // row tile goes to cuBLAS there, with the right answer. On the emulated library the
         // third algorithm takes only as many rows as it was found for.
         if b.dtype() == DType::Bf16 {
-            b.set_gemm_path(GemmPath::Lt(2));
-            check_linear(&b, &mut rng, 9, 64, 48, false).unwrap();
-            let before = b.gemm_lt_fallbacks();
-            check_linear(&b, &mut rng, 16, 64, 48, true).unwrap();
+            let lt2 = gemm_backend(&b, GemmPath::Lt(2));
+            check_linear(&lt2, &mut rng, 9, 64, 48, false).unwrap();
+            let before = lt2.gemm_lt_fallbacks();
+            check_linear(&lt2, &mut rng, 16, 64, 48, true).unwrap();
             if on_emulated_device() {
-                assert_eq!(b.gemm_lt_fallbacks(), before + 1);
+                assert_eq!(lt2.gemm_lt_fallbacks(), before + 1);
             }
         }
         // A k-warp count the kernel does not have is an error, not a crash (bf16, where it applies).
-        b.set_gemm_path(GemmPath::Skinny(3));
-        let refused = check_linear(&b, &mut rng, 1, 64, 64, false);
+        let skinny3 = gemm_backend(&b, GemmPath::Skinny(3));
+        let refused = check_linear(&skinny3, &mut rng, 1, 64, 64, false);
         assert_eq!(refused.is_err(), b.dtype() == DType::Bf16, "{refused:?}");
-        b.set_gemm_path(GemmPath::Auto);
     }
+}
+
+/// A backend like `b` with its products of few rows pinned to `path`.
+fn gemm_backend(b: &CudaBackend, path: GemmPath) -> CudaBackend {
+    let options = CudaOptions {
+        gemm: Some(path),
+        ..CudaOptions::default()
+    };
+    with_options(b, options)
 }
 
 #[test]

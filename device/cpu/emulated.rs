@@ -8,10 +8,12 @@
 //! engine code, and must give the same tokens as the plain path.
 
 use std::ops::{Deref, DerefMut};
+use std::time::Instant;
 
 use anyhow::{ensure, Result};
 
 use super::CpuBackend;
+use crate::device::backend::{DeviceSampler, StepGraphs};
 use crate::device::graph_shape::graph_batch_size;
 use crate::device::sampling::{sample_entry, DeviceSampling, Sampled, SamplerScratch};
 use crate::device::step::StepInput;
@@ -42,11 +44,8 @@ impl DerefMut for CpuMeta {
 }
 
 impl CpuBackend {
-    pub(super) fn emulates_device(&self) -> bool {
-        self.emulate_device
-    }
-
-    pub(super) fn emu_upload_step(
+    /// Makes `step` (with its carried rows and sampling entries) the metadata of the next ops.
+    pub(super) fn store_step(
         &self,
         step: &StepInput,
         carry: &[(u32, u32)],
@@ -57,6 +56,7 @@ impl CpuBackend {
             self.emulate_device || (carry.is_empty() && sampling.is_empty()),
             "this backend does not sample on the device"
         );
+        // clone_from reuses the vectors' capacity: no allocation once warmed up.
         meta.step.clone_from(step);
         meta.carry.clear();
         meta.carry.extend_from_slice(carry);
@@ -65,12 +65,10 @@ impl CpuBackend {
         meta.samples.clear();
         Ok(())
     }
+}
 
-    pub(super) fn emu_graph_shape(
-        &self,
-        step: &StepInput,
-        max_rows: usize,
-    ) -> Option<(usize, usize)> {
+impl StepGraphs<CpuBackend> for CpuBackend {
+    fn graph_shape(&self, step: &StepInput, max_rows: usize) -> Option<(usize, usize)> {
         if !self.emulate_device || !step.is_plain_decode() {
             return None;
         }
@@ -78,7 +76,29 @@ impl CpuBackend {
         Some((rows, step.max_blocks_per_seq.max(1).next_power_of_two()))
     }
 
-    pub(super) fn emu_carry_tokens(&self, meta: &mut CpuMeta, prev: &CpuMeta) -> Result<()> {
+    // No graphs are captured: a padded step runs op by op, as the CUDA backend's first step of
+    // a shape does.
+    fn begin_ops(&self, _: &mut CpuMeta, _: bool) -> Result<bool> {
+        Ok(false)
+    }
+
+    fn end_ops(&self, _: &mut CpuMeta, _: bool) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl DeviceSampler<CpuBackend> for CpuBackend {
+    fn upload_step(
+        &self,
+        step: &StepInput,
+        carry: &[(u32, u32)],
+        sampling: &[DeviceSampling],
+        meta: &mut CpuMeta,
+    ) -> Result<()> {
+        self.store_step(step, carry, sampling, meta)
+    }
+
+    fn carry_tokens(&self, meta: &mut CpuMeta, prev: &CpuMeta) -> Result<()> {
         for &(row, from) in &meta.carry {
             let token = prev.samples.get(from as usize).map(|s| s.token);
             let slot = meta.step.input_ids.get_mut(row as usize);
@@ -90,9 +110,9 @@ impl CpuBackend {
         Ok(())
     }
 
-    pub(super) fn emu_sample(
+    fn sample_launch(
         &self,
-        logits: &[f32],
+        logits: &Vec<f32>,
         vocab: usize,
         rows: usize,
         meta: &mut CpuMeta,
@@ -120,12 +140,16 @@ impl CpuBackend {
         Ok(())
     }
 
-    pub(super) fn emu_collect(
+    fn step_ready(&self, _: &CpuMeta) -> bool {
+        true
+    }
+
+    fn collect_samples(
         &self,
-        meta: &CpuMeta,
+        meta: &mut CpuMeta,
         sampling: &[DeviceSampling],
         out: &mut Vec<Sampled>,
-    ) -> Result<()> {
+    ) -> Result<Option<(Instant, Instant)>> {
         ensure!(
             sampling.len() <= meta.samples.len(),
             "{} samples wanted, {} made",
@@ -133,6 +157,6 @@ impl CpuBackend {
             meta.samples.len()
         );
         out.extend_from_slice(&meta.samples[..sampling.len()]);
-        Ok(())
+        Ok(None)
     }
 }

@@ -9,10 +9,8 @@ mod packed;
 
 use anyhow::{ensure, Result};
 
-use super::backend::{AttentionParams, Backend, QkvLayout};
-use super::sampling::{DeviceSampling, Sampled};
+use super::backend::{AttentionParams, Backend, DeviceSampler, QkvLayout, StepGraphs};
 use super::step::StepInput;
-use std::time::Instant;
 
 pub use attention::{attention, write_kv};
 pub use gemm::matmul_transposed;
@@ -111,52 +109,19 @@ impl Backend for CpuBackend {
     }
 
     fn upload_meta(&self, step: &StepInput, meta: &mut CpuMeta) -> Result<()> {
-        self.emu_upload_step(step, &[], &[], meta)
+        self.store_step(step, &[], &[], meta)
     }
 
     // The emulated device sampler and graph padding (emulated.rs); off unless
     // `CpuBackend::emulating_device`.
 
-    fn samples_on_device(&self) -> bool {
-        self.emulates_device()
+    fn device_sampler(&self) -> Option<&dyn DeviceSampler<Self>> {
+        self.emulate_device
+            .then_some(self as &dyn DeviceSampler<Self>)
     }
 
-    fn upload_step(
-        &self,
-        step: &StepInput,
-        carry: &[(u32, u32)],
-        sampling: &[DeviceSampling],
-        meta: &mut CpuMeta,
-    ) -> Result<()> {
-        // clone_from reuses the vectors' capacity: no allocation once warmed up.
-        self.emu_upload_step(step, carry, sampling, meta)
-    }
-
-    fn graph_shape(&self, step: &StepInput, max_rows: usize) -> Option<(usize, usize)> {
-        self.emu_graph_shape(step, max_rows)
-    }
-
-    fn carry_tokens(&self, meta: &mut CpuMeta, prev: &CpuMeta) -> Result<()> {
-        self.emu_carry_tokens(meta, prev)
-    }
-
-    fn sample_launch(
-        &self,
-        logits: &Vec<f32>,
-        vocab: usize,
-        rows: usize,
-        meta: &mut CpuMeta,
-    ) -> Result<()> {
-        self.emu_sample(logits, vocab, rows, meta)
-    }
-
-    fn collect_samples(
-        &self,
-        meta: &mut CpuMeta,
-        sampling: &[DeviceSampling],
-        out: &mut Vec<Sampled>,
-    ) -> Result<Option<(Instant, Instant)>> {
-        self.emu_collect(meta, sampling, out).map(|()| None)
+    fn step_graphs(&self) -> Option<&dyn StepGraphs<Self>> {
+        self.emulate_device.then_some(self as &dyn StepGraphs<Self>)
     }
 
     fn embed(

@@ -10,27 +10,22 @@
 //! Why the decode path: at decode, attention is a read of the cache. The general kernel runs one
 //! block per (row, q head), so each K/V byte is read `num_heads / num_kv_heads` times and a long
 //! context is walked by one block. The decode kernel runs one block per (sequence, kv head,
-//! context split): the GQA group's q heads share every K/V load, and the splits fill the GPU.
-//! Expected (Llama-3-8B shapes, 64 sequences × 2048 keys, 32/8 heads × 128, f32): the cache is
-//! 64 × 2048 × 8 × 128 × 2 (K, V) × 4 B = 1.07 GB, which at ~4.2 TB/s is ~254 µs, against
-//! 1349.5 µs (18.8% of copy bandwidth) for the general kernel on an H200. Measured there:
-//! 265.5 to 293.5 µs (87 to 97% of copy) by split count. bf16 (0.54 GB) was latency-bound at
-//! ~370 µs (34%) until its K/V loads were issued one tile ahead: 207.6 µs (62%).
+//! context split): the GQA group's q heads share every K/V load, and the splits fill the GPU, so
+//! a decode step's attention runs near the time it takes to read the cache once. bf16 K/V loads
+//! are issued one tile ahead: half the bytes of f32 per load otherwise leaves the kernel
+//! latency-bound.
 //!
-//! Why the tensor-core decode kernel: the scalar one's bf16 instances stay at 58-62% of copy
-//! bandwidth (H200) because they run out of issue slots (a widening, an FMA per q head, shuffle
-//! reductions per key element), where f32, with twice the bytes for the same work, reaches
-//! 92-95%. On the tensor cores a 16-key tile is 3 head_dim/16 mma instructions and a short
-//! softmax per lane. Expected: near the f32 kernel's share of copy bandwidth; in a batch-64
-//! Llama-3.2-1B step, attention from ~896 µs toward its ~514 µs floor.
+//! Why the tensor-core decode kernel: the scalar one's bf16 instances stay well below copy
+//! bandwidth because they run out of issue slots (a widening, an FMA per q head, shuffle
+//! reductions per key element), where f32, with twice the bytes for the same work, comes close
+//! to it. On the tensor cores a 16-key tile is 3 head_dim/16 mma instructions and a short
+//! softmax per lane, which leaves the loop little but its loads.
 //!
 //! Why the prefill path: prefill attention is compute: the general kernel's scalar FMAs (one
-//! block per row and head, every key re-read per row) reach ~3 TFLOP/s on an H100, while the
+//! block per row and head, every key re-read per row) use a small part of the GPU, while the
 //! prefill kernel shares each K/V tile among 64 rows and runs both products on the tensor cores.
 //! Pure decode steps the decode kernel cannot take stay on the general kernel (the prefill
 //! kernel would compute 64 rows for one).
-
-use std::sync::atomic::Ordering;
 
 use anyhow::{ensure, Result};
 use cudarc::driver::{CudaFunction, CudaSlice};
@@ -47,8 +42,7 @@ const MAX_SPLITS: usize = 64;
 /// that the scalar kernel's ~110 registers × 128 threads allow (the workspace is sized for it).
 /// A kernel that fits fewer (the head_dim-128 tensor-core one: 227 registers, 2 blocks) aims for
 /// its own one wave ([`CudaBackend::decode_blocks_per_sm`]). Splitting further only adds merge
-/// work: on an H200 (64 sequences × 2048 keys, 8 kv heads: 512 blocks unsplit) 1 split took
-/// 265.5 µs, 2 took 275.6 µs and 3 to 16 took ~281 µs (f32; bf16 alike, 368 to 386 µs).
+/// work: once the grid fills the GPU, more splits are slower, not faster.
 const BLOCKS_PER_SM: usize = 4;
 /// Warps per block (`DEC_WARPS`): a GQA group may be cut into at most this many head chunks.
 const DEC_WARPS: usize = 4;
@@ -83,26 +77,6 @@ pub enum DecodePath {
     Scalar,
 }
 
-impl DecodePath {
-    pub(super) fn encode(self) -> usize {
-        match self {
-            DecodePath::Auto => 0,
-            DecodePath::General => usize::MAX,
-            DecodePath::Scalar => usize::MAX - 1,
-            DecodePath::Splits(n) => n.clamp(1, MAX_SPLITS),
-        }
-    }
-
-    fn decode(v: usize) -> Self {
-        match v {
-            0 => DecodePath::Auto,
-            usize::MAX => DecodePath::General,
-            n if n == usize::MAX - 1 => DecodePath::Scalar,
-            n => DecodePath::Splits(n),
-        }
-    }
-}
-
 /// The decode kernel's partial results: `o` is `[entries, num_heads, head_dim]`, `ml` is
 /// `[entries, num_heads, 2]`, one entry per (sequence, split) of a step.
 pub(super) struct DecodeWorkspace {
@@ -135,24 +109,10 @@ impl CudaBackend {
         })
     }
 
-    /// Pins how decode steps compute attention (tests compare both paths; the benchmark times
-    /// both). Affects this backend only.
-    pub fn set_decode_path(&self, path: DecodePath) {
-        self.decode_path.store(path.encode(), Ordering::Relaxed);
-    }
-
-    /// Pins the steps that are not pure decode (prefill, chunked prefill, mixed) to the general
-    /// kernel (`true`), or lets bf16 ones run the tensor-core prefill kernel where it applies
-    /// (`false`, the default). Tests compare both; the benchmark times both. Affects this
-    /// backend only.
-    pub fn set_prefill_general(&self, general: bool) {
-        self.prefill_general.store(general, Ordering::Relaxed);
-    }
-
     /// The prefill kernel instance for layout `l`, or `None` when the general kernel must run
     /// (f32 storage, a head_dim that is not a multiple of 16 up to 128, or pinned).
     fn prefill_kernel(&self, l: QkvLayout) -> Option<&CudaFunction> {
-        if self.prefill_general.load(Ordering::Relaxed) {
+        if self.prefill_general {
             return None;
         }
         if l.head_dim == 0 || !l.head_dim.is_multiple_of(16) {
@@ -170,7 +130,7 @@ impl CudaBackend {
     }
 
     fn decode_tc_kernel(&self, l: QkvLayout, block_size: usize) -> Option<&CudaFunction> {
-        let path = DecodePath::decode(self.decode_path.load(Ordering::Relaxed));
+        let path = self.decode_path;
         if matches!(path, DecodePath::Scalar | DecodePath::General)
             || l.num_kv_heads == 0
             || l.num_heads / l.num_kv_heads > 8
@@ -194,7 +154,7 @@ impl CudaBackend {
         seqs: usize,
         max_span: usize,
     ) -> Option<(&CudaFunction, usize)> {
-        let path = DecodePath::decode(self.decode_path.load(Ordering::Relaxed));
+        let path = self.decode_path;
         if path == DecodePath::General || seqs == 0 {
             return None;
         }

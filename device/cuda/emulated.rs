@@ -5,7 +5,7 @@
 //! whole device path (launch code, metadata staging, device sampling, launch-ahead, CUDA graphs)
 //! runs in CI: tests/cuda_*.rs use it when no GPU is present, and `TANDEM_EMULATED_CUDA=1` makes
 //! `CudaBackend::new` use it too (tests/cuda_cli.rs runs the GPU benchmark commands that way, so
-//! a GPU session does not find their bugs). For tests only: it is slow.
+//! their bugs show without a GPU). For tests only: it is slow.
 
 use std::path::Path;
 use std::sync::OnceLock;

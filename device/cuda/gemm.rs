@@ -5,7 +5,7 @@
 use anyhow::{ensure, Result};
 use cudarc::cublas::sys as cublas_sys;
 
-use super::gemm_plan::GemmArgs;
+use super::gemm_args::GemmArgs;
 use super::{u32_of, CudaBackend, CudaTensor};
 
 impl CudaBackend {

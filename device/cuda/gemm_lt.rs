@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use anyhow::Result;
 use cudarc::cublaslt::sys as lt;
 
-use super::gemm_plan::GemmArgs;
+use super::gemm_args::GemmArgs;
 use super::DType;
 
 /// Algorithms asked of the heuristic for each shape.

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use anyhow::{bail, ensure, Result};
 use cudarc::driver::sys::CUstreamCaptureStatus;
 
+use super::gemm_args::GemmArgs;
 use super::gemm_lt::LtAlgo;
 use super::kernels::{SKINNY_KWARPS, SKINNY_TILES};
 use super::{CudaBackend, CudaTensor, DType};
@@ -165,23 +166,7 @@ fn skinny_splits(n: usize, k: usize, tiles: u32, kwarps: u32, sms: usize) -> u32
     wanted.min(by_chunks).min(by_workspace).clamp(1, 64) as u32
 }
 
-/// The operands of one product, as `linear_op` checked them.
-pub(super) struct GemmArgs {
-    pub x: u64,
-    pub w: u64,
-    pub bias: Option<u64>,
-    pub out: u64,
-    pub rows: usize,
-    pub k: usize,
-    pub n: usize,
-}
-
 impl CudaBackend {
-    /// Sets how products of few rows are computed; forgets earlier tuning.
-    pub fn set_gemm_path(&self, path: GemmPath) {
-        *self.gemm_plan() = GemmPlan::new(path);
-    }
-
     /// The path products of few rows take.
     pub fn gemm_path(&self) -> GemmPath {
         self.gemm_plan().path

@@ -1,5 +1,5 @@
 //! CUDA graphs of decode steps: a plain decode step is padded to one of a few batch sizes
-//! (`runtime/graph_shape.rs`) and a block-table width rounded up to a power of two, and the whole
+//! (`device/graph_shape.rs`) and a block-table width rounded up to a power of two, and the whole
 //! step — forward pass and sampler — is captured once per shape and metadata slot (the second
 //! time the shape comes: the first runs eagerly, as a warm-up), then replayed: one launch instead
 //! of a few hundred.
@@ -8,10 +8,10 @@
 //! differs between steps of one shape lives in the slot's metadata buffer (fixed address), and
 //! the decode attention splits the context by the table width rather than the longest context
 //! (`graph_mode`; its trailing splits are empty for shorter contexts). The op-level host checks
-//! run at capture only: `Llama::check_step` repeats what matters on every step.
+//! run at capture only: `Model::check_step` repeats what matters on every step.
 //!
-//! Not yet run on a GPU; on the emulated device (runtime/cuda/emulated.rs), tests/cuda_engine.rs
-//! `graphs_replay_what_eager_steps_compute` compares replayed steps with eager ones.
+//! tests/cuda_engine.rs `graphs_replay_what_eager_steps_compute` compares replayed steps with
+//! eager ones (on the emulated device, device/cuda/emulated.rs, where there is no GPU).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -94,7 +94,7 @@ impl CudaBackend {
             Ok(Some(g)) => g,
             failed => {
                 // Run eagerly from now on rather than fail every decode step the same way.
-                self.set_cuda_graphs(false);
+                self.cuda_graphs.store(false, Ordering::Relaxed);
                 let why = match failed {
                     Err(e) => format!("{e}"),
                     _ => "the capture recorded nothing".into(),

@@ -10,7 +10,7 @@ use std::ffi::c_void;
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 
-use anyhow::{ensure, Result};
+use anyhow::Result;
 use cudarc::driver::sys;
 use cudarc::driver::{CudaFunction, DeviceRepr, DriverError};
 
@@ -34,21 +34,9 @@ impl<'a> KernelArgs<'a> {
 
 impl CudaBackend {
     /// Whether kernels are launched as programmatic dependents of the kernel before them
-    /// (compute capability 9.0+; on by default there).
+    /// (compute capability 9.0+, unless [`super::CudaOptions::pdl`] is off).
     pub fn pdl(&self) -> bool {
         self.pdl.load(Ordering::Relaxed)
-    }
-
-    /// Turns programmatic dependent launch on or off (`--no-pdl`). Asking for it on a GPU
-    /// older than compute capability 9.0 is an error; graphs captured before keep how they
-    /// were captured, so set it before the first step.
-    pub fn set_pdl(&self, on: bool) -> Result<()> {
-        ensure!(
-            !on || self.pdl_supported,
-            "programmatic dependent launch needs compute capability 9.0 or later"
-        );
-        self.pdl.store(on, Ordering::Relaxed);
-        Ok(())
     }
 
     /// Launches `f` over `grid` blocks of `block` threads on the backend's stream, with the

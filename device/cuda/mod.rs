@@ -16,19 +16,21 @@ mod dtype;
 #[cfg(feature = "kernel-emu")]
 pub mod emulated;
 mod gemm;
+mod gemm_args;
 mod gemm_lt;
 mod gemm_plan;
 mod graphs;
 pub mod kernels;
 mod launch;
 mod meta;
+mod options;
 mod pinned;
 mod rope_kv;
 mod sampling;
 mod step_io;
 mod timing;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -43,7 +45,9 @@ use self::gemm_plan::GemmPlan;
 pub use self::gemm_plan::{GemmPath, GemmTuning, SKINNY_MAX_ROWS};
 use self::kernels::Kernels;
 pub use self::meta::CudaMeta;
-use super::backend::{AttentionParams, Backend, QkNorm, QkvLayout};
+use self::options::default_gemm_path;
+pub use self::options::CudaOptions;
+use super::backend::{AttentionParams, Backend, DeviceSampler, QkNorm, QkvLayout, StepGraphs};
 use super::panic::panic_message;
 use super::sampling::{DeviceSampling, Sampled};
 use super::step::StepInput;
@@ -59,24 +63,6 @@ pub const MAX_HEAD_DIM: usize = 256;
 pub fn driver_present() -> bool {
     // SAFETY: only tries to dlopen libcuda under its usual names.
     unsafe { cudarc::driver::sys::is_culib_present() }
-}
-
-/// Why no CUDA device can be used here, or `None` when device 0 opens. For tests and tools that
-/// skip themselves without a GPU.
-pub fn unavailable_reason() -> Option<String> {
-    match CudaBackend::new(0, DType::F32) {
-        Ok(_) => None,
-        Err(e) => Some(format!("{e:#}")),
-    }
-}
-
-/// Tuning on a GPU; cuBLAS on the emulated device, whose timings would pick at random.
-fn default_gemm_path() -> GemmPath {
-    #[cfg(feature = "kernel-emu")]
-    if emulated::active() {
-        return GemmPath::Cublas;
-    }
-    GemmPath::Auto
 }
 
 /// The GPU: a context, one stream, a cuBLAS handle on that stream, and the loaded kernels.
@@ -100,8 +86,8 @@ pub struct CudaBackend {
     dtype: DType,
     /// Streaming multiprocessors: the decode attention sizes its grid from them.
     sm_count: usize,
-    /// [`DecodePath`], encoded (tests and the benchmark pin it).
-    decode_path: AtomicUsize,
+    /// How decode steps compute attention.
+    decode_path: DecodePath,
     /// Resident blocks per SM of each decode kernel used so far (attention.rs), by handle.
     decode_occupancy: Mutex<std::collections::HashMap<usize, usize>>,
     /// Which kernel computes each product of few rows (gemm_plan.rs).
@@ -112,38 +98,36 @@ pub struct CudaBackend {
     /// cuBLASLt, for the GEMM tuner's candidates (bf16, where the library is installed).
     lt: Option<gemm_lt::GemmLt>,
     /// Steps that are not pure decode run the general attention kernel even where the
-    /// tensor-core prefill kernel applies (tests and the benchmark compare both).
-    prefill_general: AtomicBool,
-    /// Whether decode steps replay captured CUDA graphs (`--no-cuda-graphs` turns it off).
+    /// tensor-core prefill kernel applies.
+    prefill_general: bool,
+    /// Whether decode steps replay captured CUDA graphs: as asked, until a capture fails.
     cuda_graphs: AtomicBool,
     /// Decode steps replayed from graphs so far (`graph_replays`).
     replays: Arc<AtomicU64>,
-    /// Whether the engine samples on the device and launches steps ahead (`--host-sampling`
-    /// turns it off).
-    device_sampling: AtomicBool,
-    /// Whether kernels are launched as programmatic dependents (launch.rs; `--no-pdl` turns it
-    /// off), and whether the GPU can (compute capability 9.0+, sm_90 PTX loaded).
+    /// Whether the engine samples on the device and launches steps ahead.
+    device_sampling: bool,
+    /// Whether kernels are launched as programmatic dependents (launch.rs): as asked where the
+    /// GPU can (compute capability 9.0+, sm_90 PTX loaded), until the driver refuses one.
     pdl: AtomicBool,
-    pdl_supported: bool,
 }
 
 impl CudaBackend {
-    /// Opens device `ordinal`, storing tensors as `dtype`. Fails with a plain message (never a
-    /// panic) when there is no driver, no device, no cuBLAS, or a GPU older than compute
-    /// capability 8.0.
-    pub fn new(ordinal: usize, dtype: DType) -> Result<Self> {
+    /// Opens device `ordinal`, storing tensors as `dtype`, running as `options` say. Fails with
+    /// a plain message (never a panic) when there is no driver, no device, no cuBLAS, or a GPU
+    /// older than compute capability 8.0.
+    pub fn new(ordinal: usize, dtype: DType, options: CudaOptions) -> Result<Self> {
         #[cfg(feature = "kernel-emu")]
         emulated::install_if_asked()?;
         if !driver_present() {
             bail!("no CUDA driver found; run with --device cpu");
         }
         // cudarc panics if a driver symbol is missing (a driver older than CUDA 13.0): report it.
-        let opened = std::panic::catch_unwind(|| Self::open(ordinal, dtype))
+        let opened = std::panic::catch_unwind(|| Self::open(ordinal, dtype, options))
             .map_err(|p| anyhow!("the CUDA driver failed to load: {}", panic_message(&*p)))?;
         opened
     }
 
-    fn open(ordinal: usize, dtype: DType) -> Result<Self> {
+    fn open(ordinal: usize, dtype: DType, options: CudaOptions) -> Result<Self> {
         let count = CudaContext::device_count()
             .map_err(|e| anyhow!("no CUDA device found ({e}); run with --device cpu"))?;
         ensure!(
@@ -228,17 +212,18 @@ impl CudaBackend {
             k,
             dtype,
             sm_count: sms.max(1) as usize,
-            decode_path: AtomicUsize::new(DecodePath::Auto.encode()),
+            decode_path: options.decode_path,
             decode_occupancy: Mutex::default(),
-            gemm: Mutex::new(GemmPlan::new(default_gemm_path())),
+            gemm: Mutex::new(GemmPlan::new(
+                options.gemm.unwrap_or_else(default_gemm_path),
+            )),
             skinny_scratch,
             lt,
-            prefill_general: AtomicBool::new(false),
-            cuda_graphs: AtomicBool::new(true),
+            prefill_general: options.prefill_general,
+            cuda_graphs: AtomicBool::new(options.graphs),
             replays: Arc::default(),
-            device_sampling: AtomicBool::new(true),
-            pdl: AtomicBool::new(pdl_supported),
-            pdl_supported,
+            device_sampling: options.device_sampling,
+            pdl: AtomicBool::new(options.pdl && pdl_supported),
         })
     }
 
@@ -247,24 +232,9 @@ impl CudaBackend {
         Ok(self.ctx.name()?)
     }
 
-    pub fn context(&self) -> &Arc<CudaContext> {
-        &self.ctx
-    }
-
-    /// Turns replaying captured CUDA graphs for decode steps on or off (on by default).
-    pub fn set_cuda_graphs(&self, on: bool) {
-        self.cuda_graphs.store(on, Ordering::Relaxed);
-    }
-
     /// Whether decode steps replay captured CUDA graphs.
     pub fn cuda_graphs(&self) -> bool {
         self.cuda_graphs.load(Ordering::Relaxed)
-    }
-
-    /// Turns sampling on the device (and so launching steps ahead) on or off (on by default);
-    /// off, the engine downloads logits and samples on the host, one step at a time.
-    pub fn set_device_sampling(&self, on: bool) {
-        self.device_sampling.store(on, Ordering::Relaxed);
     }
 
     /// The stream every op of this backend is launched on.
@@ -585,10 +555,21 @@ impl Backend for CudaBackend {
 
     // Steps sampled on the device and launched ahead: step_io.rs, graphs.rs, sampling.rs.
 
-    fn samples_on_device(&self) -> bool {
-        self.device_sampling.load(Ordering::Relaxed)
+    fn finish_step(&self, meta: &mut CudaMeta) -> Result<()> {
+        self.finish_step_op(meta)
     }
 
+    fn device_sampler(&self) -> Option<&dyn DeviceSampler<Self>> {
+        self.device_sampling
+            .then_some(self as &dyn DeviceSampler<Self>)
+    }
+
+    fn step_graphs(&self) -> Option<&dyn StepGraphs<Self>> {
+        self.cuda_graphs().then_some(self as &dyn StepGraphs<Self>)
+    }
+}
+
+impl DeviceSampler<CudaBackend> for CudaBackend {
     fn upload_step(
         &self,
         step: &StepInput,
@@ -599,20 +580,8 @@ impl Backend for CudaBackend {
         self.upload_step_op(step, carry, sampling, meta)
     }
 
-    fn graph_shape(&self, step: &StepInput, max_rows: usize) -> Option<(usize, usize)> {
-        self.graph_shape_op(step, max_rows)
-    }
-
     fn carry_tokens(&self, meta: &mut CudaMeta, prev: &CudaMeta) -> Result<()> {
         self.carry_tokens_op(meta, prev)
-    }
-
-    fn begin_ops(&self, meta: &mut CudaMeta, graph: bool) -> Result<bool> {
-        self.begin_ops_op(meta, graph)
-    }
-
-    fn end_ops(&self, meta: &mut CudaMeta, ok: bool) -> Result<()> {
-        self.end_ops_op(meta, ok)
     }
 
     fn sample_launch(
@@ -623,10 +592,6 @@ impl Backend for CudaBackend {
         meta: &mut CudaMeta,
     ) -> Result<()> {
         self.sample_launch_op(logits, vocab, rows, meta)
-    }
-
-    fn finish_step(&self, meta: &mut CudaMeta) -> Result<()> {
-        self.finish_step_op(meta)
     }
 
     fn step_ready(&self, meta: &CudaMeta) -> bool {
@@ -640,6 +605,20 @@ impl Backend for CudaBackend {
         out: &mut Vec<Sampled>,
     ) -> Result<Option<(Instant, Instant)>> {
         self.collect_op(meta, sampling, out)
+    }
+}
+
+impl StepGraphs<CudaBackend> for CudaBackend {
+    fn graph_shape(&self, step: &StepInput, max_rows: usize) -> Option<(usize, usize)> {
+        self.graph_shape_op(step, max_rows)
+    }
+
+    fn begin_ops(&self, meta: &mut CudaMeta, graph: bool) -> Result<bool> {
+        self.begin_ops_op(meta, graph)
+    }
+
+    fn end_ops(&self, meta: &mut CudaMeta, ok: bool) -> Result<()> {
+        self.end_ops_op(meta, ok)
     }
 }
 

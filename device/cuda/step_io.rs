@@ -4,8 +4,8 @@
 //! back on the return stream. Events order the three streams per metadata slot (see
 //! [`SlotEvents`](super::meta::SlotEvents)); the host blocks only when it collects a step's tokens.
 //!
-//! UNVERIFIED ON A GPU when written (the CPU's emulated device runs the same executor path);
-//! tests/cuda_parity.rs `launch_ahead_*` and `graphs_*` check it on a GPU.
+//! tests/cuda_engine.rs (`launch_ahead_*`, `graphs_*`) checks it, on a GPU or the emulated
+//! device; the CPU's emulated device sampler runs the same executor path.
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,4 @@
-// The part of cuBLASLt tandem's CUDA backend calls (runtime/cuda/gemm_lt.rs), for the emulated
+// The part of cuBLASLt tandem's CUDA backend calls (device/cuda/gemm_lt.rs), for the emulated
 // device: build.rs links it into `libcublasLt.so` against the emulated driver. Descriptors are
 // checked as the documentation describes them (attribute sizes, layouts that match the
 // operation, an algorithm that was handed out here), so a misuse fails here as it would on a

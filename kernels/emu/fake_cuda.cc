@@ -1,7 +1,7 @@
 // A CUDA driver for machines without a GPU (features `cuda` + `kernel-emu`): the part of the
 // driver API that cudarc calls for tandem's CUDA backend, over host memory, with kernels run by
 // the emulator (runtime.cc). build.rs links it into `libcuda.so` (soname `libcuda.so`); loaded
-// before cudarc looks for the driver (runtime/cuda/emulated.rs), it is the driver cudarc finds,
+// before cudarc looks for the driver (device/cuda/emulated.rs), it is the driver cudarc finds,
 // so the backend's own launch code, metadata staging, streams, events and CUDA graphs run in CI.
 //
 // The model: one device with plenty of memory. Each stream is a queue; nothing runs when it is

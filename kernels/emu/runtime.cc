@@ -1,6 +1,6 @@
 // The CUDA kernel emulator's runtime (feature `kernel-emu`; see cuda_emu.h for what it models):
 // runs a launch's blocks in turn, each block's threads as fibers on this OS thread, switching at
-// barriers and warp collectives. The Rust side calls `tandem_emu_launch` (runtime/kernel_emu.rs).
+// barriers and warp collectives. The Rust side calls `tandem_emu_launch` (device/kernel_emu.rs).
 #include <memory>
 #include <utility>
 #include <string>

@@ -5,7 +5,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 
 use tandem::device::backend::{Backend, QkvLayout};
-use tandem::device::cuda::{CudaBackend, DType};
+use tandem::device::cuda::{CudaBackend, CudaOptions, DType};
 use tandem::device::step::StepInput;
 
 pub use super::assert_close;
@@ -29,7 +29,7 @@ pub fn gpu_as(name: &str, dtype: DType) -> Option<CudaBackend> {
             return None;
         }
     }
-    match CudaBackend::new(0, dtype) {
+    match CudaBackend::new(0, dtype, CudaOptions::default()) {
         Ok(b) => Some(b),
         Err(e) => {
             eprintln!("skipped: {name}: no CUDA device ({e:#})");
@@ -44,8 +44,15 @@ pub fn gpus(name: &str) -> Vec<CudaBackend> {
     let Some(f32_backend) = gpu_as(name, DType::F32) else {
         return vec![];
     };
-    let bf16_backend = CudaBackend::new(0, DType::Bf16).expect("bf16 backend");
+    let bf16_backend =
+        CudaBackend::new(0, DType::Bf16, CudaOptions::default()).expect("bf16 backend");
     vec![f32_backend, bf16_backend]
+}
+
+/// Another backend on `b`'s device, storing `b`'s dtype, running as `options` say: tests that
+/// compare the paths a backend can be fixed to make one per path.
+pub fn with_options(b: &CudaBackend, options: CudaOptions) -> CudaBackend {
+    CudaBackend::new(0, b.dtype(), options).expect("a second backend on the device")
 }
 
 /// The tolerance `(atol, rtol)` for `b`'s dtype, given the f32 one. Copies stay exact in bf16.
