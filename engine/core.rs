@@ -191,7 +191,12 @@ impl EngineCore {
                 max_context,
             )
         }))
-        .unwrap_or_else(|p| Err(anyhow::anyhow!("{}", crate::device::panic::panic_message(&*p))));
+        .unwrap_or_else(|p| {
+            Err(anyhow::anyhow!(
+                "{}",
+                crate::device::panic::panic_message(&*p)
+            ))
+        });
         match result {
             Ok(r) => {
                 if out.events.send(r.event).is_err() {

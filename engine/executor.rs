@@ -21,8 +21,8 @@ use crate::runner::Runner;
 
 use super::hooks::{EngineHooks, NoHooks};
 use super::launch_queue::LaunchQueue;
-use crate::device::panic::panic_message;
 pub use super::step_output::StepOutput;
+use crate::device::panic::panic_message;
 
 pub struct Executor<B: Backend> {
     model: Runner<B>,

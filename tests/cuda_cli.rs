@@ -1,5 +1,5 @@
 //! The `tandem` commands a GPU run makes (scripts/gpu-check.sh, scripts/gpu-bench.sh) run here
-//! first, on the emulated device (`TANDEM_EMULATED_CUDA=1`, runtime/cuda/emulated.rs), on the tiny
+//! first, on the emulated device (`TANDEM_EMULATED_CUDA=1`, device/cuda/emulated.rs), on the tiny
 //! test model: a bug in them is found here rather than in a short, rare GPU run. Greedy
 //! `generate` in f32 must print the CPU's text; the benchmarks must finish and report.
 //!

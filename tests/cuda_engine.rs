@@ -5,7 +5,7 @@
 //! CPU's tokens.
 //!
 //! Built only with `--features cuda`. Without a CUDA driver they run on the emulated device when
-//! built with `kernel-emu` too (runtime/cuda/emulated.rs; the test command does); otherwise every
+//! built with `kernel-emu` too (device/cuda/emulated.rs; the test command does); otherwise every
 //! test prints `skipped: <name>: no CUDA device (<reason>)` and returns: never a silent pass.
 
 mod common;

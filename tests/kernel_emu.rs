@@ -3,9 +3,9 @@
 //! (the attention kernels: tests/kernel_emu_attention.rs):
 //! every machine checks the kernels' logic (indexing, barriers, warp shuffles, split-and-merge,
 //! rounding) without a GPU. Launch shapes and argument lists are the ones the CUDA backend uses
-//! (runtime/cuda), as each kernel's header comment states them; the emulator checks the argument
+//! (device/cuda), as each kernel's header comment states them; the emulator checks the argument
 //! count and sizes against the kernel's declaration. What only a GPU shows (speed, the launch
-//! code in runtime/cuda, cuBLAS) is for tests/cuda_*.rs.
+//! code in device/cuda, cuBLAS) is for tests/cuda_*.rs.
 //!
 //! Outputs are poisoned with NaN first, so an element a kernel fails to write fails.
 
@@ -25,7 +25,7 @@ fn u(n: usize) -> u32 {
 }
 
 /// Elements per thread of the kernels that move 16-byte vectors where a row width allows
-/// (`DType::vector_elems` in runtime/cuda): 16 bytes' worth, else 1.
+/// (`DType::vector_elems` in device/cuda): 16 bytes' worth, else 1.
 fn vector_elems(dt: Dt, width: usize) -> usize {
     let per = 16 / dt.size();
     if width.is_multiple_of(per) {

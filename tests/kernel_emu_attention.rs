@@ -1,7 +1,7 @@
 //! The attention kernels (paged_attention.cu, paged_attention_prefill.cu,
 //! paged_attention_decode.cu), compiled for the CPU and run by the emulator (`--features
 //! kernel-emu`, kernels/emu), against the CPU reference attention on random steps over scattered
-//! cache blocks, with the launch shapes and argument lists runtime/cuda/attention.rs uses (see
+//! cache blocks, with the launch shapes and argument lists device/cuda/attention.rs uses (see
 //! tests/kernel_emu.rs for the other kernels and what the emulator checks).
 //!
 //! Outputs are poisoned with NaN first, so an element a kernel fails to write fails.
@@ -83,7 +83,7 @@ fn check_attention(
             run(&dt.kernel("paged_attention"), grid, 128, &args);
         }
         AttnPath::Prefill => {
-            // As runtime/cuda/attention.rs launches it: the general kernel's arguments and the
+            // As device/cuda/attention.rs launches it: the general kernel's arguments and the
             // step's row tiles of 64, one block per (tile, head).
             assert_eq!(dt, Dt::Bf16, "the prefill kernel is bf16 only");
             let tiles: Vec<u32> = step.row_tiles(64).flat_map(|(s, t)| [s, t]).collect();
@@ -101,7 +101,7 @@ fn check_attention(
                 assert_eq!(dt, Dt::Bf16, "the tensor-core decode kernel is bf16 only");
                 format!("paged_attention_decode_tc_bf16_d{}", layout.head_dim)
             } else {
-                // The instance the backend picks (runtime/cuda/kernels.rs DECODE_SETS): the
+                // The instance the backend picks (device/cuda/kernels.rs DECODE_SETS): the
                 // smallest width of 64, 128, 256 that holds head_dim, the group's heads per
                 // warp rounded up to a power of two, at most 8 at width 128, else 4.
                 let width = [64, 128, 256]

@@ -26,7 +26,9 @@ pub fn embed(table: &[f32], ids: &[u32], dim: usize, out: &mut [f32]) -> Result<
 /// `Σ a[i]·b[i]` over eight independent partial sums. A single running sum is a chain of
 /// dependent adds the compiler must keep in order (no reassociation of floats), so it stays
 /// scalar; eight lanes let it use vector registers, and the scalar form (attention
-/// scores, RMS sums) is a visible share of a CPU decode step in a profile.
+/// scores, RMS sums) is a visible share of a CPU decode step in a profile. `#[inline]`: its
+/// callers are in other codegen units, where a call per key costs as much as the short sum.
+#[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let split = n - n % 8;

@@ -1,5 +1,5 @@
 //! Host buffers and launches for tests/kernel_emu.rs: the CUDA kernels run on the CPU by the
-//! emulator (runtime/kernel_emu.rs), over host memory laid out as on the device.
+//! emulator (device/kernel_emu.rs), over host memory laid out as on the device.
 
 use rand::rngs::StdRng;
 use rand::Rng;
