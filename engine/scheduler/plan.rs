@@ -15,6 +15,8 @@ enum Pass {
     All,
     Decodes,
     Prefills,
+    /// Prefill chunks, while each decoding request only claims the block for its next token.
+    PrefillsClaimingDecodes,
 }
 
 pub(super) fn plan(s: &mut Scheduler) -> Batch {
@@ -44,9 +46,25 @@ pub(super) fn plan(s: &mut Scheduler) -> Batch {
             admit(s, &mut b, &mut budget);
         }
         BudgetOrder::PrefillFirst => {
-            plan_running(s, &mut b, &mut budget, Pass::Prefills);
-            admit(s, &mut b, &mut budget);
+            // Only the budget goes to prefill work first; blocks are claimed in admission order,
+            // decoders included. Otherwise the chunks and admissions planned ahead of a decoder
+            // take the block it needs and it preempts itself. With overlap that voids the sample
+            // still in flight, so a request readmitted and preempted again one step later comes
+            // back with no new token, and two such requests can take each other's block turn
+            // about forever.
+            plan_running(s, &mut b, &mut budget, Pass::PrefillsClaimingDecodes);
+            // Resuming a preempted request is recompute, not a new prompt: it waits for the
+            // decodes, or it could spend every step's budget on work a later step preempts again
+            // while the decoders that would free the cache never run. Fresh requests queue behind
+            // preempted ones, so they wait too.
+            let resuming = !s.resumed.is_empty();
+            if !resuming {
+                admit(s, &mut b, &mut budget);
+            }
             plan_running(s, &mut b, &mut budget, Pass::Decodes);
+            if resuming {
+                admit(s, &mut b, &mut budget);
+            }
         }
     }
     if !b.is_empty() {
@@ -74,22 +92,35 @@ fn plan_running(s: &mut Scheduler, b: &mut Batch, budget: &mut usize, pass: Pass
     while i < s.running.len() && *budget > 0 {
         let id = s.running[i];
         let seq = &s.seqs[&id];
-        let wanted = match pass {
-            Pass::All => true,
-            Pass::Decodes => seq.is_decoding(),
-            Pass::Prefills => !seq.is_decoding(),
+        let (wanted, claim) = match pass {
+            Pass::All => (true, false),
+            Pass::Decodes => (seq.is_decoding(), false),
+            Pass::Prefills => (!seq.is_decoding(), false),
+            Pass::PrefillsClaimingDecodes => (true, seq.is_decoding()),
         };
         if !wanted || seq.planned_in == s.step_no || seq.at_max_tokens() || seq.remaining() == 0 {
             i += 1;
             continue;
         }
-        let n = seq.remaining().min(*budget);
+        // A decoder's work is its one next token.
+        let n = if claim {
+            1
+        } else {
+            seq.remaining().min(*budget)
+        };
         let preemptions = s.preemptions;
         if !grow_or_preempt(s, id, n) {
             continue; // `id` itself was preempted; `running[i]` is now the next request
         }
-        add_rows(s, b, id, n);
-        *budget -= n;
+        if claim {
+            s.seqs
+                .get_mut(&id)
+                .expect("running request exists")
+                .claimed_in = s.step_no;
+        } else {
+            add_rows(s, b, id, n);
+            *budget -= n;
+        }
         // Victims are never already-planned requests, so only a preemption can shift `id`.
         if s.preemptions != preemptions {
             i = s.running.iter().position(|&r| r == id).unwrap_or(i);
@@ -99,7 +130,7 @@ fn plan_running(s: &mut Scheduler, b: &mut Batch, budget: &mut usize, pass: Pass
 }
 
 /// Makes room for `n` more tokens of running request `id`, preempting others (never ones already
-/// in this step) as the policy chooses. False if `id` itself had to go.
+/// in this step or holding a claimed block) as the policy chooses. False if `id` itself had to go.
 fn grow_or_preempt(s: &mut Scheduler, id: RequestId, n: usize) -> bool {
     loop {
         let seq = s.seqs.get_mut(&id).expect("running request exists");
@@ -112,7 +143,10 @@ fn grow_or_preempt(s: &mut Scheduler, id: RequestId, n: usize) -> bool {
             .running
             .iter()
             .copied()
-            .filter(|r| s.seqs[r].planned_in != step_no)
+            .filter(|&r| {
+                let q = &s.seqs[&r];
+                r == id || (q.planned_in != step_no && q.claimed_in != step_no)
+            })
             .collect();
         if candidates.is_empty() {
             return false;

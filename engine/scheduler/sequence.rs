@@ -44,6 +44,9 @@ pub struct SeqState {
     pub seed: u64,
     /// The number of the last step this request was planned into.
     pub planned_in: u64,
+    /// The number of the last step in which this request, decoding, claimed the block for its
+    /// next token before the step's budget reached it (see `BudgetOrder::PrefillFirst`).
+    pub claimed_in: u64,
 }
 
 impl SeqState {
@@ -68,6 +71,7 @@ impl SeqState {
             needs_sampler_reset: true,
             seed,
             planned_in: 0,
+            claimed_in: 0,
         }
     }
 

@@ -19,7 +19,9 @@ pub enum BudgetOrder {
     Arrival,
     /// Decode tokens of running requests, then their prefill chunks, then admissions.
     DecodeFirst,
-    /// Prefill chunks of running requests and admissions, then decode tokens.
+    /// Prefill chunks of running requests and admissions, then decode tokens. Decoders still
+    /// claim the block for their next token first (in admission order, with the prefill chunks),
+    /// and preempted requests resume after the decode tokens: recompute is not a new prompt.
     PrefillFirst,
 }
 
