@@ -618,7 +618,8 @@ fn simulation_plans_the_engines_steps_and_predicts_their_time() {
         "cost model shape: steps with a prefill chunk {prefill:.3}x, decode-only {decode:.3}x \
          the phase's median ratio to the prediction: {shape:.3}"
     );
-    if !(1.0 / SHAPE_FACTOR..=SHAPE_FACTOR).contains(&shape) {
+    // NaN only when no phase planned the engine's steps: that is reported above.
+    if !shape.is_nan() && !(1.0 / SHAPE_FACTOR..=SHAPE_FACTOR).contains(&shape) {
         failures.push(format!(
             "relative to the cost model, steps with a prefill chunk took {shape:.3}x as long as \
              decode-only steps (bound: a factor {SHAPE_FACTOR} either side)"
