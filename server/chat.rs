@@ -48,11 +48,23 @@ impl WireFormat for Chat {
         _offset: usize,
         finish: Option<&FinishReason>,
     ) -> Bytes {
-        chunk(job, index, text, lps, finish)
+        let delta = Delta {
+            role: None,
+            content: (finish.is_none()).then(|| text.to_string()),
+        };
+        let choice = ChatChunkChoice {
+            index,
+            delta,
+            logprobs: (job.want_logprobs && finish.is_none()).then(|| logprobs(job, lps)),
+            finish_reason: finish.map(FinishReason::as_str),
+        };
+        sse::event(&base(job, vec![choice]))
     }
 
     fn usage_chunk(job: &Job, usage: UsageInfo) -> Bytes {
-        usage_chunk(job, usage)
+        let mut c = base(job, vec![]);
+        c.usage = Some(Some(usage));
+        sse::event(&c)
     }
 }
 
@@ -107,32 +119,6 @@ fn role_chunk(job: &Job, index: usize) -> Bytes {
         finish_reason: None,
     };
     sse::event(&base(job, vec![choice]))
-}
-
-fn chunk(
-    job: &Job,
-    index: usize,
-    text: &str,
-    lps: &[TokenLogprob],
-    finish: Option<&FinishReason>,
-) -> Bytes {
-    let delta = Delta {
-        role: None,
-        content: (finish.is_none()).then(|| text.to_string()),
-    };
-    let choice = ChatChunkChoice {
-        index,
-        delta,
-        logprobs: (job.want_logprobs && finish.is_none()).then(|| logprobs(job, lps)),
-        finish_reason: finish.map(FinishReason::as_str),
-    };
-    sse::event(&base(job, vec![choice]))
-}
-
-fn usage_chunk(job: &Job, usage: UsageInfo) -> Bytes {
-    let mut c = base(job, vec![]);
-    c.usage = Some(Some(usage));
-    sse::event(&c)
 }
 
 fn completion<'a>(job: &'a Job, choices: &[Choice]) -> ChatCompletion<'a> {

@@ -42,11 +42,21 @@ impl WireFormat for Completions {
         offset: usize,
         finish: Option<&FinishReason>,
     ) -> Bytes {
-        chunk(job, index, text, lps, offset, finish)
+        let choice = CompletionChoice {
+            index,
+            text: text.to_string(),
+            logprobs: job.want_logprobs.then(|| logprobs(job, lps, offset)),
+            finish_reason: finish.map(FinishReason::as_str),
+        };
+        let mut c = base(job, vec![choice]);
+        c.usage = job.include_usage.then_some(None);
+        sse::event(&c)
     }
 
     fn usage_chunk(job: &Job, usage: UsageInfo) -> Bytes {
-        usage_chunk(job, usage)
+        let mut c = base(job, vec![]);
+        c.usage = Some(Some(usage));
+        sse::event(&c)
     }
 }
 
@@ -78,31 +88,6 @@ fn base(job: &Job, choices: Vec<CompletionChoice>) -> Completion<'_> {
         choices,
         usage: None,
     }
-}
-
-fn chunk(
-    job: &Job,
-    index: usize,
-    text: &str,
-    lps: &[TokenLogprob],
-    offset: usize,
-    finish: Option<&FinishReason>,
-) -> Bytes {
-    let choice = CompletionChoice {
-        index,
-        text: text.to_string(),
-        logprobs: job.want_logprobs.then(|| logprobs(job, lps, offset)),
-        finish_reason: finish.map(FinishReason::as_str),
-    };
-    let mut c = base(job, vec![choice]);
-    c.usage = job.include_usage.then_some(None);
-    sse::event(&c)
-}
-
-fn usage_chunk(job: &Job, usage: UsageInfo) -> Bytes {
-    let mut c = base(job, vec![]);
-    c.usage = Some(Some(usage));
-    sse::event(&c)
 }
 
 fn completion<'a>(job: &'a Job, choices: &[Choice]) -> Completion<'a> {
