@@ -6,9 +6,12 @@
 // each has its own `__shared__` arrays, which are thread_local) that takes the next block of a
 // seeded permutation of the grid whenever its block ends, and runs the block's threads as fibers.
 // Only one fiber of the whole launch runs at a time: the slots pass a baton, and at every
-// cross-block switch point (a __threadfence, an atomic) the baton holder picks, from the seeded
+// __threadfence (and at one atomic in four, chosen by the generator: the histograms' shared-
+// memory atomics are many and gain nothing from it) the baton holder picks, from the seeded
 // generator, which resident block goes on next. So everything is deterministic per seed, and
-// blocks interleave at exactly the points where correct kernels talk to each other.
+// blocks interleave at exactly the points where correct kernels talk to each other. The other
+// slots' threads start at the launch's first such point: a kernel without fences or atomics
+// runs its blocks one after another on the launching thread, at no extra cost.
 //
 // Weak memory (memory.h): the stores a kernel marks as read by other blocks
 // (`store_for_other_blocks` in kernels/common.cuh) and reductions whose result it does not use
@@ -32,7 +35,7 @@
 namespace tandem_emu {
 namespace {
 
-enum class State { Ready, Yielded, AtBlockBarrier, AtWarpBarrier, Done };
+enum class State { Ready, Yielded, Fenced, AtBlockBarrier, AtWarpBarrier, Done };
 
 struct Fiber {
     Context ctx;
@@ -74,6 +77,8 @@ struct Xorshift {
     }
 };
 
+struct Slot;
+
 // What the slots of one launch share. Touched only by the baton holder (or under `m`).
 struct Launch {
     const Entry* entry = nullptr;
@@ -92,6 +97,10 @@ struct Launch {
     std::condition_variable cv;
     unsigned turn = kNoSlot;      // the slot holding the baton
     std::vector<unsigned> active;  // slots not yet out of blocks
+    // Slots 1.. and their threads, started at the first baton pass (start_slots).
+    size_t slots = 1;
+    std::vector<Slot>* slot_list = nullptr;
+    std::vector<std::thread> threads;
 };
 
 // One resident block's place: its fibers and their stacks, reused block after block.
@@ -108,6 +117,27 @@ struct Slot {
 };
 
 thread_local Slot* g_slot = nullptr;
+
+void run_slot(Slot& sl);
+
+// Gives a slot its fibers' stacks (kept block after block).
+void equip(Slot& sl, unsigned threads) {
+    sl.fibers.resize(threads);
+    sl.exchange.assign(((threads + 31) / 32) * 32, 0);
+    for (unsigned t = 0; t < threads; ++t) sl.stacks.emplace_back(new char[kStackBytes]);
+}
+
+// Starts slots 1.. (each waits for the baton), once per launch; the baton holder calls it.
+void start_slots(Launch& l) {
+    if (!l.threads.empty() || l.slots < 2) return;
+    std::vector<Slot>& s = *l.slot_list;
+    const unsigned threads = l.block.x * l.block.y * l.block.z;
+    for (unsigned i = 1; i < l.slots; ++i) {
+        equip(s[i], threads);
+        l.active.push_back(i);
+        l.threads.emplace_back(run_slot, std::ref(s[i]));
+    }
+}
 
 Slot& slot() { return *g_slot; }
 unsigned linear(const Launch& l, const dim3& t) {
@@ -134,6 +164,7 @@ void fiber_main() {
 // waits until it comes back; `leaving`: this slot has no blocks left, so it only hands on.
 void pass_baton(Slot& sl, bool leaving) {
     Launch& l = *sl.l;
+    if (!leaving) start_slots(l);
     std::unique_lock<std::mutex> lk(l.m);
     if (leaving) {
         for (size_t i = 0; i < l.active.size(); ++i)
@@ -259,11 +290,12 @@ bool run_block(Slot& sl) {
             sl.current = &f;
             switch_context(sl.scheduler, f.ctx);
             if (!l.error.empty()) return false;
-            if (f.state == State::Yielded) {
+            if (f.state == State::Yielded || f.state == State::Fenced) {
                 // At a fence or an atomic: the lane goes on later; another block may go first.
+                const bool fenced = f.state == State::Fenced;
                 f.state = State::Ready;
                 lanes.push_back(i);
-                if (shared_baton) pass_baton(sl, false);
+                if (shared_baton && (fenced || rng.below(4) == 0)) pass_baton(sl, false);
                 if (!l.error.empty()) return false;
                 continue;
             }
@@ -297,7 +329,7 @@ bool run_block(Slot& sl) {
 }
 
 // A slot's life: waits for the baton, then runs blocks from the launch's order until none is
-// left (or the launch failed), passing the baton at each block's start.
+// left (or the launch failed).
 void run_slot(Slot& sl) {
     Launch& l = *sl.l;
     g_slot = &sl;
@@ -310,10 +342,9 @@ void run_slot(Slot& sl) {
         sl.block_linear = b;
         sl.block_idx = {b % l.grid.x, b / l.grid.x % l.grid.y, b / (l.grid.x * l.grid.y)};
         if (!run_block(sl)) break;
-        if (l.order.size() > 1) pass_baton(sl, false);
     }
     g_slot = nullptr;
-    if (l.order.size() > 1) pass_baton(sl, true);
+    if (!l.threads.empty()) pass_baton(sl, true);
 }
 
 thread_local bool g_seed_set = false;
@@ -349,7 +380,7 @@ void switch_point() { park(State::Yielded); }
 void fence() {
     Slot& sl = slot();
     flush(sl.l->buffers[sl.block_linear]);
-    park(State::Yielded);
+    park(State::Fenced);
 }
 
 void buffered_store(void* p, const void* v, size_t n) {
@@ -439,31 +470,19 @@ extern "C" int tandem_emu_launch(const char* name, const uint32_t grid[3], const
     for (size_t i = blocks; i > 1; --i) std::swap(l.order[i - 1], l.order[l.rng.below(i)]);
     l.buffers.resize(blocks);
 
-    const unsigned slots = blocks < kSlots ? (unsigned)blocks : kSlots;
-    std::vector<Slot> s(slots);
-    for (unsigned i = 0; i < slots; ++i) {
+    // The calling thread is slot 0; the others start at the first baton pass (start_slots).
+    l.slots = blocks < kSlots ? blocks : kSlots;
+    std::vector<Slot> s(l.slots);
+    for (unsigned i = 0; i < l.slots; ++i) {
         s[i].l = &l;
         s[i].id = i;
-        s[i].fibers.resize(threads);
-        s[i].exchange.assign(((threads + 31) / 32) * 32, 0);
-        for (unsigned t = 0; t < threads; ++t) s[i].stacks.emplace_back(new char[kStackBytes]);
-        l.active.push_back(i);
     }
-    if (slots == 1) {
-        l.turn = 0;
-        run_slot(s[0]);
-    } else {
-        // The calling thread is slot 0; the others wait for the baton.
-        std::vector<std::thread> others;
-        for (unsigned i = 1; i < slots; ++i) others.emplace_back(run_slot, std::ref(s[i]));
-        {
-            std::lock_guard<std::mutex> lk(l.m);
-            l.turn = (unsigned)l.rng.below(slots);
-        }
-        l.cv.notify_all();
-        run_slot(s[0]);
-        for (std::thread& t : others) t.join();
-    }
+    l.slot_list = &s;
+    equip(s[0], threads);
+    l.active.push_back(0);
+    l.turn = 0;
+    run_slot(s[0]);
+    for (std::thread& t : l.threads) t.join();
     if (!l.error.empty()) return fail(l.error);
     // The kernel's end: every block's writes become visible.
     for (std::vector<Pending>& b : l.buffers) flush(b);
