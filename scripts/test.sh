@@ -12,6 +12,7 @@ bash scripts/emu-seeds.sh
 bash scripts/install-cuda-toolchain.sh >/dev/null
 cargo test --release --locked --features cuda,kernel-emu --lib \
   --test cuda_parity --test cuda_attention --test cuda_model --test cuda_engine --test cuda_cli \
+  --test emu_driver_mutants \
   -- --show-output
 bash scripts/fuzz.sh "${TANDEM_FUZZ_SECS:-5}"
 bash scripts/test-client.sh
