@@ -1,14 +1,15 @@
-//! `tandem sim`: replay a synthetic workload or a JSONL trace through the real scheduler with
+//! `tandem sim`: replay a synthetic workload or a trace through the real scheduler with
 //! a calibrated step-time model; `--compare` sweeps policies over loads and draws charts.
 
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::cli::trace_args::TraceArgs;
 use crate::engine::scheduler::SchedulerConfig;
 use crate::sim::compare::{sweep, write_csv};
 use crate::sim::report::{write_requests_csv, Slo, Summary};
-use crate::sim::workload::{mean_rate, read_trace, write_trace, Synthetic, TraceRequest};
+use crate::sim::workload::{mean_rate, write_trace, Synthetic, TraceRequest};
 use crate::sim::{chart, simulate, CostModel, SimConfig};
 
 #[derive(clap::Args)]
@@ -23,9 +24,8 @@ pub struct SimArgs {
     /// rescales the trace's arrival times to that mean rate.
     #[arg(long, value_delimiter = ',', requires = "compare")]
     pub rates: Vec<f64>,
-    /// A JSONL trace to replay instead of a synthetic workload.
-    #[arg(long)]
-    pub trace: Option<PathBuf>,
+    #[command(flatten)]
+    pub trace: TraceArgs,
     /// Also write the workload as a JSONL trace.
     #[arg(long)]
     pub save_trace: Option<PathBuf>,
@@ -140,7 +140,7 @@ pub fn run(args: SimArgs) -> Result<()> {
         ttft_s: args.slo_ttft,
         tpot_s: args.slo_tpot,
     };
-    let trace = args.trace.as_deref().map(read_trace).transpose()?;
+    let trace = args.trace.load()?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     if args.compare.is_empty() {
@@ -251,7 +251,7 @@ fn run_compare(
     let csv = args.out.join("compare.csv");
     let svg = args.out.join("compare.svg");
     write_csv(&csv, &points)?;
-    let source = match &args.trace {
+    let source = match &args.trace.trace {
         Some(t) => format!("trace {}", t.display()),
         None => format!("{} synthetic requests", args.num_requests),
     };

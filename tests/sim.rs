@@ -39,9 +39,7 @@ fn req(arrival: f64, prompt_len: usize, output_len: usize) -> TraceRequest {
         arrival,
         prompt_len,
         output_len,
-        prefix_group: None,
-        prefix_len: 0,
-        priority: 0,
+        ..Default::default()
     }
 }
 
