@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use crate::sim::trace_formats::{read, TraceFormat, Window};
 use crate::sim::workload::TraceRequest;
 
-#[derive(clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct TraceArgs {
     /// A trace to replay instead of a synthetic workload: tandem's JSONL, an Azure LLM
     /// inference trace (CSV), BurstGPT (CSV) or a Mooncake trace (JSONL with hash_ids).
