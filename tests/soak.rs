@@ -228,17 +228,20 @@ fn malformed_request(rng: &mut StdRng) -> (&'static str, Vec<u8>) {
 /// report a broken pipe instead of the answer).
 async fn oversized(addr: SocketAddr, chunked: bool) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut c = connect(addr).await;
     let size = (4 << 20) + 1;
     let head = if chunked {
         format!("POST {COMPLETIONS} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n{size:x}\r\n")
     } else {
         format!("POST {COMPLETIONS} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {size}\r\n\r\n")
     };
-    let _ = c.write_all(head.as_bytes()).await;
-    let _ = c.write_all(&vec![b' '; size]).await;
+    let _ = within("an oversized body to be written or refused", async {
+        c.write_all(head.as_bytes()).await?;
+        c.write_all(&vec![b' '; size]).await
+    })
+    .await;
     let mut reply = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut reply)).await;
+    let _ = within("the answer to an oversized body", c.read_to_end(&mut reply)).await;
     String::from_utf8_lossy(&reply).into_owned()
 }
 
@@ -259,7 +262,7 @@ async fn vanish(addr: SocketAddr, rng: &mut StdRng) {
     .await;
     if stream {
         let mut body = resp.into_body();
-        let _ = body.frame().await;
+        let _ = within("a stream's first event", body.frame()).await;
     }
     conn.abort();
 }
@@ -325,7 +328,7 @@ async fn client(addr: SocketAddr, id: u64, until: Instant, tally: Arc<Mutex<Tall
 
 /// The engine's gauges from /metrics once they settle at idle: (running, waiting, KV usage).
 async fn settle(addr: SocketAddr) -> (f64, f64, f64) {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + LIMIT;
     loop {
         let m = get(addr, "/metrics").await.text();
         let g = |name| metric(&m, name).unwrap_or(f64::NAN);
@@ -438,9 +441,11 @@ async fn spawn_server() -> (Child, SocketAddr) {
         .expect("start tandem serve");
     let mut child = Child(child);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + LIMIT;
     loop {
-        if tokio::net::TcpStream::connect(addr).await.is_ok()
+        if within("a connection attempt", tokio::net::TcpStream::connect(addr))
+            .await
+            .is_ok()
             && get(addr, "/health").await.status == StatusCode::OK
         {
             return (child, addr);
@@ -476,7 +481,7 @@ async fn soak_in_suite() {
         .status()
         .unwrap();
     assert!(term.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + LIMIT;
     let status = loop {
         if let Some(status) = server.0.try_wait().unwrap() {
             break status;
