@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Soaks a real `tandem serve` (the tiny test model, on 127.0.0.1) with tests/soak.rs's mix of
-# valid, malformed, oversized and vanishing clients, then stops it with SIGTERM.
+# Soaks a real `tandem serve` (on 127.0.0.1; the tiny test model unless --model says otherwise)
+# with tests/soak.rs's mix of valid, malformed, oversized and vanishing clients, then stops it
+# with SIGTERM.
 #
-#   bash scripts/soak.sh [--rounds N] [--model PATH|default] [SECONDS] [CLIENTS]
-#     (default: 1 round of 300 seconds, 8 clients, the tiny test model)
+#   bash scripts/soak.sh [--rounds N] [--model PATH|default] [SECONDS] [CLIENTS] [-- SERVE-ARGS...]
+#     (default: 1 round of 300 seconds, 8 clients, the tiny test model; SERVE-ARGS go to
+#     `tandem serve`, e.g. `-- --num-kv-blocks 128`)
 #
 # Pass: every valid request answered 200 with a complete body, nothing 5xx, the server back to
 # idle (no request running or waiting, KV cache empty), its resident memory once idle within 10%
@@ -21,11 +23,16 @@ while [[ $# -gt 0 && $1 == --* ]]; do
   case $1 in
     --rounds) rounds=$2; shift 2 ;;
     --model) model=$2; shift 2 ;;
+    --) break ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-secs=${1:-300}
-clients=${2:-8}
+secs=300
+clients=8
+[[ $# -gt 0 && $1 != -- ]] && { secs=$1; shift; }
+[[ $# -gt 0 && $1 != -- ]] && { clients=$1; shift; }
+[[ $# -gt 0 && $1 == -- ]] && shift
+serve_args=("$@")
 model_args=(--model "$model")
 [[ $model == default ]] && model_args=()
 
@@ -34,7 +41,7 @@ cargo test --release --test soak --no-run
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 log=target/soak-server.log
-./target/release/tandem serve "${model_args[@]}" --host 127.0.0.1 --port "$port" >"$log" 2>&1 &
+./target/release/tandem serve "${model_args[@]}" "${serve_args[@]}" --host 127.0.0.1 --port "$port" >"$log" 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true' EXIT
 
