@@ -4,8 +4,9 @@
 //! from CUDA graphs) against eager ones, through the real engine too.
 //!
 //! Built only with `--features cuda`. Without a CUDA driver they run on the emulated device when
-//! built with `kernel-emu` too (device/cuda/emulated.rs; the test command does); otherwise every
-//! test prints `skipped: <name>: no CUDA device (<reason>)` and returns: never a silent pass.
+//! built with `kernel-emu` too (device/cuda/emulated.rs; the test command does), and a device that
+//! fails to open fails them; in a plain `cuda` build without a GPU every test prints
+//! `skipped: <name>: no CUDA device (<reason>)` and returns: never a silent pass.
 
 mod common;
 

@@ -1,8 +1,6 @@
 //! The simulator on crafted and synthetic workloads: exact timings for a lone request,
 //! determinism per seed, each policy's ordering showing in the results, the prefix cache,
-//! preemption, refusals, and speed (100k requests in under 10 s).
-
-use std::time::Instant;
+//! preemption, refusals, and a day-sized trace run to the end (its speed: benches/simulate.rs).
 
 use tandem::engine::scheduler::SchedulerConfig;
 use tandem::sim::report::{Slo, Summary};
@@ -220,14 +218,12 @@ fn requests_are_refused_like_the_engine_refuses_them() {
     assert_eq!(Summary::of(&r, SLO).completed, 2);
 }
 
+/// A day-sized trace runs to the end: every one of 100k requests completes, at a light load and a
+/// saturating one. (How fast is `cargo bench --bench simulate`'s business: a wall-clock bound
+/// here would fail whenever the machine is busy.)
 #[test]
-fn a_hundred_thousand_requests_simulate_in_under_ten_seconds() {
-    if cfg!(debug_assertions) {
-        eprintln!("skipped: the 100k-request timing is only meaningful in a release build");
-        return;
-    }
+fn a_hundred_thousand_requests_all_complete() {
     let cost = CostModel::default_cpu();
-    // Loads from light (many one-request steps) to saturated.
     for rate in [0.02, 0.2] {
         let trace = Synthetic {
             num_requests: 100_000,
@@ -238,17 +234,15 @@ fn a_hundred_thousand_requests_simulate_in_under_ten_seconds() {
         }
         .generate()
         .unwrap();
-        let t = Instant::now();
         let r = simulate(&SimConfig::default(), &cost, &trace).unwrap();
-        let secs = t.elapsed().as_secs_f64();
         let s = Summary::of(&r, SLO);
         eprintln!(
-            "100k requests at {rate} req/s: {secs:.2} s wall, {} steps, {} completed, {:.0}% busy",
+            "100k requests at {rate} req/s: {} steps, {} completed, {:.0}% busy",
             s.steps,
             s.completed,
             s.utilization * 100.0
         );
-        assert!(secs < 10.0, "{secs} s");
-        assert!(s.completed > 0);
+        assert_eq!(s.completed, trace.len(), "at {rate} req/s");
+        assert!(s.steps > 0);
     }
 }

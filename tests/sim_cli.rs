@@ -1,14 +1,17 @@
 //! `tandem sim` and `tandem calibrate` as a user runs them: reports, CSV, charts, a fitted cost
 //! model that `sim` accepts.
 
+#[path = "common/wait.rs"]
+mod wait;
+
 use std::path::Path;
 use std::process::{Command, Output};
+use wait::OutputWithin;
 
 fn tandem(args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
         .args(args)
-        .output()
-        .unwrap();
+        .output_within();
     assert!(
         out.status.success(),
         "tandem {args:?} failed: {}",
@@ -142,8 +145,7 @@ fn sim_rejects_an_unknown_policy_and_a_bad_trace() {
             .args(args)
             .arg("--out")
             .arg(dir.path())
-            .output()
-            .unwrap()
+            .output_within()
     };
     let out = run(&["sim", "--policy", "nope", "--num-requests", "5"]);
     assert!(!out.status.success());

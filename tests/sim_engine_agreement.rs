@@ -53,6 +53,9 @@
 //! the engine's wall clock, is printed for `benches/RESULTS.md` but not asserted: on a machine
 //! whose speed drifts, its error is mostly that drift.
 
+#[path = "common/wait.rs"]
+mod wait;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -269,7 +272,7 @@ fn replay(p: &Phase, offset: usize, vocab: u32) -> Replay {
     let waited = Instant::now();
     while h.stats().running == 0 {
         assert!(
-            waited.elapsed() < Duration::from_secs(30),
+            waited.elapsed() < wait::LIMIT,
             "the engine never admitted the gate request"
         );
         std::thread::sleep(Duration::from_micros(100));
@@ -285,7 +288,7 @@ fn replay(p: &Phase, offset: usize, vocab: u32) -> Replay {
         readers.push(std::thread::spawn(move || {
             let mut first = None;
             loop {
-                match s.blocking_recv().expect("the stream ends with Finished") {
+                match wait::next_event(&mut s).expect("the stream ends with Finished") {
                     Event::Tokens { .. } => {
                         first.get_or_insert_with(|| since(Instant::now()));
                     }
@@ -303,8 +306,7 @@ fn replay(p: &Phase, offset: usize, vocab: u32) -> Replay {
         }));
     }
     let obs: Vec<Observed> = readers.into_iter().map(|t| t.join().unwrap()).collect();
-    h.shutdown();
-    engine.join().unwrap();
+    wait::stop_engine(engine);
     // Read once the engine has stopped (it publishes its counters when idle).
     let steps = h.timeline().take();
     Replay {

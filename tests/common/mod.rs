@@ -8,6 +8,7 @@ pub mod emu;
 #[cfg(feature = "cuda")]
 pub mod gpu;
 pub mod kernel_cases;
+pub mod wait;
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
