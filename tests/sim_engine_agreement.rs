@@ -58,7 +58,7 @@ use std::time::{Duration, Instant};
 
 use tandem::device::cpu::CpuBackend;
 use tandem::engine::request::{Event, FinishReason, Request, SamplingParams};
-use tandem::engine::scheduler::SchedulerConfig;
+use tandem::engine::scheduler::{aging, SchedulerConfig};
 use tandem::engine::timeline::StepTiming;
 use tandem::engine::{start, EngineConfig, EngineHandle};
 use tandem::model::default_model::default_model_path;
@@ -108,6 +108,7 @@ fn engine_config(p: &Phase) -> EngineConfig {
         block_size: BLOCK_SIZE,
         num_blocks: NUM_BLOCKS,
         policy: "fcfs".into(),
+        max_wait_steps: Some(aging::DEFAULT_MAX_WAIT_STEPS),
         overlap: p.overlap,
         max_queue: 1024,
         enable_prefix_caching: true,
@@ -122,6 +123,7 @@ fn sim_config(p: &Phase, vocab: u32) -> SimConfig {
             num_blocks: NUM_BLOCKS,
             block_size: BLOCK_SIZE,
             enable_prefix_caching: true,
+            max_wait_steps: Some(aging::DEFAULT_MAX_WAIT_STEPS),
         },
         policy: "fcfs".into(),
         overlap: p.overlap,
