@@ -154,3 +154,30 @@ fn sim_rejects_an_unknown_policy_and_a_bad_trace() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.jsonl:1"));
 }
+
+/// `--max-wait-steps` reaches the scheduler: under shortest-prompt-first at a load where the
+/// queue grows, serving every request overdue after one step (close to fcfs) gives another
+/// schedule than `--no-aging`; and the two options exclude each other.
+#[test]
+fn sim_takes_the_aging_knob() {
+    let dir = tempfile::tempdir().unwrap();
+    let schedule = |aging: &[&str]| {
+        let out_dir = dir.path().join(aging.join(""));
+        let mut args = vec!["sim", "--policy", "shortest-prompt-first"];
+        args.extend(["--num-requests", "300", "--rate", "1"]);
+        args.extend(aging);
+        args.extend(["--out", out_dir.to_str().unwrap()]);
+        tandem(&args);
+        read(&out_dir.join("requests.csv"))
+    };
+    let without = schedule(&["--no-aging"]);
+    assert!(
+        without != schedule(&["--max-wait-steps", "1"]),
+        "--max-wait-steps 1 left every request's times as --no-aging has them"
+    );
+    let both = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["sim", "--no-aging", "--max-wait-steps", "5"])
+        .output()
+        .unwrap();
+    assert!(!both.status.success());
+}
