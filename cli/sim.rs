@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::cli::engine_args::AgingArgs;
 use crate::cli::trace_args::TraceArgs;
 use crate::engine::scheduler::SchedulerConfig;
 use crate::sim::compare::{sweep, write_csv};
@@ -17,6 +18,8 @@ pub struct SimArgs {
     /// Scheduling policy: fcfs, prefill-first, decode-first, shortest-prompt-first, priority.
     #[arg(long, default_value = "fcfs")]
     pub policy: String,
+    #[command(flatten)]
+    pub aging: AgingArgs,
     /// Sweep these policies (comma-separated) over --rates and draw latency-vs-load charts.
     #[arg(long, value_delimiter = ',', requires = "rates")]
     pub compare: Vec<String>,
@@ -104,6 +107,7 @@ impl SimArgs {
                 num_blocks: self.num_blocks,
                 block_size: self.block_size,
                 enable_prefix_caching: !self.no_prefix_caching,
+                max_wait_steps: self.aging.max_wait_steps(),
             },
             policy: policy.into(),
             overlap: !self.no_overlap,

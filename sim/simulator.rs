@@ -17,7 +17,7 @@ use super::workload::{prompt_tokens, TraceRequest};
 use crate::engine::admission::{self, Admission};
 use crate::engine::request::{Request, SamplingParams};
 use crate::engine::scheduler::batch::Batch;
-use crate::engine::scheduler::{policy, Scheduler, SchedulerConfig};
+use crate::engine::scheduler::{aging, policy, Scheduler, SchedulerConfig};
 
 /// The simulated engine's settings (the engine's own defaults, see `EngineConfig`).
 #[derive(Debug, Clone)]
@@ -42,6 +42,7 @@ impl Default for SimConfig {
                 num_blocks: 1024,
                 block_size: 16,
                 enable_prefix_caching: true,
+                max_wait_steps: Some(aging::DEFAULT_MAX_WAIT_STEPS),
             },
             policy: "fcfs".into(),
             overlap: true,
@@ -253,6 +254,15 @@ pub fn simulate_with(
         "the scheduler stopped making progress with {} requests running and {} waiting",
         sched.num_running(),
         sched.num_waiting()
+    );
+    // Every request is removed by now, so a block still referenced was leaked.
+    sched
+        .allocator()
+        .check_invariants()
+        .map_err(anyhow::Error::msg)?;
+    ensure!(
+        sched.allocator().all_free(),
+        "KV blocks are still referenced after every request finished"
     );
     let (prefix_queries, prefix_hits) = sched.allocator().prefix_stats();
     let first = trace.first().map_or(0.0, |r| r.arrival);

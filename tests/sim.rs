@@ -2,7 +2,7 @@
 //! determinism per seed, each policy's ordering showing in the results, the prefix cache,
 //! preemption, refusals, and a day-sized trace run to the end (its speed: benches/simulate.rs).
 
-use tandem::engine::scheduler::SchedulerConfig;
+use tandem::engine::scheduler::{aging, SchedulerConfig};
 use tandem::sim::report::{Slo, Summary};
 use tandem::sim::simulator::{Rejection, RequestResult};
 use tandem::sim::workload::{Synthetic, TraceRequest};
@@ -26,6 +26,7 @@ fn config(policy: &str, max_num_seqs: usize, max_batch_tokens: usize) -> SimConf
             num_blocks: 4096,
             block_size: 16,
             enable_prefix_caching: true,
+            max_wait_steps: Some(aging::DEFAULT_MAX_WAIT_STEPS),
         },
         policy: policy.into(),
         ..Default::default()

@@ -206,3 +206,30 @@ fn sim_replays_each_public_trace_format() {
         serde_json::from_str(&read(&dir.path().join("summary.json"))).unwrap();
     assert_eq!(summary["completed"], 2, "the window holds two requests");
 }
+
+/// `--max-wait-steps` reaches the scheduler: under shortest-prompt-first at a load where the
+/// queue grows, serving every request overdue after one step (close to fcfs) gives another
+/// schedule than `--no-aging`; and the two options exclude each other.
+#[test]
+fn sim_takes_the_aging_knob() {
+    let dir = tempfile::tempdir().unwrap();
+    let schedule = |aging: &[&str]| {
+        let out_dir = dir.path().join(aging.join(""));
+        let mut args = vec!["sim", "--policy", "shortest-prompt-first"];
+        args.extend(["--num-requests", "300", "--rate", "1"]);
+        args.extend(aging);
+        args.extend(["--out", out_dir.to_str().unwrap()]);
+        tandem(&args);
+        read(&out_dir.join("requests.csv"))
+    };
+    let without = schedule(&["--no-aging"]);
+    assert!(
+        without != schedule(&["--max-wait-steps", "1"]),
+        "--max-wait-steps 1 left every request's times as --no-aging has them"
+    );
+    let both = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["sim", "--no-aging", "--max-wait-steps", "5"])
+        .output()
+        .unwrap();
+    assert!(!both.status.success());
+}

@@ -61,7 +61,7 @@ use std::time::{Duration, Instant};
 
 use tandem::device::cpu::CpuBackend;
 use tandem::engine::request::{Event, FinishReason, Request, SamplingParams};
-use tandem::engine::scheduler::SchedulerConfig;
+use tandem::engine::scheduler::{aging, SchedulerConfig};
 use tandem::engine::timeline::StepTiming;
 use tandem::engine::{start, EngineConfig, EngineHandle};
 use tandem::model::default_model::default_model_path;
@@ -111,6 +111,7 @@ fn engine_config(p: &Phase) -> EngineConfig {
         block_size: BLOCK_SIZE,
         num_blocks: NUM_BLOCKS,
         policy: "fcfs".into(),
+        max_wait_steps: Some(aging::DEFAULT_MAX_WAIT_STEPS),
         overlap: p.overlap,
         max_queue: 1024,
         enable_prefix_caching: true,
@@ -125,6 +126,7 @@ fn sim_config(p: &Phase, vocab: u32) -> SimConfig {
             num_blocks: NUM_BLOCKS,
             block_size: BLOCK_SIZE,
             enable_prefix_caching: true,
+            max_wait_steps: Some(aging::DEFAULT_MAX_WAIT_STEPS),
         },
         policy: "fcfs".into(),
         overlap: p.overlap,

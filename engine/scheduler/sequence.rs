@@ -21,6 +21,8 @@ pub struct SeqState {
     pub arrival: Instant,
     /// Submission order (for fcfs and tie-breaks).
     pub arrival_order: u64,
+    /// Steps planned before it was submitted (its wait, for aging, counts from here).
+    pub arrived_in: u64,
     /// Order of the latest admission to the running set (preemption picks the latest).
     pub admitted_order: u64,
     pub num_prompt: usize,
@@ -50,13 +52,20 @@ pub struct SeqState {
 }
 
 impl SeqState {
-    pub fn new(id: RequestId, request: Request, arrival_order: u64, seed: u64) -> Self {
+    pub fn new(
+        id: RequestId,
+        request: Request,
+        arrival_order: u64,
+        arrived_in: u64,
+        seed: u64,
+    ) -> Self {
         SeqState {
             id,
             params: request.params,
             priority: request.priority,
             arrival: request.arrival,
             arrival_order,
+            arrived_in,
             admitted_order: 0,
             num_prompt: request.prompt_ids.len(),
             tokens: request.prompt_ids,

@@ -12,6 +12,7 @@ fn cfg(max_num_seqs: usize, max_batch_tokens: usize, num_blocks: usize) -> Sched
         num_blocks,
         block_size: 4,
         enable_prefix_caching: true,
+        max_wait_steps: Some(aging::DEFAULT_MAX_WAIT_STEPS),
     }
 }
 
