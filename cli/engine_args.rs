@@ -33,7 +33,8 @@ pub struct EngineArgs {
     /// cache gets what the rest leaves after a warm-up pass. CUDA only.
     #[arg(long, default_value_t = 0.9)]
     pub gpu_memory_utilization: f64,
-    /// Scheduling policy: fcfs, prefill-first, decode-first, shortest-prompt-first, priority.
+    /// Scheduling policy: fcfs, prefill-first, decode-first, shortest-prompt-first, priority,
+    /// shortest-job-first (on max_tokens: the engine has no length predictor).
     #[arg(long, default_value = "fcfs")]
     pub policy: String,
     #[command(flatten)]

@@ -15,11 +15,16 @@ use crate::sim::{chart, simulate, CostModel, SimConfig};
 
 #[derive(clap::Args)]
 pub struct SimArgs {
-    /// Scheduling policy: fcfs, prefill-first, decode-first, shortest-prompt-first, priority.
+    /// Scheduling policy: fcfs, prefill-first, decode-first, shortest-prompt-first, priority,
+    /// shortest-job-first.
     #[arg(long, default_value = "fcfs")]
     pub policy: String,
     #[command(flatten)]
     pub aging: AgingArgs,
+    /// shortest-job-first's length predictor: σ of its lognormal error on each request's true
+    /// output length (0 = an oracle; 1 = off by a factor of e one time in three).
+    #[arg(long, default_value_t = 0.0)]
+    pub length_error: f64,
     /// Sweep these policies (comma-separated) over --rates and draw latency-vs-load charts.
     #[arg(long, value_delimiter = ',', requires = "rates")]
     pub compare: Vec<String>,
@@ -112,6 +117,8 @@ impl SimArgs {
             policy: policy.into(),
             overlap: !self.no_overlap,
             max_queue: self.max_queue,
+            length_error: self.length_error,
+            length_error_seed: self.seed,
             ..Default::default()
         }
     }

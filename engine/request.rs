@@ -15,6 +15,9 @@ pub struct Request {
     pub params: Arc<SamplingParams>,
     /// For the `priority` policy: lower runs first (as in vLLM).
     pub priority: i32,
+    /// For the `shortest-job-first` policy: how many tokens the request is expected to generate
+    /// (a length predictor's guess); `max_tokens` stands in when absent.
+    pub predicted_output_len: Option<usize>,
     pub arrival: Instant,
 }
 
@@ -24,6 +27,7 @@ impl Request {
             prompt_ids,
             params: Arc::new(params),
             priority: 0,
+            predicted_output_len: None,
             arrival: Instant::now(),
         }
     }

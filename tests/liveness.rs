@@ -177,6 +177,12 @@ fn aging_bounds_the_wait_of_a_long_prompt_under_shortest_prompt_first() {
     aging_ends_the_starvation("shortest-prompt-first", (12, 4, 0), (2, 6, 0));
 }
 
+/// Shortest-job-first starves a long job behind a stream of shorter ones.
+#[test]
+fn aging_bounds_the_wait_of_a_long_job_under_shortest_job_first() {
+    aging_ends_the_starvation("shortest-job-first", (2, 12, 0), (2, 6, 0));
+}
+
 /// Priority starves a low-priority request behind a stream of more urgent ones.
 #[test]
 fn aging_bounds_the_wait_of_a_low_priority_request_under_priority() {

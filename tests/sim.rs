@@ -119,6 +119,39 @@ fn shortest_prompt_first_serves_short_prompts_before_an_earlier_long_one() {
     assert!(spf[2] < spf[3] && spf[3] < spf[4] && spf[4] < spf[1]);
 }
 
+/// Shortest-job-first on output length: with an oracle, short jobs no longer wait behind long
+/// ones, so mean latency drops well below fcfs's; as the predictor's error grows, the gain
+/// shrinks back towards fcfs. (One slot, so the order of service is all that differs.)
+#[test]
+fn shortest_job_first_buys_latency_with_prediction_quality() {
+    let trace: Vec<TraceRequest> = (0..40)
+        .map(|i| req(0.0001 * i as f64, 8, if i % 4 == 0 { 120 } else { 6 }))
+        .collect();
+    let mean_e2e = |policy: &str, error: f64| {
+        let cfg = SimConfig {
+            length_error: error,
+            length_error_seed: 7,
+            ..config(policy, 1, 512)
+        };
+        let r = run(&cfg, &trace);
+        r.requests.iter().map(|q| q.e2e()).sum::<f64>() / r.requests.len() as f64
+    };
+    let fcfs = mean_e2e("fcfs", 0.0);
+    let oracle = mean_e2e("shortest-job-first", 0.0);
+    let noisy = mean_e2e("shortest-job-first", 1.0);
+    let blind = mean_e2e("shortest-job-first", 8.0);
+    assert!(oracle < 0.6 * fcfs, "oracle {oracle} vs fcfs {fcfs}");
+    assert!(
+        oracle < noisy && noisy < blind,
+        "{oracle} < {noisy} < {blind}"
+    );
+    let cfg = SimConfig {
+        length_error: -1.0,
+        ..config("shortest-job-first", 1, 512)
+    };
+    assert!(simulate(&cfg, &linear_cost(), &trace).is_err());
+}
+
 #[test]
 fn priority_admits_the_most_urgent_waiting_request_first() {
     let mut trace = queue_behind_one();

@@ -132,6 +132,7 @@ fn sim_config(p: &Phase, vocab: u32) -> SimConfig {
         overlap: p.overlap,
         max_queue: 1024,
         vocab,
+        ..Default::default()
     }
 }
 

@@ -18,6 +18,8 @@ pub struct SeqState {
     pub id: RequestId,
     pub params: Arc<SamplingParams>,
     pub priority: i32,
+    /// Tokens it is expected to generate in all (see `Request::predicted_output_len`).
+    pub predicted_output: usize,
     pub arrival: Instant,
     /// Submission order (for fcfs and tie-breaks).
     pub arrival_order: u64,
@@ -59,10 +61,14 @@ impl SeqState {
         arrived_in: u64,
         seed: u64,
     ) -> Self {
+        let predicted_output = request
+            .predicted_output_len
+            .unwrap_or(request.params.max_tokens);
         SeqState {
             id,
             params: request.params,
             priority: request.priority,
+            predicted_output,
             arrival: request.arrival,
             arrival_order,
             arrived_in,
@@ -90,6 +96,11 @@ impl SeqState {
 
     pub fn num_output(&self) -> usize {
         self.tokens.len() - self.num_prompt
+    }
+
+    /// Output tokens it is still expected to generate (0 once past the prediction).
+    pub fn predicted_remaining(&self) -> usize {
+        self.predicted_output.saturating_sub(self.num_output())
     }
 
     /// Tokens still to compute: known ones and in-flight samples not yet fed back.

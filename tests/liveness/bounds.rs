@@ -27,12 +27,14 @@ pub fn linear_bound(lens: impl Iterator<Item = (usize, usize)>) -> u64 {
 ///   of prefill work (at most its prompt + output tokens) and the run lasts at most `S` steps.
 ///   Such runs are separated by the oldest request's own tokens: at most (prompt + output + 2) ·
 ///   (S + 1) steps per request, `S · (S + 1)` in all.
-/// - decode-first and priority get the same quadratic bound without that argument (decode-first
-///   budgets a newer decoder before an older prefill, priority preempts by priority, so the oldest
-///   running request can be preempted); a scheduler that stops making progress exceeds it anyway.
+/// - decode-first, priority and shortest-job-first get the same quadratic bound without that
+///   argument (decode-first budgets a newer decoder before an older prefill, priority and
+///   shortest-job-first preempt by priority or expected length, so the oldest running request
+///   can be preempted); a scheduler that stops making progress exceeds it anyway.
 ///
-/// None of this bounds one request's wait while others keep arriving: shortest-prompt-first and
-/// priority starve a request for as long as shorter or more urgent ones come in.
+/// None of this bounds one request's wait while others keep arriving: shortest-prompt-first,
+/// shortest-job-first and priority starve a request for as long as shorter or more urgent ones
+/// come in.
 pub fn workload_bound(policy: &str, s: u64) -> u64 {
     match policy {
         "fcfs" | "shortest-prompt-first" => s,

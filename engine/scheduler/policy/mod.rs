@@ -6,6 +6,7 @@ mod decode_first;
 mod fcfs;
 mod prefill_first;
 mod priority;
+mod shortest_job_first;
 mod shortest_prompt_first;
 
 use std::cmp::Ordering;
@@ -49,12 +50,13 @@ pub trait Policy: Send {
     }
 }
 
-pub const NAMES: [&str; 5] = [
+pub const NAMES: [&str; 6] = [
     "fcfs",
     "prefill-first",
     "decode-first",
     "shortest-prompt-first",
     "priority",
+    "shortest-job-first",
 ];
 
 /// The policy called `name` on the command line.
@@ -65,6 +67,7 @@ pub fn by_name(name: &str) -> anyhow::Result<Box<dyn Policy>> {
         "decode-first" => Box::new(decode_first::DecodeFirst),
         "shortest-prompt-first" => Box::new(shortest_prompt_first::ShortestPromptFirst),
         "priority" => Box::new(priority::Priority),
+        "shortest-job-first" => Box::new(shortest_job_first::ShortestJobFirst),
         other => anyhow::bail!(
             "unknown scheduling policy '{other}' (known: {})",
             NAMES.join(", ")
