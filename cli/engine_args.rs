@@ -34,7 +34,8 @@ pub struct EngineArgs {
     #[arg(long, default_value_t = 0.9)]
     pub gpu_memory_utilization: f64,
     /// Scheduling policy: fcfs, prefill-first, decode-first, shortest-prompt-first, priority,
-    /// shortest-job-first (on max_tokens: the engine has no length predictor).
+    /// shortest-job-first (on max_tokens: the engine has no length predictor), vtc (fair shares
+    /// between the requests' `user`s).
     #[arg(long, default_value = "fcfs")]
     pub policy: String,
     #[command(flatten)]

@@ -16,7 +16,7 @@ use crate::sim::{chart, simulate, CostModel, SimConfig};
 #[derive(clap::Args)]
 pub struct SimArgs {
     /// Scheduling policy: fcfs, prefill-first, decode-first, shortest-prompt-first, priority,
-    /// shortest-job-first.
+    /// shortest-job-first, vtc.
     #[arg(long, default_value = "fcfs")]
     pub policy: String,
     #[command(flatten)]
@@ -90,6 +90,10 @@ pub struct SimArgs {
     /// Synthetic workload: priorities drawn from 0..N (for the priority policy).
     #[arg(long, default_value_t = 1)]
     pub priority_levels: u32,
+    /// Synthetic workload: clients sending the requests (for the vtc policy; 0 = none named),
+    /// client k sending a share proportional to 1 / (k + 1).
+    #[arg(long, default_value_t = 0)]
+    pub clients: u32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Goodput target: time to first token, seconds.
@@ -137,6 +141,7 @@ impl SimArgs {
             prefix_len: self.prefix_len,
             prefix_share: self.prefix_share,
             priority_levels: self.priority_levels,
+            clients: self.clients,
             seed: self.seed,
         }
     }

@@ -18,6 +18,9 @@ pub struct Request {
     /// For the `shortest-job-first` policy: how many tokens the request is expected to generate
     /// (a length predictor's guess); `max_tokens` stands in when absent.
     pub predicted_output_len: Option<usize>,
+    /// Who sent it (the OpenAI `user` field), for the `vtc` fairness policy; requests without
+    /// one count as one anonymous client.
+    pub client: Option<Arc<str>>,
     pub arrival: Instant,
 }
 
@@ -28,6 +31,7 @@ impl Request {
             params: Arc::new(params),
             priority: 0,
             predicted_output_len: None,
+            client: None,
             arrival: Instant::now(),
         }
     }

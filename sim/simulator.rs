@@ -14,6 +14,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use super::cost_model::CostModel;
 use super::workload::{prompt_tokens, TraceRequest};
@@ -228,6 +229,7 @@ pub fn simulate_with(
                 );
                 req.priority = r.priority;
                 req.predicted_output_len = Some(predictor.predict(r.output_len));
+                req.client = r.client.as_deref().map(Arc::from);
                 sched.add(next as u64, req, 0);
             }
             next += 1;

@@ -15,7 +15,7 @@
 
 use anyhow::{ensure, Context, Result};
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use rand_distr::{Distribution, Exp, LogNormal};
+use rand_distr::{weighted::WeightedIndex, Distribution, Exp, LogNormal};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::Path;
@@ -40,6 +40,9 @@ pub struct TraceRequest {
     /// Prompt tokens per `hash_ids` entry.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub hash_block_len: usize,
+    /// Who sent it, for the `vtc` fairness policy (the OpenAI `user` field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 fn is_zero(x: &usize) -> bool {
@@ -71,6 +74,9 @@ pub struct Synthetic {
     pub prefix_share: f64,
     /// Priorities drawn uniformly from 0..levels (1 = all equal).
     pub priority_levels: u32,
+    /// Clients sending the requests (0 = none named); client k sends a share proportional to
+    /// 1 / (k + 1), so the first few dominate, as a few heavy users do.
+    pub clients: u32,
     pub seed: u64,
 }
 
@@ -89,6 +95,7 @@ impl Default for Synthetic {
             prefix_len: 256,
             prefix_share: 1.0,
             priority_levels: 1,
+            clients: 0,
             seed: 0,
         }
     }
@@ -113,6 +120,7 @@ impl Synthetic {
         );
         let mut rng = StdRng::seed_from_u64(self.seed);
         let gap = Exp::new(1.0)?;
+        let clients = WeightedIndex::new((0..self.clients.max(1)).map(|k| 1.0 / (k + 1) as f64))?;
         let prompt = LogNormal::new(self.prompt_median.ln(), self.prompt_sigma)?;
         let output = LogNormal::new(self.output_median.ln(), self.output_sigma)?;
         let draw = |d: &LogNormal<f64>, rng: &mut StdRng, max: usize| {
@@ -132,6 +140,8 @@ impl Synthetic {
             let priority = rng.random_range(0..self.priority_levels.max(1)) as i32;
             let grouped =
                 self.prefix_groups > 0 && self.prefix_len > 0 && joins < self.prefix_share;
+            // Drawn only when asked for, so workloads without clients stay as they were.
+            let client = (self.clients > 0).then(|| format!("client-{}", clients.sample(&mut rng)));
             out.push(TraceRequest {
                 arrival: t,
                 prompt_len: own + if grouped { self.prefix_len } else { 0 },
@@ -139,6 +149,7 @@ impl Synthetic {
                 prefix_group: grouped.then_some(group),
                 prefix_len: if grouped { self.prefix_len } else { 0 },
                 priority,
+                client,
                 ..Default::default()
             });
         }

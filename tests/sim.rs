@@ -152,6 +152,34 @@ fn shortest_job_first_buys_latency_with_prediction_quality() {
     assert!(simulate(&cfg, &linear_cost(), &trace).is_err());
 }
 
+/// One client floods the server, another sends a few requests just after: under fcfs the few wait
+/// behind the whole flood, under vtc they are served as soon as the flooding client has had its
+/// share.
+#[test]
+fn vtc_serves_a_light_client_ahead_of_a_flooding_one() {
+    let with_client = |r: TraceRequest, c: &str| TraceRequest {
+        client: Some(c.into()),
+        ..r
+    };
+    let mut trace: Vec<TraceRequest> = (0..30)
+        .map(|i| with_client(req(0.0001 * i as f64, 16, 20), "heavy"))
+        .collect();
+    trace.extend((0..3).map(|i| with_client(req(0.01 + 0.0001 * i as f64, 16, 20), "light")));
+    let light_ttft = |policy: &str| {
+        let r = run(&config(policy, 2, 512), &trace);
+        let light: Vec<f64> = r.requests[30..]
+            .iter()
+            .map(|q| q.first_token - q.arrival)
+            .collect();
+        light.iter().sum::<f64>() / light.len() as f64
+    };
+    let (fcfs, vtc) = (light_ttft("fcfs"), light_ttft("vtc"));
+    assert!(
+        vtc < 0.25 * fcfs,
+        "light client's mean TTFT: vtc {vtc} vs fcfs {fcfs}"
+    );
+}
+
 #[test]
 fn priority_admits_the_most_urgent_waiting_request_first() {
     let mut trace = queue_behind_one();

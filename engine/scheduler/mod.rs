@@ -114,6 +114,7 @@ impl Scheduler {
         let seed = request.params.seed.unwrap_or(seed);
         let seq = SeqState::new(id, request, self.next_arrival, self.step_no, seed);
         self.next_arrival += 1;
+        self.policy.on_arrival(&seq);
         let policy = &self.policy;
         let seqs = &self.seqs;
         let at = self.waiting.partition_point(|w| {
@@ -195,6 +196,7 @@ impl Scheduler {
     /// Removes a request (finished or aborted), freeing its blocks at once.
     pub fn remove(&mut self, id: RequestId) -> Option<SeqState> {
         let mut s = self.seqs.remove(&id)?;
+        self.policy.on_removed(&s);
         self.alloc.free(&mut s.blocks);
         self.running.retain(|&r| r != id);
         self.waiting.retain(|&r| r != id);
@@ -224,6 +226,11 @@ impl Scheduler {
 
     /// Plans the next step, or `None` when there is nothing to run.
     pub fn schedule(&mut self) -> Option<Batch> {
+        if self.policy.reorders() {
+            let (policy, seqs) = (&self.policy, &self.seqs);
+            self.waiting
+                .sort_by(|a, b| policy.compare_waiting(&seqs[a], &seqs[b]));
+        }
         let batch = plan::plan(self);
         if batch.is_empty() {
             return None;

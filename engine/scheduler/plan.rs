@@ -288,6 +288,8 @@ fn add_rows(s: &mut Scheduler, b: &mut Batch, id: RequestId, n: usize) {
         b.step.slot_mapping.push(slot_of(seq.blocks.ids(), pos, bs));
     }
     seq.num_computed += n;
+    let prompt = seq.num_prompt.saturating_sub(start).min(n);
+    s.policy.on_planned(seq, prompt, n - prompt);
     b.step.query_start_locs.push(b.step.input_ids.len() as u32);
     b.step.context_lens.push(seq.num_computed as u32);
     b.scheduled.push((id, seq.epoch, seq.num_computed));

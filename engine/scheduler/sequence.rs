@@ -20,6 +20,8 @@ pub struct SeqState {
     pub priority: i32,
     /// Tokens it is expected to generate in all (see `Request::predicted_output_len`).
     pub predicted_output: usize,
+    /// See `Request::client`.
+    pub client: Option<Arc<str>>,
     pub arrival: Instant,
     /// Submission order (for fcfs and tie-breaks).
     pub arrival_order: u64,
@@ -69,6 +71,7 @@ impl SeqState {
             params: request.params,
             priority: request.priority,
             predicted_output,
+            client: request.client,
             arrival: request.arrival,
             arrival_order,
             arrived_in,

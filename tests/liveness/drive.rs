@@ -75,6 +75,7 @@ pub fn run(policy_name: &str, c: &Case) -> Result<Outcome, String> {
                     },
                 );
                 req.priority = r.priority;
+                req.client = Some(r.client().into());
                 let id = next_seq as RequestId;
                 // Everything unfinished now arrived before it; see `aging_bound`.
                 let bound = c.max_wait_steps.map(|w| {

@@ -25,6 +25,7 @@ fn trace(c: &Case) -> Vec<TraceRequest> {
                 prefix_group: Some(group),
                 prefix_len,
                 priority: r.priority,
+                client: Some(r.client()),
                 ..Default::default()
             });
         }

@@ -24,6 +24,12 @@ impl Req {
     pub fn work(&self) -> u64 {
         (self.prompt_len + self.output_len + 2) as u64
     }
+
+    /// Who sent it (for the vtc policy): drawn from the priority, so clients differ in how much
+    /// they send and a workload mixes two or three of them.
+    pub fn client(&self) -> String {
+        format!("client-{}", self.priority.rem_euclid(3))
+    }
 }
 
 #[derive(Debug, Clone)]
