@@ -16,6 +16,9 @@ use std::process::Command;
 #[cfg(feature = "kernel-emu")]
 #[path = "kernels/emu/build_emu.rs"]
 mod emu;
+#[cfg(feature = "kernel-emu")]
+#[path = "kernels/emu/mutants.rs"]
+mod mutants;
 
 /// The PTX targets, as (file suffix, nvcc `-arch`).
 const ARCHES: [(&str, &str); 2] = [("sm_80", "sm_80"), ("sm_90", "sm_90")];

@@ -1,8 +1,8 @@
 //! The CUDA kernels on the CPU (feature `kernel-emu`): `launch` runs a kernel from kernels/*.cu,
 //! compiled by the host C++ compiler against the emulator in kernels/emu, over host memory. It
-//! checks a kernel's logic (indexing, barriers, warp collectives, rounding) against the reference
-//! ops on machines without a GPU; what it cannot tell (speed, memory ordering between blocks) is
-//! for tests/cuda_*.rs on a GPU.
+//! checks a kernel's logic (indexing, barriers, warp collectives, rounding, fences between blocks)
+//! against the reference ops on machines without a GPU; what it cannot tell (speed, the ordering
+//! of plain stores) is for tests/cuda_*.rs on a GPU.
 
 use std::ffi::{c_char, c_void, CString};
 
@@ -20,6 +20,14 @@ extern "C" {
         err: *mut c_char,
         err_len: usize,
     ) -> i32;
+    fn tandem_emu_set_seed(set: i32, seed: u64);
+}
+
+/// Sets the seed of the calling thread's launches (`None`: back to `TANDEM_EMU_SEED`, else 1):
+/// it picks the order the blocks and the warps run in, and where the blocks interleave.
+pub fn set_thread_seed(seed: Option<u64>) {
+    // SAFETY: sets two thread-locals of the emulator.
+    unsafe { tandem_emu_set_seed(i32::from(seed.is_some()), seed.unwrap_or(0)) }
 }
 
 /// One kernel argument, by value, as the kernel declares it. Device pointers are host addresses

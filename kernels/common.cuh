@@ -52,3 +52,28 @@ __device__ __forceinline__ void grid_dependency_sync() {
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
+
+// A store that other blocks of the same launch read (after this block's __threadfence and an
+// atomic tell them it is there). A plain store on the device; the emulator keeps it in the
+// block's buffer until the block's next __threadfence, so a missing fence shows there.
+template <typename T> __device__ __forceinline__ void store_for_other_blocks(T* p, T v) {
+#if defined(TANDEM_EMU)
+    ::tandem_emu::buffered_store(p, &v, sizeof(T));
+#else
+    *p = v;
+#endif
+}
+
+// atomicMin whose result is not used (the device compiles it to a `red`): in the emulator it
+// takes effect only at the block's next __threadfence, as another block may see it that late.
+template <typename T> __device__ __forceinline__ void red_min(T* p, T v) {
+#if defined(TANDEM_EMU)
+    ::tandem_emu::buffered_red(p, ::tandem_emu::to_bits(v), sizeof(T), [](void* q, uint64_t b) {
+        T* t = static_cast<T*>(q);
+        const T w = ::tandem_emu::from_bits<T>(b);
+        if (w < *t) *t = w;
+    });
+#else
+    atomicMin(p, v);
+#endif
+}

@@ -155,7 +155,7 @@ __device__ __forceinline__ void gemm_skinny_impl(const bf16* __restrict__ x,
         float s = 0.0f;
 #pragma unroll
         for (int j = 0; j < KW; j++) s += partial[(fl / 16) * KW + j][fl % 16][col];
-        if (splits == 1) store(i, s); else *ws_at(blockIdx.y, i) = s;
+        if (splits == 1) store(i, s); else store_for_other_blocks(ws_at(blockIdx.y, i), s);
     }
     if (splits == 1) return;
     // Publish this block's sums before counting it in; the tile's last block reads them all.

@@ -404,7 +404,7 @@ __device__ __forceinline__ void greedy_split(const T* __restrict__ x, uint32_t n
     const uint32_t hi = min(lo + chunk, n);
     const unsigned long long k = block_min_u64(greedy_key(x, lo, hi), sh);
     if (threadIdx.x == 0) {
-        atomicMin(best, k);
+        red_min(best, k);
         __threadfence();
         if (atomicAdd(counter, 1u) == splits - 1) {
             __threadfence();

@@ -27,6 +27,7 @@ pub fn build(
     build.file(emu.join("runtime.cc"));
     let mut registry = String::from("#include \"registry.h\"\n#include <string.h>\n");
     let mut tables = Vec::new();
+    let mut names_of = std::collections::HashMap::new();
     for src in sources {
         let stem = src
             .file_stem()
@@ -50,26 +51,27 @@ pub fn build(
                 src.display()
             ));
         }
-        let mut tu = includes;
-        tu.push_str("namespace {\nconst ::tandem_emu::Entry kEntries[] = {\n");
-        for n in &names {
-            writeln!(tu, "    TANDEM_EMU_KERNEL({n}),").unwrap();
-        }
-        writeln!(
-            tu,
-            "}};\n}}\nextern \"C\" const ::tandem_emu::Entry* tandem_emu_table_{stem}(size_t* n) {{\n    \
-             *n = sizeof(kEntries) / sizeof(kEntries[0]);\n    return kEntries;\n}}"
-        )
-        .unwrap();
+        let entries: Vec<(String, String)> = names.iter().map(|n| (n.clone(), n.clone())).collect();
         let unit = gen.join(format!("{stem}.cc"));
-        std::fs::write(&unit, tu).map_err(|e| e.to_string())?;
+        std::fs::write(&unit, table_unit(&includes, &entries, &stem)).map_err(|e| e.to_string())?;
         build.file(unit);
+        tables.push(stem);
+        names_of.insert(src.file_name().unwrap().to_owned(), names);
+    }
+    for m in crate::mutants::MUTANTS {
+        let names = names_of
+            .get(std::ffi::OsStr::new(m.kernels))
+            .ok_or_else(|| format!("mutant {}: no kernel file {}", m.name, m.kernels))?;
+        let unit = mutant_unit(kernels, &gen, m, names)?;
+        build.file(unit);
+        tables.push(format!("mutant_{}", m.name));
+    }
+    for t in &tables {
         writeln!(
             registry,
-            "extern \"C\" const ::tandem_emu::Entry* tandem_emu_table_{stem}(size_t*);"
+            "extern \"C\" const ::tandem_emu::Entry* tandem_emu_table_{t}(size_t*);"
         )
         .unwrap();
-        tables.push(stem);
     }
     registry.push_str(
         "const ::tandem_emu::Entry* ::tandem_emu::find_entry(const char* name) {\n    \
@@ -151,12 +153,82 @@ fn fake_libraries(emu: &Path, emulator: &[PathBuf], out: &Path) -> Result<(), St
     Ok(())
 }
 
+/// A translation unit: `includes`, then the table `tandem_emu_table_<table>` of `entries`
+/// (registry name, C++ name of the kernel).
+fn table_unit(includes: &str, entries: &[(String, String)], table: &str) -> String {
+    let mut tu = includes.to_string();
+    tu.push_str("namespace {\nconst ::tandem_emu::Entry kEntries[] = {\n");
+    for (name, k) in entries {
+        writeln!(tu, "    TANDEM_EMU_KERNEL_AS({name:?}, {k}),").unwrap();
+    }
+    writeln!(
+        tu,
+        "}};\n}}\nextern \"C\" const ::tandem_emu::Entry* tandem_emu_table_{table}(size_t* n) {{\n    \
+         *n = sizeof(kEntries) / sizeof(kEntries[0]);\n    return kEntries;\n}}"
+    )
+    .unwrap();
+    tu
+}
+
+/// A mutant's translation unit: copies of its kernel file and of the edited file (the edit
+/// applied) in a folder of their own, so the copy's quoted includes find the edited header
+/// first; the copy is included inside a namespace, with `extern "C"` dropped, so its kernels do
+/// not collide with the originals, and registered as `<name>/<kernel>`.
+fn mutant_unit(
+    kernels: &Path,
+    gen: &Path,
+    m: &crate::mutants::Mutant,
+    names: &[String],
+) -> Result<PathBuf, String> {
+    let dir = gen.join("mutants").join(m.name);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let read = |f: &str| {
+        std::fs::read_to_string(kernels.join(f)).map_err(|e| format!("mutant {}: {f}: {e}", m.name))
+    };
+    let edited = read(m.edited)?;
+    let found = edited.matches(m.find).count();
+    if found != 1 {
+        return Err(format!(
+            "mutant {}: {:?} occurs {found} times in {}, not once",
+            m.name, m.find, m.edited
+        ));
+    }
+    let edited = edited.replacen(m.find, m.replace, 1);
+    let mut source = if m.edited == m.kernels {
+        edited
+    } else {
+        std::fs::write(dir.join(m.edited), edited).map_err(|e| e.to_string())?;
+        read(m.kernels)?
+    };
+    source = source.replace("extern \"C\"", "");
+    let copy = dir.join(m.kernels);
+    std::fs::write(&copy, source).map_err(|e| e.to_string())?;
+    let ns = format!("tandem_mutant_{}", m.name);
+    let includes = format!(
+        "#include \"cuda_emu.h\"\n#include \"registry.h\"\nnamespace {ns} {{\n#include {:?}\n}}\n",
+        copy.display().to_string()
+    );
+    let entries: Vec<(String, String)> = names
+        .iter()
+        .map(|k| (format!("{}/{k}", m.name), format!("{ns}::{k}")))
+        .collect();
+    let unit = gen.join(format!("mutant_{}.cc", m.name));
+    std::fs::write(
+        &unit,
+        table_unit(&includes, &entries, &format!("mutant_{}", m.name)),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(unit)
+}
+
 fn base(emu: &Path) -> cc::Build {
     let mut b = cc::Build::new();
     b.cpp(true)
         .std("c++17")
         .opt_level(2)
         .include(emu)
+        // The unedited headers of a mutant's copied kernel file (mutant_unit).
+        .include(emu.parent().unwrap())
         // The kernels' `#pragma unroll` etc. mean nothing to the host compiler.
         .warnings(false)
         .flag("-w")

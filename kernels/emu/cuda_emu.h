@@ -2,15 +2,22 @@
 // build the kernels in kernels/*.cu unchanged, so every CI machine (no GPU) can run them on the
 // CPU against the Rust reference ops. build.rs includes this header before each kernel file.
 //
-// What it models: a launch runs its blocks one after another; each block's threads are fibers
-// (one stack each, all on one OS thread) that switch only at __syncthreads, __syncwarp and the
-// warp collectives, so every thread of a block sees the block's `__shared__` arrays and the
-// warp collectives exchange values the way the hardware does. Calls that need threads the
-// hardware would not have waiting (a __syncthreads some threads never reach, a shuffle some lanes
-// of its mask never reach) are reported as a deadlock instead of hanging.
+// What it models (runtime.cc): up to four blocks of a launch are resident at once, taken in a
+// seeded order; each block's threads are fibers that switch at __syncthreads, __syncwarp, the
+// warp collectives, atomics and __threadfence, and only one fiber of the launch runs at a time,
+// the blocks interleaving at atomics and fences. So every thread of a block sees the block's
+// `__shared__` arrays and the warp collectives exchange values the way the hardware does. Calls
+// that need threads the hardware would not have waiting (a __syncthreads some threads never
+// reach, a shuffle some lanes of its mask never reach) are reported as a deadlock instead of
+// hanging. The stores and reductions a kernel marks as read by other blocks of the launch
+// (`store_for_other_blocks`, `red_min` in kernels/common.cuh) stay in their block's buffer until
+// it runs a __threadfence or the kernel ends, so a missing fence before a "last block" step
+// shows.
 //
-// What it does not model: timing, memory ordering between blocks, bank conflicts; f32 math is
-// the host's (expf may differ from the device's by an ulp or two). It checks logic, not speed.
+// What it does not model: timing, bank conflicts, the ordering of plain stores (they reach
+// memory at once) and a plain read-modify-write torn by another thread (fibers switch only at
+// the calls above, so `x += v` is never interrupted); f32 math is the host's (expf may differ
+// from the device's by an ulp or two). It checks logic, not speed.
 #pragma once
 
 #include <math.h>
@@ -27,9 +34,9 @@
 #define __host__
 #define __forceinline__ inline __attribute__((always_inline))
 #define __launch_bounds__(...)
-// One copy per kernel and OS thread, shared by the block's fibers (which all run on the thread
-// that launched; its blocks run one at a time), so launches from different threads (parallel
-// tests) never share one.
+// One copy per kernel and OS thread, shared by the block's fibers (each resident block of a
+// launch runs on its own OS thread, runtime.cc), so neither two resident blocks nor launches from
+// different threads (parallel tests) share one.
 #define __shared__ static thread_local
 
 struct dim3 {
@@ -65,6 +72,17 @@ const uint64_t* warp_exchange(unsigned mask, uint64_t bits);
 unsigned lane_id();
 // Ends the launch with an error (the device's __trap).
 [[noreturn]] void trap(const char* why);
+// A point where another fiber, or another resident block, may run (the atomics call it first).
+void switch_point();
+// The device's __threadfence: this block's buffered writes become visible to the other blocks;
+// then a switch point.
+void fence();
+// A store other blocks of the launch may read: buffered until the block's next fence (or the
+// kernel's end). At most 16 bytes.
+void buffered_store(void* p, const void* v, size_t n);
+// A reduction whose result the kernel does not use (the device's `red`): `red(p, v)` runs at the
+// block's next fence (or the kernel's end); then a switch point.
+void buffered_red(void* p, uint64_t v, size_t n, void (*red)(void* p, uint64_t v));
 // The device's griddepcontrol.wait + launch_dependents: blocks run one launch after another
 // here, so it only records that the calling thread waited (a dependent launch checks it).
 void grid_dependency_sync();
@@ -134,12 +152,13 @@ inline unsigned __match_any_sync(unsigned mask, unsigned v) {
 inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) != 0; }
 inline int __all_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) == __ballot_sync(mask, 1); }
 
-// Atomics: the fibers of a launch never run at the same time, so plain read-modify-writes are atomic.
-template <typename T> T atomicAdd(T* p, T v) { T old = *p; *p = old + v; return old; }
-template <typename T> T atomicMax(T* p, T v) { T old = *p; *p = old < v ? v : old; return old; }
-template <typename T> T atomicMin(T* p, T v) { T old = *p; *p = v < old ? v : old; return old; }
-template <typename T> T atomicExch(T* p, T v) { T old = *p; *p = v; return old; }
-template <typename T> T atomicCAS(T* p, T cmp, T v) { T old = *p; if (old == cmp) *p = v; return old; }
+// Atomics: a switch point, then a read-modify-write (only one fiber runs at a time, so it is
+// atomic), straight to memory.
+template <typename T> T atomicAdd(T* p, T v) { ::tandem_emu::switch_point(); T old = *p; *p = old + v; return old; }
+template <typename T> T atomicMax(T* p, T v) { ::tandem_emu::switch_point(); T old = *p; *p = old < v ? v : old; return old; }
+template <typename T> T atomicMin(T* p, T v) { ::tandem_emu::switch_point(); T old = *p; *p = v < old ? v : old; return old; }
+template <typename T> T atomicExch(T* p, T v) { ::tandem_emu::switch_point(); T old = *p; *p = v; return old; }
+template <typename T> T atomicCAS(T* p, T cmp, T v) { ::tandem_emu::switch_point(); T old = *p; if (old == cmp) *p = v; return old; }
 
 // Intrinsics. The _rn arithmetic is plain IEEE f32 (build.rs compiles with -ffp-contract=off, so
 // nothing is fused that the device would round twice).
@@ -172,8 +191,7 @@ template <typename T> T __ldg(const T* p) { return *p; }
 template <typename T> T __ldcs(const T* p) { return *p; }
 // The L2-only load: a cache hint only, so a plain load here.
 template <typename T> T __ldcg(const T* p) { return *p; }
-// Blocks run one after another here, so every write is already visible to the next.
-inline void __threadfence() {}
+inline void __threadfence() { ::tandem_emu::fence(); }
 // The device's integer min/max overloads (mixed signedness compares as the common type, as there).
 template <typename A, typename B> inline typename std::common_type<A, B>::type min(A a, B b) {
     typedef typename std::common_type<A, B>::type C;

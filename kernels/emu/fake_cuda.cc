@@ -14,8 +14,8 @@
 // guard bytes, checked after each operation, and starts as NaN bytes. A captured kernel keeps its
 // arguments' values at capture and a captured copy reads its source at replay, as on the
 // hardware; calls a capture forbids (synchronizing, synchronous copies, allocating) fail and
-// invalidate it; a stream joined to a capture must rejoin it before the capture ends. What it
-// cannot catch: timing and memory ordering within a kernel's blocks.
+// invalidate it; a stream joined to a capture must rejoin it before the capture ends. Within a
+// kernel, what the kernel emulator models (cuda_emu.h). What it cannot catch: timing.
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>

@@ -1,6 +1,6 @@
-// The emulator's kernel table: build.rs writes one translation unit per kernels/*.cu that
-// includes it after cuda_emu.h and lists its `extern "C"` kernels with TANDEM_EMU_KERNEL, and one
-// that collects the tables (find_entry).
+// The emulator's kernel table: build.rs writes one translation unit per kernels/*.cu (and one
+// per mutant, mutants.rs) that includes it after cuda_emu.h and lists its kernels with
+// TANDEM_EMU_KERNEL_AS, and one that collects the tables (find_entry).
 #pragma once
 
 #include <stddef.h>
@@ -31,8 +31,9 @@ const Entry* find_entry(const char* name);
 
 }  // namespace tandem_emu
 
-#define TANDEM_EMU_KERNEL(k)                                                                  \
-    ::tandem_emu::make_entry(#k, &k, [](void** a) {                                           \
+// The kernel `k` (a C++ name), registered as `name` (a string literal).
+#define TANDEM_EMU_KERNEL_AS(name, k)                                                         \
+    ::tandem_emu::make_entry(name, &k, [](void** a) {                                         \
         ::tandem_emu::call_with(&k, a, std::make_index_sequence<                              \
                                            ::tandem_emu::Arity<decltype(&k)>::value>{});      \
     })
