@@ -49,6 +49,12 @@ fn main() {
         )
         .init();
     let cli = Cli::parse();
+    if !matches!(
+        cli.command,
+        Command::Serve(_) | Command::Bench(BenchCommand::Serve(_))
+    ) {
+        exit_quietly_when_stdout_closes();
+    }
     let result = match cli.command {
         Command::Generate(args) => cli::generate::run(args),
         Command::Serve(args) => cli::serve::run_serve(args),
@@ -61,5 +67,16 @@ fn main() {
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// The commands that print results (generate, sim, the in-process benchmarks) stop like any Unix
+/// tool when their reader goes away (`tandem sim | head`), instead of panicking on the failed
+/// write: the Rust runtime ignores SIGPIPE, so this puts the default action back. The networked
+/// commands keep it ignored, so a client that hangs up is an error on that one connection.
+fn exit_quietly_when_stdout_closes() {
+    // SAFETY: called once, before any other thread exists; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

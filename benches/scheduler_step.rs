@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use tandem::engine::request::{Request, SamplingParams};
-use tandem::engine::scheduler::{policy, Scheduler, SchedulerConfig};
+use tandem::engine::scheduler::{aging, policy, Scheduler, SchedulerConfig};
 
 const SEQS: usize = 256;
 const CONTEXT: usize = 2048;
@@ -18,6 +18,7 @@ fn main() {
         num_blocks: SEQS * (CONTEXT + STEPS + 16) / 16,
         block_size: 16,
         enable_prefix_caching: true,
+        max_wait_steps: Some(aging::DEFAULT_MAX_WAIT_STEPS),
     };
     let mut s = Scheduler::new(cfg, policy::by_name("fcfs").unwrap()).unwrap();
     for i in 0..SEQS as u64 {

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::cli::engine_args::EngineArgs;
+use crate::cli::trace_args::TraceArgs;
 use crate::engine::request::{Event, Request, SamplingParams};
 use crate::engine::timeline::{idle_fraction, write_csv};
-use crate::sim::workload::{prompt_tokens, read_trace};
+use crate::sim::workload::prompt_tokens;
 
 #[derive(clap::Args)]
 pub struct ThroughputArgs {
@@ -23,11 +24,11 @@ pub struct ThroughputArgs {
     pub output_len: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// A JSONL trace (the simulator's format: prompt_len, output_len per line; arrival times are
-    /// ignored, every request is submitted at once) instead of the fixed sizes above. The same
-    /// file drives the comparison with transformers in scripts/gpu-bench.sh.
-    #[arg(long)]
-    pub trace: Option<PathBuf>,
+    /// A trace's prompt and output lengths instead of the fixed sizes above (arrival times are
+    /// ignored: every request is submitted at once). A JSONL trace of the simulator's format
+    /// drives the comparison with transformers in scripts/gpu-bench.sh.
+    #[command(flatten)]
+    pub trace: TraceArgs,
     /// Write each step's start and end (seconds), tokens and sequences to this CSV file, and
     /// report the fraction of time the executor sat idle between steps.
     #[arg(long)]
@@ -62,8 +63,8 @@ pub fn run(args: ThroughputArgs) -> Result<()> {
         (state >> 33) % n
     };
     let low = 100.min(vocab / 2);
-    let requests: Vec<Request> = match &args.trace {
-        Some(path) => read_trace(path)?
+    let requests: Vec<Request> = match args.trace.load()? {
+        Some(trace) => trace
             .iter()
             .enumerate()
             .map(|(i, r)| request(prompt_tokens(r, i, vocab as u32), r.output_len))

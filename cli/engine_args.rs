@@ -4,6 +4,7 @@ use anyhow::Result;
 use std::sync::Arc;
 
 use crate::cli::model_args::{Device, ModelArgs};
+use crate::engine::scheduler::aging::DEFAULT_MAX_WAIT_STEPS;
 use crate::engine::{start, Engine, EngineConfig};
 use crate::model::tokenizer::Tokenizer;
 use crate::model::StepLimits;
@@ -32,9 +33,13 @@ pub struct EngineArgs {
     /// cache gets what the rest leaves after a warm-up pass. CUDA only.
     #[arg(long, default_value_t = 0.9)]
     pub gpu_memory_utilization: f64,
-    /// Scheduling policy: fcfs, prefill-first, decode-first, shortest-prompt-first, priority.
+    /// Scheduling policy: fcfs, prefill-first, decode-first, shortest-prompt-first, priority,
+    /// shortest-job-first (on max_tokens: the engine has no length predictor), vtc (fair shares
+    /// between the requests' `user`s).
     #[arg(long, default_value = "fcfs")]
     pub policy: String,
+    #[command(flatten)]
+    pub aging: AgingArgs,
     /// Plan each step only after the previous one returns (for comparison and debugging).
     #[arg(long)]
     pub no_overlap: bool,
@@ -46,6 +51,25 @@ pub struct EngineArgs {
     pub max_queue: usize,
 }
 
+/// The aging knob, shared by the engine's commands and `tandem sim`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AgingArgs {
+    /// Steps after its arrival at which an unfinished request is served ahead of all younger work
+    /// (aging): no policy can starve a request past this plus the work that arrived before it.
+    #[arg(long, default_value_t = DEFAULT_MAX_WAIT_STEPS)]
+    pub max_wait_steps: u64,
+    /// Turn aging off: the policy alone decides, and shortest-prompt-first and priority can
+    /// starve a request for as long as shorter or more urgent ones keep arriving.
+    #[arg(long, conflicts_with = "max_wait_steps")]
+    pub no_aging: bool,
+}
+
+impl AgingArgs {
+    pub fn max_wait_steps(&self) -> Option<u64> {
+        (!self.no_aging).then_some(self.max_wait_steps)
+    }
+}
+
 impl EngineArgs {
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig {
@@ -54,6 +78,7 @@ impl EngineArgs {
             block_size: self.block_size,
             num_blocks: self.num_kv_blocks.unwrap_or(DEFAULT_CPU_KV_BLOCKS),
             policy: self.policy.clone(),
+            max_wait_steps: self.aging.max_wait_steps(),
             overlap: !self.no_overlap,
             max_queue: self.max_queue,
             enable_prefix_caching: !self.no_prefix_caching,

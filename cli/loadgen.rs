@@ -1,9 +1,11 @@
 //! `tandem bench serve`: a load generator for any OpenAI-compatible server (this one or vLLM).
 //! Sends `--num-prompts` streaming completions of random words with `ignore_eos`, at
 //! `--request-rate` (Poisson arrivals; inf = all at once) with at most `--concurrency` in flight,
-//! and prints the figures `vllm bench serve` prints.
+//! or replays a trace's requests at its arrival times, and prints the figures `vllm bench serve`
+//! prints.
 
 mod client;
+mod prompts;
 pub mod report;
 
 use anyhow::{Context, Result};
@@ -15,7 +17,9 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::cli::trace_args::TraceArgs;
 use client::{new_client, run_one, HttpClient};
+use prompts::{random_words, trace_prompt};
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchServeArgs {
@@ -42,6 +46,11 @@ pub struct BenchServeArgs {
     /// Seeds the prompts and arrival times.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Replay a trace instead: its arrival times, prompt lengths (in words of synthetic text,
+    /// sharing the words its prefixes share) and output lengths; --num-prompts, --input-len,
+    /// --output-len and --request-rate are then unused.
+    #[command(flatten)]
+    pub trace: TraceArgs,
 }
 
 pub fn run_bench_serve(args: BenchServeArgs) -> Result<()> {
@@ -77,23 +86,40 @@ pub async fn bench(args: BenchServeArgs) -> Result<String> {
         .parse()
         .context("--url is not a valid URL")?;
     let mut rng = StdRng::seed_from_u64(args.seed);
-    let bodies: Vec<Value> = (0..args.num_prompts)
-        .map(|_| {
-            json!({
-                "model": model,
-                "prompt": random_words(&mut rng, args.input_len),
-                "max_tokens": args.output_len,
-                "ignore_eos": true,
-                "temperature": 0,
-                "stream": true,
-                "stream_options": {"include_usage": true},
-            })
+    let body = |prompt: String, max_tokens: usize| {
+        json!({
+            "model": model,
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "ignore_eos": true,
+            "temperature": 0,
+            "stream": true,
+            "stream_options": {"include_usage": true},
         })
-        .collect();
+    };
+    // Each request's body and, replaying a trace, its arrival in seconds from the start.
+    let requests: Vec<(Option<f64>, Value)> = match args.trace.load()? {
+        Some(trace) => trace
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (Some(r.arrival), body(trace_prompt(r, i), r.output_len)))
+            .collect(),
+        None => (0..args.num_prompts)
+            .map(|_| {
+                (
+                    None,
+                    body(random_words(&mut rng, args.input_len), args.output_len),
+                )
+            })
+            .collect(),
+    };
+    let pace = match &args.trace.trace {
+        Some(path) => format!("the arrivals of {}", path.display()),
+        None => format!("rate {}", args.request_rate),
+    };
     eprintln!(
-        "benchmarking {model} at {uri}: {} prompts, rate {}, concurrency {}",
-        args.num_prompts,
-        args.request_rate,
+        "benchmarking {model} at {uri}: {} prompts, {pace}, concurrency {}",
+        requests.len(),
         args.concurrency
             .map_or("unlimited".into(), |c| c.to_string())
     );
@@ -102,9 +128,11 @@ pub async fn bench(args: BenchServeArgs) -> Result<String> {
             .unwrap_or(tokio::sync::Semaphore::MAX_PERMITS),
     ));
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(bodies.len());
-    for body in bodies {
-        if args.request_rate.is_finite() {
+    let mut tasks = Vec::with_capacity(requests.len());
+    for (arrival, body) in requests {
+        if let Some(at) = arrival {
+            tokio::time::sleep_until((started + Duration::from_secs_f64(at)).into()).await;
+        } else if args.request_rate.is_finite() {
             // Exponential gaps: a Poisson process of the given rate.
             let gap = -(1.0 - rng.random::<f64>()).ln() / args.request_rate;
             tokio::time::sleep(Duration::from_secs_f64(gap)).await;
@@ -137,34 +165,4 @@ async fn first_model(client: &HttpClient, base: &str) -> Result<String> {
         .as_str()
         .map(str::to_string)
         .context("/v1/models lists no model; pass --model")
-}
-
-/// `n` words drawn from a small common vocabulary: most tokenizers spend about one token each.
-fn random_words(rng: &mut StdRng, n: usize) -> String {
-    const WORDS: &[&str] = &[
-        "the", "of", "and", "to", "in", "is", "it", "you", "that", "he", "was", "for", "on", "are",
-        "with", "as", "his", "they", "be", "at", "one", "have", "this", "from", "or", "had", "by",
-        "word", "but", "what", "some", "we", "can", "out", "other", "were", "all", "there", "when",
-        "up", "use", "your", "how", "said", "an", "each", "she", "which", "do", "their", "time",
-        "if", "will", "way", "about", "many", "then", "them", "write", "would", "like", "so",
-        "these", "her", "long", "make", "thing", "see", "him", "two", "has", "look", "more", "day",
-        "could", "go", "come", "did", "number", "sound", "no", "most", "people", "my", "over",
-        "know", "water", "than", "call", "first", "who", "may", "down", "side", "been", "now",
-        "find", "any", "new", "work", "part", "take", "get", "place", "made", "live", "where",
-    ];
-    (0..n)
-        .map(|_| WORDS[rng.random_range(0..WORDS.len())])
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prompts_have_the_asked_number_of_words() {
-        let mut rng = StdRng::seed_from_u64(1);
-        assert_eq!(random_words(&mut rng, 7).split(' ').count(), 7);
-    }
 }

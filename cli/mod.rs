@@ -9,3 +9,4 @@ pub mod loadgen;
 pub mod model_args;
 pub mod serve;
 pub mod sim;
+pub mod trace_args;

@@ -1,21 +1,30 @@
-//! `tandem sim`: replay a synthetic workload or a JSONL trace through the real scheduler with
+//! `tandem sim`: replay a synthetic workload or a trace through the real scheduler with
 //! a calibrated step-time model; `--compare` sweeps policies over loads and draws charts.
 
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::cli::engine_args::AgingArgs;
+use crate::cli::trace_args::TraceArgs;
 use crate::engine::scheduler::SchedulerConfig;
 use crate::sim::compare::{sweep, write_csv};
 use crate::sim::report::{write_requests_csv, Slo, Summary};
-use crate::sim::workload::{mean_rate, read_trace, write_trace, Synthetic, TraceRequest};
+use crate::sim::workload::{mean_rate, write_trace, Synthetic, TraceRequest};
 use crate::sim::{chart, simulate, CostModel, SimConfig};
 
 #[derive(clap::Args)]
 pub struct SimArgs {
-    /// Scheduling policy: fcfs, prefill-first, decode-first, shortest-prompt-first, priority.
+    /// Scheduling policy: fcfs, prefill-first, decode-first, shortest-prompt-first, priority,
+    /// shortest-job-first, vtc.
     #[arg(long, default_value = "fcfs")]
     pub policy: String,
+    #[command(flatten)]
+    pub aging: AgingArgs,
+    /// shortest-job-first's length predictor: σ of its lognormal error on each request's true
+    /// output length (0 = an oracle; 1 = off by a factor of e one time in three).
+    #[arg(long, default_value_t = 0.0)]
+    pub length_error: f64,
     /// Sweep these policies (comma-separated) over --rates and draw latency-vs-load charts.
     #[arg(long, value_delimiter = ',', requires = "rates")]
     pub compare: Vec<String>,
@@ -23,9 +32,8 @@ pub struct SimArgs {
     /// rescales the trace's arrival times to that mean rate.
     #[arg(long, value_delimiter = ',', requires = "compare")]
     pub rates: Vec<f64>,
-    /// A JSONL trace to replay instead of a synthetic workload.
-    #[arg(long)]
-    pub trace: Option<PathBuf>,
+    #[command(flatten)]
+    pub trace: TraceArgs,
     /// Also write the workload as a JSONL trace.
     #[arg(long)]
     pub save_trace: Option<PathBuf>,
@@ -82,6 +90,10 @@ pub struct SimArgs {
     /// Synthetic workload: priorities drawn from 0..N (for the priority policy).
     #[arg(long, default_value_t = 1)]
     pub priority_levels: u32,
+    /// Synthetic workload: clients sending the requests (for the vtc policy; 0 = none named),
+    /// client k sending a share proportional to 1 / (k + 1).
+    #[arg(long, default_value_t = 0)]
+    pub clients: u32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Goodput target: time to first token, seconds.
@@ -104,10 +116,13 @@ impl SimArgs {
                 num_blocks: self.num_blocks,
                 block_size: self.block_size,
                 enable_prefix_caching: !self.no_prefix_caching,
+                max_wait_steps: self.aging.max_wait_steps(),
             },
             policy: policy.into(),
             overlap: !self.no_overlap,
             max_queue: self.max_queue,
+            length_error: self.length_error,
+            length_error_seed: self.seed,
             ..Default::default()
         }
     }
@@ -126,6 +141,7 @@ impl SimArgs {
             prefix_len: self.prefix_len,
             prefix_share: self.prefix_share,
             priority_levels: self.priority_levels,
+            clients: self.clients,
             seed: self.seed,
         }
     }
@@ -140,7 +156,7 @@ pub fn run(args: SimArgs) -> Result<()> {
         ttft_s: args.slo_ttft,
         tpot_s: args.slo_tpot,
     };
-    let trace = args.trace.as_deref().map(read_trace).transpose()?;
+    let trace = args.trace.load()?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     if args.compare.is_empty() {
@@ -251,7 +267,7 @@ fn run_compare(
     let csv = args.out.join("compare.csv");
     let svg = args.out.join("compare.svg");
     write_csv(&csv, &points)?;
-    let source = match &args.trace {
+    let source = match &args.trace.trace {
         Some(t) => format!("trace {}", t.display()),
         None => format!("{} synthetic requests", args.num_requests),
     };

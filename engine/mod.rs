@@ -41,7 +41,7 @@ pub use hooks::{EngineHooks, NoHooks};
 use crate::device::backend::Backend;
 use crate::device::panic::panic_message;
 use crate::engine::scheduler::batch::Batch;
-use crate::engine::scheduler::{policy, Scheduler, SchedulerConfig};
+use crate::engine::scheduler::{aging, policy, Scheduler, SchedulerConfig};
 use crate::model::tokenizer::Tokenizer;
 use crate::runner::Runner;
 use executor::Executor;
@@ -58,6 +58,9 @@ pub struct EngineConfig {
     pub num_blocks: usize,
     /// Scheduling policy name (see `scheduler::policy::NAMES`).
     pub policy: String,
+    /// Steps after which an unfinished request is served first (`scheduler::aging`); `None`
+    /// turns aging off.
+    pub max_wait_steps: Option<u64>,
     /// Plan step N+1 while step N runs.
     pub overlap: bool,
     /// Most requests waiting for admission before submissions are refused.
@@ -73,6 +76,7 @@ impl Default for EngineConfig {
             block_size: 16,
             num_blocks: 1024,
             policy: "fcfs".into(),
+            max_wait_steps: Some(aging::DEFAULT_MAX_WAIT_STEPS),
             overlap: true,
             max_queue: 1024,
             enable_prefix_caching: true,
@@ -152,6 +156,7 @@ fn start_with_hooks<B: Backend>(
             num_blocks: cfg.num_blocks,
             block_size: cfg.block_size,
             enable_prefix_caching: cfg.enable_prefix_caching,
+            max_wait_steps: cfg.max_wait_steps,
         },
         policy,
     )?;

@@ -15,6 +15,12 @@ pub struct Request {
     pub params: Arc<SamplingParams>,
     /// For the `priority` policy: lower runs first (as in vLLM).
     pub priority: i32,
+    /// For the `shortest-job-first` policy: how many tokens the request is expected to generate
+    /// (a length predictor's guess); `max_tokens` stands in when absent.
+    pub predicted_output_len: Option<usize>,
+    /// Who sent it (the OpenAI `user` field), for the `vtc` fairness policy; requests without
+    /// one count as one anonymous client.
+    pub client: Option<Arc<str>>,
     pub arrival: Instant,
 }
 
@@ -24,6 +30,8 @@ impl Request {
             prompt_ids,
             params: Arc::new(params),
             priority: 0,
+            predicted_output_len: None,
+            client: None,
             arrival: Instant::now(),
         }
     }

@@ -104,6 +104,11 @@ impl ModelConfig {
         if !self.head_dim.is_multiple_of(2) {
             bail!("config: head_dim ({}) must be even for RoPE", self.head_dim);
         }
+        // A window of 0 keys would leave a query nothing to attend to (the CPU backend would
+        // divide by an empty softmax sum; the kernels read 0 as "no window"): null means none.
+        if self.sliding_window == Some(0) {
+            bail!("config: sliding_window must be positive (null for no window)");
+        }
         // Written so NaN fails too.
         let is_positive = |x: f32| x.is_finite() && x > 0.0;
         if !is_positive(self.rms_norm_eps) || !is_positive(self.rope_theta) {
@@ -397,5 +402,11 @@ mod tests {
         let mut j = base();
         j["vocab_size"] = json!("many");
         assert!(ModelConfig::from_hf_json(&j).is_err());
+
+        let mut j = base();
+        j["model_type"] = json!("mistral");
+        j["sliding_window"] = json!(0);
+        let e = ModelConfig::from_hf_json(&j).unwrap_err().to_string();
+        assert!(e.contains("sliding_window"), "{e}");
     }
 }

@@ -4,7 +4,7 @@
 Hugging Face transformers (float32, eager attention, CPU) is the oracle. The
 script writes:
 
-* ``tests/models/tiny-{llama,mistral,qwen2,qwen3}/``: tiny randomly initialised
+* ``tests/models/tiny-{llama,mistral,mistral-swa,qwen2,qwen3}/``: tiny randomly initialised
   models (config.json, safetensors weights, generation_config.json) sharing a
   small byte-level BPE tokenizer trained here on an embedded English corpus
   (tokenizer.json, tokenizer_config.json with a ChatML chat template).
@@ -14,6 +14,15 @@ script writes:
                   original context so the frequencies really change, untied
                   lm_head, tokenizer that prepends a BOS token, int eos id.
   - tiny-mistral: MQA (4 heads / 1 kv head), no sliding window, eos id list.
+  - tiny-mistral-swa: GQA (4 heads / 2 kv heads) and a sliding window of
+                  SWA_WINDOW (6) keys, shorter than every prompt plus its
+                  generated tokens, so the window cuts in prefill (prompts
+                  longer than 6 tokens) and in decode. transformers' mask keeps
+                  key k for query q when q - window < k <= q (the query's own
+                  key and the window - 1 before it). The script checks that the
+                  window really applies: the same weights loaded with
+                  sliding_window=None must give the same logits at every
+                  position below the window and different ones at and past it.
   - tiny-qwen2:   q/k/v biases, tied embeddings, weights sharded over several
                   safetensors files, int eos in config.json but a list in
                   generation_config.json (as the real Qwen2 releases do).
@@ -21,7 +30,7 @@ script writes:
 
   The two Qwen models' tokenizer.json use the Qwen2 pre-tokenizer (NFC, split
   regex with digits one by one), the others the GPT-2 byte-level regex; all
-  four share the same vocabulary and merges.
+  share the same vocabulary and merges.
 
   All RMSNorm weights are re-randomised (1 + 0.2 * N(0, 1)) so that they are
   actually exercised, and the initializer range is large (0.3) so that the
@@ -102,6 +111,12 @@ FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures"
 NUM_STEPS = 12
 TOP_K = 5
 SEED = 1234
+# tiny-mistral-swa's window: shorter than the shortest prompt plus its generated tokens, and
+# than most prompts, so it cuts in prefill and in decode. Not a divisor of the tests' block
+# sizes (4, 8, 16), so the first key in the window falls inside a block.
+SWA_WINDOW = 6
+# A cached greedy trace must match one forward pass over the same tokens within this.
+MAX_CACHE_DIFF = 1e-3
 
 # ---------------------------------------------------------------------------
 # Tokenizer shared by the tiny models
@@ -295,6 +310,15 @@ TINY_SPECS = [
         generation_eos_token_id=[2, 0],
     ),
     TinySpec(
+        name="tiny-mistral-swa",
+        config_cls=MistralConfig,
+        model_cls=MistralForCausalLM,
+        config=dict(num_key_value_heads=2, sliding_window=SWA_WINDOW, tie_word_embeddings=False),
+        eos_token=IM_END,
+        eos_token_id=[2, 0],
+        generation_eos_token_id=[2, 0],
+    ),
+    TinySpec(
         name="tiny-qwen2",
         config_cls=Qwen2Config,
         model_cls=Qwen2ForCausalLM,
@@ -462,6 +486,7 @@ def greedy_trace(model, prompt_ids: list[int], stats: TraceStats) -> dict[str, A
     full = model(input_ids=torch.tensor([prompt_ids + generated[:-1]]), use_cache=False).logits[0]
     recomputed = full[len(prompt_ids) - 1 :]
     cache_diff = float((recomputed - torch.stack(step_logits)).abs().max())
+    assert cache_diff <= MAX_CACHE_DIFF, f"cached greedy trace differs from a full pass by {cache_diff}"
     stats.max_cache_diff = max(stats.max_cache_diff, cache_diff)
     return {"generated_ids": generated, "top5_ids": top_ids, "top5_logits": top_logits}
 
@@ -551,8 +576,56 @@ def make_tiny_fixture(spec: TinySpec, base_tokenizer: Tokenizer) -> None:
     )
     fixture["cases"] = run_cases(model, tokenizer, prompts, stats)
     fixture["tokenizer_cases"] = tokenizer_cases(tokenizer)
+    window = spec.config.get("sliding_window")
+    if window is not None:
+        check_window_applies(spec.name, model_dir, model, fixture["cases"], window)
     write_json(FIXTURES_DIR / f"{spec.name}.json", fixture)
     report(spec.name, stats)
+
+
+# The window must change logits by much more than the Rust tests' tolerance (1e-3) wherever
+# it cuts, or a backend that ignored it could still pass them.
+WINDOW_EFFECT_MIN = 1e-2
+
+
+@torch.no_grad()
+def check_window_applies(name: str, model_dir: Path, model, cases: list[dict[str, Any]], window: int) -> None:
+    """Proves that transformers applied the sliding window to the fixture's traces.
+
+    The same weights are loaded again with sliding_window=None, and both models run each case's
+    prompt plus generated tokens in one pass (no cache). A query at position p sees keys
+    max(0, p - window + 1)..=p, so the two must agree exactly where p < window (the window
+    holds every key) and differ at p >= window. Positions p == window - 1 and p == window both
+    occur in the traces, which pins the width down to exactly `window` keys; and at least one
+    greedy trace must change.
+    """
+    full = load_hf_model(model_dir, sliding_window=None)
+    assert full.config.sliding_window is None and model.config.sliding_window == window
+    positions = set()
+    min_cut_diff = float("inf")
+    changed_traces = 0
+    for case in cases:
+        prompt_ids, generated = case["prompt_ids"], case["generated_ids"]
+        ids = torch.tensor([prompt_ids + generated[:-1]])
+        windowed = model(input_ids=ids, use_cache=False).logits[0]
+        unwindowed = full(input_ids=ids, use_cache=False).logits[0]
+        start = len(prompt_ids) - 1
+        for p in range(start, ids.shape[1]):
+            diff = float((windowed[p] - unwindowed[p]).abs().max())
+            positions.add(p)
+            if p < window:
+                assert diff == 0.0, f"{name}: position {p} < window {window} differs by {diff}"
+            else:
+                assert diff > WINDOW_EFFECT_MIN, f"{name}: window cut at position {p} changes logits by only {diff}"
+                min_cut_diff = min(min_cut_diff, diff)
+        unwindowed_ids = [int(i) for i in unwindowed[start:].argmax(dim=-1)]
+        changed_traces += unwindowed_ids != generated
+    assert {window - 1, window} <= positions, f"{name}: traces never reach positions {window - 1} and {window}"
+    assert changed_traces > 0, f"{name}: the window changed no greedy trace"
+    print(
+        f"[{name}] sliding window {window}: logits identical to the unwindowed model below it, "
+        f"|diff| >= {min_cut_diff:.3g} from it on; {changed_traces}/{len(cases)} greedy traces differ"
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -10,9 +10,17 @@ cd "$(dirname "$0")/.."
 cargo test --release --locked --features kernel-emu
 bash scripts/emu-seeds.sh
 bash scripts/install-cuda-toolchain.sh >/dev/null
+# Every test in this run has a device (the emulated one at least) and the default model, so one
+# that reports itself skipped did not run: the run fails. (The CUDA tests already panic when the
+# device will not open; this catches any other skip, the --lib tests' included.)
+cuda_log=target/cuda-tests.log
 cargo test --release --locked --features cuda,kernel-emu --lib \
   --test cuda_parity --test cuda_attention --test cuda_model --test cuda_engine --test cuda_cli \
   --test emu_driver_mutants \
-  -- --show-output
+  -- --show-output 2>&1 | tee "$cuda_log"
+if grep -E '^skipped:' "$cuda_log"; then
+  echo "the CUDA tests above were skipped on the emulated device" >&2
+  exit 1
+fi
 bash scripts/fuzz.sh "${TANDEM_FUZZ_SECS:-5}"
 bash scripts/test-client.sh

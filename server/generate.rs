@@ -140,6 +140,7 @@ fn submit_all(
         params.seed = params.seed.map(|s| s.wrapping_add(i as u64));
         let mut request = EngineRequest::new(prompt_ids.clone(), params);
         request.priority = valid.priority;
+        request.client = valid.user.as_deref().map(Arc::from);
         streams.push(state.handle.submit(request).map_err(submit_error)?);
     }
     let (tx, rx) = mpsc::unbounded_channel();

@@ -22,6 +22,9 @@ pub const MAX_STOP: usize = 16;
 pub const MAX_STOP_BYTES: usize = 256;
 /// Most `stop_token_ids`.
 pub const MAX_STOP_TOKEN_IDS: usize = 256;
+/// The longest `user` in bytes: the fairness policy keeps a counter per user while it has
+/// requests in the server.
+pub const MAX_USER_BYTES: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -61,6 +64,8 @@ pub struct ValidRequest {
     pub want_logprobs: bool,
     pub add_generation_prompt: bool,
     pub priority: i32,
+    /// The OpenAI `user` field: who sent it, for the fairness policy (`vtc`).
+    pub user: Option<String>,
 }
 
 /// What validation needs to know about the served model.
@@ -120,6 +125,8 @@ pub enum ValidationError {
     TooManyStopTokenIds,
     #[error("'seed' must fit in 64 bits")]
     SeedOutOfRange,
+    #[error("'user' may be at most {MAX_USER_BYTES} bytes")]
+    UserTooLong,
     #[error("'stream_options' is only allowed when 'stream' is true")]
     StreamOptionsWithoutStream,
     #[error("'{0}' is not supported")]
@@ -174,6 +181,7 @@ impl ValidationError {
             EmptyStop | StopTooLarge => "stop",
             TooManyStopTokenIds => "stop_token_ids",
             SeedOutOfRange => "seed",
+            UserTooLong => "user",
             StreamOptionsWithoutStream => "stream_options",
             Message(m) => return Some(m.param()),
             ContextLength { input, .. } | TextTooLong { input, .. } => input,
@@ -321,6 +329,11 @@ pub fn validate(body: &[u8], endpoint: Endpoint, limits: Limits) -> R<ValidReque
         Some(v) => i32::try_from(v).map_err(|_| wrong("priority", "a 32-bit integer"))?,
     };
 
+    let user = f.string("user")?;
+    if user.as_ref().is_some_and(|u| u.len() > MAX_USER_BYTES) {
+        return Err(ValidationError::UserTooLong);
+    }
+
     Ok(ValidRequest {
         endpoint,
         model,
@@ -334,6 +347,7 @@ pub fn validate(body: &[u8], endpoint: Endpoint, limits: Limits) -> R<ValidReque
         want_logprobs,
         add_generation_prompt,
         priority,
+        user,
     })
 }
 

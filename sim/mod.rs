@@ -8,7 +8,7 @@
 //! its simulated effect predicts the engine's (`tests/sim_engine_agreement.rs` checks that).
 //!
 //! ```text
-//!  workload (synthetic | JSONL trace) ──▶ simulator ──▶ report / per-request CSV
+//!  workload (synthetic | trace) ─────────▶ simulator ──▶ report / per-request CSV
 //!                                          │  Scheduler (real)        ▲
 //!                                          └─ step time = cost model ─┘  ◀── calibrate
 //! ```
@@ -20,6 +20,7 @@ pub mod cost_model;
 pub mod fit;
 pub mod report;
 pub mod simulator;
+pub mod trace_formats;
 pub mod workload;
 
 pub use cost_model::CostModel;

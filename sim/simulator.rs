@@ -10,14 +10,18 @@
 //! engine's does with EOS ignored) and is `remove`d, freeing its blocks at once.
 
 use anyhow::{ensure, Result};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use super::cost_model::CostModel;
 use super::workload::{prompt_tokens, TraceRequest};
 use crate::engine::admission::{self, Admission};
 use crate::engine::request::{Request, SamplingParams};
 use crate::engine::scheduler::batch::Batch;
-use crate::engine::scheduler::{policy, Scheduler, SchedulerConfig};
+use crate::engine::scheduler::{aging, policy, Scheduler, SchedulerConfig};
 
 /// The simulated engine's settings (the engine's own defaults, see `EngineConfig`).
 #[derive(Debug, Clone)]
@@ -31,6 +35,12 @@ pub struct SimConfig {
     pub max_queue: usize,
     /// Prompt ids are drawn below this (only matters for replaying on a real model).
     pub vocab: u32,
+    /// The error of the output-length predictor the `shortest-job-first` policy sees: each
+    /// request's predicted length is its true one times exp(σ·z), z standard normal, so 0 is an
+    /// oracle and σ = 1 is off by a factor of e one time in three.
+    pub length_error: f64,
+    /// Seeds the predictor's errors.
+    pub length_error_seed: u64,
 }
 
 impl Default for SimConfig {
@@ -42,11 +52,14 @@ impl Default for SimConfig {
                 num_blocks: 1024,
                 block_size: 16,
                 enable_prefix_caching: true,
+                max_wait_steps: Some(aging::DEFAULT_MAX_WAIT_STEPS),
             },
             policy: "fcfs".into(),
             overlap: true,
             max_queue: 1024,
             vocab: 49152,
+            length_error: 0.0,
+            length_error_seed: 0,
         }
     }
 }
@@ -154,7 +167,12 @@ pub fn simulate_with(
     mut step_time: impl FnMut(&Batch) -> f64,
 ) -> Result<SimResult> {
     super::workload::validate(trace)?;
+    ensure!(
+        cfg.length_error.is_finite() && cfg.length_error >= 0.0,
+        "the length predictor's error must be a σ >= 0"
+    );
     let mut sched = Scheduler::new(cfg.sched.clone(), policy::by_name(&cfg.policy)?)?;
+    let mut predictor = LengthPredictor::new(cfg.length_error, cfg.length_error_seed);
     let depth = if cfg.overlap { 2 } else { 1 };
     let admission = Admission {
         // The traces name no model, so there is no context to exceed.
@@ -210,6 +228,8 @@ pub fn simulate_with(
                     },
                 );
                 req.priority = r.priority;
+                req.predicted_output_len = Some(predictor.predict(r.output_len));
+                req.client = r.client.as_deref().map(Arc::from);
                 sched.add(next as u64, req, 0);
             }
             next += 1;
@@ -254,6 +274,15 @@ pub fn simulate_with(
         sched.num_running(),
         sched.num_waiting()
     );
+    // Every request is removed by now, so a block still referenced was leaked.
+    sched
+        .allocator()
+        .check_invariants()
+        .map_err(anyhow::Error::msg)?;
+    ensure!(
+        sched.allocator().all_free(),
+        "KV blocks are still referenced after every request finished"
+    );
     let (prefix_queries, prefix_hits) = sched.allocator().prefix_stats();
     let first = trace.first().map_or(0.0, |r| r.arrival);
     Ok(SimResult {
@@ -294,4 +323,27 @@ fn step_done(
         }
     }
     sched.recycle(batch);
+}
+
+/// A stand-in for a learned output-length predictor: the true length with a lognormal error.
+struct LengthPredictor {
+    sigma: f64,
+    rng: StdRng,
+}
+
+impl LengthPredictor {
+    fn new(sigma: f64, seed: u64) -> Self {
+        LengthPredictor {
+            sigma,
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    fn predict(&mut self, true_len: usize) -> usize {
+        if self.sigma == 0.0 {
+            return true_len;
+        }
+        let z: f64 = StandardNormal.sample(&mut self.rng);
+        ((true_len as f64 * (self.sigma * z).exp()).round() as usize).max(1)
+    }
 }

@@ -9,16 +9,18 @@
 //! `arrival` is in seconds from the start; `prefix_group`/`prefix_len` (optional) say that the
 //! prompt's first `prefix_len` tokens are the group's shared prefix (a system prompt, a
 //! document), so the prefix cache can serve them; `priority` (optional, lower first) feeds the
-//! `priority` policy.
+//! `priority` policy; `hash_ids` with `hash_block_len` (optional, as the Mooncake traces give
+//! them) name each `hash_block_len`-token block of the prompt, so prompts whose blocks share ids
+//! share those tokens. Public trace formats are read by [`trace_formats`](super::trace_formats).
 
 use anyhow::{ensure, Context, Result};
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use rand_distr::{Distribution, Exp, LogNormal};
+use rand_distr::{weighted::WeightedIndex, Distribution, Exp, LogNormal};
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::Path;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TraceRequest {
     /// Seconds from the start of the trace.
     pub arrival: f64,
@@ -32,6 +34,15 @@ pub struct TraceRequest {
     pub prefix_len: usize,
     #[serde(default, skip_serializing_if = "is_zero_i32")]
     pub priority: i32,
+    /// One id per leading block of the prompt: equal ids, equal blocks (over the group prefix).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hash_ids: Vec<u64>,
+    /// Prompt tokens per `hash_ids` entry.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hash_block_len: usize,
+    /// Who sent it, for the `vtc` fairness policy (the OpenAI `user` field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 fn is_zero(x: &usize) -> bool {
@@ -63,6 +74,9 @@ pub struct Synthetic {
     pub prefix_share: f64,
     /// Priorities drawn uniformly from 0..levels (1 = all equal).
     pub priority_levels: u32,
+    /// Clients sending the requests (0 = none named); client k sends a share proportional to
+    /// 1 / (k + 1), so the first few dominate, as a few heavy users do.
+    pub clients: u32,
     pub seed: u64,
 }
 
@@ -81,6 +95,7 @@ impl Default for Synthetic {
             prefix_len: 256,
             prefix_share: 1.0,
             priority_levels: 1,
+            clients: 0,
             seed: 0,
         }
     }
@@ -105,6 +120,7 @@ impl Synthetic {
         );
         let mut rng = StdRng::seed_from_u64(self.seed);
         let gap = Exp::new(1.0)?;
+        let clients = WeightedIndex::new((0..self.clients.max(1)).map(|k| 1.0 / (k + 1) as f64))?;
         let prompt = LogNormal::new(self.prompt_median.ln(), self.prompt_sigma)?;
         let output = LogNormal::new(self.output_median.ln(), self.output_sigma)?;
         let draw = |d: &LogNormal<f64>, rng: &mut StdRng, max: usize| {
@@ -124,6 +140,8 @@ impl Synthetic {
             let priority = rng.random_range(0..self.priority_levels.max(1)) as i32;
             let grouped =
                 self.prefix_groups > 0 && self.prefix_len > 0 && joins < self.prefix_share;
+            // Drawn only when asked for, so workloads without clients stay as they were.
+            let client = (self.clients > 0).then(|| format!("client-{}", clients.sample(&mut rng)));
             out.push(TraceRequest {
                 arrival: t,
                 prompt_len: own + if grouped { self.prefix_len } else { 0 },
@@ -131,6 +149,8 @@ impl Synthetic {
                 prefix_group: grouped.then_some(group),
                 prefix_len: if grouped { self.prefix_len } else { 0 },
                 priority,
+                client,
+                ..Default::default()
             });
         }
         Ok(out)
@@ -154,25 +174,13 @@ pub fn validate(reqs: &[TraceRequest]) -> Result<()> {
             r.output_len > 0,
             "request {i}: output_len must be at least 1"
         );
+        ensure!(
+            r.hash_ids.is_empty() || r.hash_block_len > 0,
+            "request {i}: hash_ids need a hash_block_len of at least 1"
+        );
         last = r.arrival;
     }
     Ok(())
-}
-
-pub fn read_trace(path: &Path) -> Result<Vec<TraceRequest>> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut out = Vec::new();
-    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("reading {}", path.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let r: TraceRequest = serde_json::from_str(&line)
-            .with_context(|| format!("{}:{}: not a trace request", path.display(), n + 1))?;
-        out.push(r);
-    }
-    validate(&out).with_context(|| format!("trace {}", path.display()))?;
-    Ok(out)
 }
 
 pub fn write_trace(path: &Path, reqs: &[TraceRequest]) -> Result<()> {
@@ -197,10 +205,11 @@ pub fn mean_rate(reqs: &[TraceRequest]) -> f64 {
     }
 }
 
-/// Concrete prompt token ids for request number `index`: the group's shared prefix, then tokens
-/// unique to the request. Ids lie in `100..vocab` (tokenizers keep special tokens low) and are
-/// a pure function of (group or index, position), so the simulator and a real engine replaying
-/// the same trace see the same prompts and the same prefix-cache hits.
+/// Concrete prompt token ids for request number `index`: the group's shared prefix, or the
+/// blocks its `hash_ids` name, then tokens unique to the request. Ids lie in `100..vocab`
+/// (tokenizers keep special tokens low) and are a pure function of (group, block id or index,
+/// position), so the simulator and a real engine replaying the same trace see the same prompts
+/// and the same prefix-cache hits.
 pub fn prompt_tokens(r: &TraceRequest, index: usize, vocab: u32) -> Vec<u32> {
     let low = 100.min(vocab / 2);
     let span = (vocab - low) as u64;
@@ -210,10 +219,24 @@ pub fn prompt_tokens(r: &TraceRequest, index: usize, vocab: u32) -> Vec<u32> {
     };
     let group_salt = 0x5EED_0000_0000_0000 ^ r.prefix_group.unwrap_or(0) as u64;
     let own_salt = 0xA11C_E000_0000_0000 ^ index as u64;
+    let hashed = if r.hash_block_len == 0 {
+        0
+    } else {
+        r.hash_ids.len().saturating_mul(r.hash_block_len)
+    };
     (0..r.prompt_len)
         .map(|pos| {
-            let salt = if pos < shared { group_salt } else { own_salt };
-            low + (mix(salt.wrapping_add((pos as u64) << 40)) % span) as u32
+            // A hashed block's tokens depend on its id and the offset inside it only: the ids
+            // are chained, so an id already stands for everything before it.
+            let (salt, at) = if pos < shared {
+                (group_salt, pos)
+            } else if pos < hashed {
+                let id = r.hash_ids[pos / r.hash_block_len];
+                (mix(0xB10C_0000_0000_0000 ^ id), pos % r.hash_block_len)
+            } else {
+                (own_salt, pos)
+            };
+            low + (mix(salt.wrapping_add((at as u64) << 40)) % span) as u32
         })
         .collect()
 }
@@ -229,6 +252,7 @@ fn mix(mut z: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sim::trace_formats::{read, TraceFormat, Window};
 
     #[test]
     fn same_seed_same_workload_and_rate_only_rescales_arrivals() {
@@ -265,7 +289,7 @@ mod tests {
             output_len: 1,
             prefix_group: group,
             prefix_len: 32,
-            priority: 0,
+            ..Default::default()
         };
         let a = prompt_tokens(&r(50, Some(1)), 0, 1000);
         let b = prompt_tokens(&r(60, Some(1)), 1, 1000);
@@ -289,7 +313,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.jsonl");
         write_trace(&path, &reqs).unwrap();
-        let back = read_trace(&path).unwrap();
+        let read = |p: &Path| read(p, TraceFormat::Jsonl, Window::default()).map(|t| t.requests);
+        let back = read(&path).unwrap();
         assert_eq!(back.len(), reqs.len());
         for (a, b) in back.iter().zip(&reqs) {
             // serde_json reads floats back to within an ulp, not always bit for bit.
@@ -307,6 +332,6 @@ mod tests {
             "{\"arrival\": 1, \"prompt_len\": 0, \"output_len\": 3}\n",
         )
         .unwrap();
-        assert!(read_trace(&path).is_err());
+        assert!(read(&path).is_err());
     }
 }

@@ -1,15 +1,18 @@
 //! `tandem bench decode` as a user runs it: one machine-readable row per batch size, and plain
 //! errors (never a panic) for bad options.
 
+#[path = "common/wait.rs"]
+mod wait;
+
 use std::process::{Command, Output};
+use wait::OutputWithin;
 
 fn bench_decode(extra: &[&str]) -> Output {
     let model = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/models/tiny-llama");
     Command::new(env!("CARGO_BIN_EXE_tandem"))
         .args(["bench", "decode", "--model", model, "--device", "cpu"])
         .args(extra)
-        .output()
-        .unwrap()
+        .output_within()
 }
 
 #[test]

@@ -1,6 +1,10 @@
 //! The `tandem` binary as a user runs it.
 
+#[path = "common/wait.rs"]
+mod wait;
+
 use std::process::Command;
+use wait::OutputWithin;
 
 fn tandem() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tandem"))
@@ -20,8 +24,7 @@ fn generate_with_the_default_model_prints_paris() {
             "--temperature",
             "0",
         ])
-        .output()
-        .unwrap();
+        .output_within();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -50,8 +53,7 @@ fn generate_on_an_hf_directory_is_deterministic_when_greedy() {
                 "5",
                 "--ignore-eos",
             ])
-            .output()
-            .unwrap()
+            .output_within()
     };
     let (a, b) = (run(), run());
     assert!(
@@ -70,8 +72,7 @@ fn a_failed_fetch_says_what_to_do() {
         .args(["generate", "--prompt", "hi"])
         .env("TANDEM_HOME", home.path())
         .env("PATH", "/nonexistent")
-        .output()
-        .unwrap();
+        .output_within();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -84,8 +85,7 @@ fn a_failed_fetch_says_what_to_do() {
 fn a_bad_model_path_is_a_clear_error() {
     let out = tandem()
         .args(["generate", "--model", "/no/such/dir", "--prompt", "hi"])
-        .output()
-        .unwrap();
+        .output_within();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("does not exist"), "{stderr}");
@@ -108,8 +108,7 @@ fn bench_throughput_replays_a_trace() {
         .arg(&trace)
         .arg("--timeline")
         .arg(&timeline)
-        .output()
-        .unwrap();
+        .output_within();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -153,8 +152,7 @@ fn bench_throughput_replays_a_trace() {
     let out = tandem()
         .args(["bench", "throughput", "--model", model, "--trace"])
         .arg(dir.path().join("absent.jsonl"))
-        .output()
-        .unwrap();
+        .output_within();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("absent.jsonl"));
 }

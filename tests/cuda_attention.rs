@@ -5,8 +5,9 @@
 //! The other kernels are in tests/cuda_parity.rs.
 //!
 //! Built only with `--features cuda`. Without a CUDA driver they run on the emulated device when
-//! built with `kernel-emu` too (device/cuda/emulated.rs; the test command does); otherwise every
-//! test prints `skipped: <name>: no CUDA device (<reason>)` and returns: never a silent pass.
+//! built with `kernel-emu` too (device/cuda/emulated.rs; the test command does), and a device that
+//! fails to open fails them; in a plain `cuda` build without a GPU every test prints
+//! `skipped: <name>: no CUDA device (<reason>)` and returns: never a silent pass.
 //! Every test runs once per storage dtype (f32, bf16). Inputs are rounded to the dtype on the
 //! host first, so the CPU reference sees exactly the values the device holds; outputs are
 //! poisoned with NaN before each run, so an element the kernel fails to write fails the

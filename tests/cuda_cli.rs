@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use common::repo_root;
+use common::wait::OutputWithin;
 
 fn tiny_llama() -> String {
     repo_root()
@@ -31,8 +32,7 @@ fn tandem_with(args: &[&str], env: &[(&str, &str)]) -> (String, String) {
         .args(args)
         .env("TANDEM_EMULATED_CUDA", "1")
         .envs(env.iter().copied())
-        .output()
-        .expect("run tandem");
+        .output_within();
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout).to_string(),
         String::from_utf8_lossy(&out.stderr).to_string(),

@@ -5,8 +5,9 @@
 //! CPU's tokens.
 //!
 //! Built only with `--features cuda`. Without a CUDA driver they run on the emulated device when
-//! built with `kernel-emu` too (device/cuda/emulated.rs; the test command does); otherwise every
-//! test prints `skipped: <name>: no CUDA device (<reason>)` and returns: never a silent pass.
+//! built with `kernel-emu` too (device/cuda/emulated.rs; the test command does), and a device that
+//! fails to open fails them; in a plain `cuda` build without a GPU every test prints
+//! `skipped: <name>: no CUDA device (<reason>)` and returns: never a silent pass.
 
 mod common;
 
@@ -18,7 +19,7 @@ use rand::{Rng, SeedableRng};
 
 use common::crowd::{crowd, run_all, Outcome};
 use common::gpu::*;
-use common::{one_seq_step, open_model, repo_root};
+use common::{one_seq_step, open_model, repo_root, wait};
 use tandem::device::backend::Backend;
 use tandem::device::cuda::{CudaBackend, CudaOptions, DType, GemmPath};
 use tandem::device::sampling::{DeviceSampling, Sampled};
@@ -226,8 +227,10 @@ where
     let e = start(model, Arc::new(tok), "tiny-llama".into(), cfg).unwrap();
     let h = e.handle();
     let got = run_all(&h, reqs);
-    h.shutdown();
-    e.join().unwrap();
+    // Every request has finished: none may be left running and no KV block held (graphs,
+    // launch-ahead and preemption included).
+    wait::until_engine_idle(&h);
+    wait::stop_engine(e);
     got
 }
 

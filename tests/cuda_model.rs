@@ -4,8 +4,9 @@
 //! from CUDA graphs) against eager ones, through the real engine too.
 //!
 //! Built only with `--features cuda`. Without a CUDA driver they run on the emulated device when
-//! built with `kernel-emu` too (device/cuda/emulated.rs; the test command does); otherwise every
-//! test prints `skipped: <name>: no CUDA device (<reason>)` and returns: never a silent pass.
+//! built with `kernel-emu` too (device/cuda/emulated.rs; the test command does), and a device that
+//! fails to open fails them; in a plain `cuda` build without a GPU every test prints
+//! `skipped: <name>: no CUDA device (<reason>)` and returns: never a silent pass.
 
 mod common;
 
@@ -14,12 +15,12 @@ use rand::SeedableRng;
 
 use common::gpu::*;
 use common::{
-    check_all_cases_batched, check_each_case_alone, fixture_names, load_fixture, model_path,
-    Driver, Seq,
+    check_all_cases_batched, check_case_chunked, check_each_case_alone, fixture_names,
+    load_fixture, model_path, scattered, Driver, Seq,
 };
 use tandem::device::backend::Backend;
 use tandem::device::cpu::CpuBackend;
-use tandem::device::cuda::{CudaBackend, CudaOptions, DType, GemmPath};
+use tandem::device::cuda::{CudaBackend, CudaOptions, DType, DecodePath, GemmPath};
 use tandem::device::sampling::{Sampled, SamplerState};
 use tandem::engine::request::SamplingParams;
 use tandem::model::loader::ModelSource;
@@ -105,9 +106,11 @@ fn model_bf16_vs_cpu() {
     // device), and the tiny ones again with the skinny kernel forced, then with a cuBLASLt
     // algorithm forced (the second candidate: a k-split on the emulated library), so each
     // computes every product of up to 64 rows (the decode steps, short prompts) on every
-    // machine (smollm2's 49,152-row LM head would take the emulator minutes).
+    // machine (smollm2's 49,152-row LM head would take the emulator minutes). The
+    // sliding-window model runs once, with the default GEMM: it is here for its attention (the
+    // other tiny models put the forced GEMM paths through their products).
     let runs = fixture_names().into_iter().flat_map(|n| {
-        let forced: &[GemmPath] = if n.starts_with("tiny-") {
+        let forced: &[GemmPath] = if n.starts_with("tiny-") && n != SWA_FIXTURE {
             &[GemmPath::Skinny(4), GemmPath::Lt(1)]
         } else {
             &[]
@@ -189,6 +192,116 @@ fn model_bf16_vs_cpu() {
     assert!(
         3 * agree >= 2 * rows,
         "top-1 agreement {agree}/{rows} is below 2/3"
+    );
+}
+
+/// The sliding-window fixture's model (a window of 6 keys, shorter than every case).
+const SWA_FIXTURE: &str = "tiny-mistral-swa";
+/// Prompt chunk for the sliding-window tests: shorter than the window, so some chunk's queries
+/// straddle its first cut (the window's first key moves into the chunk's rows).
+const SWA_CHUNK: usize = 4;
+
+fn swa_limits() -> StepLimits {
+    StepLimits {
+        max_tokens: 64,
+        max_seqs: 4,
+    }
+}
+
+/// The sliding-window model in f32 against transformers: each case's prompt prefilled in
+/// chunks of [`SWA_CHUNK`] over scattered 4-token blocks, then decoded past the window, every
+/// step checked; with decode attention on the decode kernel (its own split count, then split in
+/// two with the window in one split) and on the general kernel.
+#[test]
+fn model_sliding_window() {
+    let Some(_) = gpu("model_sliding_window") else {
+        return;
+    };
+    let f = load_fixture(SWA_FIXTURE);
+    let path = model_path(&f).expect("a tiny model is in the repository");
+    for decode_path in [DecodePath::Auto, DecodePath::Splits(2), DecodePath::General] {
+        let options = CudaOptions {
+            decode_path,
+            ..CudaOptions::default()
+        };
+        let backend = CudaBackend::new(0, DType::F32, options).unwrap();
+        let (mut model, _) = ModelSource::open(&path)
+            .and_then(|s| tandem::runner::load(s, backend, swa_limits()))
+            .unwrap_or_else(|e| panic!("loading {}: {e:#}", path.display()));
+        assert!(
+            model.cfg().sliding_window.is_some_and(|w| w > SWA_CHUNK),
+            "{SWA_FIXTURE}: the test needs a window longer than its chunks"
+        );
+        let label = format!("cuda {SWA_FIXTURE} {decode_path:?}");
+        for case in &f.cases {
+            model = check_case_chunked(model, case, SWA_CHUNK, 4, &label);
+        }
+        eprintln!("model_sliding_window: {decode_path:?}: ok");
+    }
+}
+
+/// The sliding-window model in bf16 (prefill on the tensor-core kernel) against the CPU (f32)
+/// on the same tokens, prompts prefilled in chunks of [`SWA_CHUNK`] then decoded past the
+/// window: every row within [`BF16_LOGIT_TOL`] with a near-tie top-1, as in
+/// [`model_bf16_vs_cpu`].
+#[test]
+fn model_sliding_window_bf16_chunked() {
+    let Some(_) = gpu_as("model_sliding_window_bf16_chunked", DType::Bf16) else {
+        return;
+    };
+    let f = load_fixture(SWA_FIXTURE);
+    let path = model_path(&f).expect("a tiny model is in the repository");
+    let load = |what: &str| -> ModelSource {
+        ModelSource::open(&path)
+            .unwrap_or_else(|e| panic!("{what}: loading {}: {e:#}", path.display()))
+    };
+    let backend = CudaBackend::new(0, DType::Bf16, CudaOptions::default()).unwrap();
+    let (mut gpu_model, _) = tandem::runner::load(load("bf16"), backend, swa_limits()).unwrap();
+    let (mut cpu_model, _) =
+        tandem::runner::load(load("cpu"), CpuBackend::new(), swa_limits()).unwrap();
+    let mut failures = Vec::new();
+    let mut worst = 0.0f32;
+    for case in &f.cases {
+        let tokens = [&case.prompt_ids[..], &case.generated_ids[..]].concat();
+        let blocks = tokens.len().div_ceil(4) + 3;
+        let mut gpu = Driver::new(gpu_model, blocks, 4, scattered(blocks));
+        let mut cpu_ref = Driver::new(cpu_model, blocks, 4, scattered(blocks));
+        let new_seq = || Seq {
+            tokens: tokens.clone(),
+            cached: 0,
+            blocks: vec![],
+        };
+        let (mut gs, mut cs) = (vec![new_seq()], vec![new_seq()]);
+        let n = case.prompt_ids.len();
+        let counts = (0..n)
+            .step_by(SWA_CHUNK)
+            .map(|start| SWA_CHUNK.min(n - start))
+            .chain(std::iter::repeat_n(1, case.generated_ids.len() - 1));
+        for (i, k) in counts.enumerate() {
+            let got = gpu.step(&mut gs, &[k]);
+            let want = cpu_ref.step(&mut cs, &[k]);
+            let what = format!("bf16 {SWA_FIXTURE} {:?} step {i} ({k} tokens)", case.prompt);
+            let (ratio, _, near_tie) = compare_bf16_row(&what, &got[0], &want[0]);
+            if ratio > BF16_LOGIT_TOL || !near_tie {
+                failures.push(format!(
+                    "{what}: max |Δlogit| {:.1}% of range, top-1 near-tie {near_tie}",
+                    100.0 * ratio
+                ));
+            }
+            worst = worst.max(ratio);
+        }
+        gpu_model = gpu.model;
+        cpu_model = cpu_ref.model;
+    }
+    eprintln!(
+        "model_sliding_window_bf16_chunked: worst |Δlogit| {:.2}% of range",
+        100.0 * worst
+    );
+    assert!(
+        failures.is_empty(),
+        "{} rows out of tolerance:\n{}",
+        failures.len(),
+        failures.join("\n")
     );
 }
 

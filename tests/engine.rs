@@ -4,7 +4,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use common::*;
 use tandem::cli::generate::{generate, GenerateOptions};
@@ -64,7 +63,7 @@ fn run_all(h: &EngineHandle, reqs: &[Request]) -> Vec<Outcome> {
                 logprobs: vec![],
             };
             loop {
-                match s.blocking_recv().expect("stream ends with Finished") {
+                match wait::next_event(s).expect("stream ends with Finished") {
                     Event::Tokens {
                         ids,
                         text,
@@ -115,18 +114,6 @@ fn mixed_requests(count: usize) -> Vec<Request> {
         .collect()
 }
 
-fn wait_until_idle(h: &EngineHandle) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        let s = h.stats();
-        if s.running == 0 && s.waiting == 0 && s.kv_usage == 0.0 {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("the engine did not go idle: {:?}", h.stats());
-}
-
 #[test]
 fn preempted_batches_match_each_request_alone_with_and_without_overlap() {
     let reqs = mixed_requests(64);
@@ -153,13 +140,12 @@ fn preempted_batches_match_each_request_alone_with_and_without_overlap() {
             assert_eq!(g.reason, FinishReason::Length);
             assert_eq!(g.usage.completion_tokens, want.len());
         }
-        wait_until_idle(&h);
+        wait::until_engine_idle(&h);
         assert!(
             h.stats().preemptions > 0,
             "the pool was meant to force preemption (overlap {overlap})"
         );
-        h.shutdown();
-        e.join().unwrap();
+        wait::stop_engine(e);
     }
 }
 
@@ -204,8 +190,7 @@ fn seeded_sampling_is_the_same_alone_and_in_a_crowd() {
         alone[0].ids,
         "another seed should sample differently"
     );
-    h.shutdown();
-    e.join().unwrap();
+    wait::stop_engine(e);
 }
 
 #[test]
@@ -233,8 +218,7 @@ fn a_prefix_cache_hit_gives_the_same_output_and_computes_less() {
     );
     assert_eq!(first[0].ids, second[0].ids);
     assert!(h.stats().prefix_cache_hits >= 40);
-    h.shutdown();
-    e.join().unwrap();
+    wait::stop_engine(e);
 }
 
 #[test]
@@ -264,8 +248,7 @@ fn stop_strings_spanning_tokens_are_cut_and_not_returned() {
     assert_eq!(cut.reason, FinishReason::Stop);
     assert_eq!(cut.text, want, "stop string {stop:?} in {:?}", full.text);
     assert!(cut.ids.len() < full.ids.len());
-    h.shutdown();
-    e.join().unwrap();
+    wait::stop_engine(e);
 }
 
 #[test]
@@ -289,8 +272,7 @@ fn logprobs_come_with_each_token_when_asked() {
         assert_eq!(lp.top.len(), 3);
         assert_eq!(lp.top[0].0, id, "greedy picks the most likely token");
     }
-    h.shutdown();
-    e.join().unwrap();
+    wait::stop_engine(e);
 }
 
 #[test]
@@ -309,14 +291,16 @@ fn dropping_a_stream_aborts_and_frees_its_blocks() {
         },
     );
     let mut stream = h.submit(req).unwrap();
-    assert!(matches!(stream.blocking_recv(), Some(Event::Tokens { .. })));
+    assert!(matches!(
+        wait::next_event(&mut stream),
+        Some(Event::Tokens { .. })
+    ));
     assert!(h.stats().kv_usage > 0.0);
     drop(stream);
-    wait_until_idle(&h);
+    wait::until_engine_idle(&h);
     assert_eq!(h.stats().finished_abort, 1);
     assert_eq!(h.in_flight(), 0);
-    h.shutdown();
-    e.join().unwrap();
+    wait::stop_engine(e);
 }
 
 #[test]
@@ -339,6 +323,5 @@ fn requests_that_cannot_fit_are_refused_with_a_reason() {
     );
     let bad_token = Request::new(vec![100_000], SamplingParams::default());
     assert!(h.submit(bad_token).is_err());
-    h.shutdown();
-    e.join().unwrap();
+    wait::stop_engine(e);
 }

@@ -38,8 +38,10 @@ fn outcomes(backend: CpuBackend, overlap: bool, reqs: &[Request]) -> Vec<Outcome
     let h = e.handle();
     let got = run_all(&h, reqs);
     assert!(h.stats().preemptions > 0, "the pool was meant to preempt");
-    h.shutdown();
-    e.join().unwrap();
+    // Every request has finished: none may be left running and no KV block held, whatever the
+    // launch-ahead path did with placeholders and preemptions on the way.
+    wait::until_engine_idle(&h);
+    wait::stop_engine(e);
     got
 }
 

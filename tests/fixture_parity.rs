@@ -27,13 +27,24 @@ fn all_cases_batched(name: &str) {
     check_all_cases_batched(model, &f, name);
 }
 
-/// The prompt's last logits are the same prefilled at once, in chunks of 3, and token by token.
+/// The prompt's last logits are the same prefilled at once, in chunks of 3, and token by token;
+/// on the first case and on the one with the longest prompt (longer than tiny-mistral-swa's
+/// window, so chunks there straddle its first cut).
 fn prefill_chunking_is_invisible(name: &str) {
     let f = load_fixture(name);
     let Some(path) = model_path(&f) else { return };
     let (model, _) = open_model(&path, LIMITS);
     let mut driver = Driver::new(model, 64, 8, scattered(64));
-    for case in f.cases.iter().take(2) {
+    let longest = f
+        .cases
+        .iter()
+        .max_by_key(|c| c.prompt_ids.len())
+        .expect("the fixture has cases");
+    let mut cases = vec![&f.cases[0]];
+    if !std::ptr::eq(longest, cases[0]) {
+        cases.push(longest);
+    }
+    for case in cases {
         let n = case.prompt_ids.len();
         let mut last = Vec::new();
         for chunk in [n, 3, 1] {
@@ -93,6 +104,39 @@ fn tokenizer_agrees(name: &str) {
     }
 }
 
+/// The sliding-window model (its window shorter than every case) with each prompt prefilled in
+/// chunks shorter than the window, one longer, and a token a step, then decoded past the
+/// window: every step against transformers.
+#[test]
+fn sliding_window_chunked_prefill_then_decode() {
+    let name = "tiny-mistral-swa";
+    let f = load_fixture(name);
+    let Some(path) = model_path(&f) else { return };
+    let (mut model, _) = open_model(&path, LIMITS);
+    let window = model
+        .cfg()
+        .sliding_window
+        .expect("tiny-mistral-swa has a sliding window");
+    // The fixture means something only if the window cuts: in decode for every case, and in
+    // the prefill of some but not all.
+    let prompt_lens: Vec<usize> = f.cases.iter().map(|c| c.prompt_ids.len()).collect();
+    assert!(
+        f.cases
+            .iter()
+            .all(|c| c.prompt_ids.len() + c.generated_ids.len() > window + 1),
+        "{name}: a case stays within the window of {window}"
+    );
+    assert!(
+        prompt_lens.iter().any(|&n| n > window) && prompt_lens.iter().any(|&n| n <= window),
+        "{name}: prompt lengths {prompt_lens:?} against the window of {window}"
+    );
+    for chunk in [1, window - 2, window + 1] {
+        for case in &f.cases {
+            model = check_case_chunked(model, case, chunk, 4, name);
+        }
+    }
+}
+
 macro_rules! fixture_tests {
     ($($module:ident => $name:literal),* $(,)?) => {
         $(mod $module {
@@ -115,6 +159,7 @@ macro_rules! fixture_tests {
 fixture_tests! {
     tiny_llama => "tiny-llama",
     tiny_mistral => "tiny-mistral",
+    tiny_mistral_swa => "tiny-mistral-swa",
     tiny_qwen2 => "tiny-qwen2",
     tiny_qwen3 => "tiny-qwen3",
     smollm2 => "smollm2-135m-instruct",

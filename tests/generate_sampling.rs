@@ -30,7 +30,7 @@ fn served(h: &EngineHandle, prompt: &[u32], seed: u64) -> Vec<u32> {
     let mut stream = h.submit(Request::new(prompt.to_vec(), params)).unwrap();
     let mut ids = Vec::new();
     loop {
-        match stream.blocking_recv().expect("stream ends with Finished") {
+        match wait::next_event(&mut stream).expect("stream ends with Finished") {
             Event::Tokens { ids: more, .. } => ids.extend(more),
             Event::Finished { .. } => return ids,
         }
@@ -66,6 +66,5 @@ fn seeded_generate_picks_what_the_engine_picks() {
     assert_eq!(served(&h, &prompt, 7), seven, "seed 7");
     assert_eq!(served(&h, &prompt, 8), eight, "seed 8");
     assert_ne!(seven, eight, "another seed should sample differently");
-    h.shutdown();
-    e.join().unwrap();
+    wait::stop_engine(e);
 }

@@ -7,7 +7,6 @@ mod common_server;
 use common_server::*;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
-use std::time::Duration;
 
 use tandem::engine::EngineConfig;
 use tandem::server::ServerConfig;
@@ -315,7 +314,7 @@ async fn a_full_queue_answers_429_with_retry_after() {
     assert!(r.headers.contains_key("retry-after"));
     assert_eq!(r.json()["error"]["type"], "rate_limit_error");
     // The choices that did get in were aborted with the rest.
-    assert!(s.wait_idle(Duration::from_secs(5)).await);
+    s.wait_idle().await;
     assert_eq!(
         post(s.addr, COMPLETIONS, &completion(json!({})))
             .await

@@ -1,10 +1,16 @@
 //! `tandem serve` as a process: it logs its URL when ready, and on SIGTERM it refuses new work
 //! (503), lets the in-flight request finish, and exits 0.
 
+#[path = "common/wait.rs"]
+mod wait;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use wait::LIMIT;
 
 struct Server(Child);
 
@@ -18,7 +24,7 @@ impl Drop for Server {
 /// Sends `request` and reads the reply until the server closes the connection.
 fn exchange(addr: &str, request: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
     s.write_all(request.as_bytes()).unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
@@ -53,19 +59,19 @@ fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let stderr = child.stderr.take().unwrap();
     let server = Server(child);
 
-    // The URL it logs when ready (port 0: the OS picked one).
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("tandem serve exited before it was ready")
-            .unwrap();
-        if let Some(rest) = line.split("http://").nth(1) {
-            break rest.split('/').next().unwrap().to_string();
+    // The URL it logs when ready (port 0: the OS picked one). Its log is read on a thread of its
+    // own, to the end (so it never blocks on a full pipe), and the URL waited for with a limit.
+    let (ready, url) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("http://").nth(1) {
+                let _ = ready.send(rest.split('/').next().unwrap().to_string());
+            }
         }
-    };
-    // Keep draining its log so it never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
+    });
+    let addr = url
+        .recv_timeout(LIMIT)
+        .expect("tandem serve exited, or did not say it was ready within the limit");
     assert!(get(&addr, "/health").starts_with("HTTP/1.1 200"));
 
     // An in-flight request: headers and half the body sent.
@@ -86,7 +92,7 @@ fn sigterm_drains_in_flight_requests_and_exits_zero() {
         .status()
         .unwrap()
         .success());
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + LIMIT;
     while !get(&addr, "/health").starts_with("HTTP/1.1 503") {
         assert!(Instant::now() < deadline, "/health never said 503");
         std::thread::sleep(Duration::from_millis(20));
@@ -101,15 +107,14 @@ fn sigterm_drains_in_flight_requests_and_exits_zero() {
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
 
     slow.write_all(b.as_bytes()).unwrap();
-    slow.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    slow.set_read_timeout(Some(LIMIT)).unwrap();
     let mut reply = String::new();
     let _ = slow.read_to_string(&mut reply);
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(reply.contains("\"completion_tokens\":16"), "{reply}");
 
     let mut server = server;
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + LIMIT;
     let status = loop {
         if let Some(status) = server.0.try_wait().unwrap() {
             break status;

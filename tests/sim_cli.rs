@@ -1,14 +1,17 @@
 //! `tandem sim` and `tandem calibrate` as a user runs them: reports, CSV, charts, a fitted cost
 //! model that `sim` accepts.
 
+#[path = "common/wait.rs"]
+mod wait;
+
 use std::path::Path;
 use std::process::{Command, Output};
+use wait::OutputWithin;
 
 fn tandem(args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
         .args(args)
-        .output()
-        .unwrap();
+        .output_within();
     assert!(
         out.status.success(),
         "tandem {args:?} failed: {}",
@@ -142,8 +145,7 @@ fn sim_rejects_an_unknown_policy_and_a_bad_trace() {
             .args(args)
             .arg("--out")
             .arg(dir.path())
-            .output()
-            .unwrap()
+            .output_within()
     };
     let out = run(&["sim", "--policy", "nope", "--num-requests", "5"]);
     assert!(!out.status.success());
@@ -152,5 +154,82 @@ fn sim_rejects_an_unknown_policy_and_a_bad_trace() {
     std::fs::write(&trace, "{\"arrival\": 0, \"prompt_len\": 4}\n").unwrap();
     let out = run(&["sim", "--trace", trace.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.jsonl:1"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.jsonl") && stderr.contains("line 1"),
+        "{stderr}"
+    );
+}
+
+/// Each public trace format replays from the file as published; the Mooncake trace's block
+/// hashes give the prefix cache real hits.
+#[test]
+fn sim_replays_each_public_trace_format() {
+    let traces = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/traces");
+    for (file, replayable) in [
+        ("azure_code_2023.csv", 4),
+        ("azure_conv_2024.csv", 4),
+        ("burstgpt.csv", 4),
+        ("mooncake.jsonl", 4),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let trace = traces.join(file);
+        tandem(&[
+            "sim",
+            "--trace",
+            trace.to_str().unwrap(),
+            "--out",
+            dir.path().to_str().unwrap(),
+        ]);
+        let summary: serde_json::Value =
+            serde_json::from_str(&read(&dir.path().join("summary.json"))).unwrap();
+        assert_eq!(summary["completed"], replayable, "{file}");
+        let hits = summary["prefix_cache_hits"].as_u64().unwrap();
+        assert_eq!(hits > 0, file == "mooncake.jsonl", "{file}: {hits} hits");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = tandem(&[
+        "sim",
+        "--trace",
+        traces.join("burstgpt.csv").to_str().unwrap(),
+        "--trace-format",
+        "burstgpt",
+        "--start",
+        "100",
+        "--duration",
+        "30",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("left out 1 rows"));
+    let summary: serde_json::Value =
+        serde_json::from_str(&read(&dir.path().join("summary.json"))).unwrap();
+    assert_eq!(summary["completed"], 2, "the window holds two requests");
+}
+
+/// `--max-wait-steps` reaches the scheduler: under shortest-prompt-first at a load where the
+/// queue grows, serving every request overdue after one step (close to fcfs) gives another
+/// schedule than `--no-aging`; and the two options exclude each other.
+#[test]
+fn sim_takes_the_aging_knob() {
+    let dir = tempfile::tempdir().unwrap();
+    let schedule = |aging: &[&str]| {
+        let out_dir = dir.path().join(aging.join(""));
+        let mut args = vec!["sim", "--policy", "shortest-prompt-first"];
+        args.extend(["--num-requests", "300", "--rate", "1"]);
+        args.extend(aging);
+        args.extend(["--out", out_dir.to_str().unwrap()]);
+        tandem(&args);
+        read(&out_dir.join("requests.csv"))
+    };
+    let without = schedule(&["--no-aging"]);
+    assert!(
+        without != schedule(&["--max-wait-steps", "1"]),
+        "--max-wait-steps 1 left every request's times as --no-aging has them"
+    );
+    let both = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["sim", "--no-aging", "--max-wait-steps", "5"])
+        .output()
+        .unwrap();
+    assert!(!both.status.success());
 }

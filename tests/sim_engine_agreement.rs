@@ -53,12 +53,15 @@
 //! the engine's wall clock, is printed for `benches/RESULTS.md` but not asserted: on a machine
 //! whose speed drifts, its error is mostly that drift.
 
+#[path = "common/wait.rs"]
+mod wait;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tandem::device::cpu::CpuBackend;
 use tandem::engine::request::{Event, FinishReason, Request, SamplingParams};
-use tandem::engine::scheduler::SchedulerConfig;
+use tandem::engine::scheduler::{aging, SchedulerConfig};
 use tandem::engine::timeline::StepTiming;
 use tandem::engine::{start, EngineConfig, EngineHandle};
 use tandem::model::default_model::default_model_path;
@@ -108,6 +111,7 @@ fn engine_config(p: &Phase) -> EngineConfig {
         block_size: BLOCK_SIZE,
         num_blocks: NUM_BLOCKS,
         policy: "fcfs".into(),
+        max_wait_steps: Some(aging::DEFAULT_MAX_WAIT_STEPS),
         overlap: p.overlap,
         max_queue: 1024,
         enable_prefix_caching: true,
@@ -122,11 +126,13 @@ fn sim_config(p: &Phase, vocab: u32) -> SimConfig {
             num_blocks: NUM_BLOCKS,
             block_size: BLOCK_SIZE,
             enable_prefix_caching: true,
+            max_wait_steps: Some(aging::DEFAULT_MAX_WAIT_STEPS),
         },
         policy: "fcfs".into(),
         overlap: p.overlap,
         max_queue: 1024,
         vocab,
+        ..Default::default()
     }
 }
 
@@ -269,7 +275,7 @@ fn replay(p: &Phase, offset: usize, vocab: u32) -> Replay {
     let waited = Instant::now();
     while h.stats().running == 0 {
         assert!(
-            waited.elapsed() < Duration::from_secs(30),
+            waited.elapsed() < wait::LIMIT,
             "the engine never admitted the gate request"
         );
         std::thread::sleep(Duration::from_micros(100));
@@ -285,7 +291,7 @@ fn replay(p: &Phase, offset: usize, vocab: u32) -> Replay {
         readers.push(std::thread::spawn(move || {
             let mut first = None;
             loop {
-                match s.blocking_recv().expect("the stream ends with Finished") {
+                match wait::next_event(&mut s).expect("the stream ends with Finished") {
                     Event::Tokens { .. } => {
                         first.get_or_insert_with(|| since(Instant::now()));
                     }
@@ -303,8 +309,7 @@ fn replay(p: &Phase, offset: usize, vocab: u32) -> Replay {
         }));
     }
     let obs: Vec<Observed> = readers.into_iter().map(|t| t.join().unwrap()).collect();
-    h.shutdown();
-    engine.join().unwrap();
+    wait::stop_engine(engine);
     // Read once the engine has stopped (it publishes its counters when idle).
     let steps = h.timeline().take();
     Replay {

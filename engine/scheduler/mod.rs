@@ -5,7 +5,12 @@
 //! running requests — decode tokens and prefill chunks mixed in one flat batch. Prompts that
 //! hit the prefix cache skip their cached blocks. When blocks run out, a running request is
 //! preempted by recompute (blocks freed, requeued at the front). Knows nothing about devices.
+//!
+//! Aging (`max_wait_steps`, see [`aging`]) bounds every request's time in the system whatever the
+//! policy: a request unfinished `max_wait_steps` steps after it arrived is served ahead of all
+//! younger work, oldest first.
 
+pub mod aging;
 pub mod batch;
 mod plan;
 pub mod policy;
@@ -31,6 +36,9 @@ pub struct SchedulerConfig {
     pub num_blocks: usize,
     pub block_size: usize,
     pub enable_prefix_caching: bool,
+    /// Steps after its arrival at which an unfinished request becomes overdue and is served
+    /// first (see [`aging`]); `None` turns aging off.
+    pub max_wait_steps: Option<u64>,
 }
 
 /// A sample the scheduler accepted for a live request.
@@ -53,6 +61,8 @@ pub struct Scheduler {
     resumed: VecDeque<RequestId>,
     /// In admission order.
     running: Vec<RequestId>,
+    /// Every request not yet finished or aborted, in arrival order (what aging walks).
+    by_arrival: VecDeque<RequestId>,
     /// Each request's sample index in the last planned batch (for placeholders).
     last_samples: HashMap<RequestId, u32>,
     pending_drops: Vec<RequestId>,
@@ -87,6 +97,7 @@ impl Scheduler {
             waiting: Vec::new(),
             resumed: VecDeque::new(),
             running: Vec::new(),
+            by_arrival: VecDeque::new(),
             last_samples: HashMap::default(),
             pending_drops: Vec::new(),
             next_arrival: 0,
@@ -101,14 +112,16 @@ impl Scheduler {
     /// Queues a request; `seed` drives its sampling when the request has no seed of its own.
     pub fn add(&mut self, id: RequestId, request: Request, seed: u64) {
         let seed = request.params.seed.unwrap_or(seed);
-        let seq = SeqState::new(id, request, self.next_arrival, seed);
+        let seq = SeqState::new(id, request, self.next_arrival, self.step_no, seed);
         self.next_arrival += 1;
+        self.policy.on_arrival(&seq);
         let policy = &self.policy;
         let seqs = &self.seqs;
         let at = self.waiting.partition_point(|w| {
             policy.compare_waiting(&seqs[w], &seq) != std::cmp::Ordering::Greater
         });
         self.waiting.insert(at, id);
+        self.by_arrival.push_back(id);
         self.seqs.insert(id, seq);
     }
 
@@ -183,10 +196,12 @@ impl Scheduler {
     /// Removes a request (finished or aborted), freeing its blocks at once.
     pub fn remove(&mut self, id: RequestId) -> Option<SeqState> {
         let mut s = self.seqs.remove(&id)?;
+        self.policy.on_removed(&s);
         self.alloc.free(&mut s.blocks);
         self.running.retain(|&r| r != id);
         self.waiting.retain(|&r| r != id);
         self.resumed.retain(|&r| r != id);
+        self.by_arrival.retain(|&r| r != id);
         self.pending_drops.push(id);
         Some(s)
     }
@@ -211,6 +226,11 @@ impl Scheduler {
 
     /// Plans the next step, or `None` when there is nothing to run.
     pub fn schedule(&mut self) -> Option<Batch> {
+        if self.policy.reorders() {
+            let (policy, seqs) = (&self.policy, &self.seqs);
+            self.waiting
+                .sort_by(|a, b| policy.compare_waiting(&seqs[a], &seqs[b]));
+        }
         let batch = plan::plan(self);
         if batch.is_empty() {
             return None;

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use super::aging;
 use super::batch::{Batch, SampleSlot, SamplerReset};
 use super::policy::BudgetOrder;
 use super::Scheduler;
@@ -35,6 +36,7 @@ pub(super) fn plan(s: &mut Scheduler) -> Batch {
     b.scheduled.reserve(seqs);
     b.step.query_start_locs.push(0);
     let mut budget = s.cfg.max_batch_tokens;
+    serve_overdue(s, &mut b, &mut budget);
     match s.policy.budget_order() {
         BudgetOrder::Arrival => {
             plan_running(s, &mut b, &mut budget, Pass::All);
@@ -129,8 +131,41 @@ fn plan_running(s: &mut Scheduler, b: &mut Batch, budget: &mut usize, pass: Pass
     }
 }
 
+/// Serves the overdue requests (see [`aging`]), oldest first, before the policy plans the rest of
+/// the step.
+fn serve_overdue(s: &mut Scheduler, b: &mut Batch, budget: &mut usize) {
+    // `by_arrival` only changes on `add` and `remove`, never while planning.
+    let mut k = 0;
+    while k < s.by_arrival.len() && *budget > 0 {
+        let id = s.by_arrival[k];
+        k += 1;
+        if !aging::is_overdue(s, id) {
+            return; // nor is anything younger
+        }
+        let seq = &s.seqs[&id];
+        if seq.planned_in == s.step_no {
+            continue;
+        }
+        if s.running.contains(&id) {
+            if seq.at_max_tokens() || seq.remaining() == 0 {
+                continue;
+            }
+            let n = seq.remaining().min(*budget);
+            if grow_or_preempt(s, id, n) {
+                add_rows(s, b, id, n);
+                *budget -= n;
+            }
+        } else {
+            // Only the oldest may preempt to get in: it alone is sure to fit once the others give
+            // way, and it alone needs to for the guarantee.
+            admit_one(s, b, budget, id, k == 1);
+        }
+    }
+}
+
 /// Makes room for `n` more tokens of running request `id`, preempting others (never ones already
-/// in this step or holding a claimed block) as the policy chooses. False if `id` itself had to go.
+/// in this step or holding a claimed block) as the policy and aging choose. False if `id` itself
+/// had to go.
 fn grow_or_preempt(s: &mut Scheduler, id: RequestId, n: usize) -> bool {
     loop {
         let seq = s.seqs.get_mut(&id).expect("running request exists");
@@ -138,21 +173,9 @@ fn grow_or_preempt(s: &mut Scheduler, id: RequestId, n: usize) -> bool {
         if s.alloc.allocate_slots(&mut seq.blocks, need).is_some() {
             return true;
         }
-        let step_no = s.step_no;
-        let candidates: Vec<RequestId> = s
-            .running
-            .iter()
-            .copied()
-            .filter(|&r| {
-                let q = &s.seqs[&r];
-                r == id || (q.planned_in != step_no && q.claimed_in != step_no)
-            })
-            .collect();
-        if candidates.is_empty() {
+        let Some(victim) = aging::choose_victim(s, Some(id)) else {
             return false;
-        }
-        let views: Vec<_> = candidates.iter().map(|r| &s.seqs[r]).collect();
-        let victim = candidates[s.policy.choose_victim(&views)];
+        };
         s.preempt(victim);
         if victim == id {
             return false;
@@ -164,42 +187,80 @@ fn grow_or_preempt(s: &mut Scheduler, id: RequestId, n: usize) -> bool {
 /// room in the cache. Admission never preempts a running request.
 fn admit(s: &mut Scheduler, b: &mut Batch, budget: &mut usize) {
     while *budget > 0 && s.running.len() < s.cfg.max_num_seqs {
-        let (id, resumed) = match (s.resumed.front(), s.waiting.first()) {
-            (Some(&id), _) => (id, true),
-            (None, Some(&id)) => (id, false),
+        let id = match (s.resumed.front(), s.waiting.first()) {
+            (Some(&id), _) | (None, Some(&id)) => id,
             (None, None) => return,
         };
-        let bs = s.cfg.block_size;
-        let seq = s.seqs.get_mut(&id).expect("waiting request exists");
-        // Leave at least one token to compute so the request gets logits to sample from.
-        let max_cached_blocks = (seq.tokens.len() - 1) / bs;
-        let cached = s
-            .alloc
-            .match_prefix(&mut seq.blocks, &seq.tokens, max_cached_blocks);
-        let n = (seq.tokens.len() - cached).min(*budget);
-        if s.alloc
-            .allocate_slots(&mut seq.blocks, cached + n)
-            .is_none()
-        {
-            s.alloc.free(&mut seq.blocks);
+        if !admit_one(s, b, budget, id, false) {
             return;
         }
-        seq.num_computed = cached;
-        seq.num_done = cached;
-        seq.num_cached_prompt = cached.min(seq.num_prompt);
-        seq.admitted_order = s.next_admission;
-        s.next_admission += 1;
-        seq.first_scheduled.get_or_insert_with(Instant::now);
-        if resumed {
-            s.resumed.pop_front();
-        } else {
-            s.waiting.remove(0);
-            s.first_admissions += 1;
-        }
-        s.running.push(id);
-        add_rows(s, b, id, n);
-        *budget -= n;
     }
+}
+
+/// Moves waiting request `id` (fresh or preempted) to the running set with its first chunk in
+/// this step, if a running slot and the cache have room for it; with `preempt`, running requests
+/// the aging rules allow are preempted to make that room. False if it stays waiting.
+fn admit_one(
+    s: &mut Scheduler,
+    b: &mut Batch,
+    budget: &mut usize,
+    id: RequestId,
+    preempt: bool,
+) -> bool {
+    if *budget == 0 {
+        return false;
+    }
+    while s.running.len() >= s.cfg.max_num_seqs {
+        match aging::choose_victim(s, None).filter(|_| preempt) {
+            Some(victim) => s.preempt(victim),
+            None => return false,
+        }
+    }
+    let bs = s.cfg.block_size;
+    let seq = s.seqs.get_mut(&id).expect("waiting request exists");
+    // Leave at least one token to compute so the request gets logits to sample from.
+    let max_cached_blocks = (seq.tokens.len() - 1) / bs;
+    let cached = s
+        .alloc
+        .match_prefix(&mut seq.blocks, &seq.tokens, max_cached_blocks);
+    let n = (seq.tokens.len() - cached).min(*budget);
+    loop {
+        let seq = s.seqs.get_mut(&id).expect("waiting request exists");
+        if s.alloc
+            .allocate_slots(&mut seq.blocks, cached + n)
+            .is_some()
+        {
+            break;
+        }
+        match aging::choose_victim(s, None).filter(|_| preempt) {
+            Some(victim) => s.preempt(victim),
+            None => {
+                let seq = s.seqs.get_mut(&id).expect("waiting request exists");
+                s.alloc.free(&mut seq.blocks);
+                return false;
+            }
+        }
+    }
+    let seq = s.seqs.get_mut(&id).expect("waiting request exists");
+    seq.num_computed = cached;
+    seq.num_done = cached;
+    seq.num_cached_prompt = cached.min(seq.num_prompt);
+    seq.admitted_order = s.next_admission;
+    s.next_admission += 1;
+    if seq.first_scheduled.is_none() {
+        seq.first_scheduled = Some(Instant::now());
+        s.first_admissions += 1;
+    }
+    // Usually the queue's head; aging may admit from anywhere in it.
+    if let Some(at) = s.resumed.iter().position(|&r| r == id) {
+        s.resumed.remove(at);
+    } else if let Some(at) = s.waiting.iter().position(|&r| r == id) {
+        s.waiting.remove(at);
+    }
+    s.running.push(id);
+    add_rows(s, b, id, n);
+    *budget -= n;
+    true
 }
 
 /// Appends `n` rows of request `id` (from its first uncomputed token) to the step.
@@ -227,6 +288,8 @@ fn add_rows(s: &mut Scheduler, b: &mut Batch, id: RequestId, n: usize) {
         b.step.slot_mapping.push(slot_of(seq.blocks.ids(), pos, bs));
     }
     seq.num_computed += n;
+    let prompt = seq.num_prompt.saturating_sub(start).min(n);
+    s.policy.on_planned(seq, prompt, n - prompt);
     b.step.query_start_locs.push(b.step.input_ids.len() as u32);
     b.step.context_lens.push(seq.num_computed as u32);
     b.scheduled.push((id, seq.epoch, seq.num_computed));

@@ -18,9 +18,15 @@ pub struct SeqState {
     pub id: RequestId,
     pub params: Arc<SamplingParams>,
     pub priority: i32,
+    /// Tokens it is expected to generate in all (see `Request::predicted_output_len`).
+    pub predicted_output: usize,
+    /// See `Request::client`.
+    pub client: Option<Arc<str>>,
     pub arrival: Instant,
     /// Submission order (for fcfs and tie-breaks).
     pub arrival_order: u64,
+    /// Steps planned before it was submitted (its wait, for aging, counts from here).
+    pub arrived_in: u64,
     /// Order of the latest admission to the running set (preemption picks the latest).
     pub admitted_order: u64,
     pub num_prompt: usize,
@@ -50,13 +56,25 @@ pub struct SeqState {
 }
 
 impl SeqState {
-    pub fn new(id: RequestId, request: Request, arrival_order: u64, seed: u64) -> Self {
+    pub fn new(
+        id: RequestId,
+        request: Request,
+        arrival_order: u64,
+        arrived_in: u64,
+        seed: u64,
+    ) -> Self {
+        let predicted_output = request
+            .predicted_output_len
+            .unwrap_or(request.params.max_tokens);
         SeqState {
             id,
             params: request.params,
             priority: request.priority,
+            predicted_output,
+            client: request.client,
             arrival: request.arrival,
             arrival_order,
+            arrived_in,
             admitted_order: 0,
             num_prompt: request.prompt_ids.len(),
             tokens: request.prompt_ids,
@@ -81,6 +99,11 @@ impl SeqState {
 
     pub fn num_output(&self) -> usize {
         self.tokens.len() - self.num_prompt
+    }
+
+    /// Output tokens it is still expected to generate (0 once past the prediction).
+    pub fn predicted_remaining(&self) -> usize {
+        self.predicted_output.saturating_sub(self.num_output())
     }
 
     /// Tokens still to compute: known ones and in-flight samples not yet fed back.

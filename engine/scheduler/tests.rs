@@ -12,6 +12,7 @@ fn cfg(max_num_seqs: usize, max_batch_tokens: usize, num_blocks: usize) -> Sched
         num_blocks,
         block_size: 4,
         enable_prefix_caching: true,
+        max_wait_steps: Some(aging::DEFAULT_MAX_WAIT_STEPS),
     }
 }
 
@@ -153,10 +154,13 @@ fn prefix_cache_hits_skip_cached_blocks() {
 fn each_policy_orders_the_queue_as_promised() {
     let order = |policy: &str| -> Vec<RequestId> {
         let mut s = scheduler(policy, cfg(1, 64, 64));
-        s.add(0, request(12, 1, 100), 0);
+        let mut long_job = request(12, 1, 100);
+        long_job.predicted_output_len = Some(9);
+        s.add(0, long_job, 0);
         s.add(1, request(3, 1, 200), 0);
         let mut urgent = request(8, 1, 300);
         urgent.priority = -5;
+        urgent.predicted_output_len = Some(4);
         s.add(2, urgent, 0);
         let mut admitted = Vec::new();
         while let Some(b) = s.schedule() {
@@ -168,6 +172,8 @@ fn each_policy_orders_the_queue_as_promised() {
     assert_eq!(order("fcfs"), vec![0, 1, 2]);
     assert_eq!(order("shortest-prompt-first"), vec![1, 2, 0]);
     assert_eq!(order("priority"), vec![2, 0, 1]);
+    // Expected outputs: 9 (predicted), 1 (max_tokens), 4 (predicted).
+    assert_eq!(order("shortest-job-first"), vec![1, 2, 0]);
 }
 
 #[test]

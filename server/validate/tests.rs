@@ -32,7 +32,7 @@ fn every_parameter_is_read() {
         "min_p": 0.1, "presence_penalty": 1, "frequency_penalty": -1, "repetition_penalty": 1.1,
         "seed": -1, "stop": ["a", "b"], "n": 2, "logprobs": 3, "ignore_eos": true,
         "stream": true, "stream_options": {"include_usage": true}, "unknown_field": {"x": 1},
-        "stop_token_ids": [4], "priority": -3
+        "stop_token_ids": [4], "priority": -3, "user": "team-a"
     }))
     .unwrap();
     assert_eq!(r.input, Input::Prompt(Prompt::Ids(vec![1, 2, 3])));
@@ -56,6 +56,7 @@ fn every_parameter_is_read() {
     assert_eq!(p.logprobs, Some(3));
     assert!(p.ignore_eos && r.stream && r.include_usage && r.want_logprobs);
     assert_eq!((r.n, r.priority), (2, -3));
+    assert_eq!(r.user.as_deref(), Some("team-a"));
 }
 
 #[test]
@@ -160,6 +161,11 @@ fn bad_inputs_name_their_param() {
             Some("stop_token_ids"),
         ),
         (json!([1, 2]), None),
+        (json!({"prompt": "x", "user": 7}), Some("user")),
+        (
+            json!({"prompt": "x", "user": "u".repeat(257)}),
+            Some("user"),
+        ),
     ];
     for (body, param) in cases {
         let got = param_of(completions(body.clone()));

@@ -18,7 +18,7 @@ pub fn run_all(h: &EngineHandle, reqs: &[Request]) -> Vec<Outcome> {
         .map(|s| {
             let (mut ids, mut logprobs) = (vec![], vec![]);
             loop {
-                match s.blocking_recv().expect("stream ends with Finished") {
+                match super::wait::next_event(s).expect("stream ends with Finished") {
                     Event::Tokens {
                         ids: i,
                         logprobs: l,

@@ -1,5 +1,6 @@
-//! Shared by the CUDA test binaries (cuda_parity, cuda_attention, cuda_model): the device or a
-//! "skipped" line, dtype-sized tolerances, poisoned outputs, metadata on the device.
+//! Shared by the CUDA test binaries (cuda_parity, cuda_attention, cuda_model, cuda_engine): the
+//! device (or, in a plain `cuda` build without a GPU, a "skipped" line), dtype-sized tolerances,
+//! poisoned outputs, metadata on the device.
 
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -16,21 +17,23 @@ pub fn gpu(name: &str) -> Option<CudaBackend> {
     gpu_as(name, DType::F32)
 }
 
+/// The GPU with `dtype` storage. Built with `kernel-emu`, a device is always promised (the
+/// emulated one where no CUDA driver is found), so failing to open it fails the test with the
+/// reason; only a plain `cuda` build on a machine without a GPU skips, printing `skipped:` (which
+/// scripts/test.sh refuses in its CUDA run).
 pub fn gpu_as(name: &str, dtype: DType) -> Option<CudaBackend> {
     // Without a GPU, the emulated device (kernel-emu): the same code paths, kernels run on the CPU.
     #[cfg(feature = "kernel-emu")]
     match tandem::device::cuda::emulated::install() {
         Ok(true) => eprintln!("{name}: no CUDA driver here: on the emulated device (kernel-emu)"),
         Ok(false) => {}
-        Err(e) => {
-            eprintln!(
-                "skipped: {name}: no CUDA device, and the emulated one failed to load ({e:#})"
-            );
-            return None;
-        }
+        Err(e) => panic!("{name}: no CUDA device, and the emulated one failed to load ({e:#})"),
     }
     match CudaBackend::new(0, dtype, CudaOptions::default()) {
         Ok(b) => Some(b),
+        Err(e) if cfg!(feature = "kernel-emu") => {
+            panic!("{name}: the CUDA device (or the emulated one) did not open ({e:#})")
+        }
         Err(e) => {
             eprintln!("skipped: {name}: no CUDA device ({e:#})");
             None

@@ -8,6 +8,7 @@ pub mod emu;
 #[cfg(feature = "cuda")]
 pub mod gpu;
 pub mod kernel_cases;
+pub mod wait;
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -212,6 +213,38 @@ pub fn check_each_case_alone<B: Backend>(model: Runner<B>, f: &Fixture, label: &
             check_step(&what, &logits[0], case, i);
         }
         driver = Driver::new(driver.model, 64, 16, (0..64).collect());
+    }
+    driver.model
+}
+
+/// One fixture case in a fresh cache over scattered blocks of `block_size`: its prompt
+/// prefilled `chunk` tokens a step, then the fixture's tokens decoded one a step. The prompt's
+/// last logits and every decode step are checked; `label` prefixes failure messages.
+pub fn check_case_chunked<B: Backend>(
+    model: Runner<B>,
+    case: &Case,
+    chunk: usize,
+    block_size: usize,
+    label: &str,
+) -> Runner<B> {
+    let num_blocks = (case.prompt_ids.len() + case.generated_ids.len()).div_ceil(block_size) + 3;
+    let mut driver = Driver::new(model, num_blocks, block_size, scattered(num_blocks));
+    let mut seqs = vec![Seq {
+        tokens: [&case.prompt_ids[..], &case.generated_ids[..]].concat(),
+        cached: 0,
+        blocks: vec![],
+    }];
+    let what = format!("{label} chunks of {chunk} {:?}", case.prompt);
+    let n = case.prompt_ids.len();
+    let mut logits = Vec::new();
+    while seqs[0].cached < n {
+        let k = chunk.min(n - seqs[0].cached);
+        logits = driver.step(&mut seqs, &[k]).remove(0);
+    }
+    check_step(&what, &logits, case, 0);
+    for i in 1..case.generated_ids.len() {
+        let logits = driver.step(&mut seqs, &[1]);
+        check_step(&what, &logits[0], case, i);
     }
     driver.model
 }

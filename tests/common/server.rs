@@ -26,6 +26,11 @@ use tandem::model::tokenizer::Tokenizer;
 use tandem::model::StepLimits;
 use tandem::server::{serve, ServerConfig};
 
+#[path = "wait.rs"]
+pub mod wait;
+#[allow(unused_imports)]
+pub use wait::{eventually, within, LIMIT};
+
 pub const MODEL: &str = "tiny-llama";
 
 pub fn model_dir() -> PathBuf {
@@ -115,27 +120,27 @@ impl TestServer {
     /// Waits for `serve` to return, then stops the engine.
     pub async fn finish(mut self) -> anyhow::Result<()> {
         self.begin_shutdown();
-        let served = self.served.take().expect("serve task").await?;
+        let served = self.served.take().expect("serve task");
+        let served = within("the server to drain", served).await?;
         self.handle.shutdown();
         if let Some(engine) = self.engine.take() {
-            tokio::task::spawn_blocking(move || engine.join()).await??;
+            let joined = tokio::task::spawn_blocking(move || engine.join());
+            within("the engine threads to stop", joined).await??;
         }
         served
     }
 
-    /// Polls until the engine runs nothing, queues nothing and holds no KV blocks.
-    pub async fn wait_idle(&self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        loop {
-            let s = self.handle.stats();
-            if s.running == 0 && s.waiting == 0 && s.kv_usage == 0.0 && self.handle.in_flight() == 0
-            {
-                return true;
-            }
-            if Instant::now() > deadline {
-                eprintln!("still busy: {s:?}, in flight {}", self.handle.in_flight());
-                return false;
-            }
+    /// Polls until the engine runs nothing, queues nothing and holds no KV blocks; panics with
+    /// the engine's numbers if that never happens.
+    pub async fn wait_idle(&self) {
+        let deadline = Instant::now() + LIMIT;
+        while !wait::engine_idle(&self.handle) {
+            assert!(
+                Instant::now() < deadline,
+                "the engine never went idle: {:?}, {} in flight",
+                self.handle.stats(),
+                self.handle.in_flight()
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -205,8 +210,8 @@ pub async fn open(
     content_type: Option<&str>,
     body: impl Into<Bytes>,
 ) -> (Response<Incoming>, JoinHandle<()>) {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
+    let stream = connect(addr).await;
+    let (mut sender, conn) = within("the HTTP handshake", http1::handshake(TokioIo::new(stream)))
         .await
         .expect("handshake");
     let conn = tokio::spawn(async move {
@@ -220,8 +225,20 @@ pub async fn open(
         req = req.header(CONTENT_TYPE, ct);
     }
     let req = req.body(Full::new(body.into())).expect("request");
-    let resp = sender.send_request(req).await.expect("send");
+    let resp = within(
+        &format!("the response head to {path}"),
+        sender.send_request(req),
+    )
+    .await
+    .expect("send");
     (resp, conn)
+}
+
+/// A TCP connection to the server.
+pub async fn connect(addr: SocketAddr) -> TcpStream {
+    within("a connection to the server", TcpStream::connect(addr))
+        .await
+        .expect("connect")
 }
 
 pub async fn send(
@@ -234,12 +251,13 @@ pub async fn send(
     let (resp, _conn) = open(addr, method, path, content_type, body).await;
     let status = resp.status();
     let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .expect("read body")
-        .to_bytes();
+    let body = within(
+        &format!("the whole response body of {path}"),
+        resp.into_body().collect(),
+    )
+    .await
+    .expect("read body")
+    .to_bytes();
     Reply {
         status,
         headers,
@@ -330,11 +348,30 @@ pub fn parse_events(r: &Reply) -> Vec<Value> {
         .collect()
 }
 
+/// Reads until the server closes the connection or [`LIMIT`] passes; returns what came and
+/// whether the server closed it. Tests of the server's own deadlines use it: the server must
+/// end the connection, however long a loaded machine makes it take.
+pub async fn read_until_closed(c: &mut TcpStream) -> (String, bool) {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, c.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&out).into(), true),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&out).into(), false),
+        }
+    }
+}
+
 /// Writes `request` on a fresh connection and reads what comes back until the server closes it
 /// or 5 s pass.
 pub async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request).await.unwrap();
+    let mut stream = connect(addr).await;
+    within("the request to be written", stream.write_all(request))
+        .await
+        .unwrap();
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     let deadline = Instant::now() + Duration::from_secs(5);

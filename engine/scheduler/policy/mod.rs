@@ -6,7 +6,9 @@ mod decode_first;
 mod fcfs;
 mod prefill_first;
 mod priority;
+mod shortest_job_first;
 mod shortest_prompt_first;
+mod vtc;
 
 use std::cmp::Ordering;
 
@@ -36,6 +38,22 @@ pub trait Policy: Send {
         BudgetOrder::Arrival
     }
 
+    /// Whether the admission order changes as requests are served: the scheduler then re-sorts
+    /// the waiting queue before each plan (a fixed order is kept sorted as requests arrive).
+    fn reorders(&self) -> bool {
+        false
+    }
+
+    /// A request arrived (before it is queued).
+    fn on_arrival(&mut self, _seq: &SeqState) {}
+
+    /// `seq` was planned into a step with `prompt` prompt tokens and `output` output tokens
+    /// (decode tokens, or output recomputed after a preemption).
+    fn on_planned(&mut self, _seq: &SeqState, _prompt: usize, _output: usize) {}
+
+    /// A request finished or was aborted.
+    fn on_removed(&mut self, _seq: &SeqState) {}
+
     /// Among `running` (non-empty), the one to preempt when blocks run out:
     /// by default the most recently admitted.
     fn choose_victim(&self, running: &[&SeqState]) -> usize {
@@ -49,12 +67,14 @@ pub trait Policy: Send {
     }
 }
 
-pub const NAMES: [&str; 5] = [
+pub const NAMES: [&str; 7] = [
     "fcfs",
     "prefill-first",
     "decode-first",
     "shortest-prompt-first",
     "priority",
+    "shortest-job-first",
+    "vtc",
 ];
 
 /// The policy called `name` on the command line.
@@ -65,6 +85,8 @@ pub fn by_name(name: &str) -> anyhow::Result<Box<dyn Policy>> {
         "decode-first" => Box::new(decode_first::DecodeFirst),
         "shortest-prompt-first" => Box::new(shortest_prompt_first::ShortestPromptFirst),
         "priority" => Box::new(priority::Priority),
+        "shortest-job-first" => Box::new(shortest_job_first::ShortestJobFirst),
+        "vtc" => Box::new(vtc::VirtualTokenCounter::default()),
         other => anyhow::bail!(
             "unknown scheduling policy '{other}' (known: {})",
             NAMES.join(", ")

@@ -1,5 +1,12 @@
 //! Per-request priority (lower value first, as in vLLM; ties by arrival). When blocks run out the
 //! lowest-priority running request is preempted (the most recently admitted among equals).
+//! Without aging it starves a less urgent request for as long as more urgent ones keep arriving.
+//!
+//! Bound (with aging on, the default; see `scheduler::aging` for the derivation): a request that
+//! fits the cache finishes within `max_wait_steps` + Σ (prompt + output + 2) steps of arriving,
+//! summed over itself and the requests unfinished when it arrived.
+//! Once overdue, the request is admitted ahead of more urgent ones and no longer preempted for
+//! them.
 
 use std::cmp::Ordering;
 
