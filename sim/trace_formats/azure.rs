@@ -6,30 +6,14 @@
 use anyhow::{Context, Result};
 use chrono::{DateTime, NaiveDateTime};
 
-use super::{columns, count, replayable, Rows};
+use super::{csv_rows, Rows};
 
 pub(super) fn parse(input: &[u8]) -> Result<Rows> {
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_reader(input);
-    let [time, prompt, output] = columns(
-        reader.headers().context("reading the header")?,
+    csv_rows(
+        input,
         ["TIMESTAMP", "ContextTokens", "GeneratedTokens"],
-    )?;
-    let mut requests = Vec::new();
-    let mut skipped = 0;
-    for (i, record) in reader.records().enumerate() {
-        let row = i + 2; // 1-based, after the header
-        let record = record.with_context(|| format!("row {row}"))?;
-        let arrival = seconds(&record[time]).with_context(|| format!("row {row}: TIMESTAMP"))?;
-        let prompt_len = count(&record[prompt], row, "ContextTokens")?;
-        let output_len = count(&record[output], row, "GeneratedTokens")?;
-        match replayable(arrival, prompt_len, output_len) {
-            Some(r) => requests.push(r),
-            None => skipped += 1,
-        }
-    }
-    Ok((requests, skipped))
+        |cell, row| seconds(cell).with_context(|| format!("row {row}: TIMESTAMP")),
+    )
 }
 
 /// Seconds since the Unix epoch of a timestamp with or without a UTC offset. Only differences

@@ -6,32 +6,18 @@
 
 use anyhow::{ensure, Context, Result};
 
-use super::{columns, count, replayable, Rows};
+use super::{csv_rows, Rows};
 
 pub(super) fn parse(input: &[u8]) -> Result<Rows> {
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_reader(input);
-    let [time, prompt, output] = columns(
-        reader.headers().context("reading the header")?,
+    csv_rows(
+        input,
         ["Timestamp", "Request tokens", "Response tokens"],
-    )?;
-    let mut requests = Vec::new();
-    let mut skipped = 0;
-    for (i, record) in reader.records().enumerate() {
-        let row = i + 2;
-        let record = record.with_context(|| format!("row {row}"))?;
-        let cell = &record[time];
-        let arrival: f64 = cell
-            .parse()
-            .with_context(|| format!("row {row}: `Timestamp` is not seconds: {cell:?}"))?;
-        ensure!(arrival.is_finite(), "row {row}: `Timestamp` is not finite");
-        let prompt_len = count(&record[prompt], row, "Request tokens")?;
-        let output_len = count(&record[output], row, "Response tokens")?;
-        match replayable(arrival, prompt_len, output_len) {
-            Some(r) => requests.push(r),
-            None => skipped += 1,
-        }
-    }
-    Ok((requests, skipped))
+        |cell, row| {
+            let at: f64 = cell
+                .parse()
+                .with_context(|| format!("row {row}: `Timestamp` is not seconds: {cell:?}"))?;
+            ensure!(at.is_finite(), "row {row}: `Timestamp` is not finite");
+            Ok(at)
+        },
+    )
 }

@@ -171,6 +171,33 @@ fn count(cell: &str, row: usize, column: &str) -> Result<usize> {
     Ok(v as usize)
 }
 
+/// The rows of a CSV trace with a header: `names` are its arrival, prompt and output columns;
+/// `arrival(cell, row)` reads the arrival cell. Rows with no prompt or no output are counted.
+fn csv_rows(
+    input: &[u8],
+    names: [&str; 3],
+    arrival: impl Fn(&str, usize) -> Result<f64>,
+) -> Result<Rows> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(input);
+    let [time, prompt, output] = columns(reader.headers().context("reading the header")?, names)?;
+    let mut requests = Vec::new();
+    let mut skipped = 0;
+    for (i, record) in reader.records().enumerate() {
+        let row = i + 2; // 1-based, after the header
+        let record = record.with_context(|| format!("row {row}"))?;
+        let at = arrival(&record[time], row)?;
+        let prompt_len = count(&record[prompt], row, names[1])?;
+        let output_len = count(&record[output], row, names[2])?;
+        match replayable(at, prompt_len, output_len) {
+            Some(r) => requests.push(r),
+            None => skipped += 1,
+        }
+    }
+    Ok((requests, skipped))
+}
+
 /// A row's request, or `None` (counted as skipped) when it has no prompt or no output.
 fn replayable(arrival: f64, prompt_len: usize, output_len: usize) -> Option<TraceRequest> {
     (prompt_len > 0 && output_len > 0).then(|| TraceRequest {
