@@ -1,9 +1,9 @@
-//! The emulated CUDA driver's stream model (README, "The emulated device"), shown on a mutant:
+//! The emulated CUDA driver's stream model (README, "The emulated device"), shown on mutants:
 //! kernels/emu/fake_cuda.cc runs each stream's queue lazily, in a seeded random order that keeps
 //! only a stream's own order and `cuStreamWaitEvent`, so a missing wait between two streams must
-//! show as stale data. The program below (a copy stream uploads, a compute stream reads what it
-//! uploaded) reads the right data under every seed with its wait, and stale data under at least
-//! one without it; a mutant the driver lets through fails the test.
+//! show as stale data, and so must the host rewriting page-locked memory a queued copy has not
+//! read yet. Each program below reads the right data under every seed with its wait, and wrong
+//! data under at least one without it; a mutant the driver lets through fails the test.
 //!
 //! The driver draws its scheduling order from one process-wide generator, seeded once from
 //! `TANDEM_EMU_SEED` (the kernel emulator's per-thread seed does not reach it), so each seed and
@@ -11,7 +11,7 @@
 
 use std::process::Command;
 
-use cudarc::driver::CudaContext;
+use cudarc::driver::{result, CudaContext, DevicePtrMut};
 use tandem::device::cuda::emulated;
 
 /// The driver seeds the program and its mutant run under.
@@ -65,18 +65,63 @@ fn upload_then_read(wait: bool) -> usize {
     got.iter().zip(&data).filter(|(g, w)| g != w).count()
 }
 
-/// One variant under one seed, when a parent test runs it (`VARIANT_ENV` set); prints its answer.
+/// Uploads page-locked words on a stream, then rewrites them on the host: after waiting for the
+/// upload (unless `wait` is false: the mutant, which rewrites what the queued copy may not have
+/// read yet); returns how many uploaded words differ from the ones first written.
+fn rewrite_pinned_after_upload(wait: bool) -> usize {
+    assert!(
+        emulated::install().expect("loading the emulated driver"),
+        "a real CUDA driver is present; this program checks the emulated one"
+    );
+    let ctx = CudaContext::new(0).expect("the emulated device");
+    // SAFETY: as in upload_then_read; the one stream is drained before anything is freed.
+    unsafe { ctx.disable_event_tracking() };
+    let copy = ctx.new_stream().unwrap();
+    // SAFETY: a fresh page-locked allocation of WORDS words, freed at the end after the stream
+    // is drained; it is written in full below before the copy reads it.
+    let host = unsafe { result::malloc_host(WORDS * 4, 0) }
+        .unwrap()
+        .cast::<u32>();
+    // SAFETY: host holds WORDS words and nothing else refers to it.
+    let words = unsafe { std::slice::from_raw_parts_mut(host, WORDS) };
+    for (i, w) in words.iter_mut().enumerate() {
+        *w = (i as u32 + 1).wrapping_mul(0x9e37_79b9);
+    }
+    let data = words.to_vec();
+    // SAFETY: written by the upload before it is read back.
+    let mut staged = unsafe { copy.alloc::<u32>(WORDS) }.unwrap();
+    // SAFETY: staged holds WORDS words; the source is page-locked and outlives the copy.
+    unsafe {
+        result::memcpy_htod_async(staged.device_ptr_mut(&copy).0, &words[..], copy.cu_stream())
+    }
+    .unwrap();
+    let uploaded = copy.record_event(None).unwrap();
+    if wait {
+        uploaded.synchronize().unwrap();
+    }
+    words.fill(0);
+    let got = copy.clone_dtoh(&staged).unwrap();
+    copy.synchronize().unwrap();
+    // SAFETY: allocated by malloc_host above; the stream is drained, so no copy reads it.
+    unsafe { result::free_host(host.cast()) }.unwrap();
+    got.iter().zip(&data).filter(|(g, w)| g != w).count()
+}
+
+/// One program and variant under one seed, when a parent test runs it (`VARIANT_ENV` set):
+/// prints its answer.
 #[test]
-#[ignore = "run by missing_stream_wait_is_caught in a child process per seed and variant"]
+#[ignore = "run by the tests below in a child process per seed and variant"]
 fn stream_wait_child() {
-    let wait = match std::env::var(VARIANT_ENV).as_deref() {
-        Ok("wait") => true,
-        Ok("no-wait") => false,
+    let answer = match std::env::var(VARIANT_ENV).as_deref() {
+        Ok("wait") => upload_then_read(true),
+        Ok("no-wait") => upload_then_read(false),
+        Ok("pinned-wait") => rewrite_pinned_after_upload(true),
+        Ok("pinned-no-wait") => rewrite_pinned_after_upload(false),
         // Picked up by `-- --ignored` alone: nothing to answer.
-        Err(_) => return eprintln!("stream_wait_child: run by missing_stream_wait_is_caught"),
-        other => panic!("{VARIANT_ENV} must be wait or no-wait, not {other:?}"),
+        Err(_) => return eprintln!("stream_wait_child: run by the mutant tests in this file"),
+        other => panic!("{VARIANT_ENV}: no variant {other:?}"),
     };
-    println!("{ANSWER}{}", upload_then_read(wait));
+    println!("{ANSWER}{answer}");
 }
 
 /// Runs [`stream_wait_child`] in a child of this binary under the driver seed `seed`; how many
@@ -109,34 +154,53 @@ fn run_child(seed: u64, variant: &str) -> usize {
     }
 }
 
-#[test]
-fn missing_stream_wait_is_caught() {
+/// The program `prefix` names reads the right data under every seed with its wait (variant
+/// `<prefix>wait`), and wrong data under at least one without it (`<prefix>no-wait`).
+fn assert_caught(test: &str, prefix: &str, what: &str) {
     // On a real GPU the order is the hardware's, and a missing wait may well go unseen there:
     // the claim is the emulated driver's.
     match emulated::install() {
         Ok(true) => {}
         Ok(false) => {
-            eprintln!("skipped: missing_stream_wait_is_caught: a real CUDA driver is present");
+            eprintln!("skipped: {test}: a real CUDA driver is present");
             return;
         }
         Err(e) => panic!("the emulated driver failed to load: {e:#}"),
     }
     let mut caught = Vec::new();
     for seed in SEEDS {
-        let with_wait = run_child(seed, "wait");
+        let with_wait = run_child(seed, &format!("{prefix}wait"));
         assert_eq!(
             with_wait, 0,
-            "with its wait, the program read {with_wait} of {WORDS} words stale under seed {seed}"
+            "with its wait, the program read {with_wait} of {WORDS} words wrong under seed {seed}"
         );
-        let without = run_child(seed, "no-wait");
-        println!("seed {seed}: with the wait 0 stale words; without it {without} of {WORDS}");
+        let without = run_child(seed, &format!("{prefix}no-wait"));
+        println!("seed {seed}: with the wait 0 wrong words; without it {without} of {WORDS}");
         if without > 0 {
             caught.push(seed);
         }
     }
-    println!("the missing wait is caught under seeds {caught:?}");
+    println!("{what} is caught under seeds {caught:?}");
     assert!(
         !caught.is_empty(),
-        "the emulated driver never caught the missing stream wait under seeds {SEEDS:?}"
+        "the emulated driver never caught {what} under seeds {SEEDS:?}"
+    );
+}
+
+#[test]
+fn missing_stream_wait_is_caught() {
+    assert_caught(
+        "missing_stream_wait_is_caught",
+        "",
+        "the missing stream wait",
+    );
+}
+
+#[test]
+fn rewriting_pinned_memory_before_its_copy_is_caught() {
+    assert_caught(
+        "rewriting_pinned_memory_before_its_copy_is_caught",
+        "pinned-",
+        "the host rewriting page-locked memory a queued copy has not read",
     );
 }

@@ -41,9 +41,16 @@ fn failure(check: &dyn Fn(&str), prefix: &str, seed: u64) -> Option<String> {
 /// The originals pass `check` under every seed; `mutant`'s kernels fail it under at least one,
 /// with a message containing `expect` (what catches it).
 fn assert_caught(mutant: &str, expect: &str, check: &dyn Fn(&str)) {
+    assert_caught_against("", mutant, expect, check);
+}
+
+/// As [`assert_caught`], the originals being the kernels under `original` ("" for the ordinary
+/// build; a torn mutant is judged against the unedited kernel built torn).
+fn assert_caught_against(original: &str, mutant: &str, expect: &str, check: &dyn Fn(&str)) {
     for seed in SEEDS {
-        if let Some(e) = failure(check, "", seed) {
-            panic!("the unmutated kernel fails under seed {seed}: {e}");
+        if let Some(e) = failure(check, original, seed) {
+            assert!(!e.contains("no such kernel"), "{original}: {e}");
+            panic!("the unmutated kernel ({original:?}) fails under seed {seed}: {e}");
         }
     }
     let prefix = format!("{mutant}/");
@@ -184,6 +191,13 @@ fn split_k(prefix: &str) {
 #[test]
 fn split_k_without_fence() {
     assert_caught("split_k_no_fence", "split-k", &split_k);
+}
+
+/// The split-k count as a plain `++`: built torn, a block may be switched out between reading
+/// the count and writing it back, so two blocks count as one and no block merges the tile.
+#[test]
+fn atomic_add_as_plain_increment() {
+    assert_caught_against("torn_original/", "atomic_add_plain", "split-k", &split_k);
 }
 
 /// add_bias on 2 rows of 40 (one block of 256 threads per row, as the backend launches it).

@@ -25,6 +25,7 @@ pub fn build(
 
     let mut build = base(&emu);
     build.file(emu.join("runtime.cc"));
+    build.file(emu.join("torn_hooks.cc"));
     let mut registry = String::from("#include \"registry.h\"\n#include <string.h>\n");
     let mut tables = Vec::new();
     let mut names_of = std::collections::HashMap::new();
@@ -58,12 +59,17 @@ pub fn build(
         tables.push(stem);
         names_of.insert(src.file_name().unwrap().to_owned(), names);
     }
+    let mut torn = torn_build(&emu);
     for m in crate::mutants::MUTANTS {
         let names = names_of
             .get(std::ffi::OsStr::new(m.kernels))
             .ok_or_else(|| format!("mutant {}: no kernel file {}", m.name, m.kernels))?;
         let unit = mutant_unit(kernels, &gen, m, names)?;
-        build.file(unit);
+        if m.torn {
+            torn.file(unit);
+        } else {
+            build.file(unit);
+        }
         tables.push(format!("mutant_{}", m.name));
     }
     for t in &tables {
@@ -89,9 +95,13 @@ pub fn build(
     let reg = gen.join("registry.cc");
     std::fs::write(&reg, registry).map_err(|e| e.to_string())?;
     build.file(reg);
-    let objects = build
+    let mut objects = build
         .try_compile_intermediates()
         .map_err(|e| format!("compiling the kernel emulator: {e}"))?;
+    objects.extend(
+        torn.try_compile_intermediates()
+            .map_err(|e| format!("compiling the torn mutants: {e}"))?,
+    );
     let mut archive = base(&emu);
     for o in &objects {
         archive.object(o);
@@ -219,6 +229,18 @@ fn mutant_unit(
     )
     .map_err(|e| e.to_string())?;
     Ok(unit)
+}
+
+/// The build of the torn mutants (kernels/emu/mutants.rs): GCC's thread-sanitizer instrumentation
+/// calls a hook before every plain load and store; the emulator's runtime defines the hooks (no
+/// sanitizer runtime is linked) and may switch fibers before a store. Function entry and exit
+/// hooks are left out.
+fn torn_build(emu: &Path) -> cc::Build {
+    let mut b = base(emu);
+    b.flag("-fsanitize=thread")
+        .flag("--param=tsan-instrument-func-entry-exit=0")
+        .define("TANDEM_EMU_TORN", None);
+    b
 }
 
 fn base(emu: &Path) -> cc::Build {

@@ -15,9 +15,10 @@
 // shows.
 //
 // What it does not model: timing, bank conflicts, the ordering of plain stores (they reach
-// memory at once) and a plain read-modify-write torn by another thread (fibers switch only at
-// the calls above, so `x += v` is never interrupted); f32 math is the host's (expf may differ
-// from the device's by an ulp or two). It checks logic, not speed.
+// memory at once) and, in the ordinary build, a plain read-modify-write torn by another thread
+// (fibers switch only at the calls above, so `x += v` is never interrupted; a torn mutant's
+// build, kernels/emu/mutants.rs, also switches before plain stores); f32 math is the host's
+// (expf may differ from the device's by an ulp or two). It checks logic, not speed.
 #pragma once
 
 #include <math.h>
@@ -74,6 +75,11 @@ unsigned lane_id();
 [[noreturn]] void trap(const char* why);
 // A point where another fiber, or another resident block, may run (the atomics call it first).
 void switch_point();
+// In a torn mutant's unit only (torn_hooks.cc calls them before each plain load and store): a
+// store to where the thread just loaded from (off its own stack) is a switch point, taken at
+// random, after which its block stays out a while.
+void before_plain_load(const void* p);
+void before_plain_store(const void* p);
 // The device's __threadfence: this block's buffered writes become visible to the other blocks;
 // then a switch point.
 void fence();
@@ -153,12 +159,18 @@ inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred
 inline int __all_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) == __ballot_sync(mask, 1); }
 
 // Atomics: a switch point, then a read-modify-write (only one fiber runs at a time, so it is
-// atomic), straight to memory.
-template <typename T> T atomicAdd(T* p, T v) { ::tandem_emu::switch_point(); T old = *p; *p = old + v; return old; }
-template <typename T> T atomicMax(T* p, T v) { ::tandem_emu::switch_point(); T old = *p; *p = old < v ? v : old; return old; }
-template <typename T> T atomicMin(T* p, T v) { ::tandem_emu::switch_point(); T old = *p; *p = v < old ? v : old; return old; }
-template <typename T> T atomicExch(T* p, T v) { ::tandem_emu::switch_point(); T old = *p; *p = v; return old; }
-template <typename T> T atomicCAS(T* p, T cmp, T v) { ::tandem_emu::switch_point(); T old = *p; if (old == cmp) *p = v; return old; }
+// atomic), straight to memory. A torn mutant's unit (kernels/emu/mutants.rs) is built with its
+// plain stores instrumented as switch points; the atomics stay whole there (TANDEM_EMU_WHOLE).
+#if defined(TANDEM_EMU_TORN)
+#define TANDEM_EMU_WHOLE __attribute__((no_sanitize_thread, noinline))
+#else
+#define TANDEM_EMU_WHOLE
+#endif
+template <typename T> TANDEM_EMU_WHOLE T atomicAdd(T* p, T v) { ::tandem_emu::switch_point(); T old = *p; *p = old + v; return old; }
+template <typename T> TANDEM_EMU_WHOLE T atomicMax(T* p, T v) { ::tandem_emu::switch_point(); T old = *p; *p = old < v ? v : old; return old; }
+template <typename T> TANDEM_EMU_WHOLE T atomicMin(T* p, T v) { ::tandem_emu::switch_point(); T old = *p; *p = v < old ? v : old; return old; }
+template <typename T> TANDEM_EMU_WHOLE T atomicExch(T* p, T v) { ::tandem_emu::switch_point(); T old = *p; *p = v; return old; }
+template <typename T> TANDEM_EMU_WHOLE T atomicCAS(T* p, T cmp, T v) { ::tandem_emu::switch_point(); T old = *p; if (old == cmp) *p = v; return old; }
 
 // Intrinsics. The _rn arithmetic is plain IEEE f32 (build.rs compiles with -ffp-contract=off, so
 // nothing is fused that the device would round twice).

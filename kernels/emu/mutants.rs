@@ -13,6 +13,10 @@ pub struct Mutant {
     /// silently stops mutating anything).
     pub find: &'static str,
     pub replace: &'static str,
+    /// Built with every plain store a switch point (GCC's thread-sanitizer instrumentation, its
+    /// hooks defined by the emulator's runtime), so another thread or block may run between a
+    /// plain read and the write after it: how a lost update shows.
+    pub torn: bool,
 }
 
 pub const MUTANTS: &[Mutant] = &[
@@ -23,6 +27,7 @@ pub const MUTANTS: &[Mutant] = &[
         edited: "common.cuh",
         find: "    if (lane == 0) scratch[warp] = v;\n    __syncthreads();\n",
         replace: "    if (lane == 0) scratch[warp] = v;\n",
+        torn: false,
     },
     // warp_sum's butterfly with the wrong partner: lane + offset instead of lane ^ offset, so
     // only lane 0 ends with the total. (A partner lane ^ m for other masks m that span the 32
@@ -33,6 +38,7 @@ pub const MUTANTS: &[Mutant] = &[
         edited: "common.cuh",
         find: "v += __shfl_xor_sync(0xffffffffu, v, offset);",
         replace: "v += __shfl_down_sync(0xffffffffu, v, offset);",
+        torn: false,
     },
     // The split greedy sampler without the fence between its min and its count.
     Mutant {
@@ -41,6 +47,7 @@ pub const MUTANTS: &[Mutant] = &[
         edited: "sampling.cu",
         find: "        red_min(best, k);\n        __threadfence();\n",
         replace: "        red_min(best, k);\n",
+        torn: false,
     },
     // The skinny GEMM's split-k without the fence between its partial sums and its count.
     Mutant {
@@ -49,6 +56,7 @@ pub const MUTANTS: &[Mutant] = &[
         edited: "gemm_skinny.cu",
         find: "    __threadfence();\n    __syncthreads();\n    __shared__ bool last;\n",
         replace: "    __syncthreads();\n    __shared__ bool last;\n",
+        torn: false,
     },
     // The bias add's bound off by one: thread `n` of a row writes one past it.
     Mutant {
@@ -57,6 +65,7 @@ pub const MUTANTS: &[Mutant] = &[
         edited: "bias.cu",
         find: "if (c >= n) return;",
         replace: "if (c > n) return;",
+        torn: false,
     },
     // The bias add touching memory without waiting for the kernel before it.
     Mutant {
@@ -65,5 +74,26 @@ pub const MUTANTS: &[Mutant] = &[
         edited: "bias.cu",
         find: "grid_dependency_sync();",
         replace: "",
+        torn: false,
+    },
+    // The skinny GEMM unedited but built torn: the baseline the next mutant is judged against
+    // (the originals must pass the same interleavings). The edit replaces a line with itself.
+    Mutant {
+        name: "torn_original",
+        kernels: "gemm_skinny.cu",
+        edited: "gemm_skinny.cu",
+        find: "last = atomicAdd(&counters[blockIdx.x], 1u) == splits - 1;",
+        replace: "last = atomicAdd(&counters[blockIdx.x], 1u) == splits - 1;",
+        torn: true,
+    },
+    // The skinny GEMM's split-k counting its blocks with a plain increment: two blocks that read
+    // the count before either writes it lose one, and no block merges the tile.
+    Mutant {
+        name: "atomic_add_plain",
+        kernels: "gemm_skinny.cu",
+        edited: "gemm_skinny.cu",
+        find: "last = atomicAdd(&counters[blockIdx.x], 1u) == splits - 1;",
+        replace: "last = counters[blockIdx.x]++ == splits - 1;",
+        torn: true,
     },
 ];

@@ -17,6 +17,12 @@
 // (`store_for_other_blocks` in kernels/common.cuh) and reductions whose result it does not use
 // (`red_min`) wait in their block's buffer until the block runs a __threadfence, or the kernel
 // ends; plain stores and the other atomics reach memory at once.
+//
+// Torn mutants (kernels/emu/mutants.rs) are built with a hook before each plain load and store
+// (torn_hooks.cc). A store to where the thread loaded from since its last switch (a plain
+// read-modify-write; its own stack aside) is, with the seeded generator, a switch point where the
+// block is then kept out for a random number of baton passes, so other blocks may read the old
+// value meanwhile and one of the two updates is lost.
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -35,7 +41,8 @@
 namespace tandem_emu {
 namespace {
 
-enum class State { Ready, Yielded, Fenced, AtBlockBarrier, AtWarpBarrier, Done };
+// Torn: switched out between a plain load and a store to the same place (torn mutants only).
+enum class State { Ready, Yielded, Fenced, Torn, AtBlockBarrier, AtWarpBarrier, Done };
 
 struct Fiber {
     Context ctx;
@@ -43,6 +50,9 @@ struct Fiber {
     State state = State::Ready;
     unsigned warp_mask = 0;  // while AtWarpBarrier: the lanes it waits for
     bool waited = false;     // called grid_dependency_sync
+    // Torn mutants: where its last plain loads since its last switch read (a small ring).
+    const void* loaded[4] = {};
+    unsigned loads = 0;
 };
 
 // A fiber's stack: deep enough for the kernels' per-thread arrays and the host's libm.
@@ -96,6 +106,10 @@ struct Launch {
     std::mutex m;
     std::condition_variable cv;
     unsigned turn = kNoSlot;      // the slot holding the baton
+    // Torn mutants: a slot switched out mid read-modify-write stays out for this many more
+    // passes (while another slot can run), so the others may read what it is about to overwrite.
+    unsigned stalled = kNoSlot;
+    unsigned stall_passes = 0;
     std::vector<unsigned> active;  // slots not yet out of blocks
     // Slots 1.. and their threads, started at the first baton pass (start_slots).
     size_t slots = 1;
@@ -148,6 +162,7 @@ void park(State s) {
     Slot& sl = slot();
     Fiber* f = sl.current;
     f->state = s;
+    f->loads = 0;
     switch_context(f->ctx, sl.scheduler);
 }
 
@@ -178,7 +193,13 @@ void pass_baton(Slot& sl, bool leaving) {
         l.cv.notify_all();
         return;
     }
-    const unsigned next = l.active[l.rng.below(l.active.size())];
+    unsigned next = l.active[l.rng.below(l.active.size())];
+    if (l.stall_passes > 0) {
+        --l.stall_passes;
+        if (next == l.stalled && l.active.size() > 1) {
+            while (next == l.stalled) next = l.active[l.rng.below(l.active.size())];
+        }
+    }
     if (next != sl.id) {
         l.turn = next;
         l.cv.notify_all();
@@ -186,7 +207,12 @@ void pass_baton(Slot& sl, bool leaving) {
     if (!leaving) l.cv.wait(lk, [&] { return l.turn == sl.id; });
 }
 
+// Set while the runtime itself runs code from a torn unit (a reduction's `red` in flush), where
+// a switch would interleave with the runtime's own bookkeeping.
+thread_local bool g_whole = false;
+
 void flush(std::vector<Pending>& buffer) {
+    g_whole = true;
     for (const Pending& w : buffer) {
         if (w.red) {
             uint64_t v = 0;
@@ -197,6 +223,7 @@ void flush(std::vector<Pending>& buffer) {
         }
     }
     buffer.clear();
+    g_whole = false;
 }
 
 // The lanes `mask` names in warp `w` have all reached the warp barrier (or exited).
@@ -290,12 +317,13 @@ bool run_block(Slot& sl) {
             sl.current = &f;
             switch_context(sl.scheduler, f.ctx);
             if (!l.error.empty()) return false;
-            if (f.state == State::Yielded || f.state == State::Fenced) {
-                // At a fence or an atomic: the lane goes on later; another block may go first.
-                const bool fenced = f.state == State::Fenced;
+            if (f.state == State::Yielded || f.state == State::Fenced || f.state == State::Torn) {
+                // At a fence or an atomic: the lane goes on later; another block may go first
+                // (mid read-modify-write, another block goes first).
+                const bool pass = f.state != State::Yielded || rng.below(4) == 0;
                 f.state = State::Ready;
                 lanes.push_back(i);
-                if (shared_baton && (fenced || rng.below(4) == 0)) pass_baton(sl, false);
+                if (shared_baton && pass) pass_baton(sl, false);
                 if (!l.error.empty()) return false;
                 continue;
             }
@@ -376,6 +404,31 @@ void sync_threads() { park(State::AtBlockBarrier); }
 void grid_dependency_sync() { slot().current->waited = true; }
 
 void switch_point() { park(State::Yielded); }
+
+void before_plain_load(const void* p) {
+    Slot* sl = g_slot;
+    if (!sl || !sl->current || g_whole) return;
+    Fiber& f = *sl->current;
+    f.loaded[f.loads++ % 4] = p;
+}
+
+void before_plain_store(const void* p) {
+    Slot* sl = g_slot;
+    if (!sl || !sl->current || g_whole) return;
+    Fiber& f = *sl->current;
+    bool rmw = false;
+    for (unsigned i = 0; i < 4 && i < f.loads; ++i) rmw |= f.loaded[i] == p;
+    if (!rmw) return;
+    // The thread's own locals are its alone: switching inside their updates shows nothing.
+    const char* stack = sl->stacks[&f - sl->fibers.data()].get();
+    const char* at = static_cast<const char*>(p);
+    if (at >= stack && at < stack + kStackBytes) return;
+    Launch& l = *sl->l;
+    if (l.rng.below(2) == 0) return;
+    l.stalled = sl->id;
+    l.stall_passes = 1 + (unsigned)l.rng.below(1024);
+    park(State::Torn);
+}
 
 void fence() {
     Slot& sl = slot();
