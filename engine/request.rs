@@ -52,6 +52,10 @@ pub enum FinishReason {
     Abort,
     /// Something went wrong with this request only; the message says what.
     Error(String),
+    /// The scheduler gave up on it before starting it (the `deadline` policy with
+    /// `--slo-miss refuse`, once its TTFT deadline passed); the message says why. The server
+    /// answers 503: the request may succeed when the server is less loaded.
+    Refused(String),
 }
 
 impl FinishReason {
@@ -61,7 +65,7 @@ impl FinishReason {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
             FinishReason::Abort => "abort",
-            FinishReason::Error(_) => "error",
+            FinishReason::Error(_) | FinishReason::Refused(_) => "error",
         }
     }
 }

@@ -141,6 +141,7 @@ fn submit_all(
         let mut request = EngineRequest::new(prompt_ids.clone(), params);
         request.priority = valid.priority;
         request.client = valid.user.as_deref().map(Arc::from);
+        request.ttft_slo = valid.ttft_slo;
         streams.push(state.handle.submit(request).map_err(submit_error)?);
     }
     let (tx, rx) = mpsc::unbounded_channel();
@@ -219,9 +220,16 @@ async fn collect<W: WireFormat>(
         };
         choices[i].apply(metrics, job, &ev);
         if let Event::Finished { reason, .. } = ev {
-            if let FinishReason::Error(why) = reason {
-                disconnect.disarm();
-                return Err(generation_error(state, &why));
+            match reason {
+                FinishReason::Error(why) => {
+                    disconnect.disarm();
+                    return Err(generation_error(state, &why));
+                }
+                FinishReason::Refused(why) => {
+                    disconnect.disarm();
+                    return Err(ApiError::unavailable(why));
+                }
+                _ => {}
             }
             done += 1;
         }
@@ -303,10 +311,14 @@ async fn pump<W: WireFormat>(
                 W::chunk(job, i, text, lps, offset, None)
             }
             Event::Finished {
-                reason: FinishReason::Error(why),
+                reason: FinishReason::Error(why) | FinishReason::Refused(why),
                 ..
             } => {
-                let e = ApiError::internal(format!("generation failed: {why}"));
+                let e = if matches!(ev, Event::Finished { reason: FinishReason::Refused(_), .. }) {
+                    ApiError::unavailable(why.clone())
+                } else {
+                    ApiError::internal(format!("generation failed: {why}"))
+                };
                 let _ = send(sse::raw_event(&e.to_json())).await;
                 let _ = send(Bytes::from_static(DONE)).await;
                 return;
