@@ -202,6 +202,16 @@ fn generation_error(state: &AppState, why: &str) -> ApiError {
     }
 }
 
+/// The error event ending a stream whose request failed: 503 for a refusal (the request may
+/// succeed when the server is less loaded), 500 otherwise; `None` for a normal finish.
+fn stream_error(reason: &FinishReason) -> Option<ApiError> {
+    match reason {
+        FinishReason::Refused(why) => Some(ApiError::unavailable(why.clone())),
+        FinishReason::Error(why) => Some(ApiError::internal(format!("generation failed: {why}"))),
+        _ => None,
+    }
+}
+
 async fn collect<W: WireFormat>(
     state: &AppState,
     job: &Job,
@@ -310,23 +320,17 @@ async fn pump<W: WireFormat>(
                 }
                 W::chunk(job, i, text, lps, offset, None)
             }
-            Event::Finished {
-                reason: FinishReason::Error(why) | FinishReason::Refused(why),
-                ..
-            } => {
-                let e = if matches!(ev, Event::Finished { reason: FinishReason::Refused(_), .. }) {
-                    ApiError::unavailable(why.clone())
-                } else {
-                    ApiError::internal(format!("generation failed: {why}"))
-                };
-                let _ = send(sse::raw_event(&e.to_json())).await;
-                let _ = send(Bytes::from_static(DONE)).await;
-                return;
-            }
-            Event::Finished { reason, .. } => {
-                done += 1;
-                W::chunk(job, i, "", &[], offset, Some(reason))
-            }
+            Event::Finished { reason, .. } => match stream_error(reason) {
+                Some(e) => {
+                    let _ = send(sse::raw_event(&e.to_json())).await;
+                    let _ = send(Bytes::from_static(DONE)).await;
+                    return;
+                }
+                None => {
+                    done += 1;
+                    W::chunk(job, i, "", &[], offset, Some(reason))
+                }
+            },
         };
         if !send(chunk).await {
             return;

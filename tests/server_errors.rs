@@ -356,6 +356,22 @@ async fn ttft_slo_ms_is_validated_and_a_missed_slo_is_refused_with_503() {
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
     assert!(r.text().contains("TTFT SLO"), "{}", r.text());
     s.wait_idle().await;
+    // Streaming, the refusal is the stream's error event.
+    let r = post(
+        s.addr,
+        COMPLETIONS,
+        &completion(json!({
+            "n": 2, "max_tokens": 32, "ignore_eos": true, "ttft_slo_ms": 1, "stream": true
+        })),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.text().contains("TTFT SLO") && r.text().contains("service_unavailable"),
+        "{}",
+        r.text()
+    );
+    s.wait_idle().await;
     let r = post(
         s.addr,
         COMPLETIONS,

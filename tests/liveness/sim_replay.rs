@@ -1,8 +1,8 @@
 //! Replaying a [`Case`] in the simulator (the engine's scheduler under the simulator's event
 //! loop), every step one simulated second, so the per-request aging bound reads in seconds.
 
-use tandem::engine::scheduler::SchedulerConfig;
 use tandem::engine::scheduler::policy::PolicyOptions;
+use tandem::engine::scheduler::SchedulerConfig;
 use tandem::sim::simulator::Rejection;
 use tandem::sim::{simulate_with, SimConfig, TraceRequest};
 
