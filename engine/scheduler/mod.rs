@@ -146,11 +146,6 @@ impl Scheduler {
         self.clock = self.clock.max(now);
     }
 
-    /// The time last given to [`Scheduler::set_clock`].
-    pub fn clock(&self) -> Duration {
-        self.clock
-    }
-
     /// Takes the requests the policy refused (see [`Policy::refuses`]) since the last call. They
     /// are already removed, holding no blocks; the caller finishes them with an error.
     pub fn take_refused(&mut self) -> Vec<SeqState> {
