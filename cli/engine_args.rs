@@ -2,9 +2,11 @@
 
 use anyhow::Result;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::cli::model_args::{Device, ModelArgs};
 use crate::engine::scheduler::aging::DEFAULT_MAX_WAIT_STEPS;
+use crate::engine::scheduler::policy::SloMiss;
 use crate::engine::{start, Engine, EngineConfig};
 use crate::model::tokenizer::Tokenizer;
 use crate::model::StepLimits;
@@ -35,11 +37,13 @@ pub struct EngineArgs {
     pub gpu_memory_utilization: f64,
     /// Scheduling policy: fcfs, prefill-first, decode-first, shortest-prompt-first, priority,
     /// shortest-job-first (on max_tokens: the engine has no length predictor), vtc (fair shares
-    /// between the requests' `user`s).
+    /// between the requests' `user`s), deadline (earliest TTFT deadline first; see --ttft-slo-ms).
     #[arg(long, default_value = "fcfs")]
     pub policy: String,
     #[command(flatten)]
     pub aging: AgingArgs,
+    #[command(flatten)]
+    pub slo: SloArgs,
     /// Plan each step only after the previous one returns (for comparison and debugging).
     #[arg(long)]
     pub no_overlap: bool,
@@ -70,6 +74,29 @@ impl AgingArgs {
     }
 }
 
+/// The TTFT SLO knobs, shared by the engine's commands and `tandem sim`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SloArgs {
+    /// TTFT SLO, in milliseconds from arrival, of requests that set none (a request's own
+    /// `ttft_slo_ms` overrides it). The deadline policy admits the earliest deadline first.
+    #[arg(long, value_parser = parse_slo_ms)]
+    pub ttft_slo_ms: Option<Duration>,
+    /// What the deadline policy does with a request that missed its TTFT deadline before it was
+    /// admitted: serve it after those that can still meet theirs (deprioritise), or give up on it
+    /// (refuse: the server answers 503).
+    #[arg(long, value_enum, default_value_t = SloMiss::Deprioritise)]
+    pub slo_miss: SloMiss,
+}
+
+/// A TTFT SLO in milliseconds: a number >= 0.
+pub fn parse_slo_ms(s: &str) -> Result<Duration, String> {
+    let ms: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of milliseconds"))?;
+    Duration::try_from_secs_f64(ms / 1e3)
+        .map_err(|_| format!("'{s}' must be a finite number of milliseconds >= 0"))
+}
+
 impl EngineArgs {
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig {
@@ -82,6 +109,8 @@ impl EngineArgs {
             overlap: !self.no_overlap,
             max_queue: self.max_queue,
             enable_prefix_caching: !self.no_prefix_caching,
+            ttft_slo: self.slo.ttft_slo_ms,
+            slo_miss: self.slo.slo_miss,
         }
     }
 

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::cli::engine_args::AgingArgs;
+use crate::cli::engine_args::{AgingArgs, SloArgs};
 use crate::cli::trace_args::TraceArgs;
 use crate::engine::scheduler::SchedulerConfig;
 use crate::sim::compare::{sweep, write_csv};
@@ -16,11 +16,15 @@ use crate::sim::{chart, simulate, CostModel, SimConfig};
 #[derive(clap::Args)]
 pub struct SimArgs {
     /// Scheduling policy: fcfs, prefill-first, decode-first, shortest-prompt-first, priority,
-    /// shortest-job-first, vtc.
+    /// shortest-job-first, vtc, deadline.
     #[arg(long, default_value = "fcfs")]
     pub policy: String,
     #[command(flatten)]
     pub aging: AgingArgs,
+    /// The TTFT SLO the scheduler sees (and the report's TTFT SLO attainment); --slo-ttft is only
+    /// the goodput target.
+    #[command(flatten)]
+    pub slo: SloArgs,
     /// shortest-job-first's length predictor: σ of its lognormal error on each request's true
     /// output length (0 = an oracle; 1 = off by a factor of e one time in three).
     #[arg(long, default_value_t = 0.0)]
@@ -123,6 +127,8 @@ impl SimArgs {
             max_queue: self.max_queue,
             length_error: self.length_error,
             length_error_seed: self.seed,
+            ttft_slo: self.slo.ttft_slo_ms,
+            slo_miss: self.slo.slo_miss,
             ..Default::default()
         }
     }
@@ -238,11 +244,12 @@ fn run_compare(
     )?;
     let wall = started.elapsed().as_secs_f64();
     println!(
-        "{:<22} {:>7} {:>9} {:>9} {:>10} {:>10} {:>10} {:>10} {:>8}",
+        "{:<22} {:>7} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>10} {:>8}",
         "policy",
         "rate",
         "req/s",
         "goodput",
+        "TTFT SLO",
         "TTFT p50",
         "TTFT p99",
         "TPOT p50",
@@ -251,12 +258,16 @@ fn run_compare(
     );
     for p in &points {
         let s = &p.summary;
+        let attained = s
+            .ttft_slo_attainment
+            .map_or("-".into(), |a| format!("{:.1}%", a * 100.0));
         println!(
-            "{:<22} {:>7.2} {:>9.2} {:>9.2} {:>9.0}ms {:>9.0}ms {:>9.0}ms {:>9.0}ms {:>8}",
+            "{:<22} {:>7.2} {:>9.2} {:>9.2} {:>9} {:>9.0}ms {:>9.0}ms {:>9.0}ms {:>9.0}ms {:>8}",
             p.policy,
             p.rate,
             s.request_throughput,
             s.goodput,
+            attained,
             s.ttft.p50 * 1e3,
             s.ttft.p99 * 1e3,
             s.tpot.p50 * 1e3,

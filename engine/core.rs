@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::admission;
 use super::handle::{Command, EngineStats, Shared};
@@ -12,6 +13,7 @@ use super::output::RequestOutput;
 use super::step_output::StepOutput;
 use crate::engine::request::{Event, FinishReason, Request, RequestId, RequestMetrics, Usage};
 use crate::engine::scheduler::batch::Batch;
+use crate::engine::scheduler::sequence::SeqState;
 use crate::engine::scheduler::Scheduler;
 use crate::model::tokenizer::Tokenizer;
 
@@ -30,6 +32,10 @@ pub struct EngineCore {
     shutting_down: bool,
     /// Test hooks ([`super::hooks::NoHooks`] in production).
     hooks: Arc<dyn EngineHooks>,
+    /// The scheduler's clock counts from here.
+    started: Instant,
+    /// The TTFT SLO of requests that set none (`--ttft-slo-ms`).
+    default_ttft_slo: Option<Duration>,
 }
 
 impl EngineCore {
@@ -40,6 +46,7 @@ impl EngineCore {
         to_executor: SyncSender<Batch>,
         depth: usize,
         hooks: Arc<dyn EngineHooks>,
+        default_ttft_slo: Option<Duration>,
     ) -> Self {
         EngineCore {
             sched,
@@ -53,6 +60,8 @@ impl EngineCore {
             admissions_seen: 0,
             shutting_down: false,
             hooks,
+            started: Instant::now(),
+            default_ttft_slo,
         }
     }
 
@@ -66,7 +75,10 @@ impl EngineCore {
                 break;
             }
             if !self.shutting_down && self.in_flight < self.depth {
-                if let Some(batch) = self.sched.schedule() {
+                self.sched.set_clock(self.started.elapsed());
+                let planned = self.sched.schedule();
+                self.finish_refused();
+                if let Some(batch) = planned {
                     self.note_admissions();
                     if self.to_executor.send(batch).is_err() {
                         self.die("the executor thread is gone".into());
@@ -109,7 +121,7 @@ impl EngineCore {
     fn submit(
         &mut self,
         id: RequestId,
-        request: Request,
+        mut request: Request,
         events: tokio::sync::mpsc::UnboundedSender<Event>,
     ) {
         self.hooks.on_submit(id, &request.prompt_ids);
@@ -128,6 +140,8 @@ impl EngineCore {
         );
         self.stats.prompt_tokens += request.prompt_ids.len() as u64;
         self.outputs.insert(id, out);
+        request.ttft_slo = request.ttft_slo.or(self.default_ttft_slo);
+        self.sched.set_clock(self.started.elapsed());
         self.sched.add(id, request, rand::random());
         // Refused after queueing, so the refusal reaches the request as its finish.
         if let Err(e) = fits {
@@ -212,13 +226,37 @@ impl EngineCore {
         }
     }
 
+    /// Finishes the requests the scheduler refused in its last plan.
+    fn finish_refused(&mut self) {
+        for seq in self.sched.take_refused() {
+            if let Some(out) = self.outputs.remove(&seq.id) {
+                let why = "the server could not start the request within its TTFT SLO \
+                           (ttft_slo_ms); it gave up on it to serve requests that can still meet \
+                           theirs";
+                self.send_finish(seq.id, out, Some(seq), FinishReason::Refused(why.into()));
+            }
+        }
+    }
+
     /// Ends request `id`: frees its blocks, sends its last event, updates the counts.
     fn finish(&mut self, id: RequestId, reason: FinishReason) {
         let Some(out) = self.outputs.remove(&id) else {
             return;
         };
-        self.hooks.on_finish(id);
         let seq = self.sched.remove(id);
+        self.send_finish(id, out, seq, reason);
+    }
+
+    /// Sends a request's last event and updates the counts; `seq` is its scheduler state, already
+    /// removed (none if the scheduler never had it).
+    fn send_finish(
+        &mut self,
+        id: RequestId,
+        out: RequestOutput,
+        seq: Option<SeqState>,
+        reason: FinishReason,
+    ) {
+        self.hooks.on_finish(id);
         let (usage, metrics) = match &seq {
             Some(s) => (
                 Usage {
@@ -244,7 +282,7 @@ impl EngineCore {
             FinishReason::Stop => self.stats.finished_stop += 1,
             FinishReason::Length => self.stats.finished_length += 1,
             FinishReason::Abort => self.stats.finished_abort += 1,
-            FinishReason::Error(_) => self.stats.finished_error += 1,
+            FinishReason::Error(_) | FinishReason::Refused(_) => self.stats.finished_error += 1,
         }
         let _ = out.events.send(Event::Finished {
             reason,

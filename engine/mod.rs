@@ -66,6 +66,11 @@ pub struct EngineConfig {
     /// Most requests waiting for admission before submissions are refused.
     pub max_queue: usize,
     pub enable_prefix_caching: bool,
+    /// The TTFT SLO of requests that set none; the `deadline` policy orders admissions by the
+    /// deadlines SLOs set. `None`: only requests that ask have one.
+    pub ttft_slo: Option<std::time::Duration>,
+    /// What the `deadline` policy does with a request that missed its TTFT deadline.
+    pub slo_miss: policy::SloMiss,
 }
 
 impl Default for EngineConfig {
@@ -80,6 +85,8 @@ impl Default for EngineConfig {
             overlap: true,
             max_queue: 1024,
             enable_prefix_caching: true,
+            ttft_slo: None,
+            slo_miss: policy::SloMiss::default(),
         }
     }
 }
@@ -136,7 +143,12 @@ fn start_with_hooks<B: Backend>(
     cfg: EngineConfig,
     hooks: Arc<dyn EngineHooks>,
 ) -> Result<Engine> {
-    let policy = policy::by_name(&cfg.policy)?;
+    let policy = policy::by_name_with(
+        &cfg.policy,
+        policy::PolicyOptions {
+            slo_miss: cfg.slo_miss,
+        },
+    )?;
     anyhow::ensure!(
         cfg.max_batch_tokens <= model.limits().max_tokens,
         "max_batch_tokens ({}) exceeds the model workspace ({} tokens)",
@@ -190,7 +202,15 @@ fn start_with_hooks<B: Backend>(
         .spawn(move || executor_loop(&mut executor, &batches, &done))
         .context("starting the executor thread")?;
 
-    let core = core::EngineCore::new(sched, tokenizer, shared.clone(), to_executor, depth, hooks);
+    let core = core::EngineCore::new(
+        sched,
+        tokenizer,
+        shared.clone(),
+        to_executor,
+        depth,
+        hooks,
+        cfg.ttft_slo,
+    );
     let engine_thread = std::thread::Builder::new()
         .name("tandem-engine".into())
         .spawn(move || {

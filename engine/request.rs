@@ -2,7 +2,7 @@
 //! The server builds these from validated HTTP requests; benchmarks build them directly.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub use crate::device::sampling::params::{SamplingParams, TokenLogprob};
 
@@ -21,6 +21,10 @@ pub struct Request {
     /// Who sent it (the OpenAI `user` field), for the `vtc` fairness policy; requests without
     /// one count as one anonymous client.
     pub client: Option<Arc<str>>,
+    /// Time to first token this request asks for, from its arrival at the scheduler: the
+    /// `deadline` policy orders admissions by the deadline it sets. `None`: the server-wide
+    /// default (`--ttft-slo-ms`), or no deadline.
+    pub ttft_slo: Option<Duration>,
     pub arrival: Instant,
 }
 
@@ -32,6 +36,7 @@ impl Request {
             priority: 0,
             predicted_output_len: None,
             client: None,
+            ttft_slo: None,
             arrival: Instant::now(),
         }
     }
@@ -47,6 +52,10 @@ pub enum FinishReason {
     Abort,
     /// Something went wrong with this request only; the message says what.
     Error(String),
+    /// The scheduler gave up on it before starting it (the `deadline` policy with
+    /// `--slo-miss refuse`, once its TTFT deadline passed); the message says why. The server
+    /// answers 503: the request may succeed when the server is less loaded.
+    Refused(String),
 }
 
 impl FinishReason {
@@ -56,7 +65,7 @@ impl FinishReason {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
             FinishReason::Abort => "abort",
-            FinishReason::Error(_) => "error",
+            FinishReason::Error(_) | FinishReason::Refused(_) => "error",
         }
     }
 }

@@ -141,6 +141,7 @@ fn submit_all(
         let mut request = EngineRequest::new(prompt_ids.clone(), params);
         request.priority = valid.priority;
         request.client = valid.user.as_deref().map(Arc::from);
+        request.ttft_slo = valid.ttft_slo;
         streams.push(state.handle.submit(request).map_err(submit_error)?);
     }
     let (tx, rx) = mpsc::unbounded_channel();
@@ -201,6 +202,16 @@ fn generation_error(state: &AppState, why: &str) -> ApiError {
     }
 }
 
+/// The error event ending a stream whose request failed: 503 for a refusal (the request may
+/// succeed when the server is less loaded), 500 otherwise; `None` for a normal finish.
+fn stream_error(reason: &FinishReason) -> Option<ApiError> {
+    match reason {
+        FinishReason::Refused(why) => Some(ApiError::unavailable(why.clone())),
+        FinishReason::Error(why) => Some(ApiError::internal(format!("generation failed: {why}"))),
+        _ => None,
+    }
+}
+
 async fn collect<W: WireFormat>(
     state: &AppState,
     job: &Job,
@@ -219,9 +230,16 @@ async fn collect<W: WireFormat>(
         };
         choices[i].apply(metrics, job, &ev);
         if let Event::Finished { reason, .. } = ev {
-            if let FinishReason::Error(why) = reason {
-                disconnect.disarm();
-                return Err(generation_error(state, &why));
+            match reason {
+                FinishReason::Error(why) => {
+                    disconnect.disarm();
+                    return Err(generation_error(state, &why));
+                }
+                FinishReason::Refused(why) => {
+                    disconnect.disarm();
+                    return Err(ApiError::unavailable(why));
+                }
+                _ => {}
             }
             done += 1;
         }
@@ -302,19 +320,17 @@ async fn pump<W: WireFormat>(
                 }
                 W::chunk(job, i, text, lps, offset, None)
             }
-            Event::Finished {
-                reason: FinishReason::Error(why),
-                ..
-            } => {
-                let e = ApiError::internal(format!("generation failed: {why}"));
-                let _ = send(sse::raw_event(&e.to_json())).await;
-                let _ = send(Bytes::from_static(DONE)).await;
-                return;
-            }
-            Event::Finished { reason, .. } => {
-                done += 1;
-                W::chunk(job, i, "", &[], offset, Some(reason))
-            }
+            Event::Finished { reason, .. } => match stream_error(reason) {
+                Some(e) => {
+                    let _ = send(sse::raw_event(&e.to_json())).await;
+                    let _ = send(Bytes::from_static(DONE)).await;
+                    return;
+                }
+                None => {
+                    done += 1;
+                    W::chunk(job, i, "", &[], offset, Some(reason))
+                }
+            },
         };
         if !send(chunk).await {
             return;

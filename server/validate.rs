@@ -66,6 +66,8 @@ pub struct ValidRequest {
     pub priority: i32,
     /// The OpenAI `user` field: who sent it, for the fairness policy (`vtc`).
     pub user: Option<String>,
+    /// `ttft_slo_ms` (a tandem extension): the request's TTFT SLO, for the `deadline` policy.
+    pub ttft_slo: Option<std::time::Duration>,
 }
 
 /// What validation needs to know about the served model.
@@ -334,6 +336,14 @@ pub fn validate(body: &[u8], endpoint: Endpoint, limits: Limits) -> R<ValidReque
         return Err(ValidationError::UserTooLong);
     }
 
+    let ttft_slo = match f.num("ttft_slo_ms")? {
+        None => None,
+        Some(ms) => Some(
+            std::time::Duration::try_from_secs_f64(ms / 1e3)
+                .map_err(|_| wrong("ttft_slo_ms", "a number of milliseconds >= 0"))?,
+        ),
+    };
+
     Ok(ValidRequest {
         endpoint,
         model,
@@ -348,6 +358,7 @@ pub fn validate(body: &[u8], endpoint: Endpoint, limits: Limits) -> R<ValidReque
         add_generation_prompt,
         priority,
         user,
+        ttft_slo,
     })
 }
 

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::simulator::SimResult;
+use super::simulator::{Rejection, SimResult};
 
 /// Latency targets a request must meet to count towards goodput.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -65,6 +65,12 @@ pub struct Summary {
     pub goodput: f64,
     /// Fraction of requests that met both targets.
     pub slo_attainment: f64,
+    /// Of the requests with a TTFT SLO of their own (`--ttft-slo-ms`, a trace's `ttft_slo_ms`:
+    /// what the `deadline` policy schedules by), the fraction whose first token came within it;
+    /// refused ones count as misses. `None` when no request has one.
+    pub ttft_slo_attainment: Option<f64>,
+    /// Refused by the `deadline` policy (`--slo-miss refuse`); part of `rejected`.
+    pub slo_refused: usize,
     pub ttft: Dist,
     pub tpot: Dist,
     pub e2e: Dist,
@@ -90,6 +96,9 @@ impl Summary {
             .iter()
             .filter(|q| q.ttft() <= slo.ttft_s && q.tpot().is_none_or(|t| t <= slo.tpot_s))
             .count();
+        let with_slo: Vec<bool> = r.requests.iter().filter_map(|q| q.met_ttft_slo()).collect();
+        let ttft_slo_attainment = (!with_slo.is_empty())
+            .then(|| with_slo.iter().filter(|&&met| met).count() as f64 / with_slo.len() as f64);
         Summary {
             policy: r.policy.clone(),
             requests: r.requests.len(),
@@ -112,6 +121,12 @@ impl Summary {
             } else {
                 good as f64 / r.requests.len() as f64
             },
+            ttft_slo_attainment,
+            slo_refused: r
+                .requests
+                .iter()
+                .filter(|q| q.rejected == Some(Rejection::SloMissed))
+                .count(),
             ttft: Dist::of(done.iter().map(|q| q.ttft()).collect()),
             tpot: Dist::of(done.iter().filter_map(|q| q.tpot()).collect()),
             e2e: Dist::of(done.iter().map(|q| q.e2e()).collect()),
@@ -157,6 +172,15 @@ impl Summary {
             self.slo.ttft_s * 1e3,
             self.slo.tpot_s * 1e3
         );
+        if let Some(a) = self.ttft_slo_attainment {
+            let _ = writeln!(
+                s,
+                "TTFT SLO attainment: {:.1}% of the requests with a TTFT SLO ({} refused for \
+                 missing it)",
+                a * 100.0,
+                self.slo_refused
+            );
+        }
         let _ = writeln!(
             s,
             "{:<12} {:>9} {:>9} {:>9} {:>9}",
@@ -189,7 +213,7 @@ struct Row {
     output_len: usize,
     prefix_group: Option<u32>,
     priority: i32,
-    /// Empty, `queue_full` or `too_large`.
+    /// Empty, `queue_full`, `too_large` or `slo_missed`.
     rejected: &'static str,
     queue_time: Option<f64>,
     ttft: Option<f64>,

@@ -15,12 +15,14 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::cost_model::CostModel;
 use super::workload::{prompt_tokens, TraceRequest};
 use crate::engine::admission::{self, Admission};
 use crate::engine::request::{Request, SamplingParams};
 use crate::engine::scheduler::batch::Batch;
+use crate::engine::scheduler::policy::SloMiss;
 use crate::engine::scheduler::{aging, policy, Scheduler, SchedulerConfig};
 
 /// The simulated engine's settings (the engine's own defaults, see `EngineConfig`).
@@ -41,6 +43,10 @@ pub struct SimConfig {
     pub length_error: f64,
     /// Seeds the predictor's errors.
     pub length_error_seed: u64,
+    /// The TTFT SLO of trace requests that give none (`--ttft-slo-ms`).
+    pub ttft_slo: Option<Duration>,
+    /// What the `deadline` policy does with a request past its TTFT deadline.
+    pub slo_miss: SloMiss,
 }
 
 impl Default for SimConfig {
@@ -60,6 +66,8 @@ impl Default for SimConfig {
             vocab: 49152,
             length_error: 0.0,
             length_error_seed: 0,
+            ttft_slo: None,
+            slo_miss: SloMiss::default(),
         }
     }
 }
@@ -72,6 +80,8 @@ pub struct RequestResult {
     pub output_len: usize,
     pub prefix_group: Option<u32>,
     pub priority: i32,
+    /// Its TTFT SLO in seconds, if it has one.
+    pub ttft_slo: Option<f64>,
     /// First planned into a step (the engine's queue time ends here too).
     pub scheduled: f64,
     /// Its first token came back.
@@ -91,6 +101,8 @@ pub enum Rejection {
     QueueFull,
     /// It needs more KV blocks than the whole cache has.
     TooLarge,
+    /// The `deadline` policy gave up on it once its TTFT deadline passed (`--slo-miss refuse`).
+    SloMissed,
 }
 
 impl Rejection {
@@ -109,6 +121,7 @@ impl Rejection {
         match self {
             Rejection::QueueFull => "queue_full",
             Rejection::TooLarge => "too_large",
+            Rejection::SloMissed => "slo_missed",
         }
     }
 }
@@ -120,6 +133,13 @@ impl RequestResult {
 
     pub fn ttft(&self) -> f64 {
         self.first_token - self.arrival
+    }
+
+    /// Whether it got its first token within its TTFT SLO (`None` without one). A refused
+    /// request misses it.
+    pub fn met_ttft_slo(&self) -> Option<bool> {
+        self.ttft_slo
+            .map(|slo| self.rejected.is_none() && self.ttft() <= slo)
     }
 
     pub fn e2e(&self) -> f64 {
@@ -171,7 +191,10 @@ pub fn simulate_with(
         cfg.length_error.is_finite() && cfg.length_error >= 0.0,
         "the length predictor's error must be a σ >= 0"
     );
-    let mut sched = Scheduler::new(cfg.sched.clone(), policy::by_name(&cfg.policy)?)?;
+    let opts = policy::PolicyOptions {
+        slo_miss: cfg.slo_miss,
+    };
+    let mut sched = Scheduler::new(cfg.sched.clone(), policy::by_name_with(&cfg.policy, opts)?)?;
     let mut predictor = LengthPredictor::new(cfg.length_error, cfg.length_error_seed);
     let depth = if cfg.overlap { 2 } else { 1 };
     let admission = Admission {
@@ -193,6 +216,7 @@ pub fn simulate_with(
             output_len: r.output_len,
             prefix_group: r.prefix_group,
             priority: r.priority,
+            ttft_slo: ttft_slo(cfg, r).map(|d| d.as_secs_f64()),
             scheduled: f64::NAN,
             first_token: f64::NAN,
             finished: f64::NAN,
@@ -209,6 +233,7 @@ pub fn simulate_with(
     // Added and not yet admitted for the first time (what `max_queue` bounds).
     let mut waiting = 0usize;
     loop {
+        sched.set_clock(Duration::from_secs_f64(now));
         while next < trace.len() && trace[next].arrival <= now {
             let r = &trace[next];
             let refuse = admission
@@ -230,12 +255,18 @@ pub fn simulate_with(
                 req.priority = r.priority;
                 req.predicted_output_len = Some(predictor.predict(r.output_len));
                 req.client = r.client.as_deref().map(Arc::from);
+                req.ttft_slo = ttft_slo(cfg, r);
                 sched.add(next as u64, req, 0);
             }
             next += 1;
         }
         while in_flight.len() < depth {
-            let Some(batch) = sched.schedule() else {
+            let planned = sched.schedule();
+            for seq in sched.take_refused() {
+                results[seq.id as usize].rejected = Some(Rejection::SloMissed);
+                waiting -= 1;
+            }
+            let Some(batch) = planned else {
                 break;
             };
             for &(id, ..) in &batch.scheduled {
@@ -295,6 +326,13 @@ pub fn simulate_with(
         prefix_hits,
         busy,
     })
+}
+
+/// `r`'s TTFT SLO: its own, else the simulation's.
+fn ttft_slo(cfg: &SimConfig, r: &TraceRequest) -> Option<Duration> {
+    r.ttft_slo_ms
+        .map(|ms| Duration::from_secs_f64(ms / 1e3))
+        .or(cfg.ttft_slo)
 }
 
 /// A step came back at `now`: feed its samples to the scheduler and finish complete requests.

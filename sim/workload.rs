@@ -43,6 +43,10 @@ pub struct TraceRequest {
     /// Who sent it, for the `vtc` fairness policy (the OpenAI `user` field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
+    /// Its TTFT SLO in milliseconds (the request body's `ttft_slo_ms`); absent: the simulation's
+    /// `--ttft-slo-ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_slo_ms: Option<f64>,
 }
 
 fn is_zero(x: &usize) -> bool {
@@ -177,6 +181,10 @@ pub fn validate(reqs: &[TraceRequest]) -> Result<()> {
         ensure!(
             r.hash_ids.is_empty() || r.hash_block_len > 0,
             "request {i}: hash_ids need a hash_block_len of at least 1"
+        );
+        ensure!(
+            r.ttft_slo_ms.is_none_or(|ms| ms.is_finite() && ms >= 0.0),
+            "request {i}: ttft_slo_ms must be a number of milliseconds >= 0"
         );
         last = r.arrival;
     }

@@ -12,13 +12,18 @@ mod liveness {
 
 use proptest::prelude::*;
 use tandem::engine::scheduler::batch::Batch;
-use tandem::engine::scheduler::policy;
+use tandem::engine::scheduler::policy::{self, PolicyOptions, SloMiss};
 use tandem::sim::workload::Synthetic;
 use tandem::sim::{simulate_with, CostModel, SimConfig};
 
 use liveness::bounds::linear_bound;
 use liveness::workload::{case, cases, Case, Req};
 use liveness::{drive, sim_replay};
+
+/// The deadline policy giving up on late requests (the default serves them last).
+const REFUSE: PolicyOptions = PolicyOptions {
+    slo_miss: SloMiss::Refuse,
+};
 
 /// `tandem sim --policy prefill-first --num-requests 800 --rate 1`: four times the default rate,
 /// about twice what the shipped cost model serves, so the queue grows and the cache fills. If
@@ -77,8 +82,8 @@ fn every_policy_finishes_a_workload_that_overflows_the_cache() {
 }
 
 proptest! {
-    // A case takes well under a millisecond under all five policies: 16,384 cases of each test
-    // run in about 6 s in release on two shared cores; `TANDEM_LIVENESS_CASES` sets the count.
+    // A case takes well under a millisecond under every policy: 16,384 cases of each test
+    // run in about 10 s in release on two shared cores; `TANDEM_LIVENESS_CASES` sets the count.
     #![proptest_config(ProptestConfig {
         cases: cases(16384),
         ..ProptestConfig::default()
@@ -96,6 +101,7 @@ proptest! {
         for name in policy::NAMES {
             drive::run(name, &c).map_err(TestCaseError::fail)?;
         }
+        drive::run_with("deadline", REFUSE, &c).map_err(TestCaseError::fail)?;
     }
 
     /// The same workloads (aborts aside) in the simulator, each step a simulated second: every
@@ -106,6 +112,7 @@ proptest! {
         for name in policy::NAMES {
             sim_replay::run(name, &c).map_err(TestCaseError::fail)?;
         }
+        sim_replay::run_with("deadline", REFUSE, &c).map_err(TestCaseError::fail)?;
     }
 }
 
@@ -125,6 +132,7 @@ fn starving_workload(
         priority,
         n: 1,
         abort_after: None,
+        ttft_slo: None,
     };
     let mut reqs: Vec<Req> = (0..4).map(|t| req(t, stream)).collect();
     reqs.push(req(4, late));
@@ -144,9 +152,14 @@ fn starving_workload(
 /// Under `policy`, the starved request (sequence 4) waits until the stream has drained with aging
 /// off, past the bound aging guarantees it, and ends within that bound with aging on.
 fn aging_ends_the_starvation(policy: &str, late: (usize, usize, i32), stream: (usize, usize, i32)) {
+    starvation_ends(policy, |w| starving_workload(late, stream, w));
+}
+
+/// [`aging_ends_the_starvation`] on the workload `case(max_wait_steps)`.
+fn starvation_ends(policy: &str, case: impl Fn(Option<u64>) -> Case) {
     const STARVED: usize = 4;
-    let on = drive::run(policy, &starving_workload(late, stream, Some(16))).unwrap();
-    let off = drive::run(policy, &starving_workload(late, stream, None)).unwrap();
+    let on = drive::run(policy, &case(Some(16))).unwrap();
+    let off = drive::run(policy, &case(None)).unwrap();
     let bound = on.bounds[STARVED].unwrap();
     let (waited, ended) = (off.spans[STARVED].unwrap(), off.ends[STARVED].unwrap());
     let last_of_the_rest = (0..off.ends.len())
@@ -187,4 +200,26 @@ fn aging_bounds_the_wait_of_a_long_job_under_shortest_job_first() {
 #[test]
 fn aging_bounds_the_wait_of_a_low_priority_request_under_priority() {
     aging_ends_the_starvation("priority", (2, 6, 5), (2, 6, 0));
+}
+
+/// The deadline policy starves a request that missed its deadline behind a stream of requests
+/// that can still meet theirs.
+#[test]
+fn aging_bounds_the_wait_of_a_late_request_under_deadline() {
+    const STARVED: usize = 4;
+    let case = |w| {
+        let mut c = starving_workload((2, 6, 0), (2, 6, 0), w);
+        for (i, r) in c.reqs.iter_mut().enumerate() {
+            r.ttft_slo = Some(if i == STARVED { 0 } else { 10_000 });
+        }
+        c
+    };
+    starvation_ends("deadline", case);
+    // Refusing instead, it gives up on that request alone, and everything else finishes.
+    let refusing = drive::run_with("deadline", REFUSE, &case(None)).unwrap();
+    assert_eq!(refusing.refused, 1);
+    assert_eq!(refusing.ends[STARVED], None);
+    assert!((0..refusing.ends.len())
+        .filter(|&i| i != STARVED)
+        .all(|i| refusing.ends[i].is_some()));
 }

@@ -8,6 +8,7 @@ use common_server::*;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
+use tandem::engine::scheduler::policy::SloMiss;
 use tandem::engine::EngineConfig;
 use tandem::server::ServerConfig;
 
@@ -321,5 +322,62 @@ async fn a_full_queue_answers_429_with_retry_after() {
             .status,
         StatusCode::OK
     );
+    s.finish().await.unwrap();
+}
+
+/// `ttft_slo_ms` is validated (400 naming it), and under the deadline policy with
+/// `--slo-miss refuse` a request that cannot start within its SLO is answered 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttft_slo_ms_is_validated_and_a_missed_slo_is_refused_with_503() {
+    let cfg = EngineConfig {
+        max_num_seqs: 1,
+        policy: "deadline".into(),
+        slo_miss: SloMiss::Refuse,
+        ..engine_config()
+    };
+    let s = TestServer::start_with(cfg, ServerConfig::default()).await;
+    for bad in [json!(-1), json!("5"), json!([5])] {
+        let r = post(
+            s.addr,
+            COMPLETIONS,
+            &completion(json!({ "ttft_slo_ms": bad })),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text());
+        assert_eq!(r.error_param().as_deref(), Some("ttft_slo_ms"), "{bad}");
+    }
+    // One seat: the second choice waits for the first's 32 tokens, far past 1 ms.
+    let r = post(
+        s.addr,
+        COMPLETIONS,
+        &completion(json!({"n": 2, "max_tokens": 32, "ignore_eos": true, "ttft_slo_ms": 1})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert!(r.text().contains("TTFT SLO"), "{}", r.text());
+    s.wait_idle().await;
+    // Streaming, the refusal is the stream's error event.
+    let r = post(
+        s.addr,
+        COMPLETIONS,
+        &completion(json!({
+            "n": 2, "max_tokens": 32, "ignore_eos": true, "ttft_slo_ms": 1, "stream": true
+        })),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.text().contains("TTFT SLO") && r.text().contains("service_unavailable"),
+        "{}",
+        r.text()
+    );
+    s.wait_idle().await;
+    let r = post(
+        s.addr,
+        COMPLETIONS,
+        &completion(json!({"n": 2, "ttft_slo_ms": 600000})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     s.finish().await.unwrap();
 }

@@ -233,3 +233,74 @@ fn sim_takes_the_aging_knob() {
         .unwrap();
     assert!(!both.status.success());
 }
+
+/// The TTFT SLO knobs parse, the report gives the SLO attainment, refusals show in the CSV, and
+/// on an overloaded workload (twice what the shipped cost model serves) the deadline policy
+/// meets more SLOs than fcfs, which serves the requests that already missed theirs first.
+#[test]
+fn sim_takes_the_ttft_slo_knobs_and_reports_attainment() {
+    let dir = tempfile::tempdir().unwrap();
+    let attainment = |policy: &str, slo_miss: &str| -> (f64, u64, String) {
+        let out_dir = dir.path().join(format!("{policy}-{slo_miss}"));
+        let out = tandem(&[
+            "sim",
+            "--policy",
+            policy,
+            "--num-requests",
+            "300",
+            "--rate",
+            "2",
+            "--ttft-slo-ms",
+            "5000",
+            "--slo-miss",
+            slo_miss,
+            "--out",
+            out_dir.to_str().unwrap(),
+        ]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("TTFT SLO attainment:"), "{stdout}");
+        let summary: serde_json::Value =
+            serde_json::from_str(&read(&out_dir.join("summary.json"))).unwrap();
+        let a = summary["ttft_slo_attainment"].as_f64().unwrap();
+        let refused = summary["slo_refused"].as_u64().unwrap();
+        (a, refused, read(&out_dir.join("requests.csv")))
+    };
+    let (fcfs, fcfs_refused, _) = attainment("fcfs", "refuse");
+    let (edf, _, _) = attainment("deadline", "deprioritise");
+    let (edf_refusing, refused, csv) = attainment("deadline", "refuse");
+    assert_eq!(fcfs_refused, 0, "only the deadline policy refuses");
+    assert!(
+        edf > fcfs + 0.1 && edf_refusing > fcfs + 0.1,
+        "TTFT SLO attainment: fcfs {fcfs}, deadline {edf}, deadline refusing {edf_refusing}"
+    );
+    assert!(refused > 0, "nothing refused on an overloaded server");
+    assert_eq!(
+        csv.matches(",slo_missed,").count() as u64,
+        refused,
+        "the CSV marks each refusal"
+    );
+
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .args(["sim", "--num-requests", "5"])
+            .args(args)
+            .arg("--out")
+            .arg(dir.path())
+            .output_within()
+    };
+    for (bad, knob) in [
+        ("--ttft-slo-ms=-1", "--ttft-slo-ms"),
+        ("--ttft-slo-ms=soon", "--ttft-slo-ms"),
+        ("--slo-miss=drop", "--slo-miss"),
+    ] {
+        let out = run(&[bad]);
+        assert!(!out.status.success(), "{bad} accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(knob), "{bad}: {stderr}");
+    }
+    let without = run(&[]);
+    assert!(
+        !String::from_utf8_lossy(&without.stdout).contains("TTFT SLO attainment"),
+        "attainment reported without an SLO"
+    );
+}

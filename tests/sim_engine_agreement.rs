@@ -115,6 +115,7 @@ fn engine_config(p: &Phase) -> EngineConfig {
         overlap: p.overlap,
         max_queue: 1024,
         enable_prefix_caching: true,
+        ..EngineConfig::default()
     }
 }
 

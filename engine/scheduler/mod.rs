@@ -9,6 +9,10 @@
 //! Aging (`max_wait_steps`, see [`aging`]) bounds every request's time in the system whatever the
 //! policy: a request unfinished `max_wait_steps` steps after it arrived is served ahead of all
 //! younger work, oldest first.
+//!
+//! Time: the scheduler counts steps, and knows the time only as its caller tells it
+//! ([`Scheduler::set_clock`]: the engine's wall clock since it started, the simulator's simulated
+//! time), so a simulation stays deterministic. Requests' TTFT deadlines are on that clock.
 
 pub mod aging;
 pub mod batch;
@@ -19,6 +23,7 @@ pub mod sequence;
 mod tests;
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -70,6 +75,11 @@ pub struct Scheduler {
     next_admission: u64,
     /// Steps planned so far; the current one while planning.
     step_no: u64,
+    /// The time its caller last gave it (see [`Scheduler::set_clock`]).
+    clock: Duration,
+    /// Requests the policy gave up on before admitting them, removed and not yet taken by the
+    /// caller (see [`Scheduler::take_refused`]).
+    refused: Vec<SeqState>,
     pub preemptions: u64,
     first_admissions: u64,
     /// A returned batch whose buffers the next plan reuses (a 256×2k-token step's block tables
@@ -103,6 +113,8 @@ impl Scheduler {
             next_arrival: 0,
             next_admission: 0,
             step_no: 0,
+            clock: Duration::ZERO,
+            refused: Vec::new(),
             preemptions: 0,
             first_admissions: 0,
             spare: None,
@@ -112,7 +124,9 @@ impl Scheduler {
     /// Queues a request; `seed` drives its sampling when the request has no seed of its own.
     pub fn add(&mut self, id: RequestId, request: Request, seed: u64) {
         let seed = request.params.seed.unwrap_or(seed);
-        let seq = SeqState::new(id, request, self.next_arrival, self.step_no, seed);
+        let deadline = request.ttft_slo.map(|slo| self.clock + slo);
+        let mut seq = SeqState::new(id, request, self.next_arrival, self.step_no, seed);
+        seq.deadline = deadline;
         self.next_arrival += 1;
         self.policy.on_arrival(&seq);
         let policy = &self.policy;
@@ -123,6 +137,19 @@ impl Scheduler {
         self.waiting.insert(at, id);
         self.by_arrival.push_back(id);
         self.seqs.insert(id, seq);
+    }
+
+    /// Tells the scheduler the time: `now` since a fixed start (the engine's start, the start
+    /// of a simulation). Requests added afterwards arrive at `now`, and the next plan sees it.
+    /// It never goes back: an earlier time is ignored.
+    pub fn set_clock(&mut self, now: Duration) {
+        self.clock = self.clock.max(now);
+    }
+
+    /// Takes the requests the policy refused (see [`Policy::refuses`]) since the last call. They
+    /// are already removed, holding no blocks; the caller finishes them with an error.
+    pub fn take_refused(&mut self) -> Vec<SeqState> {
+        std::mem::take(&mut self.refused)
     }
 
     pub fn get(&self, id: RequestId) -> Option<&SeqState> {
@@ -224,8 +251,29 @@ impl Scheduler {
         self.preemptions += 1;
     }
 
+    /// Removes the fresh waiting requests the policy refuses, keeping them for
+    /// [`Scheduler::take_refused`]. Fresh ones only: a preempted request has been admitted once.
+    fn refuse_waiting(&mut self) {
+        let (policy, seqs) = (&self.policy, &self.seqs);
+        let refused: Vec<RequestId> = self
+            .waiting
+            .iter()
+            .copied()
+            .filter(|id| policy.refuses(&seqs[id]))
+            .collect();
+        for id in refused {
+            if let Some(seq) = self.remove(id) {
+                self.refused.push(seq);
+            }
+        }
+    }
+
     /// Plans the next step, or `None` when there is nothing to run.
     pub fn schedule(&mut self) -> Option<Batch> {
+        self.policy.on_clock(self.clock);
+        if self.policy.may_refuse() {
+            self.refuse_waiting();
+        }
         if self.policy.reorders() {
             let (policy, seqs) = (&self.policy, &self.seqs);
             self.waiting

@@ -9,7 +9,7 @@
 //! be a sample it has not seen yet: a placeholder the executor fills in from the last step's output.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::engine::kv::SeqBlocks;
 use crate::engine::request::{Request, RequestId, SamplingParams};
@@ -27,6 +27,9 @@ pub struct SeqState {
     pub arrival_order: u64,
     /// Steps planned before it was submitted (its wait, for aging, counts from here).
     pub arrived_in: u64,
+    /// When its first token is due, on the scheduler's clock (arrival + its TTFT SLO); `None`
+    /// without an SLO.
+    pub deadline: Option<Duration>,
     /// Order of the latest admission to the running set (preemption picks the latest).
     pub admitted_order: u64,
     pub num_prompt: usize,
@@ -75,6 +78,7 @@ impl SeqState {
             arrival: request.arrival,
             arrival_order,
             arrived_in,
+            deadline: None,
             admitted_order: 0,
             num_prompt: request.prompt_ids.len(),
             tokens: request.prompt_ids,

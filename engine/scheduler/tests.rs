@@ -301,3 +301,74 @@ proptest! {
 
     }
 }
+
+fn with_slo(mut r: Request, slo_ms: u64) -> Request {
+    r.ttft_slo = Some(std::time::Duration::from_millis(slo_ms));
+    r
+}
+
+/// Deadlines are set on the scheduler's clock at arrival; the earliest goes first, and a request
+/// past its deadline waits behind those that can still meet theirs.
+#[test]
+fn deadline_admits_the_earliest_deadline_and_puts_late_requests_last() {
+    let ms = std::time::Duration::from_millis;
+    let mut s = scheduler("deadline", cfg(1, 64, 64));
+    s.set_clock(ms(0));
+    s.add(0, with_slo(request(3, 1, 100), 50), 0); // due at 50: late by the first plan
+    s.add(1, request(3, 1, 200), 0); // no SLO: last
+    s.set_clock(ms(40));
+    s.add(2, with_slo(request(3, 1, 300), 500), 0); // due at 540
+    s.add(3, with_slo(request(3, 1, 400), 100), 0); // due at 140
+    s.set_clock(ms(60));
+    let mut admitted = Vec::new();
+    while let Some(b) = s.schedule() {
+        admitted.extend(ids(&b));
+        complete(&mut s, &b);
+    }
+    assert_eq!(admitted, vec![3, 2, 0, 1]);
+    assert!(s.take_refused().is_empty(), "deprioritise refuses nobody");
+}
+
+/// In refuse mode a request past its deadline is removed before admission, its blocks freed (the
+/// prefix cache looked it up, so a bug could leave its references behind), and handed to the
+/// caller; the others run.
+#[test]
+fn refuse_mode_refuses_late_requests_and_frees_them() {
+    let ms = std::time::Duration::from_millis;
+    let policy = policy::by_name_with(
+        "deadline",
+        policy::PolicyOptions {
+            slo_miss: policy::SloMiss::Refuse,
+        },
+    )
+    .unwrap();
+    let mut s = Scheduler::new(cfg(1, 64, 8), policy).unwrap();
+    s.add(0, with_slo(request(8, 4, 100), 1_000), 0);
+    s.add(1, with_slo(request(8, 4, 200), 10), 0);
+    s.add(2, with_slo(request(8, 4, 300), 1_000), 0);
+    let b = s.schedule().unwrap();
+    assert_eq!(ids(&b), vec![1], "on time at first");
+    complete(&mut s, &b);
+    s.set_clock(ms(20));
+    // 1 is running: running requests are never refused. 0 and 2 are still on time.
+    let b = s.schedule().unwrap();
+    assert!(s.take_refused().is_empty());
+    complete(&mut s, &b);
+    s.add(3, with_slo(request(8, 4, 400), 5), 0);
+    s.set_clock(ms(30));
+    let b = s.schedule().unwrap();
+    let refused: Vec<RequestId> = s.take_refused().iter().map(|q| q.id).collect();
+    assert_eq!(refused, vec![3]);
+    assert!(s.get(3).is_none(), "a refused request leaves the scheduler");
+    assert!(!ids(&b).contains(&3));
+    complete(&mut s, &b);
+    let mut admitted = Vec::new();
+    while let Some(b) = s.schedule() {
+        admitted.extend(ids(&b));
+        complete(&mut s, &b);
+    }
+    admitted.dedup();
+    assert_eq!(admitted, vec![1, 0, 2]);
+    assert!(!s.has_work());
+    assert!(s.allocator().all_free(), "every block is free at the end");
+}

@@ -13,7 +13,7 @@ pub fn linear_bound(lens: impl Iterator<Item = (usize, usize)>) -> u64 {
 /// With aging off: the steps a whole finite workload may take under `policy`, with `S` from
 /// [`linear_bound`].
 ///
-/// - fcfs and shortest-prompt-first budget running requests oldest first. The oldest running
+/// - fcfs, shortest-prompt-first and deadline budget running requests oldest first. The oldest running
 ///   request is never preempted: the victim is the most recently admitted candidate, and the
 ///   candidates always include the request that needs room, so when that is another request the
 ///   oldest is safe; when it is the oldest itself it comes first in the step, every other running
@@ -37,7 +37,7 @@ pub fn linear_bound(lens: impl Iterator<Item = (usize, usize)>) -> u64 {
 /// come in.
 pub fn workload_bound(policy: &str, s: u64) -> u64 {
     match policy {
-        "fcfs" | "shortest-prompt-first" => s,
+        "fcfs" | "shortest-prompt-first" | "deadline" => s,
         _ => s * (s + 1),
     }
 }

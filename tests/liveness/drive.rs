@@ -3,10 +3,12 @@
 //! cache holds exactly the blocks of live requests, and that an abort releases everything.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::time::Duration;
 
 use tandem::engine::request::{Request, RequestId, SamplingParams};
 use tandem::engine::scheduler::batch::Batch;
-use tandem::engine::scheduler::{policy, Scheduler, SchedulerConfig};
+use tandem::engine::scheduler::policy::{self, PolicyOptions};
+use tandem::engine::scheduler::{Scheduler, SchedulerConfig};
 
 use super::bounds::{aging_bound, linear_bound, workload_bound};
 use super::workload::{prompt, Case};
@@ -16,6 +18,8 @@ use super::workload::{prompt, Case};
 pub struct Outcome {
     pub steps: u64,
     pub preemptions: u64,
+    /// Sequences the policy refused (they count as finished).
+    pub refused: usize,
     /// Per sequence: planned steps from its arrival to its end (`None` if aborted).
     pub spans: Vec<Option<u64>>,
     /// Per sequence: planned steps before its end (`None` if aborted).
@@ -35,6 +39,12 @@ struct Live {
 }
 
 pub fn run(policy_name: &str, c: &Case) -> Result<Outcome, String> {
+    run_with(policy_name, PolicyOptions::default(), c)
+}
+
+/// [`run`], the policy built with `opts`. The scheduler's clock reads the returned steps as
+/// seconds, and requests' TTFT SLOs are in the same unit.
+pub fn run_with(policy_name: &str, opts: PolicyOptions, c: &Case) -> Result<Outcome, String> {
     let cfg = SchedulerConfig {
         max_num_seqs: c.max_num_seqs,
         max_batch_tokens: c.max_batch_tokens,
@@ -43,7 +53,7 @@ pub fn run(policy_name: &str, c: &Case) -> Result<Outcome, String> {
         enable_prefix_caching: c.prefix_caching,
         max_wait_steps: c.max_wait_steps,
     };
-    let mut s = Scheduler::new(cfg, policy::by_name(policy_name).unwrap()).unwrap();
+    let mut s = Scheduler::new(cfg, policy::by_name_with(policy_name, opts).unwrap()).unwrap();
     let seqs = c.seqs();
     let workload_limit = c.max_wait_steps.is_none().then(|| {
         workload_bound(
@@ -62,6 +72,7 @@ pub fn run(policy_name: &str, c: &Case) -> Result<Outcome, String> {
     };
     let (mut now, mut next_req, mut next_seq) = (0u64, 0usize, 0usize);
     loop {
+        s.set_clock(Duration::from_secs(now));
         while next_req < c.reqs.len() && c.reqs[next_req].arrival <= now {
             let r = &c.reqs[next_req];
             let tokens = prompt(next_req, r);
@@ -76,6 +87,7 @@ pub fn run(policy_name: &str, c: &Case) -> Result<Outcome, String> {
                 );
                 req.priority = r.priority;
                 req.client = Some(r.client().into());
+                req.ttft_slo = r.ttft_slo.map(Duration::from_secs);
                 let id = next_seq as RequestId;
                 // Everything unfinished now arrived before it; see `aging_bound`.
                 let bound = c.max_wait_steps.map(|w| {
@@ -95,7 +107,18 @@ pub fn run(policy_name: &str, c: &Case) -> Result<Outcome, String> {
             next_req += 1;
         }
         while in_flight.len() < depth {
-            let Some(b) = s.schedule() else { break };
+            let planned = s.schedule();
+            for q in s.take_refused() {
+                take(&mut live, q.id);
+                if !q.blocks.ids().is_empty() || s.get(q.id).is_some() {
+                    return Err(format!(
+                        "{policy_name}: refused request {} kept its blocks",
+                        q.id
+                    ));
+                }
+                out.refused += 1;
+            }
+            let Some(b) = planned else { break };
             out.steps += 1;
             check_bounds(policy_name, &s, &live, out.steps, workload_limit)?;
             in_flight.push_back(b);

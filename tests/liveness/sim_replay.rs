@@ -1,7 +1,9 @@
 //! Replaying a [`Case`] in the simulator (the engine's scheduler under the simulator's event
 //! loop), every step one simulated second, so the per-request aging bound reads in seconds.
 
+use tandem::engine::scheduler::policy::PolicyOptions;
 use tandem::engine::scheduler::SchedulerConfig;
+use tandem::sim::simulator::Rejection;
 use tandem::sim::{simulate_with, SimConfig, TraceRequest};
 
 use super::bounds::{aging_bound, linear_bound, workload_bound};
@@ -26,6 +28,7 @@ fn trace(c: &Case) -> Vec<TraceRequest> {
                 prefix_len,
                 priority: r.priority,
                 client: Some(r.client()),
+                ttft_slo_ms: r.ttft_slo.map(|steps| steps as f64 * 1e3),
                 ..Default::default()
             });
         }
@@ -42,6 +45,12 @@ fn trace(c: &Case) -> Vec<TraceRequest> {
 /// the arrival and still running, plus the steps planned after it up to the one with its last
 /// sample, which the bound counts.
 pub fn run(policy_name: &str, c: &Case) -> Result<(), String> {
+    run_with(policy_name, PolicyOptions::default(), c)
+}
+
+/// [`run`], the policy built with `opts`. A request the policy refuses counts as finished: it
+/// never ran, so it delays nobody.
+pub fn run_with(policy_name: &str, opts: PolicyOptions, c: &Case) -> Result<(), String> {
     let trace = trace(c);
     let cfg = SimConfig {
         sched: SchedulerConfig {
@@ -55,6 +64,7 @@ pub fn run(policy_name: &str, c: &Case) -> Result<(), String> {
         policy: policy_name.into(),
         overlap: c.overlap,
         max_queue: 0,
+        slo_miss: opts.slo_miss,
         ..Default::default()
     };
     let limit = match c.max_wait_steps {
@@ -79,6 +89,9 @@ pub fn run(policy_name: &str, c: &Case) -> Result<(), String> {
     })
     .map_err(|e| format!("{policy_name}: {e:#}"))?;
     for (i, q) in r.requests.iter().enumerate() {
+        if q.rejected == Some(Rejection::SloMissed) {
+            continue;
+        }
         if q.rejected.is_some() || q.finished.is_nan() {
             return Err(format!("{policy_name}: request {i} never finished"));
         }

@@ -17,6 +17,8 @@ pub struct Req {
     pub n: usize,
     /// Aborted this many planned steps after arriving, if still unfinished.
     pub abort_after: Option<u64>,
+    /// Its TTFT SLO, in returned steps (for the deadline policy).
+    pub ttft_slo: Option<u64>,
 }
 
 impl Req {
@@ -63,6 +65,7 @@ pub fn case() -> impl Strategy<Value = Case> {
         (0u32..3, 0i32..3),
         prop_oneof![4 => Just(1usize), 1 => 2usize..=3],
         prop_oneof![4 => Just(None), 1 => (0u64..24).prop_map(Some)],
+        prop_oneof![1 => Just(None), 3 => (0u64..12).prop_map(Some)],
     );
     (
         (1usize..=4, 2usize..=12, 1usize..=16, 1usize..=6),
@@ -76,7 +79,13 @@ pub fn case() -> impl Strategy<Value = Case> {
                 let reqs = reqs
                     .into_iter()
                     .map(
-                        |((gap, prompt_len, output_len), (family, priority), n, abort_after)| {
+                        |(
+                            (gap, prompt_len, output_len),
+                            (family, priority),
+                            n,
+                            abort_after,
+                            ttft_slo,
+                        )| {
                             arrival += gap;
                             Req {
                                 arrival,
@@ -86,6 +95,7 @@ pub fn case() -> impl Strategy<Value = Case> {
                                 priority,
                                 n,
                                 abort_after,
+                                ttft_slo,
                             }
                         },
                     )

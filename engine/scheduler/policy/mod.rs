@@ -2,6 +2,7 @@
 //! budget first, and who is preempted when blocks run out. One small file per policy; adding one
 //! means adding a file and a line in [`by_name`].
 
+mod deadline;
 mod decode_first;
 mod fcfs;
 mod prefill_first;
@@ -11,6 +12,7 @@ mod shortest_prompt_first;
 mod vtc;
 
 use std::cmp::Ordering;
+use std::time::Duration;
 
 use super::sequence::SeqState;
 
@@ -44,6 +46,21 @@ pub trait Policy: Send {
         false
     }
 
+    /// The time, before each plan (see `Scheduler::set_clock`).
+    fn on_clock(&mut self, _now: Duration) {}
+
+    /// Whether the policy may give up on waiting requests ([`Policy::refuses`]); the scheduler
+    /// only asks about each one when it may.
+    fn may_refuse(&self) -> bool {
+        false
+    }
+
+    /// Whether to give up on `seq`, a fresh request still waiting for its first admission: it is
+    /// removed and its caller finishes it with an error.
+    fn refuses(&self, _seq: &SeqState) -> bool {
+        false
+    }
+
     /// A request arrived (before it is queued).
     fn on_arrival(&mut self, _seq: &SeqState) {}
 
@@ -67,7 +84,7 @@ pub trait Policy: Send {
     }
 }
 
-pub const NAMES: [&str; 7] = [
+pub const NAMES: [&str; 8] = [
     "fcfs",
     "prefill-first",
     "decode-first",
@@ -75,10 +92,32 @@ pub const NAMES: [&str; 7] = [
     "priority",
     "shortest-job-first",
     "vtc",
+    "deadline",
 ];
 
-/// The policy called `name` on the command line.
+/// What the `deadline` policy does with a waiting request that has missed its TTFT deadline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SloMiss {
+    /// Serve it after every request that can still meet its deadline.
+    #[default]
+    Deprioritise,
+    /// Give up on it: the request finishes with an error (the server answers 503).
+    Refuse,
+}
+
+/// Settings some policies read; the others ignore them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PolicyOptions {
+    pub slo_miss: SloMiss,
+}
+
+/// The policy called `name` on the command line, with default options.
 pub fn by_name(name: &str) -> anyhow::Result<Box<dyn Policy>> {
+    by_name_with(name, PolicyOptions::default())
+}
+
+/// The policy called `name` on the command line.
+pub fn by_name_with(name: &str, opts: PolicyOptions) -> anyhow::Result<Box<dyn Policy>> {
     Ok(match name {
         "fcfs" => Box::new(fcfs::Fcfs),
         "prefill-first" => Box::new(prefill_first::PrefillFirst),
@@ -87,6 +126,7 @@ pub fn by_name(name: &str) -> anyhow::Result<Box<dyn Policy>> {
         "priority" => Box::new(priority::Priority),
         "shortest-job-first" => Box::new(shortest_job_first::ShortestJobFirst),
         "vtc" => Box::new(vtc::VirtualTokenCounter::default()),
+        "deadline" => Box::new(deadline::EarliestDeadline::new(opts.slo_miss)),
         other => anyhow::bail!(
             "unknown scheduling policy '{other}' (known: {})",
             NAMES.join(", ")
