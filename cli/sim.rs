@@ -21,8 +21,8 @@ pub struct SimArgs {
     pub policy: String,
     #[command(flatten)]
     pub aging: AgingArgs,
-    /// The TTFT SLO the scheduler sees (and the report's TTFT SLO attainment); --slo-ttft is only
-    /// the goodput target.
+    /// The TTFT SLO the scheduler sees (and the report's TTFT SLO attainment); --goodput-ttft is
+    /// only the goodput target.
     #[command(flatten)]
     pub slo: SloArgs,
     /// shortest-job-first's length predictor: σ of its lognormal error on each request's true
@@ -100,12 +100,13 @@ pub struct SimArgs {
     pub clients: u32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Goodput target: time to first token, seconds.
-    #[arg(long, default_value_t = 5.0)]
-    pub slo_ttft: f64,
+    /// Goodput target: time to first token, seconds (a request counts toward goodput when it
+    /// meets both targets; the scheduler never sees them: that is --ttft-slo-ms).
+    #[arg(long, alias = "slo-ttft", default_value_t = 5.0)]
+    pub goodput_ttft: f64,
     /// Goodput target: time per output token, seconds.
-    #[arg(long, default_value_t = 0.5)]
-    pub slo_tpot: f64,
+    #[arg(long, alias = "slo-tpot", default_value_t = 0.5)]
+    pub goodput_tpot: f64,
     /// Where to write the CSV, JSON and SVG files.
     #[arg(long, default_value = "sim-out")]
     pub out: PathBuf,
@@ -159,8 +160,8 @@ pub fn run(args: SimArgs) -> Result<()> {
         None => CostModel::default_cpu(),
     };
     let slo = Slo {
-        ttft_s: args.slo_ttft,
-        tpot_s: args.slo_tpot,
+        ttft_s: args.goodput_ttft,
+        tpot_s: args.goodput_tpot,
     };
     let trace = args.trace.load()?;
     std::fs::create_dir_all(&args.out)
