@@ -381,6 +381,39 @@ fn refused_fields_are_400_naming_the_field() {
     }
 }
 
+/// Every refusing row of the table, not only the ones listed above, answers with its own name.
+#[test]
+fn every_refusing_row_names_its_field() {
+    let samples = [
+        json!(true),
+        json!("x"),
+        json!(7),
+        json!(["audio"]),
+        json!({}),
+    ];
+    for row in fields::FIELDS {
+        let endpoint = match row.on {
+            fields::On::Completions => Endpoint::Completions,
+            _ => Endpoint::Chat,
+        };
+        let refused = |v: &Value| match row.policy {
+            fields::Policy::Refused(_) => true,
+            fields::Policy::Only { accept, .. } => !accept(v, &Map::new()),
+            _ => false,
+        };
+        let Some(sample) = samples.iter().find(|v| refused(v)) else {
+            continue;
+        };
+        let err = with_field(endpoint, row.name, sample.clone()).expect_err(row.name);
+        assert_eq!(
+            err.param().as_deref(),
+            Some(row.name),
+            "{}={sample}",
+            row.name
+        );
+    }
+}
+
 #[test]
 fn no_op_fields_and_default_values_are_accepted() {
     use Endpoint::{Chat, Completions};
