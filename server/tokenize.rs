@@ -58,9 +58,10 @@ pub async fn detokenize(
     };
     let r = detokenize_request(&body, limits)?;
     check_model(&state, r.model.as_deref())?;
-    let prompt = state
-        .tokenizer
-        .decode(&r.tokens, false)
+    let tokenizer = state.tokenizer.clone();
+    let prompt = tokio::task::spawn_blocking(move || tokenizer.decode(&r.tokens, false))
+        .await
+        .map_err(|e| ApiError::internal(format!("detokenizing failed: {e}")))?
         .map_err(|e| ApiError::bad_request(e.to_string(), Some("tokens")))?;
     Ok(response::json(StatusCode::OK, &Detokenized { prompt }))
 }
