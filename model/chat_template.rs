@@ -6,7 +6,8 @@
 //! loops over it: fuel and a recursion limit bound what one render may cost.
 
 use minijinja::{context, Environment, Error, ErrorKind, Value};
-use serde_json::Value as Json;
+use serde_json::{Map, Value as Json};
+use std::collections::HashSet;
 
 /// Instructions one render may execute; generous for real templates (a few hundred per message),
 /// small enough that a hostile request fails fast instead of spinning.
@@ -19,6 +20,8 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     bos_token: String,
     eos_token: String,
+    /// The top-level variables the template reads (a static analysis of its source).
+    reads: HashSet<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,11 +51,18 @@ impl ChatTemplate {
         env.add_function("strftime_now", strftime_now);
         env.add_template_owned(NAME, source.to_string())
             .map_err(|e| anyhow::anyhow!("the model's chat template does not compile: {e}"))?;
+        let reads = env.get_template(NAME)?.undeclared_variables(false);
         Ok(ChatTemplate {
+            reads,
             env,
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
         })
+    }
+
+    /// Whether the template reads the top-level variable `name` anywhere in its source.
+    pub fn reads(&self, name: &str) -> bool {
+        self.reads.contains(name)
     }
 
     /// The prompt text for `messages` (already checked by `messages::parse_messages`).
@@ -60,6 +70,17 @@ impl ChatTemplate {
         &self,
         messages: &[Json],
         add_generation_prompt: bool,
+    ) -> Result<String, TemplateError> {
+        self.render_with(messages, add_generation_prompt, &Map::new())
+    }
+
+    /// [`render`](Self::render) with `extra` variables in the context (`chat_template_kwargs`);
+    /// where a name is also one the renderer sets, the renderer's value wins.
+    pub fn render_with(
+        &self,
+        messages: &[Json],
+        add_generation_prompt: bool,
+        extra: &Map<String, Json>,
     ) -> Result<String, TemplateError> {
         let tmpl = self
             .env
@@ -70,6 +91,7 @@ impl ChatTemplate {
             add_generation_prompt => add_generation_prompt,
             bos_token => &self.bos_token,
             eos_token => &self.eos_token,
+            ..Value::from_serialize(extra)
         })
         .map_err(|e| match e.kind() {
             ErrorKind::OutOfFuel => TemplateError::OutOfFuel,
@@ -206,6 +228,25 @@ mod tests {
         let src = "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}";
         let t = ChatTemplate::new(src, "", "").unwrap();
         assert!(t.render(&user("x"), true).is_err());
+    }
+
+    #[test]
+    fn extra_variables_reach_the_template_but_not_over_the_renderers_own() {
+        let src = "{% if enable_thinking is defined and not enable_thinking %}NOTHINK {% endif %}{{ messages[0].content }}|{{ bos_token }}";
+        let t = ChatTemplate::new(src, "<s>", "</s>").unwrap();
+        assert!(t.reads("enable_thinking") && !t.reads("reasoning_effort"));
+        let extra = |v: Json| v.as_object().unwrap().clone();
+        assert_eq!(t.render(&user("hi"), true).unwrap(), "hi|<s>");
+        assert_eq!(
+            t.render_with(&user("hi"), true, &extra(json!({"enable_thinking": false})))
+                .unwrap(),
+            "NOTHINK hi|<s>"
+        );
+        assert_eq!(
+            t.render_with(&user("hi"), true, &extra(json!({"bos_token": "X"})))
+                .unwrap(),
+            "hi|<s>"
+        );
     }
 
     #[test]

@@ -101,7 +101,7 @@ fn prepare<W: WireFormat>(
         }
         .into());
     }
-    let ids = prompt_ids(state, &valid.input, valid.add_generation_prompt)?;
+    let ids = prompt_ids(state, &valid.input, &valid.template)?;
     if ids.is_empty() {
         return Err(ValidationError::Empty(W::INPUT).into());
     }

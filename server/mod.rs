@@ -2,7 +2,8 @@
 //!
 //! A request goes `http` (accept, body limit) → `routes` (which picks the endpoint's wire format)
 //! → `generate` (validate, tokenize with `prompt`, context check, submit to the engine) →
-//! `completions`/`chat` (the `wire` format), streamed through `sse` or returned whole. Every
+//! `completions`/`chat` (the `wire` format), streamed through `sse` or returned whole.
+//! `tokenize` serves `/tokenize` and `/detokenize` from the same validation and prompt code. Every
 //! failure becomes an OpenAI error envelope (`error`).
 
 pub mod body;
@@ -22,6 +23,7 @@ pub mod response;
 pub mod routes;
 pub mod sse;
 pub mod state;
+pub mod tokenize;
 pub mod validate;
 pub mod wire;
 

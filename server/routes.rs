@@ -15,6 +15,7 @@ use super::openai::{now_unix, ModelCard, ModelList};
 use super::response;
 use super::sse::Body;
 use super::state::AppState;
+use super::tokenize;
 
 const GET: &[Method] = &[Method::GET, Method::HEAD];
 const POST: &[Method] = &[Method::POST];
@@ -25,7 +26,7 @@ pub async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Response<Bod
     let allowed = match path.as_str() {
         "/health" | "/metrics" | "/v1/models" => GET,
         p if p.starts_with("/v1/models/") => GET,
-        "/v1/completions" | "/v1/chat/completions" => POST,
+        "/v1/completions" | "/v1/chat/completions" | "/tokenize" | "/detokenize" => POST,
         _ => return response::error(&ApiError::not_found(format!("no route for {path}"))),
     };
     if !allowed.contains(&method) {
@@ -41,6 +42,8 @@ pub async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Response<Bod
         "/v1/models" => Ok(models(&state)),
         "/v1/completions" => generate::handle::<Completions>(req, state).await,
         "/v1/chat/completions" => generate::handle::<Chat>(req, state).await,
+        "/tokenize" => tokenize::tokenize(req, state).await,
+        "/detokenize" => tokenize::detokenize(req, state).await,
         p => model(&state, &p["/v1/models/".len()..]),
     };
     result.unwrap_or_else(|e| response::error(&e))

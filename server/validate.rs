@@ -3,6 +3,7 @@
 //! Fields are read one by one from a `serde_json::Value` rather than through a derived
 //! `Deserialize`, so that every failure can name its `param` (OpenAI's error envelope does), nulls
 //! mean "absent", and unknown fields are ignored. Each rule is one [`ValidationError`] variant.
+//! Which fields are honoured, and which refused, is decided in one place: [`fields`].
 
 use serde_json::{Map, Value};
 
@@ -11,6 +12,14 @@ use crate::engine::request::SamplingParams;
 
 use super::error::ApiError;
 use super::messages::{parse_messages, MessageError};
+
+pub mod fields;
+mod template_args;
+mod tokenize;
+pub use template_args::{TemplateArgs, RESERVED as RESERVED_TEMPLATE_VARS};
+pub use tokenize::{
+    detokenize_request, tokenize_request, DetokenizeRequest, TokenizeInput, TokenizeRequest,
+};
 
 /// Most choices one request may ask for (`n`).
 pub const MAX_N: usize = 16;
@@ -62,7 +71,8 @@ pub struct ValidRequest {
     pub include_usage: bool,
     /// Whether to return logprobs at all (chat's `logprobs: true`, completions' `logprobs: k`).
     pub want_logprobs: bool,
-    pub add_generation_prompt: bool,
+    /// The chat template's inputs besides the messages (defaults for completions).
+    pub template: TemplateArgs,
     pub priority: i32,
     /// The OpenAI `user` field: who sent it, for the fairness policy (`vtc`).
     pub user: Option<String>,
@@ -91,6 +101,8 @@ pub enum ValidationError {
     Missing(&'static str),
     #[error("'{0}' must not be empty")]
     Empty(&'static str),
+    #[error("give 'prompt' or 'messages', not both")]
+    PromptAndMessages,
     #[error("a batch of prompts is not supported; send one prompt per request")]
     BatchedPrompt,
     #[error("token id {id} in '{param}' is outside the vocabulary (size {vocab})")]
@@ -131,8 +143,15 @@ pub enum ValidationError {
     UserTooLong,
     #[error("'stream_options' is only allowed when 'stream' is true")]
     StreamOptionsWithoutStream,
-    #[error("'{0}' is not supported")]
-    Unsupported(&'static str),
+    #[error("'{param}' is not supported: {why}")]
+    Unsupported {
+        param: &'static str,
+        why: &'static str,
+    },
+    #[error("'chat_template_kwargs' may not set '{0}', which the server sets")]
+    ReservedTemplateKwarg(&'static str),
+    #[error("'continue_final_message' and 'add_generation_prompt' cannot both be true")]
+    ContinueWithGenerationPrompt,
     #[error("{0}")]
     Message(#[from] MessageError),
     /// Text so long that it cannot fit the context whatever it tokenizes to: refused before
@@ -171,7 +190,10 @@ impl ValidationError {
             NotJson(_) | NotObject | BatchedPrompt => return None,
             WrongType { param, .. } => param,
             Missing(p) | Empty(p) | MaxTokensNotPositive(p) | PenaltyOutOfRange(p) => p,
-            LogprobsOutOfRange(p) | Unsupported(p) => p,
+            LogprobsOutOfRange(p) | Unsupported { param: p, .. } => p,
+            ReservedTemplateKwarg(key) => return Some(format!("chat_template_kwargs.{key}")),
+            ContinueWithGenerationPrompt => "continue_final_message",
+            PromptAndMessages => "prompt",
             TokenOutOfVocab { param, .. } => param,
             TemperatureNegative => "temperature",
             TopPOutOfRange => "top_p",
@@ -215,19 +237,12 @@ pub fn validate(body: &[u8], endpoint: Endpoint, limits: Limits) -> R<ValidReque
     let Value::Object(obj) = value else {
         return Err(ValidationError::NotObject);
     };
+    fields::check(&obj, endpoint)?;
     let f = Fields(&obj);
 
     let model = f.string("model")?;
     let input = match endpoint {
-        Endpoint::Completions => {
-            if f.bool("echo")? == Some(true) {
-                return Err(ValidationError::Unsupported("echo"));
-            }
-            if f.string("suffix")?.is_some_and(|s| !s.is_empty()) {
-                return Err(ValidationError::Unsupported("suffix"));
-            }
-            Input::Prompt(prompt(&f, limits)?)
-        }
+        Endpoint::Completions => Input::Prompt(prompt(&f, limits)?),
         Endpoint::Chat => {
             let msgs = f
                 .get("messages")
@@ -325,7 +340,10 @@ pub fn validate(body: &[u8], endpoint: Endpoint, limits: Limits) -> R<ValidReque
             .unwrap_or(false),
         Some(_) => return Err(wrong("stream_options", "an object")),
     };
-    let add_generation_prompt = f.bool("add_generation_prompt")?.unwrap_or(true);
+    let template = match endpoint {
+        Endpoint::Chat => template_args::template_args(&f)?,
+        Endpoint::Completions => TemplateArgs::default(),
+    };
     let priority = match f.int("priority")? {
         None => 0,
         Some(v) => i32::try_from(v).map_err(|_| wrong("priority", "a 32-bit integer"))?,
@@ -355,7 +373,7 @@ pub fn validate(body: &[u8], endpoint: Endpoint, limits: Limits) -> R<ValidReque
         stream,
         include_usage,
         want_logprobs,
-        add_generation_prompt,
+        template,
         priority,
         user,
         ttft_slo,

@@ -320,3 +320,85 @@ async fn a_stop_string_ends_the_text_before_it() {
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     s.finish().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokenize_and_detokenize_round_trip() {
+    let s = TestServer::start().await;
+    let text = "Hello there, general Kenobi";
+    let r = post(
+        s.addr,
+        "/tokenize",
+        &json!({"model": MODEL, "prompt": text}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let v = r.json();
+    let want = s.tokenizer.encode(text, true).unwrap();
+    assert_eq!(v["tokens"], json!(want));
+    assert_eq!(v["count"], want.len());
+    assert_eq!(v["max_model_len"], 256);
+    assert!(v["token_strs"].is_null());
+
+    let v = post(
+        s.addr,
+        "/tokenize",
+        &json!({"prompt": text, "add_special_tokens": false, "return_token_strs": true}),
+    )
+    .await
+    .json();
+    let ids: Vec<u32> = serde_json::from_value(v["tokens"].clone()).unwrap();
+    let strs: Vec<String> = serde_json::from_value(v["token_strs"].clone()).unwrap();
+    assert_eq!(strs.len(), ids.len());
+    for (id, spelled) in ids.iter().zip(&strs) {
+        assert_eq!(
+            s.tokenizer.id_to_token(*id).as_deref(),
+            Some(spelled.as_str())
+        );
+    }
+    let r = post(s.addr, "/detokenize", &json!({"tokens": ids})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["prompt"], text);
+
+    // Messages count exactly what a chat completion of them is charged.
+    let messages = json!([{"role": "user", "content": "Hi"}]);
+    let counted = post(s.addr, "/tokenize", &json!({"messages": messages}))
+        .await
+        .json();
+    let charged = post(s.addr, CHAT, &chat(json!({"messages": messages})))
+        .await
+        .json();
+    assert_eq!(counted["count"], charged["usage"]["prompt_tokens"]);
+    let without = post(
+        s.addr,
+        "/tokenize",
+        &json!({"messages": messages, "add_generation_prompt": false}),
+    )
+    .await
+    .json();
+    let rendered = "<|im_start|>user\nHi<|im_end|>\n";
+    assert_eq!(
+        without["tokens"],
+        json!(s.tokenizer.encode(rendered, false).unwrap())
+    );
+    s.finish().await.unwrap();
+}
+
+/// `continue_final_message` leaves the assistant's last turn open, both when counting and when
+/// generating.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_final_message_can_be_continued() {
+    let s = TestServer::start().await;
+    let messages = json!([
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello, I am"}
+    ]);
+    let open = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello, I am";
+    let want = s.tokenizer.encode(open, false).unwrap();
+    let body = json!({"messages": messages, "continue_final_message": true});
+    let v = post(s.addr, "/tokenize", &body).await.json();
+    assert_eq!(v["tokens"], json!(want));
+    let r = post(s.addr, CHAT, &chat(body)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["usage"]["prompt_tokens"], want.len());
+    s.finish().await.unwrap();
+}

@@ -180,6 +180,133 @@ async fn bad_requests_are_400_and_name_the_param() {
     s.finish().await.unwrap();
 }
 
+/// Fields tandem cannot honour are refused by name rather than ignored (the policy table is
+/// server/validate/fields.rs; its unit tests cover every row), no-op fields are accepted, and the
+/// chat template's inputs are checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unhonoured_fields_are_400_naming_them() {
+    let s = TestServer::start().await;
+    let refused: Vec<(&str, Value, &str)> = vec![
+        (COMPLETIONS, completion(json!({"suffix": "x"})), "suffix"),
+        (COMPLETIONS, completion(json!({"best_of": 2})), "best_of"),
+        (COMPLETIONS, completion(json!({"echo": true})), "echo"),
+        (CHAT, chat(json!({"audio": {"voice": "alloy"}})), "audio"),
+        (
+            CHAT,
+            chat(json!({"modalities": ["text", "audio"]})),
+            "modalities",
+        ),
+        (
+            CHAT,
+            chat(json!({"prediction": {"type": "content", "content": "x"}})),
+            "prediction",
+        ),
+        (
+            CHAT,
+            chat(json!({"web_search_options": {}})),
+            "web_search_options",
+        ),
+        (
+            CHAT,
+            chat(json!({"functions": [{"name": "f"}]})),
+            "functions",
+        ),
+        // The tiny model's template never reads it, so it would change nothing.
+        (
+            CHAT,
+            chat(json!({"reasoning_effort": "low"})),
+            "reasoning_effort",
+        ),
+        (
+            CHAT,
+            chat(json!({"chat_template_kwargs": "enable_thinking"})),
+            "chat_template_kwargs",
+        ),
+        (
+            CHAT,
+            chat(json!({"chat_template_kwargs": {"bos_token": "x"}})),
+            "chat_template_kwargs.bos_token",
+        ),
+        (
+            CHAT,
+            chat(json!({"continue_final_message": true, "add_generation_prompt": true})),
+            "continue_final_message",
+        ),
+    ];
+    for (path, body, param) in refused {
+        let r = post(s.addr, path, &body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.text());
+        assert_eq!(r.error_param().as_deref(), Some(param), "{body}");
+    }
+    let accepted = [chat(
+        json!({"store": true, "metadata": {"k": "v"}, "service_tier": "auto",
+            "prompt_cache_key": "p", "safety_identifier": "s", "modalities": ["text"],
+            "audio": null, "chat_template_kwargs": {"enable_thinking": false}}),
+    )];
+    for body in accepted {
+        let r = post(s.addr, CHAT, &body).await;
+        assert_eq!(r.status, StatusCode::OK, "{body}: {}", r.text());
+    }
+    let r = post(
+        s.addr,
+        COMPLETIONS,
+        &completion(json!({"best_of": 1, "echo": false, "suffix": ""})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    s.finish().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokenizer_routes_refuse_bad_input() {
+    let cfg = ServerConfig {
+        max_body_bytes: 1024,
+        ..ServerConfig::default()
+    };
+    let s = TestServer::start_with(engine_config(), cfg).await;
+    let vocab = s.tokenizer.vocab_size();
+    let cases = [
+        ("/detokenize", json!({"tokens": [1, vocab]}), Some("tokens")),
+        ("/detokenize", json!({"tokens": [-1]}), Some("tokens")),
+        ("/detokenize", json!({"tokens": "hi"}), Some("tokens")),
+        ("/detokenize", json!({}), Some("tokens")),
+        ("/tokenize", json!({}), Some("prompt")),
+        ("/tokenize", json!({"prompt": 5}), Some("prompt")),
+        ("/tokenize", json!({"messages": []}), Some("messages")),
+        (
+            "/tokenize",
+            json!({"messages": [{"role": "user", "content": "hi"}], "chat_template_kwargs": {"messages": 1}}),
+            Some("chat_template_kwargs.messages"),
+        ),
+    ];
+    for (path, body, param) in cases {
+        let r = post(s.addr, path, &body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path} {body}");
+        assert_eq!(r.error_param().as_deref(), param, "{path} {body}");
+    }
+    for path in ["/tokenize", "/detokenize"] {
+        let r = post(
+            s.addr,
+            path,
+            &json!({"model": "gpt-9", "prompt": "x", "tokens": [1]}),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(r.error_param().as_deref(), Some("model"));
+        let r = get(s.addr, path).await;
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert_eq!(r.headers["allow"], "POST");
+        // The same body limit as the generation routes.
+        let r = post(s.addr, path, &json!({"prompt": "x".repeat(2000)})).await;
+        assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        r.error_param();
+        let r = send(s.addr, Method::POST, path, Some("text/plain"), "{}").await;
+        assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{path}");
+        r.error_param();
+    }
+    s.finish().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_models_routes_and_methods() {
     let s = TestServer::start().await;

@@ -121,7 +121,11 @@ pub fn request_body(data: &[u8], endpoint: Endpoint) {
         Input::Messages(messages) => {
             let mut ids = Vec::new();
             for t in templates() {
-                if let Ok(text) = t.render(messages, v.add_generation_prompt) {
+                if let Ok(text) = t.render_with(
+                    messages,
+                    v.template.add_generation_prompt,
+                    &v.template.kwargs,
+                ) {
                     ids = tokenizer().encode(&text, false).unwrap_or_default();
                 }
             }

@@ -202,7 +202,7 @@ fn chat_reads_messages_and_its_own_logprobs() {
         (r.max_tokens, r.max_tokens_param),
         (Some(9), "max_completion_tokens")
     );
-    assert!(r.add_generation_prompt);
+    assert!(r.template.add_generation_prompt);
 
     let r =
         chat(json!({"messages": [{"role": "user", "content": "hi"}], "logprobs": true})).unwrap();
@@ -248,4 +248,363 @@ fn the_context_check_counts_prompt_and_completion() {
     let api: ApiError = e.into();
     assert_eq!(api.code, Some("context_length_exceeded"));
     assert!(check_context(1, usize::MAX, 256, Endpoint::Completions).is_err());
+}
+
+/// The request fields OpenAI's API reference defines for each endpoint.
+const OPENAI_CHAT: &[&str] = &[
+    "messages",
+    "model",
+    "audio",
+    "frequency_penalty",
+    "function_call",
+    "functions",
+    "logit_bias",
+    "logprobs",
+    "max_completion_tokens",
+    "max_tokens",
+    "metadata",
+    "modalities",
+    "n",
+    "parallel_tool_calls",
+    "prediction",
+    "presence_penalty",
+    "prompt_cache_key",
+    "reasoning_effort",
+    "response_format",
+    "safety_identifier",
+    "seed",
+    "service_tier",
+    "stop",
+    "store",
+    "stream",
+    "stream_options",
+    "temperature",
+    "tool_choice",
+    "tools",
+    "top_logprobs",
+    "top_p",
+    "user",
+    "verbosity",
+    "web_search_options",
+];
+const OPENAI_COMPLETIONS: &[&str] = &[
+    "model",
+    "prompt",
+    "best_of",
+    "echo",
+    "frequency_penalty",
+    "logit_bias",
+    "logprobs",
+    "max_tokens",
+    "n",
+    "presence_penalty",
+    "seed",
+    "stop",
+    "stream",
+    "stream_options",
+    "suffix",
+    "temperature",
+    "top_p",
+    "user",
+];
+
+fn minimal(endpoint: Endpoint) -> Value {
+    match endpoint {
+        Endpoint::Chat => json!({"messages": [{"role": "user", "content": "hi"}]}),
+        Endpoint::Completions => json!({"prompt": "hi"}),
+    }
+}
+
+fn with_field(endpoint: Endpoint, name: &str, value: Value) -> R<ValidRequest> {
+    let mut body = minimal(endpoint);
+    body[name] = value;
+    validate(body.to_string().as_bytes(), endpoint, LIMITS)
+}
+
+#[test]
+fn every_openai_field_has_a_policy() {
+    for (endpoint, names) in [
+        (Endpoint::Chat, OPENAI_CHAT),
+        (Endpoint::Completions, OPENAI_COMPLETIONS),
+    ] {
+        for name in names {
+            assert!(
+                fields::policy(name, endpoint).is_some(),
+                "{name} on {endpoint:?} has no row in validate/fields.rs"
+            );
+        }
+    }
+    for (name, on, _) in fields::BUILT_ELSEWHERE {
+        assert!(
+            !fields::FIELDS
+                .iter()
+                .any(|r| r.name == *name && (r.on == *on || r.on == fields::On::Both)),
+            "{name} is in both tables"
+        );
+    }
+}
+
+#[test]
+fn refused_fields_are_400_naming_the_field() {
+    use Endpoint::{Chat, Completions};
+    let cases = [
+        (Chat, "audio", json!({"voice": "alloy", "format": "mp3"})),
+        (Chat, "modalities", json!(["text", "audio"])),
+        (
+            Chat,
+            "prediction",
+            json!({"type": "content", "content": "x"}),
+        ),
+        (Chat, "web_search_options", json!({})),
+        (Chat, "functions", json!([{"name": "f"}])),
+        (Chat, "function_call", json!("auto")),
+        (Chat, "verbosity", json!("low")),
+        (Chat, "chat_template", json!("{{ messages }}")),
+        (Chat, "echo", json!(true)),
+        (Completions, "suffix", json!("def f():")),
+        (Completions, "best_of", json!(3)),
+        (Completions, "echo", json!(true)),
+        (Completions, "use_beam_search", json!(true)),
+        (Completions, "min_tokens", json!(4)),
+        (Completions, "prompt_logprobs", json!(1)),
+        (Completions, "skip_special_tokens", json!(false)),
+    ];
+    for (endpoint, name, value) in cases {
+        let err = with_field(endpoint, name, value.clone()).expect_err(name);
+        assert!(
+            matches!(err, ValidationError::Unsupported { .. }),
+            "{name}: {err}"
+        );
+        assert_eq!(err.param().as_deref(), Some(name), "{name}={value}");
+        let api: ApiError = err.into();
+        assert_eq!(api.status, hyper::StatusCode::BAD_REQUEST);
+    }
+}
+
+/// Every refusing row of the table, not only the ones listed above, answers with its own name.
+#[test]
+fn every_refusing_row_names_its_field() {
+    let samples = [
+        json!(true),
+        json!("x"),
+        json!(7),
+        json!(["audio"]),
+        json!({}),
+    ];
+    for row in fields::FIELDS {
+        let endpoint = match row.on {
+            fields::On::Completions => Endpoint::Completions,
+            _ => Endpoint::Chat,
+        };
+        let refused = |v: &Value| match row.policy {
+            fields::Policy::Refused(_) => true,
+            fields::Policy::Only { accept, .. } => !accept(v, &Map::new()),
+            _ => false,
+        };
+        let Some(sample) = samples.iter().find(|v| refused(v)) else {
+            continue;
+        };
+        let err = with_field(endpoint, row.name, sample.clone()).expect_err(row.name);
+        assert_eq!(
+            err.param().as_deref(),
+            Some(row.name),
+            "{}={sample}",
+            row.name
+        );
+    }
+}
+
+#[test]
+fn no_op_fields_and_default_values_are_accepted() {
+    use Endpoint::{Chat, Completions};
+    let cases = [
+        (Chat, "store", json!(true)),
+        (Chat, "metadata", json!({"team": "a"})),
+        (Chat, "service_tier", json!("auto")),
+        (Chat, "prompt_cache_key", json!("k")),
+        (Chat, "safety_identifier", json!("u-1")),
+        (Chat, "modalities", json!(["text"])),
+        (Chat, "verbosity", json!("medium")),
+        (Chat, "echo", json!(false)),
+        (Chat, "audio", Value::Null),
+        (Completions, "suffix", json!("")),
+        (Completions, "best_of", json!(1)),
+        (Completions, "echo", json!(false)),
+        (Completions, "use_beam_search", json!(false)),
+        (Completions, "min_tokens", json!(0)),
+        (Completions, "bad_words", json!([])),
+        // Another endpoint's field, and a field no API defines: ignored.
+        (Completions, "audio", json!({"voice": "alloy"})),
+        (Completions, "not_a_field", json!({"x": 1})),
+    ];
+    for (endpoint, name, value) in cases {
+        if let Err(e) = with_field(endpoint, name, value.clone()) {
+            panic!("{name}={value} on {endpoint:?}: {e}");
+        }
+    }
+    let r = completions(json!({"prompt": "x", "n": 2, "best_of": 2})).unwrap();
+    assert_eq!(r.n, 2);
+    assert!(completions(json!({"prompt": "x", "n": 2, "best_of": 1})).is_err());
+}
+
+#[test]
+fn fields_built_elsewhere_are_accepted() {
+    for (name, on, _) in fields::BUILT_ELSEWHERE {
+        let endpoint = match on {
+            fields::On::Completions => Endpoint::Completions,
+            _ => Endpoint::Chat,
+        };
+        assert!(
+            with_field(endpoint, name, json!({})).is_ok(),
+            "{name} on {endpoint:?}"
+        );
+    }
+}
+
+/// README's field table has a row for every row of the policy tables, with the same verdict.
+#[test]
+fn the_readme_documents_every_field() {
+    let readme = include_str!("../../README.md");
+    let label = |on: fields::On| match on {
+        fields::On::Both => "both",
+        fields::On::Chat => "chat",
+        fields::On::Completions => "completions",
+    };
+    let row = |name: &str, on: fields::On| {
+        let start = format!("| `{name}` | {} |", label(on));
+        readme
+            .lines()
+            .find(|l| l.starts_with(&start))
+            .unwrap_or_else(|| panic!("README has no row starting {start:?}"))
+    };
+    for r in fields::FIELDS {
+        let verdict = match r.policy {
+            fields::Policy::Honoured => "| honoured |",
+            fields::Policy::NoOp(_) => "| no-op |",
+            fields::Policy::Only { .. } => "| 400 unless ",
+            fields::Policy::Refused(_) => "| 400 |",
+        };
+        let line = row(r.name, r.on);
+        assert!(line.contains(verdict), "{line:?} should say {verdict:?}");
+    }
+    for (name, on, branch) in fields::BUILT_ELSEWHERE {
+        let line = row(name, *on);
+        assert!(line.contains(branch), "{line:?} should name {branch}");
+    }
+}
+
+#[test]
+fn template_inputs_are_checked() {
+    let m = json!([{"role": "user", "content": "hi"}]);
+    let r = chat(
+        json!({"messages": m, "chat_template_kwargs": {"enable_thinking": false},
+        "reasoning_effort": "low"}),
+    )
+    .unwrap();
+    assert_eq!(r.template.kwargs["enable_thinking"], json!(false));
+    assert_eq!(r.template.reasoning_effort.as_deref(), Some("low"));
+
+    // Continuing the last message turns the generation prompt off unless asked for both.
+    let r = chat(json!({"messages": m, "continue_final_message": true})).unwrap();
+    assert!(r.template.continue_final_message && !r.template.add_generation_prompt);
+
+    let cases = [
+        (
+            json!({"messages": m, "chat_template_kwargs": "x"}),
+            "chat_template_kwargs",
+        ),
+        (
+            json!({"messages": m, "chat_template_kwargs": [1]}),
+            "chat_template_kwargs",
+        ),
+        (
+            json!({"messages": m, "chat_template_kwargs": {"messages": []}}),
+            "chat_template_kwargs.messages",
+        ),
+        (
+            json!({"messages": m, "chat_template_kwargs": {"add_generation_prompt": false}}),
+            "chat_template_kwargs.add_generation_prompt",
+        ),
+        (
+            json!({"messages": m, "continue_final_message": true, "add_generation_prompt": true}),
+            "continue_final_message",
+        ),
+        (
+            json!({"messages": m, "continue_final_message": 1}),
+            "continue_final_message",
+        ),
+        (
+            json!({"messages": m, "reasoning_effort": 3}),
+            "reasoning_effort",
+        ),
+    ];
+    for (body, param) in cases {
+        assert_eq!(
+            param_of(chat(body.clone())).as_deref(),
+            Some(param),
+            "{body}"
+        );
+    }
+    for reserved in RESERVED_TEMPLATE_VARS {
+        let body = json!({"messages": m, "chat_template_kwargs": {*reserved: 1}});
+        assert!(chat(body).is_err(), "{reserved}");
+    }
+}
+
+#[test]
+fn tokenize_and_detokenize_bodies() {
+    let r = tokenize_request(br#"{"prompt": "hi", "return_token_strs": true}"#).unwrap();
+    assert_eq!(r.input, TokenizeInput::Text("hi".into()));
+    assert!(r.add_special_tokens && r.return_token_strs);
+    let r = tokenize_request(
+        br#"{"messages": [{"role": "user", "content": "hi"}], "add_generation_prompt": false}"#,
+    )
+    .unwrap();
+    assert!(
+        matches!(r.input, TokenizeInput::Messages(_, ref t) if !t.add_generation_prompt),
+        "{r:?}"
+    );
+    assert!(!r.add_special_tokens);
+
+    let param = |e: ValidationError| e.param();
+    let bad = [
+        (&br#"{}"#[..], Some("prompt")),
+        (br#"{"prompt": [1, 2]}"#, Some("prompt")),
+        (br#"{"prompt": "a", "messages": []}"#, Some("prompt")),
+        (br#"{"messages": []}"#, Some("messages")),
+        (
+            br#"{"messages": [{"role": "user", "content": "hi"}], "chat_template_kwargs": 1}"#,
+            Some("chat_template_kwargs"),
+        ),
+        (
+            br#"{"prompt": "a", "return_token_strs": "yes"}"#,
+            Some("return_token_strs"),
+        ),
+        (br#"[1]"#, None),
+    ];
+    for (body, want) in bad {
+        let e = tokenize_request(body).unwrap_err();
+        assert_eq!(
+            param(e).as_deref(),
+            want,
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+
+    assert_eq!(
+        detokenize_request(br#"{"tokens": [1, 511]}"#, LIMITS)
+            .unwrap()
+            .tokens,
+        vec![1, 511]
+    );
+    for body in [
+        &br#"{"tokens": [1, 512]}"#[..],
+        br#"{"tokens": [-1]}"#,
+        br#"{"tokens": "1"}"#,
+        br#"{}"#,
+    ] {
+        let e = detokenize_request(body, LIMITS).unwrap_err();
+        assert_eq!(param(e).as_deref(), Some("tokens"));
+    }
 }
