@@ -53,6 +53,9 @@ pub struct Summary {
     pub completed: usize,
     /// Refused on arrival: the queue was full, or the request needs more KV blocks than exist.
     pub rejected: usize,
+    /// Aborted unfinished when their clients went away (a trace's `cancel_after`).
+    #[serde(default)]
+    pub cancelled: usize,
     pub duration_s: f64,
     pub steps: u64,
     /// Fraction of the duration the executor was busy.
@@ -82,7 +85,8 @@ pub struct Summary {
 
 impl Summary {
     pub fn of(r: &SimResult, slo: Slo) -> Self {
-        let done: Vec<_> = r.requests.iter().filter(|q| q.rejected.is_none()).collect();
+        let done: Vec<_> = r.requests.iter().filter(|q| q.completed()).collect();
+        let cancelled = r.requests.iter().filter(|q| q.cancelled).count();
         let out_tokens: usize = done.iter().map(|q| q.output_len).sum();
         let prompt_tokens: usize = done.iter().map(|q| q.prompt_len).sum();
         let per_s = |x: f64| {
@@ -103,7 +107,8 @@ impl Summary {
             policy: r.policy.clone(),
             requests: r.requests.len(),
             completed: done.len(),
-            rejected: r.requests.len() - done.len(),
+            rejected: r.requests.len() - done.len() - cancelled,
+            cancelled,
             duration_s: r.duration,
             steps: r.steps,
             utilization: if r.duration > 0.0 {
@@ -151,10 +156,15 @@ impl Summary {
         };
         let _ = writeln!(
             s,
-            "policy: {}  requests: {} ({} rejected)  simulated: {:.2} s  steps: {}  executor busy: {:.0}%",
+            "policy: {}  requests: {} ({} rejected{})  simulated: {:.2} s  steps: {}  executor busy: {:.0}%",
             self.policy,
             self.requests,
             self.rejected,
+            if self.cancelled > 0 {
+                format!(", {} cancelled", self.cancelled)
+            } else {
+                String::new()
+            },
             self.duration_s,
             self.steps,
             self.utilization * 100.0
@@ -215,6 +225,8 @@ struct Row {
     priority: i32,
     /// Empty, `queue_full`, `too_large` or `slo_missed`.
     rejected: &'static str,
+    /// Aborted unfinished when its client went away (then it has no latencies).
+    cancelled: bool,
     queue_time: Option<f64>,
     ttft: Option<f64>,
     tpot: Option<f64>,
@@ -227,7 +239,7 @@ pub fn write_requests_csv(path: &Path, r: &SimResult) -> Result<()> {
     let mut w =
         csv::Writer::from_path(path).with_context(|| format!("creating {}", path.display()))?;
     for (id, q) in r.requests.iter().enumerate() {
-        let ok = q.rejected.is_none();
+        let ok = q.completed();
         w.serialize(Row {
             id,
             arrival: q.arrival,
@@ -236,6 +248,7 @@ pub fn write_requests_csv(path: &Path, r: &SimResult) -> Result<()> {
             prefix_group: q.prefix_group,
             priority: q.priority,
             rejected: q.rejected.map_or("", |r| r.as_str()),
+            cancelled: q.cancelled,
             queue_time: ok.then(|| q.queue_time()),
             ttft: ok.then(|| q.ttft()),
             tpot: q.tpot().filter(|_| ok),

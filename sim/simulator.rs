@@ -13,7 +13,8 @@ use anyhow::{ensure, Result};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,6 +93,9 @@ pub struct RequestResult {
     pub preemptions: u32,
     /// Refused on arrival (then it has no latencies).
     pub rejected: Option<Rejection>,
+    /// Its client went away (`cancel_after`) before it finished: aborted then (`finished`), it
+    /// counts as neither completed nor rejected.
+    pub cancelled: bool,
 }
 
 /// Why a request was refused; the engine refuses the same requests.
@@ -127,6 +131,10 @@ impl Rejection {
 }
 
 impl RequestResult {
+    /// Served to its end: neither refused nor cancelled.
+    pub fn completed(&self) -> bool {
+        self.rejected.is_none() && !self.cancelled
+    }
     pub fn queue_time(&self) -> f64 {
         self.scheduled - self.arrival
     }
@@ -223,8 +231,12 @@ pub fn simulate_with(
             cached_tokens: 0,
             preemptions: 0,
             rejected: None,
+            cancelled: false,
         })
         .collect();
+    // When added requests' clients go away: (time's bits, request), soonest first. (Times are
+    // finite and >= 0, so their bits order as they do.)
+    let mut cancels: BinaryHeap<Reverse<(u64, usize)>> = BinaryHeap::new();
     let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(depth);
     let mut sampled: Vec<u32> = Vec::new();
     let (mut now, mut executor_free, mut busy) = (0.0f64, 0.0f64, 0.0f64);
@@ -257,8 +269,30 @@ pub fn simulate_with(
                 req.client = r.client.as_deref().map(Arc::from);
                 req.ttft_slo = ttft_slo(cfg, r);
                 sched.add(next as u64, req, 0);
+                if let Some(after) = r.cancel_after {
+                    cancels.push(Reverse(((r.arrival + after).to_bits(), next)));
+                }
             }
             next += 1;
+        }
+        // Clients gone by now: abort what they still wait for (a step in flight with them in it
+        // comes back to a scheduler that no longer knows them, as in the engine).
+        while let Some(&Reverse((at, id))) = cancels.peek() {
+            if sched.get(id as u64).is_none() {
+                cancels.pop(); // finished or refused already
+                continue;
+            }
+            if f64::from_bits(at) > now {
+                break;
+            }
+            cancels.pop();
+            sched.remove(id as u64);
+            let r = &mut results[id];
+            if r.scheduled.is_nan() {
+                waiting -= 1;
+            }
+            r.cancelled = true;
+            r.finished = now;
         }
         while in_flight.len() < depth {
             let planned = sched.schedule();
@@ -288,7 +322,12 @@ pub fn simulate_with(
         }
         let step_end = in_flight.front().map(|f| f.end);
         let arrival = trace.get(next).map(|r| r.arrival);
-        match (step_end, arrival) {
+        let cancel = cancels.peek().map(|Reverse((at, _))| f64::from_bits(*at));
+        let wake = match (arrival, cancel) {
+            (Some(a), Some(c)) => Some(a.min(c)),
+            (a, c) => a.or(c),
+        };
+        match (step_end, wake) {
             (None, None) => break,
             (None, Some(a)) => now = a,
             (Some(e), Some(a)) if a < e => now = a,

@@ -47,6 +47,10 @@ pub struct TraceRequest {
     /// `--ttft-slo-ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttft_slo_ms: Option<f64>,
+    /// Seconds after its arrival at which its client goes away (a closed connection, a timeout):
+    /// a request still unfinished then is aborted, its blocks freed. Absent: it waits to the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_after: Option<f64>,
 }
 
 fn is_zero(x: &usize) -> bool {
@@ -185,6 +189,10 @@ pub fn validate(reqs: &[TraceRequest]) -> Result<()> {
         ensure!(
             r.ttft_slo_ms.is_none_or(|ms| ms.is_finite() && ms >= 0.0),
             "request {i}: ttft_slo_ms must be a number of milliseconds >= 0"
+        );
+        ensure!(
+            r.cancel_after.is_none_or(|s| s.is_finite() && s >= 0.0),
+            "request {i}: cancel_after must be a number of seconds >= 0"
         );
         last = r.arrival;
     }

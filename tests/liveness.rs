@@ -104,9 +104,9 @@ proptest! {
         drive::run_with("deadline", REFUSE, &c).map_err(TestCaseError::fail)?;
     }
 
-    /// The same workloads (aborts aside) in the simulator, each step a simulated second: every
-    /// request finishes within its bound, and the simulator finds no block still referenced at
-    /// the end.
+    /// The same workloads in the simulator (aborts as clients going away), each step a simulated
+    /// second: every request finishes within its bound or is cancelled no sooner than its client
+    /// left, and the simulator finds no block still referenced at the end.
     #[test]
     fn every_request_ends_within_its_bound_in_the_simulator(c in case()) {
         for name in policy::NAMES {

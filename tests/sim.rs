@@ -308,3 +308,56 @@ fn a_hundred_thousand_requests_all_complete() {
         assert!(s.steps > 0);
     }
 }
+
+/// A client that goes away (`cancel_after`) aborts its request then, running or waiting: it
+/// holds no blocks afterwards (the simulator checks the cache ends empty), takes no more steps,
+/// and counts as cancelled, not completed; a client that outwaits its request changes nothing.
+#[test]
+fn a_client_going_away_cancels_its_request_then() {
+    // One slot: the long request runs from 0; the second waits behind it.
+    let cfg = config("fcfs", 1, 512);
+    let long = req(0.0, 100, 1000);
+    let waiting = req(0.0, 50, 10);
+    let alone = run(&cfg, &[long.clone(), waiting.clone()]);
+    let full_run = alone.requests[0].e2e();
+    let cancel_at = full_run / 4.0;
+    let trace = [
+        TraceRequest {
+            cancel_after: Some(cancel_at),
+            ..long.clone()
+        },
+        waiting.clone(),
+    ];
+    let r = run(&cfg, &trace);
+    let (cut, next) = (&r.requests[0], &r.requests[1]);
+    assert!(cut.cancelled && !cut.completed(), "{cut:?}");
+    assert!(cut.finished >= cancel_at && cut.finished < cancel_at + 0.01, "{cut:?}");
+    assert!(next.completed(), "{next:?}");
+    // The waiting request starts once the long one is gone, not after its thousand tokens.
+    assert!(next.ttft() < full_run / 2.0, "{next:?}");
+    assert!(r.steps < alone.steps / 2, "{} of {} steps", r.steps, alone.steps);
+    let s = Summary::of(&r, SLO);
+    assert_eq!((s.completed, s.cancelled, s.rejected), (1, 1, 0));
+
+    // Cancelled while still waiting: gone before it ever runs.
+    let trace = [
+        long.clone(),
+        TraceRequest {
+            cancel_after: Some(cancel_at),
+            ..waiting.clone()
+        },
+    ];
+    let r = run(&cfg, &trace);
+    assert!(r.requests[1].cancelled && r.requests[1].scheduled.is_nan());
+    assert!(r.requests[0].completed());
+
+    // A patient client: the same results as without one.
+    let trace = [
+        TraceRequest {
+            cancel_after: Some(full_run * 2.0),
+            ..long
+        },
+        waiting,
+    ];
+    assert_eq!(run(&cfg, &trace).requests, alone.requests);
+}

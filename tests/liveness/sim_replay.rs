@@ -29,6 +29,7 @@ fn trace(c: &Case) -> Vec<TraceRequest> {
                 priority: r.priority,
                 client: Some(r.client()),
                 ttft_slo_ms: r.ttft_slo.map(|steps| steps as f64 * 1e3),
+                cancel_after: r.abort_after.map(|steps| steps as f64),
                 ..Default::default()
             });
         }
@@ -36,8 +37,9 @@ fn trace(c: &Case) -> Vec<TraceRequest> {
     out
 }
 
-/// Runs the case (aborts aside: traces have none) under `policy_name`. The simulator itself
-/// fails if the scheduler stops with work left or a block still referenced at the end.
+/// Runs the case under `policy_name`, its aborts as clients going away (`cancel_after`). The
+/// simulator itself fails if the scheduler stops with work left or a block still referenced at
+/// the end.
 ///
 /// With aging on, each request ends within its [`aging_bound`] + 2 seconds of arriving: the
 /// executor is busy from its arrival to its end (with it unfinished there is always a step to
@@ -94,6 +96,26 @@ pub fn run_with(policy_name: &str, opts: PolicyOptions, c: &Case) -> Result<(), 
         }
         if q.rejected.is_some() || q.finished.is_nan() {
             return Err(format!("{policy_name}: request {i} never finished"));
+        }
+        if q.cancelled {
+            // Gone when its client went, not before.
+            let at = q.arrival + trace[i].cancel_after.expect("only a cancel_after cancels");
+            if q.finished < at {
+                return Err(format!(
+                    "{policy_name}: request {i} cancelled at {} s, before its client left at {at} s",
+                    q.finished
+                ));
+            }
+            continue;
+        }
+        if let Some(after) = trace[i].cancel_after {
+            if q.finished > q.arrival + after {
+                return Err(format!(
+                    "{policy_name}: request {i} finished at {} s, after its client left at {} s",
+                    q.finished,
+                    q.arrival + after
+                ));
+            }
         }
         let Some(w) = c.max_wait_steps else { continue };
         let before = r.requests[..i]
