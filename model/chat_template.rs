@@ -19,6 +19,8 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     bos_token: String,
     eos_token: String,
+    /// Whether the template reads a `tools` variable (HF's tool-calling convention).
+    uses_tools: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,11 +50,20 @@ impl ChatTemplate {
         env.add_function("strftime_now", strftime_now);
         env.add_template_owned(NAME, source.to_string())
             .map_err(|e| anyhow::anyhow!("the model's chat template does not compile: {e}"))?;
+        let uses_tools = env
+            .get_template(NAME)
+            .is_ok_and(|t| t.undeclared_variables(false).contains("tools"));
         Ok(ChatTemplate {
             env,
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
+            uses_tools,
         })
+    }
+
+    /// Whether the template renders the `tools` it is given.
+    pub fn uses_tools(&self) -> bool {
+        self.uses_tools
     }
 
     /// The prompt text for `messages` (already checked by `messages::parse_messages`).
@@ -61,12 +72,24 @@ impl ChatTemplate {
         messages: &[Json],
         add_generation_prompt: bool,
     ) -> Result<String, TemplateError> {
+        self.render_with_tools(messages, add_generation_prompt, None)
+    }
+
+    /// [`render`](Self::render) with `tools` (HF's `[{"type": "function", "function": …}]`) in
+    /// the template's `tools` variable; `None` renders it as `none`, as transformers passes it.
+    pub fn render_with_tools(
+        &self,
+        messages: &[Json],
+        add_generation_prompt: bool,
+        tools: Option<&[Json]>,
+    ) -> Result<String, TemplateError> {
         let tmpl = self
             .env
             .get_template(NAME)
             .map_err(|e| TemplateError::Failed(e.to_string()))?;
         tmpl.render(context! {
             messages => Value::from_serialize(messages),
+            tools => tools.map(Value::from_serialize),
             add_generation_prompt => add_generation_prompt,
             bos_token => &self.bos_token,
             eos_token => &self.eos_token,
@@ -206,6 +229,36 @@ mod tests {
         let src = "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}";
         let t = ChatTemplate::new(src, "", "").unwrap();
         assert!(t.render(&user("x"), true).is_err());
+    }
+
+    /// A template in the style of Qwen's and Llama 3.1's: tools listed in the system turn, calls
+    /// of assistant turns written from their parsed arguments, tool results as their own turns.
+    const TOOL_TEMPLATE: &str = "{% if tools %}<tools>{% for t in tools %}{{ t.function.name }}:{{ t.function.parameters | tojson }};{% endfor %}</tools>\n{% endif %}{% for m in messages %}{{ m.role }}: {% if m.tool_calls %}{% for c in m.tool_calls %}<call>{{ c.function.name }}({{ c.function.arguments.city }}){% endfor %}{% else %}{{ m.content }}{% endif %}{% if m.tool_call_id %} [{{ m.tool_call_id }}]{% endif %}{{ '\\n' }}{% endfor %}";
+
+    #[test]
+    fn tools_reach_a_template_that_uses_them() {
+        let t = ChatTemplate::new(TOOL_TEMPLATE, "", "").unwrap();
+        assert!(t.uses_tools());
+        assert!(!ChatTemplate::new(CHATML, "", "").unwrap().uses_tools());
+        // Llama 3.1 defaults the variable before reading it; it still reads the request's.
+        let llama = "{% if not tools is defined %}{% set tools = none %}{% endif %}{% if tools is not none %}x{% endif %}";
+        assert!(ChatTemplate::new(llama, "", "").unwrap().uses_tools());
+        let tools = [
+            json!({"type": "function", "function": {"name": "get_weather",
+            "parameters": {"type": "object"}}}),
+        ];
+        let messages = [
+            json!({"role": "user", "content": "weather?"}),
+            json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_1",
+                "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]}),
+            json!({"role": "tool", "tool_call_id": "call_1", "content": "-3C"}),
+        ];
+        assert_eq!(
+            t.render_with_tools(&messages, false, Some(&tools)).unwrap(),
+            "<tools>get_weather:{\"type\":\"object\"};</tools>\nuser: weather?\nassistant: <call>get_weather(Oslo)\ntool: -3C [call_1]\n"
+        );
+        let without = t.render(&messages[..1], false).unwrap();
+        assert_eq!(without, "user: weather?\n");
     }
 
     #[test]

@@ -30,8 +30,9 @@ use super::panic::catch_unwind;
 use super::prompt::prompt_ids;
 use super::sse::{self, Body, DONE};
 use super::state::{ActiveGuard, AppState};
+use super::tools::output::ChatOutput;
 use super::validate::{
-    check_context, validate, Input, Limits, Prompt, ValidRequest, ValidationError,
+    check_context, validate, Endpoint, Input, Limits, Prompt, ValidRequest, ValidationError,
 };
 use super::wire::WireFormat;
 
@@ -69,6 +70,7 @@ pub async fn handle<W: WireFormat>(
         prompt_tokens: prompt_ids.len(),
         received,
         tokenizer: state.tokenizer.clone(),
+        chat_output: chat_output(&state, &valid, &prompt_ids),
     };
     let events = submit_all(&state, &valid, prompt_ids)?;
     if valid.stream {
@@ -76,6 +78,21 @@ pub async fn handle<W: WireFormat>(
     } else {
         collect::<W>(&state, &job, events).await
     }
+}
+
+/// The reader of chat answers for reasoning and tool calls, if they need one.
+fn chat_output(state: &AppState, valid: &ValidRequest, prompt_ids: &[u32]) -> Option<ChatOutput> {
+    if valid.endpoint != Endpoint::Chat {
+        return None;
+    }
+    let support = &state.output_support;
+    ChatOutput::new(
+        support,
+        valid.tools.as_ref(),
+        &state.tokenizer,
+        prompt_ids,
+        valid.n,
+    )
 }
 
 /// The prompt's token ids and `params.max_tokens` decided from them.
@@ -101,7 +118,12 @@ fn prepare<W: WireFormat>(
         }
         .into());
     }
-    let ids = prompt_ids(state, &valid.input, valid.add_generation_prompt)?;
+    let ids = prompt_ids(
+        state,
+        &valid.input,
+        valid.add_generation_prompt,
+        valid.tools.as_ref(),
+    )?;
     if ids.is_empty() {
         return Err(ValidationError::Empty(W::INPUT).into());
     }
@@ -316,6 +338,10 @@ async fn pump<W: WireFormat>(
                 W::chunk(job, i, "", &[], offset, Some(reason))
             }
         };
+        // A chat chunk whose text is held back (a possible tool call) has no event yet.
+        if chunk.is_empty() {
+            continue;
+        }
         if !send(chunk).await {
             return;
         }
@@ -349,6 +375,7 @@ mod tests {
             prompt_tokens: 3,
             received: Instant::now(),
             tokenizer: Arc::new(Tokenizer::from_hf_dir(&dir).unwrap()),
+            chat_output: None,
         }
     }
 

@@ -22,6 +22,7 @@ pub mod response;
 pub mod routes;
 pub mod sse;
 pub mod state;
+pub mod tools;
 pub mod validate;
 pub mod wire;
 

@@ -8,6 +8,8 @@ use crate::model::tokenizer::Tokenizer;
 
 use super::error::ApiError;
 use super::state::AppState;
+use super::tools::request::ToolRequest;
+use super::tools::template::template_input;
 use super::validate::{Input, Prompt};
 
 /// The token ids of `input`.
@@ -15,10 +17,11 @@ pub fn prompt_ids(
     state: &AppState,
     input: &Input,
     add_generation_prompt: bool,
+    tools: Option<&ToolRequest>,
 ) -> Result<Vec<u32>, ApiError> {
     match input {
         Input::Prompt(p) => completion_ids(&state.tokenizer, p),
-        Input::Messages(m) => chat_ids(state, m, add_generation_prompt),
+        Input::Messages(m) => chat_ids(state, m, add_generation_prompt, tools),
     }
 }
 
@@ -38,13 +41,19 @@ fn chat_ids(
     state: &AppState,
     messages: &[Value],
     add_generation_prompt: bool,
+    tools: Option<&ToolRequest>,
 ) -> Result<Vec<u32>, ApiError> {
     let template = state
         .template
         .as_ref()
         .map_err(|why| ApiError::bad_request(why.clone(), Some("messages")))?;
+    let input = template_input(messages, tools, template.uses_tools());
     let text = template
-        .render(messages, add_generation_prompt)
+        .render_with_tools(
+            &input.messages,
+            add_generation_prompt,
+            input.tools.as_deref(),
+        )
         // The template compiled at startup, so whatever fails now fails for these messages
         // (e.g. a ChatML template concatenating the null content of a tool-calling turn): 400.
         .map_err(|e: TemplateError| ApiError::bad_request(e.to_string(), Some("messages")))?;

@@ -11,6 +11,9 @@ use crate::engine::request::SamplingParams;
 
 use super::error::ApiError;
 use super::messages::{parse_messages, MessageError};
+use super::tools::forced::constrain_forced_call;
+use super::tools::history::parse_tool_call_arguments;
+use super::tools::request::{parse_tool_fields, ToolError, ToolRequest};
 
 /// Most choices one request may ask for (`n`).
 pub const MAX_N: usize = 16;
@@ -66,6 +69,8 @@ pub struct ValidRequest {
     pub priority: i32,
     /// The OpenAI `user` field: who sent it, for the fairness policy (`vtc`).
     pub user: Option<String>,
+    /// Chat `tools` and how the model may use them; `None` without tools.
+    pub tools: Option<ToolRequest>,
 }
 
 /// What validation needs to know about the served model.
@@ -133,6 +138,8 @@ pub enum ValidationError {
     Unsupported(&'static str),
     #[error("{0}")]
     Message(#[from] MessageError),
+    #[error("{0}")]
+    Tools(#[from] ToolError),
     /// Text so long that it cannot fit the context whatever it tokenizes to: refused before
     /// tokenizing (seconds of CPU for a few MiB).
     #[error(
@@ -184,6 +191,7 @@ impl ValidationError {
             UserTooLong => "user",
             StreamOptionsWithoutStream => "stream_options",
             Message(m) => return Some(m.param()),
+            Tools(t) => return Some(t.param()),
             ContextLength { input, .. } | TextTooLong { input, .. } => input,
         };
         Some(p.to_string())
@@ -230,8 +238,14 @@ pub fn validate(body: &[u8], endpoint: Endpoint, limits: Limits) -> R<ValidReque
             let msgs = f
                 .get("messages")
                 .ok_or(ValidationError::Missing("messages"))?;
-            Input::Messages(parse_messages(msgs)?)
+            let mut msgs = parse_messages(msgs)?;
+            parse_tool_call_arguments(&mut msgs)?;
+            Input::Messages(msgs)
         }
+    };
+    let tools = match endpoint {
+        Endpoint::Chat => parse_tool_fields(&obj)?,
+        Endpoint::Completions => None,
     };
 
     let (max_tokens, max_tokens_param) = match endpoint {
@@ -303,6 +317,9 @@ pub fn validate(body: &[u8], endpoint: Endpoint, limits: Limits) -> R<ValidReque
         }
     }
     p.ignore_eos = f.bool("ignore_eos")?.unwrap_or(false);
+    if let Some(t) = &tools {
+        constrain_forced_call(t, &mut p)?;
+    }
 
     let n = match f.int("n")? {
         None => 1,
@@ -348,6 +365,7 @@ pub fn validate(body: &[u8], endpoint: Endpoint, limits: Limits) -> R<ValidReque
         add_generation_prompt,
         priority,
         user,
+        tools,
     })
 }
 
