@@ -45,10 +45,9 @@ pub fn fallback_system_prompt(tools: &ToolRequest) -> String {
         .map(Value::to_string)
         .collect();
     format!(
-        "You may call one or more functions to assist with the user query. The functions, as JSON \
-         schemas, are:\n<tools>\n{}\n</tools>\nTo call a function, answer with one block per \
-         call, each a JSON object with the function's name and arguments:\n<tool_call>\n\
-         {{\"name\": <function-name>, \"arguments\": <arguments-json-object>}}\n</tool_call>",
+        "You can call functions. Their JSON schemas:\n<tools>\n{}\n</tools>\nTo call functions, \
+         answer with one block per call:\n<tool_call>\n{{\"name\": <function-name>, \
+         \"arguments\": <arguments-object>}}\n</tool_call>",
         listed.join("\n")
     )
 }
