@@ -465,6 +465,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn held_back_chat_text_sends_no_empty_events() {
+        use crate::server::tools::request::parse_tool_fields;
+        use crate::server::tools::support::ModelOutputSupport;
+        use crate::server::tools::syntax::ToolSyntax;
+        let mut job = job(1);
+        let body = serde_json::json!({"tools": [{"type": "function", "function": {"name": "f"}}]});
+        let tools = parse_tool_fields(body.as_object().unwrap()).unwrap();
+        let support = ModelOutputSupport {
+            syntax: ToolSyntax::Hermes,
+            template_uses_tools: false,
+            reasoning: false,
+        };
+        job.chat_output = ChatOutput::new(&support, tools.as_ref(), &job.tokenizer, &[1], 1);
+        let out = run::<Chat>(
+            &job,
+            vec![
+                (0, tokens("<tool_")),
+                (0, tokens("call>{\"name\": \"f\"}")),
+                (0, tokens("</tool_call>")),
+                (0, finished(FinishReason::Stop)),
+            ],
+        )
+        .await;
+        assert!(out.iter().all(|e| e.starts_with("data: ")), "{out:?}");
+        let calls = out.iter().filter(|e| e.contains("\"tool_calls\"")).count();
+        assert_eq!(calls, 2, "the call's opening and arguments: {out:?}");
+        assert!(out[out.len() - 3].contains("\"finish_reason\":\"tool_calls\""));
+    }
+
+    #[tokio::test]
     async fn a_gone_client_stops_the_pump_and_drops_the_requests() {
         let job = job(1);
         let metrics = Metrics::without_engine();
