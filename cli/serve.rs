@@ -8,6 +8,8 @@ use crate::cli::engine_args::EngineArgs;
 
 use crate::server::http::serve;
 use crate::server::state::ServerConfig;
+use crate::server::tools::support::{OutputParsers, ReasoningParser};
+use crate::server::tools::syntax::ToolSyntax;
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -35,6 +37,12 @@ pub struct ServeArgs {
     /// Kernel send buffer per connection in bytes (default: the kernel's autotuning).
     #[arg(long)]
     pub send_buffer_bytes: Option<usize>,
+    /// How the model writes tool calls (default: picked from the chat template and vocabulary).
+    #[arg(long, value_enum)]
+    pub tool_call_parser: Option<ToolSyntax>,
+    /// Split `<think>` reasoning into `reasoning_content` (auto: when `<think>` is a token).
+    #[arg(long, value_enum, default_value_t = ReasoningParser::Auto)]
+    pub reasoning_parser: ReasoningParser,
 }
 
 impl ServeArgs {
@@ -51,6 +59,10 @@ impl ServeArgs {
             body_read_timeout: secs(self.body_read_timeout, "body-read-timeout")?,
             write_timeout: secs(self.write_timeout, "write-timeout")?,
             send_buffer_bytes: self.send_buffer_bytes,
+            output_parsers: OutputParsers {
+                tool_call: self.tool_call_parser,
+                reasoning: self.reasoning_parser,
+            },
         })
     }
 }

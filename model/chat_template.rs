@@ -57,6 +57,7 @@ impl ChatTemplate {
             env,
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
+            uses_tools,
         })
     }
 
@@ -65,21 +66,29 @@ impl ChatTemplate {
         self.reads.contains(name)
     }
 
+    /// Whether the template renders the `tools` it is given (HF's tool-calling convention).
+    pub fn uses_tools(&self) -> bool {
+        self.reads("tools")
+    }
+
     /// The prompt text for `messages` (already checked by `messages::parse_messages`).
     pub fn render(
         &self,
         messages: &[Json],
         add_generation_prompt: bool,
     ) -> Result<String, TemplateError> {
-        self.render_with(messages, add_generation_prompt, &Map::new())
+        self.render_with(messages, add_generation_prompt, None, &Map::new())
     }
 
-    /// [`render`](Self::render) with `extra` variables in the context (`chat_template_kwargs`);
-    /// where a name is also one the renderer sets, the renderer's value wins.
+    /// [`render`](Self::render) with `tools` (HF's `[{"type": "function", "function": …}]`) in
+    /// the template's `tools` variable (`None` renders it as `none`, as transformers passes it)
+    /// and `extra` variables in the context (`chat_template_kwargs`); where a name is also one
+    /// the renderer sets, the renderer's value wins.
     pub fn render_with(
         &self,
         messages: &[Json],
         add_generation_prompt: bool,
+        tools: Option<&[Json]>,
         extra: &Map<String, Json>,
     ) -> Result<String, TemplateError> {
         let tmpl = self
@@ -88,6 +97,7 @@ impl ChatTemplate {
             .map_err(|e| TemplateError::Failed(e.to_string()))?;
         tmpl.render(context! {
             messages => Value::from_serialize(messages),
+            tools => tools.map(Value::from_serialize),
             add_generation_prompt => add_generation_prompt,
             bos_token => &self.bos_token,
             eos_token => &self.eos_token,
@@ -230,6 +240,36 @@ mod tests {
         assert!(t.render(&user("x"), true).is_err());
     }
 
+    /// A template in the style of Qwen's and Llama 3.1's: tools listed in the system turn, calls
+    /// of assistant turns written from their parsed arguments, tool results as their own turns.
+    const TOOL_TEMPLATE: &str = "{% if tools %}<tools>{% for t in tools %}{{ t.function.name }}:{{ t.function.parameters | tojson }};{% endfor %}</tools>\n{% endif %}{% for m in messages %}{{ m.role }}: {% if m.tool_calls %}{% for c in m.tool_calls %}<call>{{ c.function.name }}({{ c.function.arguments.city }}){% endfor %}{% else %}{{ m.content }}{% endif %}{% if m.tool_call_id %} [{{ m.tool_call_id }}]{% endif %}{{ '\\n' }}{% endfor %}";
+
+    #[test]
+    fn tools_reach_a_template_that_uses_them() {
+        let t = ChatTemplate::new(TOOL_TEMPLATE, "", "").unwrap();
+        assert!(t.uses_tools());
+        assert!(!ChatTemplate::new(CHATML, "", "").unwrap().uses_tools());
+        // Llama 3.1 defaults the variable before reading it; it still reads the request's.
+        let llama = "{% if not tools is defined %}{% set tools = none %}{% endif %}{% if tools is not none %}x{% endif %}";
+        assert!(ChatTemplate::new(llama, "", "").unwrap().uses_tools());
+        let tools = [
+            json!({"type": "function", "function": {"name": "get_weather",
+            "parameters": {"type": "object"}}}),
+        ];
+        let messages = [
+            json!({"role": "user", "content": "weather?"}),
+            json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_1",
+                "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]}),
+            json!({"role": "tool", "tool_call_id": "call_1", "content": "-3C"}),
+        ];
+        assert_eq!(
+            t.render_with(&messages, false, Some(&tools), &Map::new()).unwrap(),
+            "<tools>get_weather:{\"type\":\"object\"};</tools>\nuser: weather?\nassistant: <call>get_weather(Oslo)\ntool: -3C [call_1]\n"
+        );
+        let without = t.render(&messages[..1], false).unwrap();
+        assert_eq!(without, "user: weather?\n");
+    }
+
     #[test]
     fn extra_variables_reach_the_template_but_not_over_the_renderers_own() {
         let src = "{% if enable_thinking is defined and not enable_thinking %}NOTHINK {% endif %}{{ messages[0].content }}|{{ bos_token }}";
@@ -238,12 +278,12 @@ mod tests {
         let extra = |v: Json| v.as_object().unwrap().clone();
         assert_eq!(t.render(&user("hi"), true).unwrap(), "hi|<s>");
         assert_eq!(
-            t.render_with(&user("hi"), true, &extra(json!({"enable_thinking": false})))
+            t.render_with(&user("hi"), true, None, &extra(json!({"enable_thinking": false})))
                 .unwrap(),
             "NOTHINK hi|<s>"
         );
         assert_eq!(
-            t.render_with(&user("hi"), true, &extra(json!({"bos_token": "X"})))
+            t.render_with(&user("hi"), true, None, &extra(json!({"bos_token": "X"})))
                 .unwrap(),
             "hi|<s>"
         );

@@ -13,11 +13,13 @@ use super::openai::{
 };
 use super::response;
 use super::sse::{self, Body};
+use super::tools::output::{deltas, ChatOutput};
 use super::validate::Endpoint;
 use super::wire::WireFormat;
 
 const CHUNK: &str = "chat.completion.chunk";
 const ROLE: &str = "assistant";
+const TOOL_CALLS: &str = "tool_calls";
 
 /// The `/v1/chat/completions` format.
 pub struct Chat;
@@ -48,9 +50,12 @@ impl WireFormat for Chat {
         _offset: usize,
         finish: Option<&FinishReason>,
     ) -> Bytes {
+        if let Some(out) = &job.chat_output {
+            return parsed_chunks(job, out, index, text, lps, finish);
+        }
         let delta = Delta {
-            role: None,
             content: (finish.is_none()).then(|| text.to_string()),
+            ..Delta::default()
         };
         let choice = ChatChunkChoice {
             index,
@@ -65,6 +70,57 @@ impl WireFormat for Chat {
         let mut c = base(job, vec![]);
         c.usage = Some(Some(usage));
         sse::event(&c)
+    }
+}
+
+/// The events for `text` of a choice whose answer is read for reasoning and tool calls: one per
+/// delta it decides (none while it is held back), the logprobs on the first; at the end, the
+/// held rest and the finish, `tool_calls` when the choice called a tool.
+fn parsed_chunks(
+    job: &Job,
+    out: &ChatOutput,
+    index: usize,
+    text: &str,
+    lps: &[TokenLogprob],
+    finish: Option<&FinishReason>,
+) -> Bytes {
+    let (outs, called) = match finish {
+        None => (out.push(index, text), false),
+        Some(_) => out.finish(index),
+    };
+    let mut deltas: Vec<Delta> = outs.into_iter().flat_map(deltas).collect();
+    let mut lps = (job.want_logprobs && !lps.is_empty()).then(|| logprobs(job, lps));
+    if deltas.is_empty() && lps.is_some() {
+        deltas.push(Delta::default());
+    }
+    let mut events = Vec::new();
+    for delta in deltas {
+        let choice = ChatChunkChoice {
+            index,
+            delta,
+            logprobs: lps.take(),
+            finish_reason: None,
+        };
+        events.extend_from_slice(&sse::event(&base(job, vec![choice])));
+    }
+    if let Some(reason) = finish {
+        let choice = ChatChunkChoice {
+            index,
+            delta: Delta::default(),
+            logprobs: None,
+            finish_reason: Some(finish_reason(reason, called)),
+        };
+        events.extend_from_slice(&sse::event(&base(job, vec![choice])));
+    }
+    Bytes::from(events)
+}
+
+/// `tool_calls` when the answer called a tool, else the engine's reason.
+fn finish_reason(reason: &FinishReason, called: bool) -> &'static str {
+    if called {
+        TOOL_CALLS
+    } else {
+        reason.as_str()
     }
 }
 
@@ -111,6 +167,7 @@ fn role_chunk(job: &Job, index: usize) -> Bytes {
     let delta = Delta {
         role: Some(ROLE),
         content: Some(String::new()),
+        ..Delta::default()
     };
     let choice = ChatChunkChoice {
         index,
@@ -119,6 +176,37 @@ fn role_chunk(job: &Job, index: usize) -> Bytes {
         finish_reason: None,
     };
     sse::event(&base(job, vec![choice]))
+}
+
+fn choice(job: &Job, index: usize, c: &Choice) -> ChatChoice {
+    let (message, called) = match &job.chat_output {
+        None => (
+            ChatMessage {
+                role: ROLE,
+                content: Some(c.text.clone()),
+                reasoning_content: None,
+                tool_calls: Vec::new(),
+            },
+            false,
+        ),
+        Some(out) => {
+            let m = out.message(&c.text);
+            let called = !m.tool_calls.is_empty();
+            let message = ChatMessage {
+                role: ROLE,
+                content: m.content,
+                reasoning_content: m.reasoning,
+                tool_calls: m.tool_calls,
+            };
+            (message, called)
+        }
+    };
+    ChatChoice {
+        index,
+        message,
+        logprobs: job.want_logprobs.then(|| logprobs(job, &c.logprobs)),
+        finish_reason: c.finish.as_ref().map(|f| finish_reason(f, called)),
+    }
 }
 
 fn completion<'a>(job: &'a Job, choices: &[Choice]) -> ChatCompletion<'a> {
@@ -130,16 +218,11 @@ fn completion<'a>(job: &'a Job, choices: &[Choice]) -> ChatCompletion<'a> {
         choices: choices
             .iter()
             .enumerate()
-            .map(|(index, c)| ChatChoice {
-                index,
-                message: ChatMessage {
-                    role: ROLE,
-                    content: c.text.clone(),
-                },
-                logprobs: job.want_logprobs.then(|| logprobs(job, &c.logprobs)),
-                finish_reason: c.finish.as_ref().map(FinishReason::as_str),
-            })
+            .map(|(index, c)| choice(job, index, c))
             .collect(),
         usage: job.usage(choices),
     }
 }
+
+#[cfg(test)]
+mod tests;

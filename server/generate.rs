@@ -30,8 +30,9 @@ use super::panic::catch_unwind;
 use super::prompt::prompt_ids;
 use super::sse::{self, Body, DONE};
 use super::state::{ActiveGuard, AppState};
+use super::tools::output::ChatOutput;
 use super::validate::{
-    check_context, validate, Input, Limits, Prompt, ValidRequest, ValidationError,
+    check_context, validate, Endpoint, Input, Limits, Prompt, ValidRequest, ValidationError,
 };
 use super::wire::WireFormat;
 
@@ -69,6 +70,7 @@ pub async fn handle<W: WireFormat>(
         prompt_tokens: prompt_ids.len(),
         received,
         tokenizer: state.tokenizer.clone(),
+        chat_output: chat_output(&state, &valid, &prompt_ids),
     };
     let events = submit_all(&state, &valid, prompt_ids)?;
     if valid.stream {
@@ -76,6 +78,21 @@ pub async fn handle<W: WireFormat>(
     } else {
         collect::<W>(&state, &job, events).await
     }
+}
+
+/// The reader of chat answers for reasoning and tool calls, if they need one.
+fn chat_output(state: &AppState, valid: &ValidRequest, prompt_ids: &[u32]) -> Option<ChatOutput> {
+    if valid.endpoint != Endpoint::Chat {
+        return None;
+    }
+    let support = &state.output_support;
+    ChatOutput::new(
+        support,
+        valid.tools.as_ref(),
+        &state.tokenizer,
+        prompt_ids,
+        valid.n,
+    )
 }
 
 /// The prompt's token ids and `params.max_tokens` decided from them.
@@ -101,7 +118,7 @@ fn prepare<W: WireFormat>(
         }
         .into());
     }
-    let ids = prompt_ids(state, &valid.input, &valid.template)?;
+    let ids = prompt_ids(state, &valid.input, &valid.template, valid.tools.as_ref())?;
     if ids.is_empty() {
         return Err(ValidationError::Empty(W::INPUT).into());
     }
@@ -332,6 +349,10 @@ async fn pump<W: WireFormat>(
                 }
             },
         };
+        // A chat chunk whose text is held back (a possible tool call) has no event yet.
+        if chunk.is_empty() {
+            continue;
+        }
         if !send(chunk).await {
             return;
         }
@@ -365,6 +386,7 @@ mod tests {
             prompt_tokens: 3,
             received: Instant::now(),
             tokenizer: Arc::new(Tokenizer::from_hf_dir(&dir).unwrap()),
+            chat_output: None,
         }
     }
 
@@ -451,6 +473,36 @@ mod tests {
             "{usage}"
         );
         assert_eq!(out.last().unwrap(), "data: [DONE]\n\n");
+    }
+
+    #[tokio::test]
+    async fn held_back_chat_text_sends_no_empty_events() {
+        use crate::server::tools::request::parse_tool_fields;
+        use crate::server::tools::support::ModelOutputSupport;
+        use crate::server::tools::syntax::ToolSyntax;
+        let mut job = job(1);
+        let body = serde_json::json!({"tools": [{"type": "function", "function": {"name": "f"}}]});
+        let tools = parse_tool_fields(body.as_object().unwrap()).unwrap();
+        let support = ModelOutputSupport {
+            syntax: ToolSyntax::Hermes,
+            template_uses_tools: false,
+            reasoning: false,
+        };
+        job.chat_output = ChatOutput::new(&support, tools.as_ref(), &job.tokenizer, &[1], 1);
+        let out = run::<Chat>(
+            &job,
+            vec![
+                (0, tokens("<tool_")),
+                (0, tokens("call>{\"name\": \"f\"}")),
+                (0, tokens("</tool_call>")),
+                (0, finished(FinishReason::Stop)),
+            ],
+        )
+        .await;
+        assert!(out.iter().all(|e| e.starts_with("data: ")), "{out:?}");
+        let calls = out.iter().filter(|e| e.contains("\"tool_calls\"")).count();
+        assert_eq!(calls, 2, "the call's opening and arguments: {out:?}");
+        assert!(out[out.len() - 3].contains("\"finish_reason\":\"tool_calls\""));
     }
 
     #[tokio::test]

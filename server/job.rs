@@ -9,6 +9,7 @@ use crate::model::tokenizer::Tokenizer;
 
 use super::metrics::Metrics;
 use super::openai::UsageInfo;
+use super::tools::output::ChatOutput;
 
 /// What the formatters need to know about a request.
 pub struct Job {
@@ -21,6 +22,8 @@ pub struct Job {
     pub prompt_tokens: usize,
     pub received: Instant,
     pub tokenizer: Arc<Tokenizer>,
+    /// Chat answers read for reasoning and tool calls; `None`: plain text.
+    pub chat_output: Option<ChatOutput>,
 }
 
 impl Job {

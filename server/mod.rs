@@ -24,6 +24,7 @@ pub mod routes;
 pub mod sse;
 pub mod state;
 pub mod tokenize;
+pub mod tools;
 pub mod validate;
 pub mod wire;
 

@@ -79,7 +79,48 @@ pub struct ChatChoice {
 #[derive(Debug, Serialize)]
 pub struct ChatMessage {
     pub role: &'static str,
-    pub content: String,
+    /// Null when the answer is only tool calls (or only reasoning).
+    pub content: Option<String>,
+    /// The `<think>` block of a reasoning model (vLLM's field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+}
+
+/// A call the model made: `{"id", "type": "function", "function": {"name", "arguments"}}`, the
+/// arguments as JSON text.
+#[derive(Debug, Serialize)]
+pub struct ToolCall {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub function: FunctionCall,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FunctionCall {
+    pub name: String,
+    pub arguments: String,
+}
+
+/// A streamed piece of call `index`: the first carries its id, type and name; the arguments
+/// pieces of a call concatenate to its JSON arguments.
+#[derive(Debug, Serialize)]
+pub struct ToolCallDelta {
+    pub index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    pub function: FunctionCallDelta,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FunctionCallDelta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub arguments: String,
 }
 
 #[derive(Debug, Serialize, Default)]
@@ -121,13 +162,17 @@ pub struct ChatChunkChoice {
     pub finish_reason: Option<&'static str>,
 }
 
-/// What a chat chunk adds: the role (first chunk only) and content.
+/// What a chat chunk adds: the role (first chunk only), content, reasoning or tool calls.
 #[derive(Debug, Serialize, Default)]
 pub struct Delta {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -189,6 +234,7 @@ mod tests {
         let d = Delta {
             role: Some("assistant"),
             content: Some(String::new()),
+            ..Delta::default()
         };
         assert_eq!(
             serde_json::to_value(d).unwrap(),

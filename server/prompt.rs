@@ -8,17 +8,20 @@ use crate::model::tokenizer::Tokenizer;
 
 use super::error::ApiError;
 use super::state::AppState;
+use super::tools::request::ToolRequest;
+use super::tools::template::template_input;
 use super::validate::{Input, Prompt, TemplateArgs};
 
-/// The token ids of `input`.
+/// The token ids of `input`; `tools` (chat only) reach the template or its fallback prompt.
 pub fn prompt_ids(
     state: &AppState,
     input: &Input,
     template: &TemplateArgs,
+    tools: Option<&ToolRequest>,
 ) -> Result<Vec<u32>, ApiError> {
     match input {
         Input::Prompt(p) => completion_ids(&state.tokenizer, p),
-        Input::Messages(m) => chat_ids(state, m, template),
+        Input::Messages(m) => chat_ids(state, m, template, tools),
     }
 }
 
@@ -38,8 +41,9 @@ fn chat_ids(
     state: &AppState,
     messages: &[Value],
     template: &TemplateArgs,
+    tools: Option<&ToolRequest>,
 ) -> Result<Vec<u32>, ApiError> {
-    let text = chat_text(state, messages, template)?;
+    let text = chat_text(state, messages, template, tools)?;
     state.tokenizer.encode(&text, false).map_err(|e| {
         ApiError::bad_request(
             format!("cannot tokenize the messages: {e}"),
@@ -53,32 +57,42 @@ pub fn chat_text(
     state: &AppState,
     messages: &[Value],
     args: &TemplateArgs,
+    tools: Option<&ToolRequest>,
 ) -> Result<String, ApiError> {
     let template = state
         .template
         .as_ref()
         .map_err(|why| ApiError::bad_request(why.clone(), Some("messages")))?;
-    render(template, messages, args)
+    render(template, messages, args, tools)
 }
 
 fn render(
     template: &ChatTemplate,
     messages: &[Value],
     args: &TemplateArgs,
+    tools: Option<&ToolRequest>,
 ) -> Result<String, ApiError> {
     let vars = template_vars(template, args)?;
+    // A template without tool support gets them as a system prompt, and earlier calls and
+    // results as plain text.
+    let input = template_input(messages, tools, template.uses_tools());
     let render = |messages: &[Value]| {
         template
-            .render_with(messages, args.add_generation_prompt, &vars)
+            .render_with(
+                messages,
+                args.add_generation_prompt,
+                input.tools.as_deref(),
+                &vars,
+            )
             // The template compiled at startup, so whatever fails now fails for these messages
             // (e.g. a ChatML template concatenating the null content of a tool-calling turn).
             .map_err(|e: TemplateError| ApiError::bad_request(e.to_string(), Some("messages")))
     };
-    let text = render(messages)?;
+    let text = render(&input.messages)?;
     if !args.continue_final_message {
         return Ok(text);
     }
-    open_final_message(text, messages, render)
+    open_final_message(text, &input.messages, render)
 }
 
 /// The variables the template gets besides those the renderer sets: `chat_template_kwargs`,

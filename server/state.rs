@@ -9,6 +9,7 @@ use crate::engine::handle::EngineHandle;
 use crate::model::tokenizer::Tokenizer;
 
 use super::metrics::Metrics;
+use super::tools::support::{ModelOutputSupport, OutputParsers};
 use crate::model::chat_template::ChatTemplate;
 
 #[derive(Debug, Clone)]
@@ -27,6 +28,8 @@ pub struct ServerConfig {
     /// The kernel send buffer of each connection (`SO_SNDBUF`); `None` leaves it to the kernel's
     /// autotuning (up to `net.ipv4.tcp_wmem`'s maximum, 4 MiB by default).
     pub send_buffer_bytes: Option<usize>,
+    /// `--tool-call-parser` and `--reasoning-parser`.
+    pub output_parsers: OutputParsers,
 }
 
 impl Default for ServerConfig {
@@ -38,6 +41,7 @@ impl Default for ServerConfig {
             body_read_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
             send_buffer_bytes: None,
+            output_parsers: OutputParsers::default(),
         }
     }
 }
@@ -47,6 +51,8 @@ pub struct AppState {
     pub tokenizer: Arc<Tokenizer>,
     /// The compiled chat template, or why there is none.
     pub template: Result<ChatTemplate, String>,
+    /// The model's tool-call syntax and reasoning parser.
+    pub output_support: ModelOutputSupport,
     pub metrics: Metrics,
     pub cfg: ServerConfig,
     /// Prompt text (or message contents) longer than this cannot fit the model's context, so it
@@ -64,7 +70,10 @@ impl AppState {
             tracing::warn!("/v1/chat/completions is unavailable: {why}");
         }
         let max_text_bytes = max_text_bytes(&tokenizer, handle.model().max_context);
+        let output_support =
+            ModelOutputSupport::detect(cfg.output_parsers, &tokenizer, template.as_ref().ok());
         AppState {
+            output_support,
             max_text_bytes,
             metrics: Metrics::new(handle.clone()),
             handle,

@@ -97,7 +97,7 @@ fn tokenized(state: &AppState, r: TokenizeRequest) -> Result<Tokenized, ApiError
     }
     let text = match r.input {
         TokenizeInput::Text(t) => t,
-        TokenizeInput::Messages(m, args) => chat_text(state, &m, &args)?,
+        TokenizeInput::Messages(m, args) => chat_text(state, &m, &args, None)?,
     };
     let tokens = state
         .tokenizer

@@ -12,6 +12,9 @@ use crate::engine::request::SamplingParams;
 
 use super::error::ApiError;
 use super::messages::{parse_messages, MessageError};
+use super::tools::forced::constrain_forced_call;
+use super::tools::history::parse_tool_call_arguments;
+use super::tools::request::{parse_tool_fields, ToolError, ToolRequest};
 
 pub mod fields;
 mod template_args;
@@ -78,6 +81,8 @@ pub struct ValidRequest {
     pub user: Option<String>,
     /// `ttft_slo_ms` (a tandem extension): the request's TTFT SLO, for the `deadline` policy.
     pub ttft_slo: Option<std::time::Duration>,
+    /// Chat `tools` and how the model may use them; `None` without tools.
+    pub tools: Option<ToolRequest>,
 }
 
 /// What validation needs to know about the served model.
@@ -154,6 +159,8 @@ pub enum ValidationError {
     ContinueWithGenerationPrompt,
     #[error("{0}")]
     Message(#[from] MessageError),
+    #[error("{0}")]
+    Tools(#[from] ToolError),
     /// Text so long that it cannot fit the context whatever it tokenizes to: refused before
     /// tokenizing (seconds of CPU for a few MiB).
     #[error(
@@ -208,6 +215,7 @@ impl ValidationError {
             UserTooLong => "user",
             StreamOptionsWithoutStream => "stream_options",
             Message(m) => return Some(m.param()),
+            Tools(t) => return Some(t.param()),
             ContextLength { input, .. } | TextTooLong { input, .. } => input,
         };
         Some(p.to_string())
@@ -247,8 +255,14 @@ pub fn validate(body: &[u8], endpoint: Endpoint, limits: Limits) -> R<ValidReque
             let msgs = f
                 .get("messages")
                 .ok_or(ValidationError::Missing("messages"))?;
-            Input::Messages(parse_messages(msgs)?)
+            let mut msgs = parse_messages(msgs)?;
+            parse_tool_call_arguments(&mut msgs)?;
+            Input::Messages(msgs)
         }
+    };
+    let tools = match endpoint {
+        Endpoint::Chat => parse_tool_fields(&obj)?,
+        Endpoint::Completions => None,
     };
 
     let (max_tokens, max_tokens_param) = match endpoint {
@@ -320,6 +334,9 @@ pub fn validate(body: &[u8], endpoint: Endpoint, limits: Limits) -> R<ValidReque
         }
     }
     p.ignore_eos = f.bool("ignore_eos")?.unwrap_or(false);
+    if let Some(t) = &tools {
+        constrain_forced_call(t, &mut p)?;
+    }
 
     let n = match f.int("n")? {
         None => 1,
@@ -377,6 +394,7 @@ pub fn validate(body: &[u8], endpoint: Endpoint, limits: Limits) -> R<ValidReque
         priority,
         user,
         ttft_slo,
+        tools,
     })
 }
 

@@ -402,3 +402,97 @@ async fn the_final_message_can_be_continued() {
     assert_eq!(r.json()["usage"]["prompt_tokens"], want.len());
     s.finish().await.unwrap();
 }
+
+/// The tiny model's ChatML template has no `tools` variable, so tools reach it through the
+/// fallback system prompt and earlier tool use as text; its random prose is never a call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_with_tools_renders_the_fallback_and_answers_in_shape() {
+    use tandem::server::tools::request::parse_tool_fields;
+    use tandem::server::tools::template::fallback_system_prompt;
+
+    let s = TestServer::start().await;
+    // Small: the fallback prompt must leave room in the tiny model's 256-token context.
+    let tools = json!([{"type": "function", "function": {"name": "get_weather"}}]);
+    let chatml = |turns: &[(&str, &str)]| -> usize {
+        let mut text: String = turns
+            .iter()
+            .map(|(role, content)| format!("<|im_start|>{role}\n{content}<|im_end|>\n"))
+            .collect();
+        text.push_str("<|im_start|>assistant\n");
+        s.tokenizer.encode(&text, false).unwrap().len()
+    };
+    let parsed = parse_tool_fields(json!({"tools": tools}).as_object().unwrap())
+        .unwrap()
+        .unwrap();
+    let system = fallback_system_prompt(&parsed);
+
+    let r = post(s.addr, CHAT, &chat(json!({"tools": tools}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let v = r.json();
+    let c = &v["choices"][0];
+    assert!(c["message"]["content"].is_string(), "{v}");
+    assert!(c["message"].get("tool_calls").is_none(), "{v}");
+    assert_eq!(c["finish_reason"], "length");
+    assert_eq!(
+        v["usage"]["prompt_tokens"],
+        chatml(&[("system", &system), ("user", "Hi")])
+    );
+
+    let none = post(
+        s.addr,
+        CHAT,
+        &chat(json!({"tools": tools, "tool_choice": "none"})),
+    )
+    .await;
+    assert_eq!(
+        none.json()["usage"]["prompt_tokens"],
+        chatml(&[("user", "Hi")])
+    );
+
+    // Streaming reads the same answer the same way.
+    let body = chat(json!({"tools": tools, "stream": true}));
+    let events = parse_events(&post(s.addr, CHAT, &body).await);
+    let (texts, finish) = collect_stream(&events);
+    assert_eq!(texts[0], c["message"]["content"].as_str().unwrap());
+    assert_eq!(finish[0].as_deref(), Some("length"));
+    assert!(events
+        .iter()
+        .all(|e| e["choices"][0]["delta"].get("tool_calls").is_none()));
+
+    // A tool result round trip: the earlier call and its result are rendered as text (without
+    // the system prompt, which would leave the tiny context too little room).
+    let messages = json!([
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "-3C"}
+    ]);
+    let body = chat(json!({"tools": tools, "tool_choice": "none", "messages": messages}));
+    let r = post(s.addr, CHAT, &body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let call = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\":\"Oslo\"}}\n</tool_call>";
+    assert_eq!(
+        r.json()["usage"]["prompt_tokens"],
+        chatml(&[
+            ("user", "Hi"),
+            ("assistant", call),
+            ("user", "<tool_response>\n-3C\n</tool_response>")
+        ])
+    );
+
+    for (extra, param) in [
+        (
+            json!({"tools": tools, "tool_choice": "required"}),
+            "tool_choice",
+        ),
+        (
+            json!({"tools": [{"type": "function", "function": {"name": "no spaces"}}]}),
+            "tools[0].function.name",
+        ),
+    ] {
+        let r = post(s.addr, CHAT, &chat(extra)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert_eq!(r.error_param().as_deref(), Some(param), "{}", r.text());
+    }
+    s.finish().await.unwrap();
+}

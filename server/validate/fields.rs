@@ -70,13 +70,14 @@ pub const BUILT_ELSEWHERE: &[(&str, On, &str)] = &[
     ("guided_choice", Both, "wt-grammar"),
     ("guided_grammar", Both, "wt-grammar"),
     ("structured_outputs", Both, "wt-grammar"),
-    ("tools", Chat, "wt-tools"),
-    ("tool_choice", Chat, "wt-tools"),
-    ("parallel_tool_calls", Chat, "wt-tools"),
 ];
 
 /// Every other field the server knows, in the order of README's table.
 pub const FIELDS: &[Field] = &[
+    // OpenAI, chat: tool calling (server/tools/).
+    f("tools", Chat, Honoured),
+    f("tool_choice", Chat, Honoured),
+    f("parallel_tool_calls", Chat, Honoured),
     // OpenAI, both endpoints.
     f("model", Both, Honoured),
     f("frequency_penalty", Both, Honoured),

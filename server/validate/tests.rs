@@ -608,3 +608,61 @@ fn tokenize_and_detokenize_bodies() {
         assert_eq!(param(e).as_deref(), Some("tokens"));
     }
 }
+
+#[test]
+fn chat_tools_are_read_and_checked() {
+    let tool = json!({"type": "function", "function": {"name": "f"}});
+    let msgs = json!([{"role": "user", "content": "hi"}]);
+    let r = chat(json!({"messages": msgs, "tools": [tool]})).unwrap();
+    let tools = r.tools.expect("tools");
+    assert_eq!(tools.tools[0].name, "f");
+    assert!(tools.parallel);
+    assert_eq!(chat(json!({"messages": msgs})).unwrap().tools, None);
+    // Completions take no tools (the field is ignored, as unknown fields are).
+    let c = completions(json!({"prompt": "x", "tools": [tool]})).unwrap();
+    assert_eq!(c.tools, None);
+
+    let cases = [
+        (
+            json!({"messages": msgs, "tools": [{"type": "function"}]}),
+            "tools[0].function",
+        ),
+        (
+            json!({"messages": msgs, "tools": [tool], "tool_choice": "required"}),
+            "tool_choice",
+        ),
+        (
+            json!({"messages": msgs, "tools": [tool], "tool_choice": {"type": "function", "function": {"name": "f"}}}),
+            "tool_choice",
+        ),
+        (
+            json!({"messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{"}}]}]}),
+            "messages[0].tool_calls[0].function.arguments",
+        ),
+    ];
+    for (body, param) in cases {
+        assert_eq!(
+            param_of(chat(body.clone())).as_deref(),
+            Some(param),
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn earlier_call_arguments_reach_the_template_parsed() {
+    let r = chat(json!({"messages": [
+        {"role": "assistant", "content": null, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"x\": [1]}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "ok"}
+    ]}))
+    .unwrap();
+    let Input::Messages(m) = r.input else {
+        panic!("chat input")
+    };
+    assert_eq!(
+        m[0]["tool_calls"][0]["function"]["arguments"],
+        json!({"x": [1]})
+    );
+    assert_eq!(m[1]["tool_call_id"], "call_1");
+}
