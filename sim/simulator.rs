@@ -17,6 +17,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::cost_model::CostModel;
+use super::timeline::StepRecord;
 use super::workload::{prompt_tokens, TraceRequest};
 use crate::engine::admission::{self, Admission};
 use crate::engine::request::{Request, SamplingParams};
@@ -41,6 +42,8 @@ pub struct SimConfig {
     pub length_error: f64,
     /// Seeds the predictor's errors.
     pub length_error_seed: u64,
+    /// Keep a [`StepRecord`] per step in [`SimResult::timeline`].
+    pub record_steps: bool,
 }
 
 impl Default for SimConfig {
@@ -60,6 +63,7 @@ impl Default for SimConfig {
             vocab: 49152,
             length_error: 0.0,
             length_error_seed: 0,
+            record_steps: false,
         }
     }
 }
@@ -146,6 +150,8 @@ pub struct SimResult {
     pub busy: f64,
     /// Arrival of the first request to the end of the last step.
     pub duration: f64,
+    /// One record per step when [`SimConfig::record_steps`] is set, else empty.
+    pub timeline: Vec<StepRecord>,
 }
 
 struct InFlight {
@@ -206,6 +212,7 @@ pub fn simulate_with(
     let (mut now, mut executor_free, mut busy) = (0.0f64, 0.0f64, 0.0f64);
     let mut next = 0;
     let mut steps = 0u64;
+    let mut timeline = Vec::new();
     // Added and not yet admitted for the first time (what `max_queue` bounds).
     let mut waiting = 0usize;
     loop {
@@ -248,6 +255,9 @@ pub fn simulate_with(
             let dt = step_time(&batch);
             let start = now.max(executor_free);
             executor_free = start + dt;
+            if cfg.record_steps {
+                timeline.push(StepRecord::of(&batch, &sched, start, executor_free));
+            }
             busy += dt;
             steps += 1;
             in_flight.push_back(InFlight {
@@ -294,6 +304,7 @@ pub fn simulate_with(
         prefix_queries,
         prefix_hits,
         busy,
+        timeline,
     })
 }
 
