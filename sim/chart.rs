@@ -225,10 +225,12 @@ pub(super) fn line<'a, 'b: 'a>(c: &mut Chart<'a, 'b>, pts: &[(f64, f64)], st: St
     let color = st.color;
     let width = st.width;
     let legend = ck(c.draw_series(LineSeries::new(pts.to_vec(), color.stroke_width(width))))?;
+    // The legend shows a marker only where the line has them.
+    let mark = if markers { st.marker_points() } else { Vec::new() };
     legend.label(name).legend(move |(x, y)| {
         EmptyElement::at((x + 10, y))
             + PathElement::new(vec![(-10, 0), (10, 0)], color.stroke_width(width.min(6)))
-            + Polygon::new(st.marker_points(), color.filled())
+            + Polygon::new(mark.clone(), color.filled())
     });
     if markers {
         ck(c.draw_series(pts.iter().map(|&p| {

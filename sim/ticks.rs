@@ -11,10 +11,15 @@ pub fn linear(lo: f64, hi: f64, target: usize) -> Vec<f64> {
     let raw = (hi - lo) / target.max(1) as f64;
     let exp = raw.log10().floor() as i32;
     let mag = 10f64.powi(exp);
+    // The round step whose tick count comes closest to the target.
+    let count = |m: f64| (hi - lo) / (m * mag);
     let m = [1.0, 2.0, 5.0, 10.0]
         .into_iter()
-        .find(|m| m * mag >= raw)
-        .unwrap_or(10.0);
+        .min_by(|a, b| {
+            let off = |m: f64| (count(m) - target as f64).abs();
+            off(*a).total_cmp(&off(*b))
+        })
+        .unwrap_or(1.0);
     let step = m * mag;
     let first = (lo / step - 1e-9).ceil() as i64;
     let last = (hi / step + 1e-9).floor() as i64;
@@ -95,7 +100,8 @@ mod tests {
     #[test]
     fn linear_ticks_are_round_and_cover_the_range() {
         assert_eq!(linear(0.0, 1.0, 5), vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0]);
-        assert_eq!(linear(3.0, 47.0, 8), vec![10.0, 20.0, 30.0, 40.0]);
+        assert_eq!(linear(3.0, 47.0, 5), vec![10.0, 20.0, 30.0, 40.0]);
+        assert_eq!(linear(0.0, 125.0, 6), vec![0.0, 20.0, 40.0, 60.0, 80.0, 100.0, 120.0]);
         assert_eq!(label(0.30000000000000004), "0.3");
         assert_eq!(label(1500.0), "1500");
         assert_eq!(label(0.0125), "0.0125");

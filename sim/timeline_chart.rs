@@ -73,7 +73,7 @@ pub fn draw(path: &Path, steps: &[StepRecord], num_blocks: usize, title: &str) -
     .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], decode.filled()));
     legend(&mut chart, SeriesLabelPosition::UpperRight)?;
 
-    let kv = Axis::fixed("KV-cache blocks in use", 0.0, num_blocks as f64 * 1.08);
+    let kv = Axis::fixed("KV-cache blocks in use", 0.0, num_blocks as f64 * 1.3);
     let mut chart = panel(&bottom, "KV-cache use", &x, &kv)?;
     let green = RGBColor(44, 160, 44);
     ck(chart.draw_series(LineSeries::new(
@@ -94,7 +94,7 @@ pub fn draw(path: &Path, steps: &[StepRecord], num_blocks: usize, title: &str) -
     )))?
     .label(format!("cache size: {num_blocks} blocks"))
     .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK.stroke_width(1)));
-    legend(&mut chart, SeriesLabelPosition::LowerRight)?;
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     ck(root.present())?;
     Ok(())
 }
