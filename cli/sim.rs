@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::cli::engine_args::AgingArgs;
+use crate::cli::sim_record::params;
 use crate::cli::trace_args::TraceArgs;
 use crate::engine::scheduler::SchedulerConfig;
-use crate::cli::sim_record::params;
 use crate::sim::compare::{sweep, write_csv, SweepPoint};
 use crate::sim::report::{write_requests_csv, Slo, Summary};
 use crate::sim::reseed::shuffle_gaps;
@@ -209,9 +209,20 @@ fn run_one(
     let json = args.out.join("summary.json");
     write_requests_csv(&csv, &result)?;
     let record = args.record(cost, slo, std::slice::from_ref(&args.policy), &[args.seed]);
-    write_json(&json, &SummaryWithRun { summary: &summary, run: &record })?;
+    write_json(
+        &json,
+        &SummaryWithRun {
+            summary: &summary,
+            run: &record,
+        },
+    )?;
     if let Some(path) = &args.timeline {
-        let title = format!("{} steps of {}: {}", result.steps, args.policy, source(args));
+        let title = format!(
+            "{} steps of {}: {}",
+            result.steps,
+            args.policy,
+            source(args)
+        );
         timeline_chart::draw(path, &result.timeline, args.num_blocks, &title)?;
         println!("wrote {}", path.display());
     }
@@ -318,7 +329,10 @@ fn run_compare(
         &points,
         &format!("latency vs load: {source}"),
     )?;
-    charts.push((format!("TTFT and TPOT CDFs at {cdf_rate} requests/s"), "cdf.svg".into()));
+    charts.push((
+        format!("TTFT and TPOT CDFs at {cdf_rate} requests/s"),
+        "cdf.svg".into(),
+    ));
     cdf_chart::draw(
         &args.out.join("cdf.svg"),
         &points,
@@ -332,7 +346,10 @@ fn run_compare(
             p.policy, seeds[0]
         );
         timeline_chart::draw(&args.out.join(&file), &p.timeline, args.num_blocks, &title)?;
-        charts.push((format!("{}: per-step timeline at {cdf_rate} requests/s", p.policy), file));
+        charts.push((
+            format!("{}: per-step timeline at {cdf_rate} requests/s", p.policy),
+            file,
+        ));
     }
     let record = args.record(cost, slo, &args.compare, &seeds);
     write_json(

@@ -27,7 +27,10 @@ pub fn cdf(sorted: &[f64]) -> Vec<(f64, f64)> {
 /// Draws the TTFT and TPOT CDFs of every policy's points at `rate`.
 pub fn draw(path: &Path, points: &[SweepPoint], rate: f64, title: &str) -> Result<()> {
     let at: Vec<&SweepPoint> = points.iter().filter(|p| p.rate == rate).collect();
-    ensure!(!at.is_empty(), "no simulations at rate {rate} to draw CDFs of");
+    ensure!(
+        !at.is_empty(),
+        "no simulations at rate {rate} to draw CDFs of"
+    );
     let policies = policies(points);
     let seeds = at[0].runs.len();
     let root = SVGBackend::new(path, (1400, 560)).into_drawing_area();
@@ -47,15 +50,29 @@ pub fn draw(path: &Path, points: &[SweepPoint], rate: f64, title: &str) -> Resul
         ("TPOT CDF", "time per output token (s)", |p| &p.tpot),
     ];
     for (area, (caption, desc, pick)) in root.split_evenly((1, 2)).iter().zip(kinds) {
-        let x = Axis::fit(desc, at.iter().flat_map(|p| pick(p).iter().copied()), true, false);
+        let x = Axis::fit(
+            desc,
+            at.iter().flat_map(|p| pick(p).iter().copied()),
+            true,
+            false,
+        );
         let y = Axis::fixed("fraction of requests", 0.0, 1.0);
         let mut chart = panel(area, caption, &x, &y)?;
         for (i, policy) in policies.iter().enumerate() {
             let Some(p) = at.iter().find(|p| &p.policy == policy) else {
                 continue;
             };
-            let pts: Vec<_> = cdf(pick(p)).into_iter().map(|(v, f)| (x.at(v), f)).collect();
-            line(&mut chart, &pts, Style::of(i, policies.len()), policy, false)?;
+            let pts: Vec<_> = cdf(pick(p))
+                .into_iter()
+                .map(|(v, f)| (x.at(v), f))
+                .collect();
+            line(
+                &mut chart,
+                &pts,
+                Style::of(i, policies.len()),
+                policy,
+                false,
+            )?;
         }
         legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     }

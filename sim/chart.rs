@@ -44,19 +44,40 @@ pub(super) struct Axis {
 impl Axis {
     /// An axis covering `values`: logarithmic when they are positive and span at least a
     /// decade (and `log_ok`), else linear, from zero when `from_zero`.
-    pub fn fit(desc: &str, values: impl IntoIterator<Item = f64>, log_ok: bool, from_zero: bool) -> Self {
+    pub fn fit(
+        desc: &str,
+        values: impl IntoIterator<Item = f64>,
+        log_ok: bool,
+        from_zero: bool,
+    ) -> Self {
         let (lo, hi) = values
             .into_iter()
             .filter(|v| v.is_finite())
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+                (a.min(v), b.max(v))
+            });
         let desc = desc.to_string();
         if !lo.is_finite() {
-            return Axis { desc, log: false, lo: 0.0, hi: 1.0 };
+            return Axis {
+                desc,
+                log: false,
+                lo: 0.0,
+                hi: 1.0,
+            };
         }
         if log_ok && lo > 0.0 && hi / lo >= 10.0 {
-            return Axis { desc, log: true, lo: lo / 1.25, hi: hi * 1.25 };
+            return Axis {
+                desc,
+                log: true,
+                lo: lo / 1.25,
+                hi: hi * 1.25,
+            };
         }
-        let pad = if hi > lo { (hi - lo) * 0.08 } else { hi.abs().max(1.0) * 0.1 };
+        let pad = if hi > lo {
+            (hi - lo) * 0.08
+        } else {
+            hi.abs().max(1.0) * 0.1
+        };
         let lo = if from_zero && lo >= 0.0 {
             0.0
         } else if lo >= 0.0 {
@@ -64,12 +85,22 @@ impl Axis {
         } else {
             lo - pad
         };
-        Axis { desc, log: false, lo, hi: hi + pad }
+        Axis {
+            desc,
+            log: false,
+            lo,
+            hi: hi + pad,
+        }
     }
 
     /// A fixed linear range.
     pub fn fixed(desc: &str, lo: f64, hi: f64) -> Self {
-        Axis { desc: desc.to_string(), log: false, lo, hi }
+        Axis {
+            desc: desc.to_string(),
+            log: false,
+            lo,
+            hi,
+        }
     }
 
     /// A value's drawing coordinate.
@@ -83,7 +114,10 @@ impl Axis {
 
     fn coord(&self) -> Ticked {
         let ticks = if self.log {
-            ticks::log(self.lo, self.hi).into_iter().map(f64::log10).collect()
+            ticks::log(self.lo, self.hi)
+                .into_iter()
+                .map(f64::log10)
+                .collect()
         } else {
             ticks::linear(self.lo, self.hi, 6)
         };
@@ -112,7 +146,11 @@ impl Ranged for Ticked {
 
     fn map(&self, v: &f64, limit: (i32, i32)) -> i32 {
         let span = self.range.end - self.range.start;
-        let r = if span > 0.0 { (v - self.range.start) / span } else { 0.5 };
+        let r = if span > 0.0 {
+            (v - self.range.start) / span
+        } else {
+            0.5
+        };
         limit.0 + (r * f64::from(limit.1 - limit.0)).round() as i32
     }
 
@@ -180,7 +218,8 @@ pub(super) struct Style {
     size: f64,
 }
 
-pub(super) const STYLE_NOTE: &str = "later policies are drawn thinner on top, so identical curves stay visible";
+pub(super) const STYLE_NOTE: &str =
+    "later policies are drawn thinner on top, so identical curves stay visible";
 
 impl Style {
     pub fn of(i: usize, n: usize) -> Self {
@@ -207,7 +246,10 @@ impl Style {
         (0..sides)
             .map(|k| {
                 let a = (turn + 360.0 * k as f64 / sides as f64).to_radians();
-                ((self.size * a.cos()).round() as i32, (self.size * a.sin()).round() as i32)
+                (
+                    (self.size * a.cos()).round() as i32,
+                    (self.size * a.sin()).round() as i32,
+                )
             })
             .collect()
     }
@@ -221,12 +263,22 @@ impl Style {
 
 /// Draws a policy's line (already in drawing coordinates), with markers when `markers`, and
 /// gives it a legend entry.
-pub(super) fn line<'a, 'b: 'a>(c: &mut Chart<'a, 'b>, pts: &[(f64, f64)], st: Style, name: &str, markers: bool) -> Result<()> {
+pub(super) fn line<'a, 'b: 'a>(
+    c: &mut Chart<'a, 'b>,
+    pts: &[(f64, f64)],
+    st: Style,
+    name: &str,
+    markers: bool,
+) -> Result<()> {
     let color = st.color;
     let width = st.width;
     let legend = ck(c.draw_series(LineSeries::new(pts.to_vec(), color.stroke_width(width))))?;
     // The legend shows a marker only where the line has them.
-    let mark = if markers { st.marker_points() } else { Vec::new() };
+    let mark = if markers {
+        st.marker_points()
+    } else {
+        Vec::new()
+    };
     legend.label(name).legend(move |(x, y)| {
         EmptyElement::at((x + 10, y))
             + PathElement::new(vec![(-10, 0), (10, 0)], color.stroke_width(width.min(6)))
@@ -256,7 +308,12 @@ pub fn draw(path: &Path, points: &[SweepPoint], title: &str) -> Result<()> {
     let policies = policies(points);
     anyhow::ensure!(!points.is_empty(), "nothing to draw");
     let seeds = points[0].runs.len();
-    let x = Axis::fit("arrival rate (requests/s)", points.iter().map(|p| p.rate), false, false);
+    let x = Axis::fit(
+        "arrival rate (requests/s)",
+        points.iter().map(|p| p.rate),
+        false,
+        false,
+    );
     let root = SVGBackend::new(path, (1500, 960)).into_drawing_area();
     ck(root.fill(&WHITE))?;
     let band = if seeds > 1 {
@@ -271,7 +328,8 @@ pub fn draw(path: &Path, points: &[SweepPoint], title: &str) -> Result<()> {
         &("sans-serif", 14).into_text_style(&note),
         (12, 2),
     ))?;
-    for (n, (area, (name, desc, value))) in root.split_evenly((2, 3)).iter().zip(PANELS).enumerate() {
+    for (n, (area, (name, desc, value))) in root.split_evenly((2, 3)).iter().zip(PANELS).enumerate()
+    {
         let spreads: Vec<_> = points.iter().map(|p| p.spread(value)).collect();
         let y = Axis::fit(
             desc,

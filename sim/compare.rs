@@ -69,9 +69,7 @@ where
         .collect::<Result<_>>()?;
     let jobs: Vec<(&String, usize, usize)> = policies
         .iter()
-        .flat_map(|p| {
-            (0..rates.len()).flat_map(move |i| (0..seeds.len()).map(move |k| (p, i, k)))
-        })
+        .flat_map(|p| (0..rates.len()).flat_map(move |i| (0..seeds.len()).map(move |k| (p, i, k))))
         .collect();
     let results = jobs
         .par_iter()
@@ -83,7 +81,10 @@ where
                 ..cfg.clone()
             };
             simulate(&cfg, cost, &traces[i][k]).with_context(|| {
-                format!("policy {policy} at rate {} with seed {}", rates[i], seeds[k])
+                format!(
+                    "policy {policy} at rate {} with seed {}",
+                    rates[i], seeds[k]
+                )
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -93,7 +94,11 @@ where
         .zip(results.chunks(seeds.len()))
         .map(|(job, runs)| {
             let (policy, i, _) = job[0];
-            let done = || runs.iter().flat_map(|r| &r.requests).filter(|q| q.rejected.is_none());
+            let done = || {
+                runs.iter()
+                    .flat_map(|r| &r.requests)
+                    .filter(|q| q.rejected.is_none())
+            };
             let mut ttft: Vec<f64> = done().map(|q| q.ttft()).collect();
             let mut tpot: Vec<f64> = done().filter_map(|q| q.tpot()).collect();
             ttft.sort_by(f64::total_cmp);
@@ -143,11 +148,19 @@ pub fn write_csv(path: &Path, points: &[SweepPoint]) -> Result<()> {
         csv::Writer::from_path(path).with_context(|| format!("creating {}", path.display()))?;
     let mut header = vec!["policy".to_string(), "rate".into(), "seeds".into()];
     for (name, _) in COLUMNS {
-        header.extend([name.to_string(), format!("{name}_min"), format!("{name}_max")]);
+        header.extend([
+            name.to_string(),
+            format!("{name}_min"),
+            format!("{name}_max"),
+        ]);
     }
     w.write_record(&header)?;
     for p in points {
-        let mut row = vec![p.policy.clone(), p.rate.to_string(), p.runs.len().to_string()];
+        let mut row = vec![
+            p.policy.clone(),
+            p.rate.to_string(),
+            p.runs.len().to_string(),
+        ];
         for (_, metric) in COLUMNS {
             let s = p.spread(metric);
             row.extend([s.mean, s.min, s.max].map(|v| v.to_string()));
@@ -194,7 +207,10 @@ mod tests {
         assert!(p.timeline.is_empty(), "no timeline was asked for");
         let ttft = p.spread(|s| s.ttft.p50);
         assert!(ttft.min <= ttft.mean && ttft.mean <= ttft.max, "{ttft:?}");
-        assert!(ttft.min < ttft.max, "different seeds must give different runs: {ttft:?}");
+        assert!(
+            ttft.min < ttft.max,
+            "different seeds must give different runs: {ttft:?}"
+        );
         let n: usize = p.runs.iter().map(|s| s.completed).sum();
         assert_eq!(p.ttft.len(), n, "the CDF pools every seed's requests");
         assert!(p.ttft.windows(2).all(|w| w[0] <= w[1]));

@@ -11,7 +11,10 @@ use super::workload::TraceRequest;
 
 /// `trace` (in arrival order) with its arrival gaps shuffled by `seed`.
 pub fn shuffle_gaps(trace: &[TraceRequest], seed: u64) -> Vec<TraceRequest> {
-    let mut gaps: Vec<f64> = trace.windows(2).map(|w| w[1].arrival - w[0].arrival).collect();
+    let mut gaps: Vec<f64> = trace
+        .windows(2)
+        .map(|w| w[1].arrival - w[0].arrival)
+        .collect();
     gaps.shuffle(&mut StdRng::seed_from_u64(seed));
     let mut at = trace.first().map_or(0.0, |r| r.arrival);
     trace
@@ -52,7 +55,10 @@ mod tests {
         };
         let a = shuffle_gaps(&trace, 1);
         assert_eq!(gaps(&a), gaps(&trace));
-        assert!(a.iter().zip(&trace).all(|(x, y)| x.prompt_len == y.prompt_len));
+        assert!(a
+            .iter()
+            .zip(&trace)
+            .all(|(x, y)| x.prompt_len == y.prompt_len));
         let arrivals = |t: &[TraceRequest]| t.iter().map(|r| r.arrival).collect::<Vec<_>>();
         assert_ne!(arrivals(&a), arrivals(&shuffle_gaps(&trace, 2)));
         assert_eq!(arrivals(&a), arrivals(&shuffle_gaps(&trace, 1)));

@@ -41,7 +41,11 @@ pub fn log(lo: f64, hi: f64) -> Vec<f64> {
     if !(lo > 0.0 && hi > lo && hi.is_finite()) {
         return linear(lo, hi, 5);
     }
-    let sets: [&[f64]; 3] = [&[1.0], &[1.0, 2.0, 5.0], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]];
+    let sets: [&[f64]; 3] = [
+        &[1.0],
+        &[1.0, 2.0, 5.0],
+        &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0],
+    ];
     for mantissas in sets {
         let ticks: Vec<f64> = (lo.log10().floor() as i32..=hi.log10().ceil() as i32)
             .flat_map(|e| mantissas.iter().map(move |m| m * 10f64.powi(e)))
@@ -101,7 +105,10 @@ mod tests {
     fn linear_ticks_are_round_and_cover_the_range() {
         assert_eq!(linear(0.0, 1.0, 5), vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0]);
         assert_eq!(linear(3.0, 47.0, 5), vec![10.0, 20.0, 30.0, 40.0]);
-        assert_eq!(linear(0.0, 125.0, 6), vec![0.0, 20.0, 40.0, 60.0, 80.0, 100.0, 120.0]);
+        assert_eq!(
+            linear(0.0, 125.0, 6),
+            vec![0.0, 20.0, 40.0, 60.0, 80.0, 100.0, 120.0]
+        );
         assert_eq!(label(0.30000000000000004), "0.3");
         assert_eq!(label(1500.0), "1500");
         assert_eq!(label(0.0125), "0.0125");

@@ -89,7 +89,10 @@ pub fn draw(path: &Path, steps: &[StepRecord], num_blocks: usize, title: &str) -
     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], green.stroke_width(2)));
     let cap = num_blocks as f64;
     ck(chart.draw_series(LineSeries::new(
-        [(x.at(steps[0].start), cap), (steps[steps.len() - 1].end, cap)],
+        [
+            (x.at(steps[0].start), cap),
+            (steps[steps.len() - 1].end, cap),
+        ],
         BLACK.stroke_width(1),
     )))?
     .label(format!("cache size: {num_blocks} blocks"))

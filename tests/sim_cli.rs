@@ -254,7 +254,12 @@ fn sim_compare_with_seeds_writes_spread_cdfs_timelines_and_a_report() {
     let csv = read(&dir.path().join("compare.csv"));
     let mut rows = csv::Reader::from_reader(csv.as_bytes());
     let header = rows.headers().unwrap().clone();
-    let col = |name: &str| header.iter().position(|h| h == name).unwrap_or_else(|| panic!("no {name}"));
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
     let (mean, min, max) = (col("ttft_p50"), col("ttft_p50_min"), col("ttft_p50_max"));
     let mut spread_seen = false;
     for row in rows.records() {
@@ -268,24 +273,49 @@ fn sim_compare_with_seeds_writes_spread_cdfs_timelines_and_a_report() {
 
     let report = read(&dir.path().join("report.md"));
     for p in policies {
-        assert!(report.contains(&format!("### {p}\n")), "no table for {p}:\n{report}");
+        assert!(
+            report.contains(&format!("### {p}\n")),
+            "no table for {p}:\n{report}"
+        );
         // One row per rate in each policy's table, each with a (min–max) spread.
         let table = report.split(&format!("### {p}\n")).nth(1).unwrap();
-        let rows: Vec<_> = table.lines().filter(|l| l.starts_with("| 0.")).take(2).collect();
+        let rows: Vec<_> = table
+            .lines()
+            .filter(|l| l.starts_with("| 0."))
+            .take(2)
+            .collect();
         assert_eq!(rows.len(), 2, "{table}");
         assert!(rows.iter().all(|r| r.contains('–')), "{rows:?}");
     }
-    for svg in ["compare.svg", "cdf.svg", "timeline-fcfs.svg", "timeline-shortest-prompt-first.svg"] {
-        assert!(report.contains(&format!("]({svg})")), "report.md does not show {svg}");
+    for svg in [
+        "compare.svg",
+        "cdf.svg",
+        "timeline-fcfs.svg",
+        "timeline-shortest-prompt-first.svg",
+    ] {
+        assert!(
+            report.contains(&format!("]({svg})")),
+            "report.md does not show {svg}"
+        );
         let text = read(&dir.path().join(svg));
         assert!(text.starts_with("<svg"), "{svg}");
     }
     let cdf = read(&dir.path().join("cdf.svg"));
-    for want in ["TTFT CDF", "TPOT CDF", "fraction of requests", "time to first token (s)"] {
+    for want in [
+        "TTFT CDF",
+        "TPOT CDF",
+        "fraction of requests",
+        "time to first token (s)",
+    ] {
         assert!(cdf.contains(want), "no {want:?} in the CDF chart");
     }
     let timeline = read(&dir.path().join("timeline-fcfs.svg"));
-    for want in ["prefill tokens", "decode tokens", "KV-cache blocks in use", "simulated time (s)"] {
+    for want in [
+        "prefill tokens",
+        "decode tokens",
+        "KV-cache blocks in use",
+        "simulated time (s)",
+    ] {
         assert!(timeline.contains(want), "no {want:?} in the timeline");
     }
 }
@@ -342,7 +372,15 @@ fn the_summary_records_how_to_reproduce_the_run_and_rerunning_it_agrees() {
     tandem(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let again: serde_json::Value =
         serde_json::from_str(&read(&second.join("summary.json"))).unwrap();
-    for key in ["completed", "steps", "duration_s", "ttft", "tpot", "e2e", "goodput"] {
+    for key in [
+        "completed",
+        "steps",
+        "duration_s",
+        "ttft",
+        "tpot",
+        "e2e",
+        "goodput",
+    ] {
         assert_eq!(summary[key], again[key], "{key} differs on the rerun");
     }
 }
