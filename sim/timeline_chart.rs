@@ -11,21 +11,32 @@ use super::timeline::StepRecord;
 /// Most bars drawn; longer runs are shown as means over runs of consecutive steps.
 const MAX_BARS: usize = 1000;
 
-/// Consecutive steps merged into one bar: (start, end, mean prefill, mean decode tokens per
-/// step, most KV blocks in use).
-pub fn bins(steps: &[StepRecord]) -> (usize, Vec<(f64, f64, f64, f64, usize)>) {
+/// Consecutive steps drawn as one bar.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bar {
+    pub start: f64,
+    pub end: f64,
+    /// Mean prefill and decode tokens per step.
+    pub prefill: f64,
+    pub decode: f64,
+    /// Most KV blocks in use in any of the steps.
+    pub kv_blocks: usize,
+}
+
+/// The steps per bar, and the bars.
+pub fn bins(steps: &[StepRecord]) -> (usize, Vec<Bar>) {
     let per = steps.len().div_ceil(MAX_BARS).max(1);
     let bars = steps
         .chunks(per)
         .map(|c| {
             let n = c.len() as f64;
-            (
-                c[0].start,
-                c[c.len() - 1].end,
-                c.iter().map(|s| s.prefill_tokens as f64).sum::<f64>() / n,
-                c.iter().map(|s| s.decode_tokens as f64).sum::<f64>() / n,
-                c.iter().map(|s| s.kv_blocks_used).max().unwrap_or(0),
-            )
+            Bar {
+                start: c[0].start,
+                end: c[c.len() - 1].end,
+                prefill: c.iter().map(|s| s.prefill_tokens as f64).sum::<f64>() / n,
+                decode: c.iter().map(|s| s.decode_tokens as f64).sum::<f64>() / n,
+                kv_blocks: c.iter().map(|s| s.kv_blocks_used).max().unwrap_or(0),
+            }
         })
         .collect();
     (per, bars)
@@ -47,7 +58,7 @@ pub fn draw(path: &Path, steps: &[StepRecord], num_blocks: usize, title: &str) -
     );
     let tokens = Axis::fit(
         "tokens per step",
-        bars.iter().map(|b| b.2 + b.3),
+        bars.iter().map(|b| b.prefill + b.decode),
         false,
         true,
     );
@@ -61,14 +72,16 @@ pub fn draw(path: &Path, steps: &[StepRecord], num_blocks: usize, title: &str) -
     let decode = RGBColor(255, 127, 14);
     ck(chart.draw_series(
         bars.iter()
-            .map(|b| Rectangle::new([(b.0, 0.0), (b.1, b.2)], prefill.filled())),
+            .map(|b| Rectangle::new([(b.start, 0.0), (b.end, b.prefill)], prefill.filled())),
     ))?
     .label("prefill tokens")
     .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], prefill.filled()));
-    ck(chart.draw_series(
-        bars.iter()
-            .map(|b| Rectangle::new([(b.0, b.2), (b.1, b.2 + b.3)], decode.filled())),
-    ))?
+    ck(chart.draw_series(bars.iter().map(|b| {
+        Rectangle::new(
+            [(b.start, b.prefill), (b.end, b.prefill + b.decode)],
+            decode.filled(),
+        )
+    })))?
     .label("decode tokens (stacked on prefill)")
     .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], decode.filled()));
     legend(&mut chart, SeriesLabelPosition::UpperRight)?;
@@ -78,7 +91,7 @@ pub fn draw(path: &Path, steps: &[StepRecord], num_blocks: usize, title: &str) -
     let green = RGBColor(44, 160, 44);
     ck(chart.draw_series(LineSeries::new(
         bars.iter()
-            .flat_map(|b| [(b.0, b.4 as f64), (b.1, b.4 as f64)]),
+            .flat_map(|b| [(b.start, b.kv_blocks as f64), (b.end, b.kv_blocks as f64)]),
         green.stroke_width(2),
     )))?
     .label(if per > 1 {
@@ -89,10 +102,7 @@ pub fn draw(path: &Path, steps: &[StepRecord], num_blocks: usize, title: &str) -
     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], green.stroke_width(2)));
     let cap = num_blocks as f64;
     ck(chart.draw_series(LineSeries::new(
-        [
-            (x.at(steps[0].start), cap),
-            (steps[steps.len() - 1].end, cap),
-        ],
+        [(steps[0].start, cap), (steps[steps.len() - 1].end, cap)],
         BLACK.stroke_width(1),
     )))?
     .label(format!("cache size: {num_blocks} blocks"))
