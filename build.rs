@@ -20,6 +20,31 @@ mod emu;
 #[path = "kernels/emu/mutants.rs"]
 mod mutants;
 
+/// Gives `tandem sim`'s run records the checkout's `git describe` (nothing outside a checkout).
+/// Only in builds without kernels: keeping it current reruns this script whenever HEAD moves,
+/// which would recompile every kernel after each commit.
+fn git_describe() {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let Some(describe) = git(&["describe", "--always", "--tags"]) else {
+        return;
+    };
+    println!("cargo:rustc-env=TANDEM_GIT_DESCRIBE={describe}");
+    for file in ["HEAD", "logs/HEAD"] {
+        if let Some(path) = git(&["rev-parse", "--git-path", file]) {
+            if Path::new(&path).exists() {
+                println!("cargo:rerun-if-changed={path}");
+            }
+        }
+    }
+}
+
 /// The PTX targets, as (file suffix, nvcc `-arch`).
 const ARCHES: [(&str, &str); 2] = [("sm_80", "sm_80"), ("sm_90", "sm_90")];
 
@@ -31,6 +56,7 @@ fn main() {
     let emulate = std::env::var_os("CARGO_FEATURE_KERNEL_EMU").is_some();
     let cuda = std::env::var_os("CARGO_FEATURE_CUDA").is_some();
     if !emulate && !cuda {
+        git_describe();
         return;
     }
     let result = kernel_sources().and_then(|(root, kernels, sources)| {

@@ -9,4 +9,5 @@ pub mod loadgen;
 pub mod model_args;
 pub mod serve;
 pub mod sim;
+mod sim_record;
 pub mod trace_args;

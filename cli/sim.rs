@@ -6,12 +6,17 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::cli::engine_args::{AgingArgs, SloArgs};
+use crate::cli::sim_record::params;
 use crate::cli::trace_args::TraceArgs;
 use crate::engine::scheduler::SchedulerConfig;
-use crate::sim::compare::{sweep, write_csv};
+use crate::sim::compare::{sweep, write_csv, SweepPoint};
 use crate::sim::report::{write_requests_csv, Slo, Summary};
+use crate::sim::reseed::shuffle_gaps;
+use crate::sim::run_record::RunRecord;
 use crate::sim::workload::{mean_rate, write_trace, Synthetic, TraceRequest};
-use crate::sim::{chart, simulate, CostModel, SimConfig};
+use crate::sim::{
+    cdf_chart, chart, markdown_report, simulate, timeline_chart, CostModel, SimConfig,
+};
 
 #[derive(clap::Args)]
 pub struct SimArgs {
@@ -36,6 +41,18 @@ pub struct SimArgs {
     /// rescales the trace's arrival times to that mean rate.
     #[arg(long, value_delimiter = ',', requires = "compare")]
     pub rates: Vec<f64>,
+    /// --compare: run each (policy, rate) point under this many workload seeds (--seed,
+    /// --seed + 1, ...) and chart the mean with a min–max band. A trace's arrival gaps are
+    /// shuffled per seed when there are several.
+    #[arg(long, default_value_t = 1, requires = "compare")]
+    pub seeds: usize,
+    /// --compare: the rate (one of --rates) whose TTFT/TPOT CDFs and per-step timelines are
+    /// drawn; the highest by default.
+    #[arg(long, requires = "compare")]
+    pub cdf_rate: Option<f64>,
+    /// A single run: also draw its per-step timeline (batch composition, KV-cache use) here.
+    #[arg(long, conflicts_with = "compare")]
+    pub timeline: Option<PathBuf>,
     #[command(flatten)]
     pub trace: TraceArgs,
     /// Also write the workload as a JSONL trace.
@@ -134,7 +151,7 @@ impl SimArgs {
         }
     }
 
-    fn synthetic(&self, rate: f64) -> Synthetic {
+    pub(crate) fn synthetic(&self, rate: f64) -> Synthetic {
         Synthetic {
             num_requests: self.num_requests,
             rate,
@@ -187,15 +204,35 @@ fn run_one(
         write_trace(p, &workload)?;
     }
     let started = Instant::now();
-    let result = simulate(&args.config(&args.policy), cost, &workload)?;
+    let cfg = SimConfig {
+        record_steps: args.timeline.is_some(),
+        ..args.config(&args.policy)
+    };
+    let result = simulate(&cfg, cost, &workload)?;
     let wall = started.elapsed().as_secs_f64();
     let summary = Summary::of(&result, slo);
     print!("{}", summary.render());
     let csv = args.out.join("requests.csv");
     let json = args.out.join("summary.json");
     write_requests_csv(&csv, &result)?;
-    std::fs::write(&json, serde_json::to_string_pretty(&summary)? + "\n")
-        .with_context(|| format!("writing {}", json.display()))?;
+    let record = args.record(cost, slo, std::slice::from_ref(&args.policy), &[args.seed]);
+    write_json(
+        &json,
+        &SummaryWithRun {
+            summary: &summary,
+            run: &record,
+        },
+    )?;
+    if let Some(path) = &args.timeline {
+        let title = format!(
+            "{} steps of {}: {}",
+            result.steps,
+            args.policy,
+            source(args)
+        );
+        timeline_chart::draw(path, &result.timeline, args.num_blocks, &title)?;
+        println!("wrote {}", path.display());
+    }
     println!(
         "simulated {} requests in {wall:.2} s; wrote {} and {}",
         workload.len(),
@@ -222,16 +259,34 @@ fn run_compare(
             "the trace's requests all arrive at once, so it cannot be rescaled to --rates"
         );
     }
-    let workload = |rate: f64| -> Result<Vec<TraceRequest>> {
+    anyhow::ensure!(args.seeds >= 1, "--seeds must be at least 1");
+    let seeds: Vec<u64> = (0..args.seeds as u64).map(|k| args.seed + k).collect();
+    let highest = args.rates.iter().copied().fold(f64::NAN, f64::max);
+    let cdf_rate = args.cdf_rate.unwrap_or(highest);
+    anyhow::ensure!(
+        args.rates.contains(&cdf_rate),
+        "--cdf-rate {cdf_rate} is not one of --rates"
+    );
+    let workload = |rate: f64, seed: u64| -> Result<Vec<TraceRequest>> {
         match (&trace, trace_rate) {
-            (Some(t), Some(tr)) => Ok(t
-                .iter()
-                .map(|r| TraceRequest {
-                    arrival: r.arrival * tr / rate,
-                    ..r.clone()
-                })
-                .collect()),
-            _ => args.synthetic(rate).generate(),
+            (Some(t), Some(tr)) => {
+                let t = if seeds.len() > 1 {
+                    shuffle_gaps(t, seed)
+                } else {
+                    t.clone()
+                };
+                Ok(t.into_iter()
+                    .map(|r| TraceRequest {
+                        arrival: r.arrival * tr / rate,
+                        ..r
+                    })
+                    .collect())
+            }
+            _ => Synthetic {
+                seed,
+                ..args.synthetic(rate)
+            }
+            .generate(),
         }
     };
     let started = Instant::now();
@@ -240,7 +295,9 @@ fn run_compare(
         cost,
         &args.compare,
         &args.rates,
+        &seeds,
         slo,
+        Some(cdf_rate),
         workload,
     )?;
     let wall = started.elapsed().as_secs_f64();
@@ -258,7 +315,7 @@ fn run_compare(
         "preempt"
     );
     for p in &points {
-        let s = &p.summary;
+        let s = &mean_summary(p);
         let attained = s
             .ttft_slo_attainment
             .map_or("-".into(), |a| format!("{:.1}%", a * 100.0));
@@ -276,19 +333,114 @@ fn run_compare(
             s.preemptions
         );
     }
-    let csv = args.out.join("compare.csv");
-    let svg = args.out.join("compare.svg");
-    write_csv(&csv, &points)?;
-    let source = match &args.trace.trace {
-        Some(t) => format!("trace {}", t.display()),
-        None => format!("{} synthetic requests", args.num_requests),
-    };
-    chart::draw(&svg, &points, &format!("latency vs load: {source}"))?;
+    let source = source(args);
+    write_csv(&args.out.join("compare.csv"), &points)?;
+    let mut charts = vec![("latency vs load".to_string(), "compare.svg".to_string())];
+    chart::draw(
+        &args.out.join("compare.svg"),
+        &points,
+        &format!("latency vs load: {source}"),
+    )?;
+    charts.push((
+        format!("TTFT and TPOT CDFs at {cdf_rate} requests/s"),
+        "cdf.svg".into(),
+    ));
+    cdf_chart::draw(
+        &args.out.join("cdf.svg"),
+        &points,
+        cdf_rate,
+        &format!("latency distributions: {source}"),
+    )?;
+    for p in points.iter().filter(|p| p.rate == cdf_rate) {
+        let file = format!("timeline-{}.svg", p.policy);
+        let title = format!(
+            "{} at {cdf_rate} requests/s, seed {}: {source}",
+            p.policy, seeds[0]
+        );
+        timeline_chart::draw(&args.out.join(&file), &p.timeline, args.num_blocks, &title)?;
+        charts.push((
+            format!("{}: per-step timeline at {cdf_rate} requests/s", p.policy),
+            file,
+        ));
+    }
+    let record = args.record(cost, slo, &args.compare, &seeds);
+    write_json(
+        &args.out.join("compare.json"),
+        &CompareJson {
+            run: &record,
+            points: points
+                .iter()
+                .map(|p| PointJson {
+                    policy: &p.policy,
+                    rate: p.rate,
+                    runs: &p.runs,
+                })
+                .collect(),
+        },
+    )?;
+    let report = args.out.join("report.md");
+    let md = markdown_report::render(
+        &format!("tandem sim: {source}"),
+        &params(&record),
+        &charts,
+        &points,
+    );
+    std::fs::write(&report, md).with_context(|| format!("writing {}", report.display()))?;
     println!(
-        "{} simulations in {wall:.2} s; wrote {} and {}",
-        points.len(),
-        csv.display(),
-        svg.display()
+        "{} simulations in {wall:.2} s; wrote {}: report.md, compare.csv, compare.json and {} charts",
+        points.len() * seeds.len(),
+        args.out.display(),
+        charts.len()
     );
     Ok(())
+}
+
+fn source(args: &SimArgs) -> String {
+    match &args.trace.trace {
+        Some(t) => format!("trace {}", t.display()),
+        None => format!("{} synthetic requests", args.num_requests),
+    }
+}
+
+/// A point's summary for the console table: its single run, or the mean over its seeds of
+/// the columns printed.
+fn mean_summary(p: &SweepPoint) -> Summary {
+    let mut s = p.runs[0].clone();
+    s.request_throughput = p.spread(|s| s.request_throughput).mean;
+    s.goodput = p.spread(|s| s.goodput).mean;
+    s.ttft.p50 = p.spread(|s| s.ttft.p50).mean;
+    s.ttft.p99 = p.spread(|s| s.ttft.p99).mean;
+    s.tpot.p50 = p.spread(|s| s.tpot.p50).mean;
+    s.e2e.p50 = p.spread(|s| s.e2e.p50).mean;
+    s.preemptions = p.spread(|s| s.preemptions as f64).mean.round() as u64;
+    s.ttft_slo_attainment = s
+        .ttft_slo_attainment
+        .map(|_| p.spread(|s| s.ttft_slo_attainment.unwrap_or(f64::NAN)).mean);
+    s
+}
+
+#[derive(serde::Serialize)]
+struct SummaryWithRun<'a> {
+    #[serde(flatten)]
+    summary: &'a Summary,
+    run: &'a RunRecord,
+}
+
+#[derive(serde::Serialize)]
+struct CompareJson<'a> {
+    run: &'a RunRecord,
+    points: Vec<PointJson<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct PointJson<'a> {
+    policy: &'a str,
+    rate: f64,
+    /// One summary per seed, in `run.seeds` order.
+    runs: &'a [Summary],
+}
+
+fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> Result<()> {
+    std::fs::write(path, serde_json::to_string_pretty(value)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))
 }

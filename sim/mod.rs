@@ -14,12 +14,19 @@
 //! ```
 
 pub mod calibrate;
+pub mod cdf_chart;
 pub mod chart;
 pub mod compare;
 pub mod cost_model;
 pub mod fit;
+pub mod markdown_report;
 pub mod report;
+pub mod reseed;
+pub mod run_record;
 pub mod simulator;
+pub mod ticks;
+pub mod timeline;
+pub mod timeline_chart;
 pub mod trace_formats;
 pub mod workload;
 

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::cost_model::CostModel;
+use super::timeline::StepRecord;
 use super::workload::{prompt_tokens, TraceRequest};
 use crate::engine::admission::{self, Admission};
 use crate::engine::request::{Request, SamplingParams};
@@ -48,6 +49,8 @@ pub struct SimConfig {
     pub ttft_slo: Option<Duration>,
     /// What the `deadline` policy does with a request past its TTFT deadline.
     pub slo_miss: SloMiss,
+    /// Keep a [`StepRecord`] per step in [`SimResult::timeline`].
+    pub record_steps: bool,
 }
 
 impl Default for SimConfig {
@@ -69,6 +72,7 @@ impl Default for SimConfig {
             length_error_seed: 0,
             ttft_slo: None,
             slo_miss: SloMiss::default(),
+            record_steps: false,
         }
     }
 }
@@ -174,6 +178,8 @@ pub struct SimResult {
     pub busy: f64,
     /// Arrival of the first request to the end of the last step.
     pub duration: f64,
+    /// One record per step when [`SimConfig::record_steps`] is set, else empty.
+    pub timeline: Vec<StepRecord>,
 }
 
 struct InFlight {
@@ -242,6 +248,7 @@ pub fn simulate_with(
     let (mut now, mut executor_free, mut busy) = (0.0f64, 0.0f64, 0.0f64);
     let mut next = 0;
     let mut steps = 0u64;
+    let mut timeline = Vec::new();
     // Added and not yet admitted for the first time (what `max_queue` bounds).
     let mut waiting = 0usize;
     loop {
@@ -313,6 +320,9 @@ pub fn simulate_with(
             let dt = step_time(&batch);
             let start = now.max(executor_free);
             executor_free = start + dt;
+            if cfg.record_steps {
+                timeline.push(StepRecord::of(&batch, &sched, start, executor_free));
+            }
             busy += dt;
             steps += 1;
             in_flight.push_back(InFlight {
@@ -364,6 +374,7 @@ pub fn simulate_with(
         prefix_queries,
         prefix_hits,
         busy,
+        timeline,
     })
 }
 

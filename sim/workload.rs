@@ -62,7 +62,7 @@ fn is_zero_i32(x: &i32) -> bool {
 }
 
 /// A synthetic workload's parameters.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Synthetic {
     pub num_requests: usize,
     /// Mean arrivals per second (Poisson); infinite = everything at time 0.

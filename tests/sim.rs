@@ -361,3 +361,53 @@ fn a_client_going_away_cancels_its_request_then() {
     ];
     assert_eq!(run(&cfg, &trace).requests, alone.requests);
 }
+
+#[test]
+fn the_timeline_records_every_computed_token_and_never_more_kv_blocks_than_the_cache() {
+    let trace = Synthetic {
+        num_requests: 60,
+        rate: 4.0,
+        prompt_median: 300.0,
+        seed: 5,
+        ..Default::default()
+    }
+    .generate()
+    .unwrap();
+    let num_blocks = 256;
+    let mut cfg = config("fcfs", 16, 256);
+    cfg.sched.num_blocks = num_blocks;
+    cfg.sched.enable_prefix_caching = false;
+    let quiet = run(&cfg, &trace);
+    assert!(
+        quiet.timeline.is_empty(),
+        "steps are recorded only when asked"
+    );
+    cfg.record_steps = true;
+    let r = run(&cfg, &trace);
+    assert_eq!(r.timeline.len() as u64, r.steps);
+    assert_eq!(
+        r.preemptions, 0,
+        "the token count below assumes no recomputation"
+    );
+    // Without prefix caching or preemption each prompt token is computed once, and each output
+    // token but the last is fed back as a decode row.
+    let done = r.requests.iter().filter(|q| q.rejected.is_none());
+    let want: usize = done.map(|q| q.prompt_len + q.output_len - 1).sum();
+    let got: usize = r
+        .timeline
+        .iter()
+        .map(|s| s.prefill_tokens + s.decode_tokens)
+        .sum();
+    assert_eq!(got, want);
+    assert!(r.timeline.iter().any(|s| s.prefill_tokens > 0));
+    assert!(r.timeline.iter().any(|s| s.decode_tokens > 0));
+    assert!(r.timeline.iter().all(|s| s.kv_blocks_used <= num_blocks));
+    assert!(r.timeline.iter().any(|s| s.kv_blocks_used > num_blocks / 4));
+    assert!(r
+        .timeline
+        .windows(2)
+        .all(|w| w[0].end <= w[1].start + 1e-12));
+    assert!(r.timeline.iter().all(|s| s.start < s.end));
+    // Recording changes nothing else.
+    assert_eq!(r.requests, quiet.requests);
+}

@@ -304,3 +304,154 @@ fn sim_takes_the_ttft_slo_knobs_and_reports_attainment() {
         "attainment reported without an SLO"
     );
 }
+
+#[test]
+fn sim_compare_with_seeds_writes_spread_cdfs_timelines_and_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = ["fcfs", "shortest-prompt-first"];
+    tandem(&[
+        "sim",
+        "--compare",
+        &policies.join(","),
+        "--rates",
+        "0.1,0.3",
+        "--seeds",
+        "3",
+        "--num-requests",
+        "60",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    let csv = read(&dir.path().join("compare.csv"));
+    let mut rows = csv::Reader::from_reader(csv.as_bytes());
+    let header = rows.headers().unwrap().clone();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    let (mean, min, max) = (col("ttft_p50"), col("ttft_p50_min"), col("ttft_p50_max"));
+    let mut spread_seen = false;
+    for row in rows.records() {
+        let row = row.unwrap();
+        assert_eq!(&row[col("seeds")], "3");
+        let v = |i: usize| row[i].parse::<f64>().unwrap();
+        assert!(v(min) <= v(mean) && v(mean) <= v(max), "{row:?}");
+        spread_seen |= v(min) < v(max);
+    }
+    assert!(spread_seen, "three seeds gave identical runs everywhere");
+
+    let report = read(&dir.path().join("report.md"));
+    for p in policies {
+        assert!(
+            report.contains(&format!("### {p}\n")),
+            "no table for {p}:\n{report}"
+        );
+        // One row per rate in each policy's table, each with a (min–max) spread.
+        let table = report.split(&format!("### {p}\n")).nth(1).unwrap();
+        let rows: Vec<_> = table
+            .lines()
+            .filter(|l| l.starts_with("| 0."))
+            .take(2)
+            .collect();
+        assert_eq!(rows.len(), 2, "{table}");
+        assert!(rows.iter().all(|r| r.contains('–')), "{rows:?}");
+    }
+    for svg in [
+        "compare.svg",
+        "cdf.svg",
+        "timeline-fcfs.svg",
+        "timeline-shortest-prompt-first.svg",
+    ] {
+        assert!(
+            report.contains(&format!("]({svg})")),
+            "report.md does not show {svg}"
+        );
+        let text = read(&dir.path().join(svg));
+        assert!(text.starts_with("<svg"), "{svg}");
+    }
+    let cdf = read(&dir.path().join("cdf.svg"));
+    for want in [
+        "TTFT CDF",
+        "TPOT CDF",
+        "fraction of requests",
+        "time to first token (s)",
+    ] {
+        assert!(cdf.contains(want), "no {want:?} in the CDF chart");
+    }
+    let timeline = read(&dir.path().join("timeline-fcfs.svg"));
+    for want in [
+        "prefill tokens",
+        "decode tokens",
+        "KV-cache blocks in use",
+        "simulated time (s)",
+    ] {
+        assert!(timeline.contains(want), "no {want:?} in the timeline");
+    }
+}
+
+#[test]
+fn the_summary_records_how_to_reproduce_the_run_and_rerunning_it_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first");
+    tandem(&[
+        "sim",
+        "--policy",
+        "shortest-job-first",
+        "--length-error",
+        "0.5",
+        "--num-requests",
+        "80",
+        "--rate",
+        "0.3",
+        "--seed",
+        "7",
+        "--max-wait-steps",
+        "300",
+        "--num-blocks",
+        "512",
+        "--out",
+        first.to_str().unwrap(),
+    ]);
+    let summary: serde_json::Value =
+        serde_json::from_str(&read(&first.join("summary.json"))).unwrap();
+    let run = &summary["run"];
+    assert!(run["tandem_version"]
+        .as_str()
+        .unwrap()
+        .starts_with(env!("CARGO_PKG_VERSION")));
+    assert_eq!(run["policies"][0], "shortest-job-first");
+    assert_eq!(run["seeds"][0], 7);
+    assert_eq!(run["scheduler"]["max_wait_steps"], 300);
+    assert_eq!(run["scheduler"]["num_blocks"], 512);
+    assert_eq!(run["scheduler"]["length_error"], 0.5);
+    assert_eq!(run["workload"]["kind"], "synthetic");
+    assert_eq!(run["workload"]["num_requests"], 80);
+    assert!(run["cost_model"]["model"].is_object(), "{run}");
+
+    // The recorded command, pointed elsewhere, gives the same numbers.
+    let second = dir.path().join("second");
+    let mut args: Vec<String> = run["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    let out = args.iter().position(|a| a == "--out").unwrap();
+    args[out + 1] = second.to_str().unwrap().to_string();
+    tandem(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let again: serde_json::Value =
+        serde_json::from_str(&read(&second.join("summary.json"))).unwrap();
+    for key in [
+        "completed",
+        "steps",
+        "duration_s",
+        "ttft",
+        "tpot",
+        "e2e",
+        "goodput",
+    ] {
+        assert_eq!(summary[key], again[key], "{key} differs on the rerun");
+    }
+}
