@@ -14,6 +14,7 @@
 pub mod cli;
 pub mod device;
 pub mod engine;
+pub mod grammar;
 pub mod model;
 pub mod runner;
 pub mod server;

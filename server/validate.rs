@@ -12,6 +12,9 @@ use crate::engine::request::SamplingParams;
 use super::error::ApiError;
 use super::messages::{parse_messages, MessageError};
 
+mod constraint;
+pub use constraint::{RequestedConstraint, MAX_LOGIT_BIAS};
+
 /// Most choices one request may ask for (`n`).
 pub const MAX_N: usize = 16;
 /// Most alternatives per token (`logprobs` for completions, `top_logprobs` for chat).
@@ -66,6 +69,9 @@ pub struct ValidRequest {
     pub priority: i32,
     /// The OpenAI `user` field: who sent it, for the fairness policy (`vtc`).
     pub user: Option<String>,
+    /// The structured-output constraint, compiled into `params.constraint` once the tokenizer
+    /// is at hand.
+    pub constraint: Option<RequestedConstraint>,
 }
 
 /// What validation needs to know about the served model.
@@ -133,6 +139,16 @@ pub enum ValidationError {
     Unsupported(&'static str),
     #[error("{0}")]
     Message(#[from] MessageError),
+    #[error("Invalid '{param}': {why}")]
+    Invalid { param: String, why: String },
+    #[error(
+        "'{first}' and '{second}' both constrain the output; a request may use only one \
+         structured-output constraint"
+    )]
+    ConflictingConstraints {
+        first: &'static str,
+        second: &'static str,
+    },
     /// Text so long that it cannot fit the context whatever it tokenizes to: refused before
     /// tokenizing (seconds of CPU for a few MiB).
     #[error(
@@ -167,7 +183,8 @@ impl ValidationError {
         use ValidationError::*;
         let p: &str = match self {
             NotJson(_) | NotObject | BatchedPrompt => return None,
-            WrongType { param, .. } => param,
+            WrongType { param, .. } | Invalid { param, .. } => param,
+            ConflictingConstraints { second, .. } => second,
             Missing(p) | Empty(p) | MaxTokensNotPositive(p) | PenaltyOutOfRange(p) => p,
             LogprobsOutOfRange(p) | Unsupported(p) => p,
             TokenOutOfVocab { param, .. } => param,
@@ -303,6 +320,8 @@ pub fn validate(body: &[u8], endpoint: Endpoint, limits: Limits) -> R<ValidReque
         }
     }
     p.ignore_eos = f.bool("ignore_eos")?.unwrap_or(false);
+    p.logit_bias = constraint::logit_bias(&f, limits)?;
+    let constraint = constraint::constraint(&f)?;
 
     let n = match f.int("n")? {
         None => 1,
@@ -348,6 +367,7 @@ pub fn validate(body: &[u8], endpoint: Endpoint, limits: Limits) -> R<ValidReque
         add_generation_prompt,
         priority,
         user,
+        constraint,
     })
 }
 
