@@ -14,7 +14,6 @@
 pub mod cli;
 pub mod device;
 pub mod engine;
-pub mod grammar;
 pub mod model;
 pub mod runner;
 pub mod server;

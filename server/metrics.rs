@@ -14,8 +14,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::time::Duration;
 
+use crate::device::sampling::grammar::GrammarStats;
 use crate::engine::handle::{EngineHandle, EngineStats};
-use crate::grammar::GrammarStats;
 use std::sync::Arc;
 
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;

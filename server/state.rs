@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::device::sampling::grammar::{GrammarCompiler, GrammarStats};
 use crate::engine::handle::EngineHandle;
-use crate::grammar::{GrammarCompiler, GrammarStats};
+use crate::model::token_env::token_env;
 use crate::model::tokenizer::Tokenizer;
 use std::sync::OnceLock;
 
@@ -89,12 +90,9 @@ impl AppState {
     pub fn grammars(&self) -> Result<&GrammarCompiler, &str> {
         self.grammars
             .get_or_init(|| {
-                GrammarCompiler::new(
-                    self.tokenizer.clone(),
-                    self.handle.model().vocab_size,
-                    self.grammar_stats.clone(),
-                )
-                .map_err(|e| format!("{e:#}"))
+                token_env(self.tokenizer.clone(), self.handle.model().vocab_size)
+                    .and_then(|env| GrammarCompiler::new(env, self.grammar_stats.clone()))
+                    .map_err(|e| format!("{e:#}"))
             })
             .as_ref()
             .map_err(String::as_str)

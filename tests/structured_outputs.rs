@@ -12,10 +12,13 @@ use std::sync::Arc;
 use common_server::*;
 use hyper::StatusCode;
 use serde_json::{json, Value};
+use tandem::device::sampling::grammar::{
+    CompiledGrammar, ConstraintSpec, GrammarCompiler, GrammarStats,
+};
 use tandem::device::sampling::{sample, SamplerScratch, SamplerState};
 use tandem::engine::request::{Event, FinishReason, Request, SamplingParams};
 use tandem::engine::EngineHandle;
-use tandem::grammar::{CompiledGrammar, ConstraintSpec, GrammarCompiler, GrammarStats};
+use tandem::model::token_env::token_env;
 
 /// A nested object with an enum, a bounded array and bounded strings, so even a random model
 /// finishes it well within the tiny model's 256-token context.
@@ -351,12 +354,8 @@ async fn logit_bias_forces_and_bans_tokens() {
 
 fn compiler(s: &TestServer) -> (GrammarCompiler, Arc<GrammarStats>) {
     let stats = Arc::new(GrammarStats::default());
-    let c = GrammarCompiler::new(
-        s.tokenizer.clone(),
-        s.handle.model().vocab_size,
-        stats.clone(),
-    )
-    .expect("a compiler for the tiny tokenizer");
+    let env = token_env(s.tokenizer.clone(), s.handle.model().vocab_size).unwrap();
+    let c = GrammarCompiler::new(env, stats.clone()).expect("a compiler for the tiny tokenizer");
     (c, stats)
 }
 
@@ -493,4 +492,82 @@ async fn a_recomputed_sampler_state_continues_the_grammar() {
         .collect();
     assert_ne!(unconstrained, all);
     assert!(s.tokenizer.decode(&all, true).unwrap().starts_with("{\""));
+}
+
+/// Not a test: the per-token mask time for a nested schema on the default model's 49k-token
+/// vocabulary (benches/RESULTS.md). `cargo test --release --test structured_outputs -- --ignored
+/// --nocapture mask_time`. Also checks every token of a valid document passes its mask.
+#[test]
+#[ignore]
+fn mask_time_on_the_default_model() {
+    use std::time::Instant;
+    use tandem::device::sampling::grammar::ConstraintMatcher;
+    use tandem::model::default_model::default_model_path;
+    use tandem::model::gguf::GgufFile;
+    use tandem::model::tokenizer::Tokenizer;
+
+    let path = default_model_path();
+    let g = GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let tok = Arc::new(Tokenizer::from_gguf(&g).unwrap());
+    let vocab = tok.vocab_size();
+    let started = Instant::now();
+    let env = token_env(tok.clone(), vocab).unwrap();
+    let c = GrammarCompiler::new(env, Arc::new(GrammarStats::default())).unwrap();
+    let trie_ms = started.elapsed().as_secs_f64() * 1e3;
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "name": {"type": "string"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "address": {
+                "type": "object",
+                "properties": {
+                    "street": {"type": "string"},
+                    "city": {"type": "string"},
+                    "kind": {"enum": ["home", "work"]}
+                },
+                "required": ["street", "city", "kind"]
+            },
+            "scores": {"type": "array", "items": {"type": "number"}}
+        },
+        "required": ["id", "name", "tags", "address", "scores"]
+    });
+    let started = Instant::now();
+    let grammar = c.compile(&ConstraintSpec::JsonSchema(schema)).unwrap();
+    let compile_ms = started.elapsed().as_secs_f64() * 1e3;
+    let doc = r#"{"id":42,"name":"Ada Lovelace","tags":["math","poetry","engines"],"address":{"street":"12 St James's Square","city":"London","kind":"home"},"scores":[3.5,-1,2e3]}"#;
+    let ids = tok.encode(doc, false).unwrap();
+    let mut times = Vec::new();
+    for round in 0..5 {
+        let mut m = ConstraintMatcher::new(&grammar, &[]);
+        for &t in &ids {
+            let started = Instant::now();
+            let mask = m.mask();
+            let took = started.elapsed();
+            if round > 0 {
+                times.push(took.as_secs_f64() * 1e6);
+            }
+            assert!(
+                mask.is_allowed(t),
+                "token {t} ({:?}) refused",
+                tok.id_to_token(t)
+            );
+            m.advance(t);
+        }
+        assert!(
+            m.mask().is_allowed(tok.eos_ids[0]),
+            "the document is complete"
+        );
+    }
+    times.sort_by(f64::total_cmp);
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    println!(
+        "vocab {vocab}: trie + factory {trie_ms:.0} ms, schema compile {compile_ms:.1} ms, mask \
+         {mean:.0} µs/token mean, {:.0} median, {:.0} p90, {:.0} max over {} tokens",
+        times[times.len() / 2],
+        times[times.len() * 9 / 10],
+        times[times.len() - 1],
+        times.len()
+    );
 }

@@ -5,7 +5,7 @@
 //! 1. `logprobs`: if requested, `log_softmax` of the **raw** logits (before anything below) gives
 //!    the chosen token's logprob and the top-`n` alternatives ([`logprobs`]).
 //! 2. `logit_bias` is added to the logits (OpenAI semantics), then the grammar's mask (structured
-//!    outputs, [`crate::grammar`]) sets every token it disallows to -inf. So logprobs describe
+//!    outputs, [`grammar`]) sets every token it disallows to -inf. So logprobs describe
 //!    the model's own distribution, not the biased or masked one; a masked token may show up
 //!    among the top alternatives.
 //! 3. Penalties: repetition over prompt ∪ generated, frequency / presence over generated
@@ -23,6 +23,7 @@
 
 pub mod bias;
 pub mod device_words;
+pub mod grammar;
 pub mod logprobs;
 pub mod math;
 pub mod params;
@@ -32,8 +33,8 @@ pub mod rng;
 
 use std::sync::Arc;
 
+use self::grammar::ConstraintMatcher;
 use self::params::{SamplingParams, TokenLogprob};
-use crate::grammar::ConstraintMatcher;
 use logprobs::{top_logprobs, LogSoftmax};
 use penalties::TokenHistory;
 

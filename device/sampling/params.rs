@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::grammar::CompiledGrammar;
+use crate::device::sampling::grammar::CompiledGrammar;
 
 /// How to pick tokens and when to stop, per request. Defaults: greedy, no limits but `max_tokens`.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use super::{wrong, Fields, Limits, ValidationError, R};
-use crate::grammar::ConstraintSpec;
+use crate::device::sampling::grammar::ConstraintSpec;
 
 /// Most `logit_bias` entries (OpenAI's limit).
 pub const MAX_LOGIT_BIAS: usize = 300;

@@ -2,7 +2,8 @@
 //! by llguidance into a matcher that says, before each sampled token, which tokens may come next.
 //!
 //! - [`spec`]: the constraint as the request states it.
-//! - [`token_env`]: llguidance's view of the tokenizer (each token's bytes in a trie).
+//! - `model/token_env.rs` (a layer up, where the tokenizer is): llguidance's view of the
+//!   tokenizer, each token's bytes in a trie, which [`GrammarCompiler::new`] takes.
 //! - [`compiler`]: spec → [`CompiledGrammar`], cached by spec text; compile errors are the
 //!   request's 400, found before it is queued.
 //! - [`matcher`]: the per-request [`ConstraintMatcher`] the sampler holds: masks a logits row,
@@ -16,7 +17,6 @@ pub mod compiler;
 pub mod matcher;
 pub mod spec;
 pub mod stats;
-pub mod token_env;
 
 pub use compiler::{CompiledGrammar, GrammarCompiler};
 pub use matcher::ConstraintMatcher;

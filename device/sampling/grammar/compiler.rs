@@ -6,12 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::Result;
+use llguidance::toktrie::TokEnv;
 use llguidance::{Matcher, ParserFactory};
 
 use super::spec::ConstraintSpec;
 use super::stats::GrammarStats;
-use super::token_env::TokenEnv;
-use crate::model::tokenizer::Tokenizer;
 
 /// Most compiled grammars kept; the oldest is dropped first.
 pub const CACHE_CAPACITY: usize = 64;
@@ -72,13 +71,8 @@ struct Cache {
 }
 
 impl GrammarCompiler {
-    /// A compiler for `tokenizer` over a logits row of `vocab_size` ids.
-    pub fn new(
-        tokenizer: Arc<Tokenizer>,
-        vocab_size: usize,
-        stats: Arc<GrammarStats>,
-    ) -> Result<Self> {
-        let env: llguidance::toktrie::TokEnv = Arc::new(TokenEnv::new(tokenizer, vocab_size)?);
+    /// A compiler for the tokenizer `env` describes (`model::token_env::token_env`).
+    pub fn new(env: TokEnv, stats: Arc<GrammarStats>) -> Result<Self> {
         let mut factory = ParserFactory::new_simple(&env)?;
         factory.quiet();
         Ok(GrammarCompiler {

@@ -1,4 +1,5 @@
-//! llguidance's view of tandem's tokenizer: every token's bytes in a [`TokTrie`], and tokenizing.
+//! llguidance's view of tandem's tokenizer (structured outputs, `device/sampling/grammar`): every
+//! token's bytes in a [`TokTrie`], and tokenizing.
 //!
 //! The bytes come from each token's vocabulary spelling, undone the way the tokenizer's decoder
 //! would: byte-level BPE (GPT-2 style, every GGUF tokenizer tandem reads) maps each byte to a
@@ -10,10 +11,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
-use llguidance::toktrie::{TokRxInfo, TokTrie, TokenId, TokenizerEnv};
+use llguidance::toktrie::{TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
 use tokenizers::DecoderWrapper;
 
-use crate::model::tokenizer::Tokenizer;
+use super::tokenizer::Tokenizer;
 
 /// How the vocabulary spells bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +23,11 @@ enum Spelling {
     ByteLevel,
     /// SentencePiece: `▁` (or the decoder's replacement) for space, `<0xAB>` byte tokens.
     Metaspace { space: char },
+}
+
+/// The environment llguidance compiles grammars against (see [`TokenEnv::new`]).
+pub fn token_env(tokenizer: Arc<Tokenizer>, vocab_size: usize) -> Result<TokEnv> {
+    Ok(Arc::new(TokenEnv::new(tokenizer, vocab_size)?))
 }
 
 pub struct TokenEnv {
