@@ -249,3 +249,78 @@ fn the_context_check_counts_prompt_and_completion() {
     assert_eq!(api.code, Some("context_length_exceeded"));
     assert!(check_context(1, usize::MAX, 256, Endpoint::Completions).is_err());
 }
+
+#[test]
+fn structured_output_fields_become_one_constraint() {
+    use crate::device::sampling::grammar::ConstraintSpec;
+    let spec = |body: Value| {
+        completions(body)
+            .unwrap()
+            .constraint
+            .map(|c| (c.spec, c.param))
+    };
+    assert_eq!(spec(json!({"prompt": "x"})), None);
+    assert_eq!(
+        spec(json!({"prompt": "x", "response_format": {"type": "text"}})),
+        None
+    );
+    assert_eq!(
+        spec(json!({"prompt": "x", "response_format": {"type": "json_object"}})),
+        Some((
+            ConstraintSpec::JsonSchema(json!({"type": "object"})),
+            "response_format"
+        ))
+    );
+    assert_eq!(
+        spec(json!({"prompt": "x", "guided_json": "{\"type\": \"array\"}"})),
+        Some((
+            ConstraintSpec::JsonSchema(json!({"type": "array"})),
+            "guided_json"
+        ))
+    );
+    assert_eq!(
+        spec(json!({"prompt": "x", "guided_choice": ["a", "b"]})),
+        Some((
+            ConstraintSpec::Choice(vec!["a".into(), "b".into()]),
+            "guided_choice"
+        ))
+    );
+    assert_eq!(
+        spec(json!({"prompt": "x", "structured_outputs": {"regex": "a+"}})),
+        Some((ConstraintSpec::Regex("a+".into()), "structured_outputs"))
+    );
+    assert_eq!(
+        spec(json!({"prompt": "x", "guided_grammar": "start: \"a\""})),
+        Some((
+            ConstraintSpec::Grammar("start: \"a\"".into()),
+            "guided_grammar"
+        ))
+    );
+    assert_eq!(
+        param_of(completions(
+            json!({"prompt": "x", "guided_regex": "a", "guided_choice": ["a"]})
+        )),
+        Some("guided_choice".into())
+    );
+}
+
+#[test]
+fn logit_bias_is_read_sorted_and_checked() {
+    let r = chat(
+        json!({"messages": [{"role": "user", "content": "x"}], "logit_bias": {"9": -100, "3": 2.5}}),
+    );
+    assert_eq!(r.unwrap().params.logit_bias, vec![(3, 2.5), (9, -100.0)]);
+    for bad in [
+        json!({"512": 1}),
+        json!({"-1": 1}),
+        json!({"1": 100.5}),
+        json!({"1": null}),
+        json!("x"),
+    ] {
+        assert_eq!(
+            param_of(completions(json!({"prompt": "x", "logit_bias": bad}))),
+            Some("logit_bias".into()),
+            "{bad}"
+        );
+    }
+}
