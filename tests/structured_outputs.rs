@@ -265,6 +265,16 @@ async fn regex_choice_and_grammar_outputs_match() {
         }
     }
 
+    // Streamed, on chat: the deltas add up to a valid choice.
+    let body = chat(
+        json!({"ignore_eos": false, "max_tokens": 20, "stream": true, "guided_choice": choices}),
+    );
+    let r = post(s.addr, CHAT, &body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let (texts, finish) = collect_stream(&parse_events(&r));
+    assert!(choices.contains(&texts[0].as_str()), "{texts:?}");
+    assert_eq!(finish[0].as_deref(), Some("stop"));
+
     let lark = "start: \"(\" num (\",\" num)? \")\"\nnum: /[0-9]{1,3}/";
     for body in [
         json!({"guided_grammar": lark}),
