@@ -87,6 +87,16 @@ impl EngineCore {
                     self.in_flight += 1;
                     continue;
                 }
+                if self.in_flight == 0 {
+                    if let Some(batch) = self.sched.drops_only() {
+                        if self.to_executor.send(batch).is_err() {
+                            self.die("the executor thread is gone".into());
+                            break;
+                        }
+                        self.in_flight += 1;
+                        continue;
+                    }
+                }
             }
             self.publish_stats();
             // Nothing to plan now: wait for a step to return or for a command.
@@ -151,6 +161,11 @@ impl EngineCore {
 
     fn step_done(&mut self, out: StepOutput) {
         self.in_flight -= 1;
+        if out.batch.is_empty() && out.batch.samples.is_empty() {
+            // Only sampler drops (`Scheduler::drops_only`): not a step.
+            self.sched.recycle(out.batch);
+            return;
+        }
         self.stats.steps += 1;
         self.shared.timeline.record(
             out.started,

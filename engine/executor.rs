@@ -61,6 +61,9 @@ impl<B: Backend> Executor<B> {
     /// Takes the next planned step; returns the steps finished meanwhile, in order (none when
     /// this one was launched and nothing had to be collected first).
     pub fn submit(&mut self, batch: Batch) -> Vec<StepOutput> {
+        if batch.is_empty() && batch.samples.is_empty() {
+            return self.drop_samplers(batch);
+        }
         self.hooks.before_step();
         let mut done = Vec::new();
         // A request's sampler state is replaced or dropped only once its launched samples are
@@ -88,6 +91,27 @@ impl<B: Backend> Executor<B> {
                 done.push(self.run(batch));
             }
         }
+        done
+    }
+
+    /// A batch that only ends requests (the engine had nothing else to send): their sampler
+    /// states, grammar matchers included, go now rather than with the next step, whenever that
+    /// comes. Nothing runs, so it is not a step for the hooks.
+    fn drop_samplers(&mut self, batch: Batch) -> Vec<StepOutput> {
+        let mut done = Vec::new();
+        self.drain(&mut done);
+        for id in &batch.sampler_drops {
+            self.samplers.remove(id);
+        }
+        let now = Instant::now();
+        done.push(StepOutput {
+            batch,
+            sampled: Vec::new(),
+            error: None,
+            failed: Vec::new(),
+            started: now,
+            finished: now,
+        });
         done
     }
 

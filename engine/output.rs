@@ -18,7 +18,8 @@ pub struct RequestOutput {
     params: Arc<SamplingParams>,
     detok: IncrementalDetokenizer,
     stops: StopMatcher,
-    /// EOS ids (unless ignore_eos) and the request's stop token ids.
+    /// EOS ids (unless ignore_eos) and the request's stop token ids. A constrained request
+    /// always stops at EOS: its grammar allows EOS only once the output is complete.
     stop_ids: Vec<u32>,
 }
 
@@ -37,7 +38,7 @@ impl RequestOutput {
         eos_ids: &[u32],
     ) -> Self {
         let mut stop_ids = params.stop_token_ids.clone();
-        if !params.ignore_eos {
+        if !params.ignore_eos || params.constraint.is_some() {
             stop_ids.extend_from_slice(eos_ids);
         }
         let context = &prompt[prompt.len().saturating_sub(DETOKENIZER_CONTEXT)..];

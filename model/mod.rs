@@ -14,6 +14,7 @@ pub mod llama;
 pub mod loader;
 pub mod rope;
 pub mod safetensors_dir;
+pub mod token_env;
 pub mod tokenizer;
 pub mod weights;
 

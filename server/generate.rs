@@ -128,6 +128,22 @@ fn prepare<W: WireFormat>(
         .unwrap_or_else(|| W::default_max_tokens(ids.len(), max_context));
     check_context(ids.len(), max_tokens, max_context, valid.endpoint)?;
     valid.params.max_tokens = max_tokens;
+    if let Some(c) = &valid.constraint {
+        let invalid = |why: String| ValidationError::Invalid {
+            param: c.param.to_string(),
+            why,
+        };
+        let compiler = state
+            .grammars()
+            .map_err(|e| invalid(format!("structured outputs are unavailable: {e}")))?;
+        let grammar = compiler
+            .compile(&c.spec)
+            .map_err(|e| invalid(format!("cannot be enforced: {e}")))?;
+        valid.params.constraint = Some(grammar);
+        for _ in 0..valid.n {
+            state.grammar_stats.request_constrained();
+        }
+    }
     Ok((valid, ids))
 }
 

@@ -14,7 +14,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::time::Duration;
 
+use crate::device::sampling::grammar::GrammarStats;
 use crate::engine::handle::{EngineHandle, EngineStats};
+use std::sync::Arc;
 
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
@@ -41,8 +43,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(handle: EngineHandle) -> Self {
-        Self::build(Some(handle))
+    pub fn new(handle: EngineHandle, grammar: Arc<GrammarStats>) -> Self {
+        let mut m = Self::build(Some(handle));
+        m.registry
+            .register_collector(Box::new(GrammarCollector(grammar)));
+        m
     }
 
     /// Only the server-side metrics (for tests of the streaming logic without an engine).
@@ -136,6 +141,53 @@ impl std::fmt::Debug for EngineCollector {
 impl Collector for EngineCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         encode_stats(&self.0.stats(), &mut enc)
+    }
+}
+
+/// Reads the structured-output counters on every scrape.
+#[derive(Debug)]
+struct GrammarCollector(Arc<GrammarStats>);
+
+impl Collector for GrammarCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.0.snapshot();
+        let enc = &mut enc;
+        counter(
+            enc,
+            "tandem:structured_output_requests",
+            "Requests admitted with a structured-output constraint (one per choice).",
+            s.constrained_requests,
+        )?;
+        gauge(
+            enc,
+            "tandem:grammar_matchers_live",
+            "Grammar matchers alive (one per constrained sequence being generated).",
+            s.live_matchers,
+        )?;
+        counter(
+            enc,
+            "tandem:grammar_compiles",
+            "Grammars compiled (cache misses).",
+            s.compiles,
+        )?;
+        gauge(
+            enc,
+            "tandem:grammar_compile_seconds_sum",
+            "Total time spent compiling grammars.",
+            s.compile_seconds,
+        )?;
+        counter(
+            enc,
+            "tandem:grammar_masks",
+            "Token masks computed.",
+            s.masks,
+        )?;
+        gauge(
+            enc,
+            "tandem:grammar_mask_seconds_sum",
+            "Total time spent computing token masks (on the engine thread).",
+            s.mask_seconds,
+        )
     }
 }
 

@@ -5,8 +5,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::device::sampling::grammar::{GrammarCompiler, GrammarStats};
 use crate::engine::handle::EngineHandle;
+use crate::model::token_env::token_env;
 use crate::model::tokenizer::Tokenizer;
+use std::sync::OnceLock;
 
 use super::metrics::Metrics;
 use super::tools::support::{ModelOutputSupport, OutputParsers};
@@ -58,6 +61,10 @@ pub struct AppState {
     /// Prompt text (or message contents) longer than this cannot fit the model's context, so it
     /// is refused without tokenizing (see [`max_text_bytes`]).
     pub max_text_bytes: usize,
+    /// Structured-output counters (`/metrics`), shared with the compiler.
+    pub grammar_stats: Arc<GrammarStats>,
+    /// Built on the first constrained request: the token trie costs a pass over the vocabulary.
+    grammars: OnceLock<Result<GrammarCompiler, String>>,
     draining: AtomicBool,
     /// Generation requests between arrival and their response's last byte.
     active: AtomicUsize,
@@ -72,10 +79,13 @@ impl AppState {
         let max_text_bytes = max_text_bytes(&tokenizer, handle.model().max_context);
         let output_support =
             ModelOutputSupport::detect(cfg.output_parsers, &tokenizer, template.as_ref().ok());
+        let grammar_stats = Arc::new(GrammarStats::default());
         AppState {
             output_support,
             max_text_bytes,
-            metrics: Metrics::new(handle.clone()),
+            metrics: Metrics::new(handle.clone(), grammar_stats.clone()),
+            grammar_stats,
+            grammars: OnceLock::new(),
             handle,
             tokenizer,
             template,
@@ -83,6 +93,18 @@ impl AppState {
             draining: AtomicBool::new(false),
             active: AtomicUsize::new(0),
         }
+    }
+
+    /// The grammar compiler for this model's tokenizer, or why there cannot be one.
+    pub fn grammars(&self) -> Result<&GrammarCompiler, &str> {
+        self.grammars
+            .get_or_init(|| {
+                token_env(self.tokenizer.clone(), self.handle.model().vocab_size)
+                    .and_then(|env| GrammarCompiler::new(env, self.grammar_stats.clone()))
+                    .map_err(|e| format!("{e:#}"))
+            })
+            .as_ref()
+            .map_err(String::as_str)
     }
 
     pub fn model_name(&self) -> &str {

@@ -7,12 +7,13 @@
 
 use serde_json::{Map, Value};
 
+use crate::device::sampling::grammar::ConstraintSpec;
 use crate::engine::admission::{self, Rejection};
 use crate::engine::request::SamplingParams;
 
 use super::error::ApiError;
 use super::messages::{parse_messages, MessageError};
-use super::tools::forced::constrain_forced_call;
+use super::tools::forced::forced_call_schema;
 use super::tools::history::parse_tool_call_arguments;
 use super::tools::request::{parse_tool_fields, ToolError, ToolRequest};
 
@@ -23,6 +24,9 @@ pub use template_args::{TemplateArgs, RESERVED as RESERVED_TEMPLATE_VARS};
 pub use tokenize::{
     detokenize_request, tokenize_request, DetokenizeRequest, TokenizeInput, TokenizeRequest,
 };
+
+mod constraint;
+pub use constraint::{RequestedConstraint, MAX_LOGIT_BIAS};
 
 /// Most choices one request may ask for (`n`).
 pub const MAX_N: usize = 16;
@@ -83,6 +87,9 @@ pub struct ValidRequest {
     pub ttft_slo: Option<std::time::Duration>,
     /// Chat `tools` and how the model may use them; `None` without tools.
     pub tools: Option<ToolRequest>,
+    /// The structured-output constraint, compiled into `params.constraint` once the tokenizer
+    /// is at hand.
+    pub constraint: Option<RequestedConstraint>,
 }
 
 /// What validation needs to know about the served model.
@@ -161,6 +168,16 @@ pub enum ValidationError {
     Message(#[from] MessageError),
     #[error("{0}")]
     Tools(#[from] ToolError),
+    #[error("Invalid '{param}': {why}")]
+    Invalid { param: String, why: String },
+    #[error(
+        "'{first}' and '{second}' both constrain the output; a request may use only one \
+         structured-output constraint"
+    )]
+    ConflictingConstraints {
+        first: &'static str,
+        second: &'static str,
+    },
     /// Text so long that it cannot fit the context whatever it tokenizes to: refused before
     /// tokenizing (seconds of CPU for a few MiB).
     #[error(
@@ -195,7 +212,8 @@ impl ValidationError {
         use ValidationError::*;
         let p: &str = match self {
             NotJson(_) | NotObject | BatchedPrompt => return None,
-            WrongType { param, .. } => param,
+            WrongType { param, .. } | Invalid { param, .. } => param,
+            ConflictingConstraints { second, .. } => second,
             Missing(p) | Empty(p) | MaxTokensNotPositive(p) | PenaltyOutOfRange(p) => p,
             LogprobsOutOfRange(p) | Unsupported { param: p, .. } => p,
             ReservedTemplateKwarg(key) => return Some(format!("chat_template_kwargs.{key}")),
@@ -334,8 +352,21 @@ pub fn validate(body: &[u8], endpoint: Endpoint, limits: Limits) -> R<ValidReque
         }
     }
     p.ignore_eos = f.bool("ignore_eos")?.unwrap_or(false);
-    if let Some(t) = &tools {
-        constrain_forced_call(t, &mut p)?;
+    p.logit_bias = constraint::logit_bias(&f, limits)?;
+    let mut constraint = constraint::constraint(&f)?;
+    // A forced tool call (`required`, or a named function) is a JSON-schema constraint of its
+    // own, read back as plain JSON calls (server/tools/forced.rs).
+    if let Some(schema) = tools.as_ref().and_then(forced_call_schema) {
+        if let Some(c) = &constraint {
+            return Err(ValidationError::ConflictingConstraints {
+                first: c.param,
+                second: "tool_choice",
+            });
+        }
+        constraint = Some(RequestedConstraint {
+            spec: ConstraintSpec::JsonSchema(schema),
+            param: "tool_choice",
+        });
     }
 
     let n = match f.int("n")? {
@@ -395,6 +426,7 @@ pub fn validate(body: &[u8], endpoint: Endpoint, limits: Limits) -> R<ValidReque
         user,
         ttft_slo,
         tools,
+        constraint,
     })
 }
 

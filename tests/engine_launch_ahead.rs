@@ -193,3 +193,51 @@ fn the_executor_keeps_two_steps_in_flight() {
         .collect();
     assert_eq!(tokens, want);
 }
+
+/// Rows with a grammar or a logit bias sample on the host even where the backend samples on the
+/// device (their mask needs the previous token): a crowd holding them gives the plain path's
+/// tokens, and grammars survive the preemptions the small pool forces (their state is replayed).
+#[test]
+fn constrained_and_biased_rows_give_the_plain_paths_tokens() {
+    use tandem::device::sampling::grammar::{ConstraintSpec, GrammarCompiler, GrammarStats};
+    use tandem::engine::request::FinishReason;
+    use tandem::model::token_env::token_env;
+    use tandem::model::tokenizer::Tokenizer;
+
+    let tok = Arc::new(Tokenizer::from_hf_dir(&tiny_llama()).unwrap());
+    let env = token_env(tok.clone(), tok.vocab_size()).unwrap();
+    let compiler = GrammarCompiler::new(env, Arc::new(GrammarStats::default())).unwrap();
+    let regex = compiler
+        .compile(&ConstraintSpec::Regex("(yes|no)-[0-9]{2,3}".into()))
+        .unwrap();
+    let mut reqs = crowd();
+    for (i, r) in reqs.iter_mut().enumerate() {
+        let p = Arc::make_mut(&mut r.params);
+        match i % 4 {
+            0 => p.constraint = Some(regex.clone()),
+            1 => p.logit_bias = vec![(7, 5.0), (300, -100.0), (301, 2.5)],
+            _ => {}
+        }
+    }
+    let want = outcomes(CpuBackend::new(), false, &reqs);
+    let got = outcomes(CpuBackend::emulating_device(), true, &reqs);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!((&g.ids, &g.reason), (&w.ids, &w.reason), "request {i}");
+        if i % 4 == 0 && g.reason == FinishReason::Stop {
+            let text = tok.decode(&g.ids, true).unwrap();
+            let (word, digits) = text.split_once('-').unwrap_or_else(|| panic!("{text:?}"));
+            assert!(["yes", "no"].contains(&word), "{text:?}");
+            assert!((2..=3).contains(&digits.len()), "{text:?}");
+        }
+        if i % 4 == 1 {
+            assert!(!g.ids.contains(&300), "request {i}: a banned token");
+        }
+    }
+    let finished = (0..reqs.len())
+        .step_by(4)
+        .filter(|&i| got[i].reason == FinishReason::Stop);
+    assert!(
+        finished.count() > 0,
+        "no constrained request completed its grammar"
+    );
+}

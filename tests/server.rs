@@ -480,9 +480,47 @@ async fn chat_with_tools_renders_the_fallback_and_answers_in_shape() {
         ])
     );
 
+    // A forced call: the grammar makes even the tiny random model's answer a call of the tool,
+    // read back into `tool_calls` with a `tool_calls` finish, whole and streamed.
+    let weather = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"enum": ["Oslo", "Paris"]}},
+        "required": ["city"], "additionalProperties": false}}}]);
+    for choice in [
+        json!("required"),
+        json!({"type": "function", "function": {"name": "get_weather"}}),
+    ] {
+        let body = chat(json!({"tools": weather, "tool_choice": choice, "max_tokens": 40,
+            "parallel_tool_calls": false, "temperature": 0}));
+        let r = post(s.addr, CHAT, &body).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let v = r.json();
+        let c = &v["choices"][0];
+        assert_eq!(c["finish_reason"], "tool_calls", "{v}");
+        let call = &c["message"]["tool_calls"][0];
+        assert_eq!(call["type"], "function", "{v}");
+        assert_eq!(call["function"]["name"], "get_weather", "{v}");
+        assert!(call["id"].as_str().unwrap().starts_with("call_"), "{v}");
+        let args: Value =
+            serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert!(args["city"] == "Oslo" || args["city"] == "Paris", "{args}");
+
+        let mut streamed = body.clone();
+        streamed["stream"] = json!(true);
+        let events = parse_events(&post(s.addr, CHAT, &streamed).await);
+        let arguments: String = events
+            .iter()
+            .filter_map(|e| e["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
+            .collect();
+        let streamed_args: Value = serde_json::from_str(&arguments).unwrap();
+        assert_eq!(streamed_args, args, "greedy: the stream makes the same call");
+        assert!(events
+            .iter()
+            .any(|e| e["choices"][0]["finish_reason"] == "tool_calls"));
+    }
+
     for (extra, param) in [
         (
-            json!({"tools": tools, "tool_choice": "required"}),
+            json!({"tools": tools, "tool_choice": {"type": "function", "function": {"name": "other"}}}),
             "tool_choice",
         ),
         (

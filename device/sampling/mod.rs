@@ -4,10 +4,14 @@
 //! Per token, [`sample`] does, in this order (vLLM / OpenAI semantics):
 //! 1. `logprobs`: if requested, `log_softmax` of the **raw** logits (before anything below) gives
 //!    the chosen token's logprob and the top-`n` alternatives ([`logprobs`]).
-//! 2. Penalties: repetition over prompt ∪ generated, frequency / presence over generated
+//! 2. `logit_bias` is added to the logits (OpenAI semantics), then the grammar's mask (structured
+//!    outputs, [`grammar`]) sets every token it disallows to -inf. So logprobs describe
+//!    the model's own distribution, not the biased or masked one; a masked token may show up
+//!    among the top alternatives.
+//! 3. Penalties: repetition over prompt ∪ generated, frequency / presence over generated
 //!    ([`penalties`]).
-//! 3. Greedy when `temperature` is (nearly) 0 or `top_k == 1`: the first maximum.
-//! 4. Otherwise: divide by `temperature`; keep the `top_k` most likely; keep the top-`p` nucleus
+//! 4. Greedy when `temperature` is (nearly) 0 or `top_k == 1`: the first maximum.
+//! 5. Otherwise: divide by `temperature`; keep the `top_k` most likely; keep the top-`p` nucleus
 //!    of what is left (renormalised); drop tokens below `min_p` × the most likely; renormalise
 //!    and draw with a uniform number keyed by `(seed, position)` ([`rng`]), where `position` is
 //!    how many tokens the request has generated so far.
@@ -17,7 +21,9 @@
 //! recomputed from its prompt and already generated tokens ([`SamplerState::new`] with
 //! `generated`) continues with exactly the draw it would have made.
 
+pub mod bias;
 pub mod device_words;
+pub mod grammar;
 pub mod logprobs;
 pub mod math;
 pub mod params;
@@ -27,6 +33,7 @@ pub mod rng;
 
 use std::sync::Arc;
 
+use self::grammar::ConstraintMatcher;
 use self::params::{SamplingParams, TokenLogprob};
 use logprobs::{top_logprobs, LogSoftmax};
 use penalties::TokenHistory;
@@ -42,6 +49,9 @@ pub struct SamplerState {
     seed: u64,
     num_generated: usize,
     history: TokenHistory,
+    /// The grammar's state when the request is constrained: advanced with every token recorded,
+    /// rebuilt from `generated` when the state is (preemption, a copy per choice).
+    constraint: Option<ConstraintMatcher>,
 }
 
 impl SamplerState {
@@ -50,11 +60,16 @@ impl SamplerState {
     /// has none).
     pub fn new(params: Arc<SamplingParams>, seed: u64, prompt: &[u32], generated: &[u32]) -> Self {
         let history = TokenHistory::new(&params, prompt, generated);
+        let constraint = params
+            .constraint
+            .as_ref()
+            .map(|g| ConstraintMatcher::new(g, generated));
         SamplerState {
             params,
             seed,
             num_generated: generated.len(),
             history,
+            constraint,
         }
     }
 
@@ -78,16 +93,24 @@ impl SamplerState {
     }
 
     fn record(&mut self, token: u32) {
+        if let Some(c) = &mut self.constraint {
+            c.advance(token);
+        }
         self.history.record(token);
         self.num_generated += 1;
     }
 
     /// This request's next draw as a device sampler runs it, or `None` when it needs what only
-    /// the host sampler does: penalties (they need the token history, kept on the host) or more
-    /// than [`MAX_DEVICE_TOP_LOGPROBS`] top logprobs.
+    /// the host sampler does: penalties (they need the token history, kept on the host), more
+    /// than [`MAX_DEVICE_TOP_LOGPROBS`] top logprobs, a logit bias or a grammar (whose mask
+    /// depends on the previous token, so such a step also waits for the one before it).
     pub fn device_sampling(&self) -> Option<DeviceSampling> {
         let p = &self.params;
-        if penalties::any(p) || p.logprobs.is_some_and(|n| n > MAX_DEVICE_TOP_LOGPROBS) {
+        if penalties::any(p)
+            || p.logprobs.is_some_and(|n| n > MAX_DEVICE_TOP_LOGPROBS)
+            || !p.logit_bias.is_empty()
+            || self.constraint.is_some()
+        {
             return None;
         }
         let greedy = self.is_greedy();
@@ -192,6 +215,7 @@ pub fn sample(
     let greedy = state.is_greedy();
     let u = (!greedy).then(|| rng::uniform(state.seed, state.num_generated as u64));
     let history = &state.history;
+    let constraint = &mut state.constraint;
     let s = pick(
         logits,
         &params,
@@ -202,7 +226,13 @@ pub fn sample(
         },
         u,
         scratch,
-        |l| history.apply(&params, l),
+        |l| {
+            bias::apply(&params.logit_bias, l);
+            if let Some(c) = constraint {
+                c.apply(l);
+            }
+            history.apply(&params, l)
+        },
     );
     state.record(s.token);
     s

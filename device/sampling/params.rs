@@ -1,6 +1,10 @@
 //! What a request asks of sampling (its [`SamplingParams`]) and what a sample reports back
 //! about its alternatives ([`TokenLogprob`]).
 
+use std::sync::Arc;
+
+use crate::device::sampling::grammar::CompiledGrammar;
+
 /// How to pick tokens and when to stop, per request. Defaults: greedy, no limits but `max_tokens`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
@@ -30,6 +34,10 @@ pub struct SamplingParams {
     pub stop: Vec<String>,
     /// Keep going past the model's end-of-sequence tokens.
     pub ignore_eos: bool,
+    /// OpenAI `logit_bias`: (token id, bias) added to the raw logits (see `sample`'s order).
+    pub logit_bias: Vec<(u32, f32)>,
+    /// The grammar the output must match (structured outputs); `None`: unconstrained.
+    pub constraint: Option<Arc<CompiledGrammar>>,
 }
 
 impl Default for SamplingParams {
@@ -48,6 +56,8 @@ impl Default for SamplingParams {
             stop_token_ids: Vec::new(),
             stop: Vec::new(),
             ignore_eos: false,
+            logit_bias: Vec::new(),
+            constraint: None,
         }
     }
 }

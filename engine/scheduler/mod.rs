@@ -216,6 +216,18 @@ impl Scheduler {
     }
 
     /// Hands back a returned batch so the next plan can reuse its buffers.
+    /// A batch carrying only the sampler states to drop, when there are some: for the engine to
+    /// send when it has nothing to run, so ended requests' states do not wait for the next step.
+    pub fn drops_only(&mut self) -> Option<Batch> {
+        if self.pending_drops.is_empty() {
+            return None;
+        }
+        let mut b = self.spare.take().unwrap_or_default();
+        b.clear();
+        std::mem::swap(&mut b.sampler_drops, &mut self.pending_drops);
+        Some(b)
+    }
+
     pub fn recycle(&mut self, batch: Batch) {
         self.spare = Some(batch);
     }

@@ -5,8 +5,6 @@
 
 use serde_json::{json, Value};
 
-use crate::engine::request::SamplingParams;
-
 use super::request::{FunctionTool, ToolChoice, ToolRequest};
 
 /// The JSON schema a forced answer must match; `None` unless `tool_choice` forces a call.
@@ -39,24 +37,6 @@ fn call_schema(tool: &FunctionTool) -> Value {
         "required": ["name", "arguments"],
         "additionalProperties": false
     })
-}
-
-/// Sets up decoding so the answer matches [`forced_call_schema`] when the request forces a call.
-/// Constrained decoding is not wired in yet, so a forced call is refused here (400); this is the
-/// one place to replace: put `forced_call_schema(tools)` on `params` as a JSON-schema grammar.
-pub fn constrain_forced_call(
-    tools: &ToolRequest,
-    _params: &mut SamplingParams,
-) -> Result<(), super::request::ToolError> {
-    match &tools.choice {
-        ToolChoice::None | ToolChoice::Auto => Ok(()),
-        ToolChoice::Required => Err(super::request::ToolError::ConstrainedDecodingUnavailable(
-            "\"required\"".into(),
-        )),
-        ToolChoice::Named(n) => Err(super::request::ToolError::ConstrainedDecodingUnavailable(
-            format!("naming {n:?}"),
-        )),
-    }
 }
 
 #[cfg(test)]
@@ -128,14 +108,5 @@ mod tests {
                 .len(),
             2
         );
-    }
-
-    #[test]
-    fn forced_calls_are_refused_until_constrained_decoding_is_wired() {
-        let mut p = SamplingParams::default();
-        let err = constrain_forced_call(&request(json!("required"), true), &mut p).unwrap_err();
-        assert_eq!(err.param(), "tool_choice");
-        assert!(err.to_string().contains("requires constrained decoding"));
-        assert!(constrain_forced_call(&request(json!("auto"), true), &mut p).is_ok());
     }
 }

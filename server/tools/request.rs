@@ -93,8 +93,6 @@ pub enum ToolError {
     UnknownChoice(String),
     #[error("'tool_choice' {0:?} needs 'tools'")]
     ChoiceWithoutTools(String),
-    #[error("'tool_choice' {0} requires constrained decoding, which is not yet wired into this server; use \"auto\"")]
-    ConstrainedDecodingUnavailable(String),
     #[error("Invalid value for '{param}': {why}")]
     BadHistory { param: String, why: String },
 }
@@ -111,8 +109,7 @@ impl ToolError {
             | BadHistory { param, .. } => param.clone(),
             BadChoice
             | UnknownChoice(_)
-            | ChoiceWithoutTools(_)
-            | ConstrainedDecodingUnavailable(_) => "tool_choice".into(),
+            | ChoiceWithoutTools(_) => "tool_choice".into(),
         }
     }
 }

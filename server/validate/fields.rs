@@ -1,7 +1,7 @@
 //! Which request fields the server acts on, and the 400 for those it cannot honour.
 //!
 //! Every field the OpenAI API defines for `/v1/completions` and `/v1/chat/completions`, and the
-//! vLLM extensions tandem reads, has one row in [`FIELDS`] or [`BUILT_ELSEWHERE`]. A client that
+//! vLLM extensions tandem reads, has one row in [`FIELDS`]. A client that
 //! asks for something tandem does not do gets a 400 naming the field instead of a different
 //! answer than it asked for. Fields in neither table are ignored, as OpenAI ignores fields it
 //! does not know; a `null` value is the same as an absent field. README's field table mirrors
@@ -59,21 +59,17 @@ const fn f(name: &'static str, on: On, policy: Policy) -> Field {
 use On::{Both, Chat, Completions};
 use Policy::{Honoured, NoOp, Only, Refused};
 
-/// Fields other work implements; they count as honoured. When that work is merged, check each
-/// row against it (its tests must cover the field), then move the row into [`FIELDS`] as
-/// `Honoured`. Until then they are accepted and have no effect, as before this table existed.
-pub const BUILT_ELSEWHERE: &[(&str, On, &str)] = &[
-    ("response_format", Both, "wt-grammar"),
-    ("logit_bias", Both, "wt-grammar"),
-    ("guided_json", Both, "wt-grammar"),
-    ("guided_regex", Both, "wt-grammar"),
-    ("guided_choice", Both, "wt-grammar"),
-    ("guided_grammar", Both, "wt-grammar"),
-    ("structured_outputs", Both, "wt-grammar"),
-];
 
 /// Every other field the server knows, in the order of README's table.
 pub const FIELDS: &[Field] = &[
+    // Structured outputs and biases (server/validate/constraint.rs, device/sampling/grammar/).
+    f("response_format", Both, Honoured),
+    f("logit_bias", Both, Honoured),
+    f("guided_json", Both, Honoured),
+    f("guided_regex", Both, Honoured),
+    f("guided_choice", Both, Honoured),
+    f("guided_grammar", Both, Honoured),
+    f("structured_outputs", Both, Honoured),
     // OpenAI, chat: tool calling (server/tools/).
     f("tools", Chat, Honoured),
     f("tool_choice", Chat, Honoured),
@@ -257,12 +253,6 @@ pub const FIELDS: &[Field] = &[
 
 /// The row for `name` on `endpoint`, if the server knows the field there.
 pub fn policy(name: &str, endpoint: Endpoint) -> Option<Policy> {
-    if BUILT_ELSEWHERE
-        .iter()
-        .any(|(n, on, _)| *n == name && on.covers(endpoint))
-    {
-        return Some(Honoured);
-    }
     FIELDS
         .iter()
         .find(|r| r.name == name && r.on.covers(endpoint))

@@ -334,14 +334,6 @@ fn every_openai_field_has_a_policy() {
             );
         }
     }
-    for (name, on, _) in fields::BUILT_ELSEWHERE {
-        assert!(
-            !fields::FIELDS
-                .iter()
-                .any(|r| r.name == *name && (r.on == *on || r.on == fields::On::Both)),
-            "{name} is in both tables"
-        );
-    }
 }
 
 #[test]
@@ -447,20 +439,6 @@ fn no_op_fields_and_default_values_are_accepted() {
     assert!(completions(json!({"prompt": "x", "n": 2, "best_of": 1})).is_err());
 }
 
-#[test]
-fn fields_built_elsewhere_are_accepted() {
-    for (name, on, _) in fields::BUILT_ELSEWHERE {
-        let endpoint = match on {
-            fields::On::Completions => Endpoint::Completions,
-            _ => Endpoint::Chat,
-        };
-        assert!(
-            with_field(endpoint, name, json!({})).is_ok(),
-            "{name} on {endpoint:?}"
-        );
-    }
-}
-
 /// README's field table has a row for every row of the policy tables, with the same verdict.
 #[test]
 fn the_readme_documents_every_field() {
@@ -486,10 +464,6 @@ fn the_readme_documents_every_field() {
         };
         let line = row(r.name, r.on);
         assert!(line.contains(verdict), "{line:?} should say {verdict:?}");
-    }
-    for (name, on, branch) in fields::BUILT_ELSEWHERE {
-        let line = row(name, *on);
-        assert!(line.contains(branch), "{line:?} should name {branch}");
     }
 }
 
@@ -628,11 +602,13 @@ fn chat_tools_are_read_and_checked() {
             "tools[0].function",
         ),
         (
-            json!({"messages": msgs, "tools": [tool], "tool_choice": "required"}),
+            json!({"messages": msgs, "tools": [tool], "tool_choice": {"type": "function", "function": {"name": "g"}}}),
             "tool_choice",
         ),
+        // A forced call is a constraint of its own: with a response_format too, it is refused.
         (
-            json!({"messages": msgs, "tools": [tool], "tool_choice": {"type": "function", "function": {"name": "f"}}}),
+            json!({"messages": msgs, "tools": [tool], "tool_choice": "required",
+                "response_format": {"type": "json_object"}}),
             "tool_choice",
         ),
         (
@@ -647,6 +623,20 @@ fn chat_tools_are_read_and_checked() {
             "{body}"
         );
     }
+
+    // `required` and a named function become the forced call's JSON-schema constraint.
+    for choice in [json!("required"), json!({"type": "function", "function": {"name": "f"}})] {
+        let r = chat(json!({"messages": msgs, "tools": [tool], "tool_choice": choice})).unwrap();
+        let c = r.constraint.expect("a forced call is constrained");
+        assert_eq!(c.param, "tool_choice");
+        assert!(
+            matches!(c.spec, crate::device::sampling::grammar::ConstraintSpec::JsonSchema(_)),
+            "{:?}",
+            c.spec
+        );
+    }
+    let auto = chat(json!({"messages": msgs, "tools": [tool]})).unwrap();
+    assert!(auto.constraint.is_none());
 }
 
 #[test]
@@ -665,4 +655,79 @@ fn earlier_call_arguments_reach_the_template_parsed() {
         json!({"x": [1]})
     );
     assert_eq!(m[1]["tool_call_id"], "call_1");
+}
+
+#[test]
+fn structured_output_fields_become_one_constraint() {
+    use crate::device::sampling::grammar::ConstraintSpec;
+    let spec = |body: Value| {
+        completions(body)
+            .unwrap()
+            .constraint
+            .map(|c| (c.spec, c.param))
+    };
+    assert_eq!(spec(json!({"prompt": "x"})), None);
+    assert_eq!(
+        spec(json!({"prompt": "x", "response_format": {"type": "text"}})),
+        None
+    );
+    assert_eq!(
+        spec(json!({"prompt": "x", "response_format": {"type": "json_object"}})),
+        Some((
+            ConstraintSpec::JsonSchema(json!({"type": "object"})),
+            "response_format"
+        ))
+    );
+    assert_eq!(
+        spec(json!({"prompt": "x", "guided_json": "{\"type\": \"array\"}"})),
+        Some((
+            ConstraintSpec::JsonSchema(json!({"type": "array"})),
+            "guided_json"
+        ))
+    );
+    assert_eq!(
+        spec(json!({"prompt": "x", "guided_choice": ["a", "b"]})),
+        Some((
+            ConstraintSpec::Choice(vec!["a".into(), "b".into()]),
+            "guided_choice"
+        ))
+    );
+    assert_eq!(
+        spec(json!({"prompt": "x", "structured_outputs": {"regex": "a+"}})),
+        Some((ConstraintSpec::Regex("a+".into()), "structured_outputs"))
+    );
+    assert_eq!(
+        spec(json!({"prompt": "x", "guided_grammar": "start: \"a\""})),
+        Some((
+            ConstraintSpec::Grammar("start: \"a\"".into()),
+            "guided_grammar"
+        ))
+    );
+    assert_eq!(
+        param_of(completions(
+            json!({"prompt": "x", "guided_regex": "a", "guided_choice": ["a"]})
+        )),
+        Some("guided_choice".into())
+    );
+}
+
+#[test]
+fn logit_bias_is_read_sorted_and_checked() {
+    let r = chat(
+        json!({"messages": [{"role": "user", "content": "x"}], "logit_bias": {"9": -100, "3": 2.5}}),
+    );
+    assert_eq!(r.unwrap().params.logit_bias, vec![(3, 2.5), (9, -100.0)]);
+    for bad in [
+        json!({"512": 1}),
+        json!({"-1": 1}),
+        json!({"1": 100.5}),
+        json!({"1": null}),
+        json!("x"),
+    ] {
+        assert_eq!(
+            param_of(completions(json!({"prompt": "x", "logit_bias": bad}))),
+            Some("logit_bias".into()),
+            "{bad}"
+        );
+    }
 }
