@@ -5,6 +5,7 @@ use clap::Args;
 use std::time::Duration;
 
 use crate::cli::engine_args::EngineArgs;
+use crate::model::chat_template::ChatTemplate;
 
 use crate::server::http::serve;
 use crate::server::state::ServerConfig;
@@ -43,6 +44,9 @@ pub struct ServeArgs {
     /// Split `<think>` reasoning into `reasoning_content` (auto: when `<think>` is a token).
     #[arg(long, value_enum, default_value_t = ReasoningParser::Auto)]
     pub reasoning_parser: ReasoningParser,
+    /// A Jinja chat template file to render chat requests with instead of the model's own.
+    #[arg(long)]
+    pub chat_template: Option<std::path::PathBuf>,
 }
 
 impl ServeArgs {
@@ -52,6 +56,17 @@ impl ServeArgs {
                 .with_context(|| format!("--{flag} must be a non-negative number of seconds"))
         };
         anyhow::ensure!(self.max_body_bytes > 0, "--max-body-bytes must be positive");
+        let chat_template = match &self.chat_template {
+            Some(path) => {
+                let src = std::fs::read_to_string(path)
+                    .with_context(|| format!("--chat-template: cannot read {}", path.display()))?;
+                // Refused at startup rather than on every chat request.
+                ChatTemplate::new(&src, "", "")
+                    .with_context(|| format!("--chat-template {}", path.display()))?;
+                Some(src)
+            }
+            None => None,
+        };
         Ok(ServerConfig {
             max_body_bytes: self.max_body_bytes,
             shutdown_timeout: secs(self.shutdown_timeout, "shutdown-timeout")?,
@@ -63,6 +78,7 @@ impl ServeArgs {
                 tool_call: self.tool_call_parser,
                 reasoning: self.reasoning_parser,
             },
+            chat_template,
         })
     }
 }

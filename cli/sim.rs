@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::cli::engine_args::{AgingArgs, SloArgs};
-use crate::cli::sim_record::params;
 use crate::cli::trace_args::TraceArgs;
 use crate::engine::scheduler::SchedulerConfig;
 use crate::sim::compare::{sweep, write_csv, SweepPoint};
@@ -381,7 +380,7 @@ fn run_compare(
     let report = args.out.join("report.md");
     let md = markdown_report::render(
         &format!("tandem sim: {source}"),
-        &params(&record),
+        &crate::sim::run_record::params(&record),
         &charts,
         &points,
     );

@@ -57,7 +57,6 @@ impl ChatTemplate {
             env,
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
-            uses_tools,
         })
     }
 
@@ -278,8 +277,13 @@ mod tests {
         let extra = |v: Json| v.as_object().unwrap().clone();
         assert_eq!(t.render(&user("hi"), true).unwrap(), "hi|<s>");
         assert_eq!(
-            t.render_with(&user("hi"), true, None, &extra(json!({"enable_thinking": false})))
-                .unwrap(),
+            t.render_with(
+                &user("hi"),
+                true,
+                None,
+                &extra(json!({"enable_thinking": false}))
+            )
+            .unwrap(),
             "NOTHINK hi|<s>"
         );
         assert_eq!(

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The OpenAI Python SDK tests (tests/client/) against a real `tandem serve` on the tiny model.
+# The OpenAI Python SDK tests (tests/client/) against a real `tandem serve` on the tiny model
+# (with tests/client/chat_template.jinja: ChatML that lists tools briefly).
 # Creates target/client-venv (openai + pytest from PyPI) on first use, builds the release binary,
 # starts the server on a free port, waits for /health, runs pytest, then stops the server with
 # SIGTERM and checks that it drains and exits 0.
@@ -21,7 +22,8 @@ cargo build --release --bin tandem
 
 port=$("$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 log=target/client-server.log
-./target/release/tandem serve --model tests/models/tiny-llama --port "$port" >"$log" 2>&1 &
+./target/release/tandem serve --model tests/models/tiny-llama --port "$port" \
+  --chat-template tests/client/chat_template.jinja >"$log" 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true' EXIT
 

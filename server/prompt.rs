@@ -181,7 +181,7 @@ mod tests {
         assert_eq!(vars["x"], 1);
         let msgs = [json!({"role": "user", "content": "q"})];
         assert_eq!(
-            t.render_with(&msgs, true, &vars).unwrap(),
+            t.render_with(&msgs, true, None, &vars).unwrap(),
             "[high]<user>q</user>"
         );
 
@@ -205,12 +205,12 @@ mod tests {
         ];
         // "a" also occurs in "</assistant>", after the content: the cut is after the content.
         assert_eq!(
-            render(&t, &msgs, &continued).unwrap(),
+            render(&t, &msgs, &continued, None).unwrap(),
             "<user>q</user><assistant>a"
         );
         continued.reasoning_effort = Some("low".into());
         assert_eq!(
-            render(&t, &msgs, &continued).unwrap(),
+            render(&t, &msgs, &continued, None).unwrap(),
             "[low]<user>q</user><assistant>a"
         );
 
@@ -224,8 +224,8 @@ mod tests {
         .unwrap();
         let empty = [json!({"role": "assistant", "content": null})];
         for e in [
-            render(&upper, &msgs, &continued).unwrap_err(),
-            render(&t, &empty, &continued).unwrap_err(),
+            render(&upper, &msgs, &continued, None).unwrap_err(),
+            render(&t, &empty, &continued, None).unwrap_err(),
         ] {
             assert_eq!(e.param.as_deref(), Some("continue_final_message"));
         }

@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub send_buffer_bytes: Option<usize>,
     /// `--tool-call-parser` and `--reasoning-parser`.
     pub output_parsers: OutputParsers,
+    /// `--chat-template`: a Jinja template used instead of the model's own.
+    pub chat_template: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -45,6 +47,7 @@ impl Default for ServerConfig {
             write_timeout: Duration::from_secs(30),
             send_buffer_bytes: None,
             output_parsers: OutputParsers::default(),
+            chat_template: None,
         }
     }
 }
@@ -72,7 +75,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(handle: EngineHandle, tokenizer: Arc<Tokenizer>, cfg: ServerConfig) -> Self {
-        let template = load_template(&tokenizer);
+        let template = load_template(&tokenizer, cfg.chat_template.as_deref());
         if let Err(why) = &template {
             tracing::warn!("/v1/chat/completions is unavailable: {why}");
         }
@@ -158,11 +161,11 @@ fn max_text_bytes(tok: &Tokenizer, max_context: usize) -> usize {
     max_context.saturating_mul(longest).saturating_mul(4)
 }
 
-fn load_template(tok: &Tokenizer) -> Result<ChatTemplate, String> {
-    let src = tok
-        .chat_template
-        .as_deref()
-        .ok_or("the model has no chat template; use /v1/completions")?;
+fn load_template(tok: &Tokenizer, chosen: Option<&str>) -> Result<ChatTemplate, String> {
+    let src = chosen.or(tok.chat_template.as_deref()).ok_or(
+        "the model has no chat template; use /v1/completions or start the server with \
+         --chat-template",
+    )?;
     let text = |id: Option<u32>| {
         id.and_then(|i| tok.inner().id_to_token(i))
             .unwrap_or_default()

@@ -38,7 +38,12 @@ pub struct Spread {
 impl SweepPoint {
     pub fn spread(&self, metric: impl Fn(&Summary) -> f64) -> Spread {
         // A metric a run does not have (NaN) is left out; with none, all three are NaN.
-        let xs: Vec<f64> = self.runs.iter().map(metric).filter(|x| !x.is_nan()).collect();
+        let xs: Vec<f64> = self
+            .runs
+            .iter()
+            .map(metric)
+            .filter(|x| !x.is_nan())
+            .collect();
         if xs.is_empty() {
             return Spread {
                 mean: f64::NAN,

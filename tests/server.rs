@@ -8,6 +8,7 @@ use common_server::*;
 use hyper::StatusCode;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
+use tandem::server::state::ServerConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_models_and_metrics() {
@@ -480,44 +481,6 @@ async fn chat_with_tools_renders_the_fallback_and_answers_in_shape() {
         ])
     );
 
-    // A forced call: the grammar makes even the tiny random model's answer a call of the tool,
-    // read back into `tool_calls` with a `tool_calls` finish, whole and streamed.
-    let weather = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {
-        "type": "object", "properties": {"city": {"enum": ["Oslo", "Paris"]}},
-        "required": ["city"], "additionalProperties": false}}}]);
-    for choice in [
-        json!("required"),
-        json!({"type": "function", "function": {"name": "get_weather"}}),
-    ] {
-        let body = chat(json!({"tools": weather, "tool_choice": choice, "max_tokens": 40,
-            "parallel_tool_calls": false, "temperature": 0}));
-        let r = post(s.addr, CHAT, &body).await;
-        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-        let v = r.json();
-        let c = &v["choices"][0];
-        assert_eq!(c["finish_reason"], "tool_calls", "{v}");
-        let call = &c["message"]["tool_calls"][0];
-        assert_eq!(call["type"], "function", "{v}");
-        assert_eq!(call["function"]["name"], "get_weather", "{v}");
-        assert!(call["id"].as_str().unwrap().starts_with("call_"), "{v}");
-        let args: Value =
-            serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
-        assert!(args["city"] == "Oslo" || args["city"] == "Paris", "{args}");
-
-        let mut streamed = body.clone();
-        streamed["stream"] = json!(true);
-        let events = parse_events(&post(s.addr, CHAT, &streamed).await);
-        let arguments: String = events
-            .iter()
-            .filter_map(|e| e["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
-            .collect();
-        let streamed_args: Value = serde_json::from_str(&arguments).unwrap();
-        assert_eq!(streamed_args, args, "greedy: the stream makes the same call");
-        assert!(events
-            .iter()
-            .any(|e| e["choices"][0]["finish_reason"] == "tool_calls"));
-    }
-
     for (extra, param) in [
         (
             json!({"tools": tools, "tool_choice": {"type": "function", "function": {"name": "other"}}}),
@@ -532,5 +495,68 @@ async fn chat_with_tools_renders_the_fallback_and_answers_in_shape() {
         assert_eq!(r.status, StatusCode::BAD_REQUEST);
         assert_eq!(r.error_param().as_deref(), Some(param), "{}", r.text());
     }
+    s.finish().await.unwrap();
+}
+
+/// A template that lists the tools it is given by name (the fallback prompt for templates
+/// without tools leaves the tiny model's 256-token context too little room for an answer).
+const TOOL_NAMES_TEMPLATE: &str = "{% if tools %}tools:{% for t in tools %} {{ t.function.name }}{% endfor %}\n{% endif %}{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+/// `tool_choice` "required" or a named function: the grammar makes even the tiny random model's
+/// answer a call of the tool with arguments matching its schema, read back into `tool_calls`
+/// with a `tool_calls` finish, whole and streamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_tool_call_is_a_call_of_that_tool() {
+    let server_cfg = ServerConfig {
+        chat_template: Some(TOOL_NAMES_TEMPLATE.into()),
+        ..ServerConfig::default()
+    };
+    let s = TestServer::start_with(engine_config(), server_cfg).await;
+    let weather = json!([{"type": "function", "function": {"name": "w", "parameters": {
+        "type": "object", "properties": {"c": {"enum": ["a", "b"]}}, "required": ["c"],
+        "additionalProperties": false}}}]);
+    for choice in [
+        json!("required"),
+        json!({"type": "function", "function": {"name": "w"}}),
+    ] {
+        let body = chat(
+            json!({"tools": weather, "tool_choice": choice, "max_tokens": 30,
+            "parallel_tool_calls": false, "temperature": 0}),
+        );
+        let r = post(s.addr, CHAT, &body).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let v = r.json();
+        let c = &v["choices"][0];
+        assert_eq!(c["finish_reason"], "tool_calls", "{v}");
+        let call = &c["message"]["tool_calls"][0];
+        assert_eq!(call["type"], "function", "{v}");
+        assert_eq!(call["function"]["name"], "w", "{v}");
+        assert!(call["id"].as_str().unwrap().starts_with("call_"), "{v}");
+        let args: Value =
+            serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert!(
+            args == json!({"c": "a"}) || args == json!({"c": "b"}),
+            "{args}"
+        );
+
+        let mut streamed = body.clone();
+        streamed["stream"] = json!(true);
+        let events = parse_events(&post(s.addr, CHAT, &streamed).await);
+        let arguments: String = events
+            .iter()
+            .filter_map(|e| {
+                e["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str()
+            })
+            .collect();
+        let streamed_args: Value = serde_json::from_str(&arguments).unwrap();
+        assert_eq!(
+            streamed_args, args,
+            "greedy: the stream makes the same call"
+        );
+        assert!(events
+            .iter()
+            .any(|e| e["choices"][0]["finish_reason"] == "tool_calls"));
+    }
+
     s.finish().await.unwrap();
 }

@@ -331,11 +331,19 @@ fn a_client_going_away_cancels_its_request_then() {
     let r = run(&cfg, &trace);
     let (cut, next) = (&r.requests[0], &r.requests[1]);
     assert!(cut.cancelled && !cut.completed(), "{cut:?}");
-    assert!(cut.finished >= cancel_at && cut.finished < cancel_at + 0.01, "{cut:?}");
+    assert!(
+        cut.finished >= cancel_at && cut.finished < cancel_at + 0.01,
+        "{cut:?}"
+    );
     assert!(next.completed(), "{next:?}");
     // The waiting request starts once the long one is gone, not after its thousand tokens.
     assert!(next.ttft() < full_run / 2.0, "{next:?}");
-    assert!(r.steps < alone.steps / 2, "{} of {} steps", r.steps, alone.steps);
+    assert!(
+        r.steps < alone.steps / 2,
+        "{} of {} steps",
+        r.steps,
+        alone.steps
+    );
     let s = Summary::of(&r, SLO);
     assert_eq!((s.completed, s.cancelled, s.rejected), (1, 1, 0));
 

@@ -120,10 +120,12 @@ pub fn request_body(data: &[u8], endpoint: Endpoint) {
         }
         Input::Messages(messages) => {
             let mut ids = Vec::new();
+            let tools = v.tools.as_ref().map(|t| t.template_tools());
             for t in templates() {
                 if let Ok(text) = t.render_with(
                     messages,
                     v.template.add_generation_prompt,
+                    tools.as_deref(),
                     &v.template.kwargs,
                 ) {
                     ids = tokenizer().encode(&text, false).unwrap_or_default();

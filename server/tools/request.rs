@@ -107,9 +107,7 @@ impl ToolError {
             | BadName { param, .. }
             | DuplicateName { param, .. }
             | BadHistory { param, .. } => param.clone(),
-            BadChoice
-            | UnknownChoice(_)
-            | ChoiceWithoutTools(_) => "tool_choice".into(),
+            BadChoice | UnknownChoice(_) | ChoiceWithoutTools(_) => "tool_choice".into(),
         }
     }
 }

@@ -85,9 +85,10 @@ pub(super) fn constraint(f: &Fields) -> R<Option<RequestedConstraint>> {
             add(Some(any_object()), "structured_outputs");
         }
         if so.get("structural_tag").is_some() {
-            return Err(ValidationError::Unsupported(
-                "structured_outputs.structural_tag",
-            ));
+            return Err(ValidationError::Unsupported {
+                param: "structured_outputs.structural_tag",
+                why: "structural tags are not supported; use json, regex, choice or grammar",
+            });
         }
     }
     match found.len() {

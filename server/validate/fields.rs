@@ -59,7 +59,6 @@ const fn f(name: &'static str, on: On, policy: Policy) -> Field {
 use On::{Both, Chat, Completions};
 use Policy::{Honoured, NoOp, Only, Refused};
 
-
 /// Every other field the server knows, in the order of README's table.
 pub const FIELDS: &[Field] = &[
     // Structured outputs and biases (server/validate/constraint.rs, device/sampling/grammar/).

@@ -625,12 +625,18 @@ fn chat_tools_are_read_and_checked() {
     }
 
     // `required` and a named function become the forced call's JSON-schema constraint.
-    for choice in [json!("required"), json!({"type": "function", "function": {"name": "f"}})] {
+    for choice in [
+        json!("required"),
+        json!({"type": "function", "function": {"name": "f"}}),
+    ] {
         let r = chat(json!({"messages": msgs, "tools": [tool], "tool_choice": choice})).unwrap();
         let c = r.constraint.expect("a forced call is constrained");
         assert_eq!(c.param, "tool_choice");
         assert!(
-            matches!(c.spec, crate::device::sampling::grammar::ConstraintSpec::JsonSchema(_)),
+            matches!(
+                c.spec,
+                crate::device::sampling::grammar::ConstraintSpec::JsonSchema(_)
+            ),
             "{:?}",
             c.spec
         );

@@ -1,7 +1,11 @@
 """The official OpenAI Python SDK against tandem: what a user's code would do."""
 
+import json
+from typing import Literal
+
 import openai
 import pytest
+from pydantic import BaseModel
 
 # Exactly max_tokens tokens come back (the tiny test model may otherwise stop at once).
 FIXED = {"ignore_eos": True}
@@ -188,3 +192,72 @@ def test_context_length(client, model):
         client.completions.create(model=model, prompt=list(range(10, 260)), max_tokens=100)
     assert "maximum context length" in e.value.message
     assert e.value.code == "context_length_exceeded"
+
+
+class Weather(BaseModel):
+    """A schema whose every value is a choice, so the tiny random model finishes it quickly."""
+
+    city: Literal["Oslo", "Paris"]
+    sunny: bool
+
+
+def test_parse_with_a_pydantic_model(client, model):
+    r = client.chat.completions.parse(
+        model=model,
+        messages=[{"role": "user", "content": "Weather?"}],
+        response_format=Weather,
+        max_tokens=40,
+        temperature=0,
+    )
+    choice = r.choices[0]
+    assert choice.finish_reason == "stop"
+    assert isinstance(choice.message.parsed, Weather)
+    assert Weather.model_validate_json(choice.message.content) == choice.message.parsed
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Today's weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "enum": ["Oslo", "Paris"]}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def test_a_tool_call_round_trip(client, model):
+    messages = [{"role": "user", "content": "Weather in Oslo?"}]
+    r = client.chat.completions.create(
+        model=model,
+        messages=messages,
+        tools=[WEATHER_TOOL],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        max_tokens=40,
+        temperature=0,
+    )
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls
+    assert call.id.startswith("call_")
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments)["city"] in ("Oslo", "Paris")
+
+    # The call and its result go back in the next turn.
+    messages.append(choice.message.model_dump(exclude_none=True))
+    messages.append({"role": "tool", "tool_call_id": call.id, "content": "-3C, sunny"})
+    r = client.chat.completions.create(
+        model=model,
+        messages=messages,
+        tools=[WEATHER_TOOL],
+        tool_choice="none",
+        max_tokens=4,
+        extra_body=FIXED,
+    )
+    assert isinstance(r.choices[0].message.content, str)
+    assert r.choices[0].finish_reason == "length"
