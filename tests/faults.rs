@@ -502,15 +502,27 @@ async fn a_stalled_upload_does_not_hold_up_the_drain() {
 }
 
 /// Found by the chat-template fuzzer: an assistant turn with `content: null` (OpenAI's shape for
-/// a turn that only calls tools) made ChatML's `+` fail, and the failure answered 500.
+/// a turn that only calls tools) made ChatML's `+` fail, and the failure answered 500. Such a turn
+/// now reaches a template without tool support as text; a template that still cannot render
+/// the messages is a 400 naming them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_the_template_cannot_render_are_a_400_not_a_500() {
-    let s = TestServer::start().await;
     let body = chat(json!({"messages": [
         {"role": "user", "content": "Hi"},
         {"role": "assistant", "content": null, "tool_calls": []},
         {"role": "user", "content": "Go on"}
     ]}));
+    let s = TestServer::start().await;
+    let r = post(s.addr, CHAT, &body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    s.finish().await.unwrap();
+
+    // `+` on a field the messages do not have (undefined): the render fails.
+    let cfg = ServerConfig {
+        chat_template: Some("{% for m in messages %}{{ m.role + m.name }}{% endfor %}".into()),
+        ..ServerConfig::default()
+    };
+    let s = TestServer::start_with(engine_config(), cfg).await;
     let r = post(s.addr, CHAT, &body).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
     assert_eq!(r.error_param().as_deref(), Some("messages"));
