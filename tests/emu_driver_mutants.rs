@@ -10,6 +10,7 @@
 //! variant runs in a child process of this test binary with its own environment.
 
 use std::process::Command;
+use std::sync::Arc;
 
 use cudarc::driver::{result, CudaContext, DevicePtrMut};
 use tandem::device::cuda::emulated;
@@ -26,27 +27,36 @@ const VARIANT_ENV: &str = "TANDEM_STREAM_WAIT_VARIANT";
 /// Starts the child's answer on its stdout: the number of words it read back wrong.
 const ANSWER: &str = "stale words: ";
 
-/// Uploads on a "copy" stream, orders a "compute" stream after it with an event (unless `wait`
-/// is false: the mutant), copies the uploaded buffer device-to-device on the compute stream and
-/// reads that back; returns how many words differ from what was uploaded.
-fn upload_then_read(wait: bool) -> usize {
+/// The emulated device's context with cudarc's per-buffer events off: they would order streams
+/// on their own and hide a missing wait; the backend turns them off too (device/cuda/mod.rs),
+/// ordering its streams by hand. The programs below order theirs explicitly (unmutated) and drain
+/// them before freeing anything.
+fn emulated_context() -> Arc<CudaContext> {
     assert!(
         emulated::install().expect("loading the emulated driver"),
         "a real CUDA driver is present; this program checks the emulated one"
     );
     let ctx = CudaContext::new(0).expect("the emulated device");
-    // cudarc's per-buffer events would order the two streams on their own and hide the missing
-    // wait; the backend turns them off too (device/cuda/mod.rs), ordering its streams by hand.
-    // SAFETY: the streams are ordered below by the explicit event (in the unmutated program),
-    // and both are drained before any buffer is freed.
+    // SAFETY: see above: every program orders its streams and drains them before freeing.
     unsafe { ctx.disable_event_tracking() };
+    ctx
+}
+
+/// Distinct nonzero words: a read of a buffer before they land sees the driver's NaN fill.
+fn pattern() -> Vec<u32> {
+    (1..=WORDS as u32)
+        .map(|i| i.wrapping_mul(0x9e37_79b9))
+        .collect()
+}
+
+/// Uploads on a "copy" stream, orders a "compute" stream after it with an event (unless `wait`
+/// is false: the mutant), copies the uploaded buffer device-to-device on the compute stream and
+/// reads that back; returns how many words differ from what was uploaded.
+fn upload_then_read(wait: bool) -> usize {
+    let ctx = emulated_context();
     let copy = ctx.new_stream().unwrap();
     let compute = ctx.new_stream().unwrap();
-
-    // Distinct nonzero words: a read of the buffer before the upload sees the driver's NaN fill.
-    let data: Vec<u32> = (1..=WORDS as u32)
-        .map(|i| i.wrapping_mul(0x9e37_79b9))
-        .collect();
+    let data = pattern();
     // SAFETY: `staged` is written by the upload before anything reads it (the property under
     // test: the mutant breaks it, and the emulator's allocations start as NaN bytes, not
     // undefined memory); `out` is written by the device-to-device copy before it is read back.
@@ -69,13 +79,7 @@ fn upload_then_read(wait: bool) -> usize {
 /// upload (unless `wait` is false: the mutant, which rewrites what the queued copy may not have
 /// read yet); returns how many uploaded words differ from the ones first written.
 fn rewrite_pinned_after_upload(wait: bool) -> usize {
-    assert!(
-        emulated::install().expect("loading the emulated driver"),
-        "a real CUDA driver is present; this program checks the emulated one"
-    );
-    let ctx = CudaContext::new(0).expect("the emulated device");
-    // SAFETY: as in upload_then_read; the one stream is drained before anything is freed.
-    unsafe { ctx.disable_event_tracking() };
+    let ctx = emulated_context();
     let copy = ctx.new_stream().unwrap();
     // SAFETY: a fresh page-locked allocation of WORDS words, freed at the end after the stream
     // is drained; it is written in full below before the copy reads it.
@@ -84,10 +88,8 @@ fn rewrite_pinned_after_upload(wait: bool) -> usize {
         .cast::<u32>();
     // SAFETY: host holds WORDS words and nothing else refers to it.
     let words = unsafe { std::slice::from_raw_parts_mut(host, WORDS) };
-    for (i, w) in words.iter_mut().enumerate() {
-        *w = (i as u32 + 1).wrapping_mul(0x9e37_79b9);
-    }
-    let data = words.to_vec();
+    let data = pattern();
+    words.copy_from_slice(&data);
     // SAFETY: written by the upload before it is read back.
     let mut staged = unsafe { copy.alloc::<u32>(WORDS) }.unwrap();
     // SAFETY: staged holds WORDS words; the source is page-locked and outlives the copy.

@@ -215,7 +215,6 @@ impl Scheduler {
         accepted
     }
 
-    /// Hands back a returned batch so the next plan can reuse its buffers.
     /// A batch carrying only the sampler states to drop, when there are some: for the engine to
     /// send when it has nothing to run, so ended requests' states do not wait for the next step.
     pub fn drops_only(&mut self) -> Option<Batch> {
@@ -228,6 +227,7 @@ impl Scheduler {
         Some(b)
     }
 
+    /// Hands back a returned batch so the next plan can reuse its buffers.
     pub fn recycle(&mut self, batch: Batch) {
         self.spare = Some(batch);
     }
