@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
+use super::quant::matrix::QuantMatrix;
 use super::sampling::{DeviceSampling, Sampled};
 use super::step::StepInput;
 
@@ -78,6 +79,13 @@ pub trait Backend: Send + 'static {
     /// Uploads a `[n, k]` row-major weight matrix (HF layout) for [`linear`](Self::linear) and
     /// [`embed`](Self::embed) (used at load time).
     fn upload_weight(&self, data: &[f32], n: usize, k: usize) -> Result<Self::Weight>;
+    /// Uploads a `[n, k]` weight matrix kept in its GGML blocks. A backend that computes on the
+    /// blocks keeps them; the default dequantises to f32 and calls
+    /// [`upload_weight`](Self::upload_weight).
+    fn upload_quant_weight(&self, w: QuantMatrix) -> Result<Self::Weight> {
+        let data = w.to_f32()?;
+        self.upload_weight(&data, w.n(), w.k())
+    }
     /// A new zero-filled device tensor of `len` elements.
     fn zeros(&self, len: usize) -> Result<Self::Tensor>;
     /// Copies the first `len` elements back to the host.

@@ -11,5 +11,6 @@ pub mod graph_shape;
 pub mod kernel_emu;
 pub mod kv_cache;
 pub mod panic;
+pub mod quant;
 pub mod sampling;
 pub mod step;

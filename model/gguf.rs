@@ -22,7 +22,7 @@ use std::path::Path;
 use anyhow::{anyhow, ensure, Context, Result};
 use memmap2::Mmap;
 
-use crate::model::dequant::{dequantize, GgmlType};
+use crate::device::quant::{dequantize, GgmlType};
 
 /// One metadata value. Integer and float widths are kept as stored.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::model::dequant::{quantize, GgmlType};
+use crate::device::quant::{quantize, GgmlType};
 use crate::model::gguf::GgufValue;
 
 /// Builds a GGUF file in memory.

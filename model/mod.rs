@@ -4,7 +4,6 @@
 pub mod chat_template;
 pub mod config;
 pub mod default_model;
-pub mod dequant;
 pub mod detokenizer;
 pub mod gguf;
 pub mod gguf_tokenizer;

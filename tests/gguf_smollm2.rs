@@ -3,8 +3,8 @@
 
 use std::collections::BTreeSet;
 
+use tandem::device::quant::GgmlType;
 use tandem::model::default_model::default_model_path;
-use tandem::model::dequant::GgmlType;
 use tandem::model::gguf::GgufFile;
 use tandem::model::gguf_tokenizer::{gguf_tokenizer_info, tokenizer_from_gguf};
 

@@ -6,6 +6,7 @@ mod emulated;
 mod gemm;
 mod ops;
 mod packed;
+mod quant_matmul;
 
 use anyhow::{ensure, Result};
 
@@ -16,6 +17,7 @@ pub use attention::{attention, write_kv};
 pub use gemm::matmul_transposed;
 pub use ops::{add_rms_norm, embed, qk_norm, rms_norm, rope, silu_mul};
 pub use packed::{matmul_packed, PackedWeight};
+pub use quant_matmul::matmul_quant;
 
 /// The CPU device. Tensors are host vectors; metadata is the host [`StepInput`] itself (plus,
 /// when it emulates a device sampler, that sampler's inputs and results: [`CpuMeta`]).

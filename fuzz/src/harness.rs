@@ -12,9 +12,9 @@ use std::sync::OnceLock;
 
 use serde_json::{json, Value};
 
+use tandem::device::quant::GgmlType;
 use tandem::model::chat_template::{ChatTemplate, TemplateError};
 use tandem::model::config::ModelConfig;
-use tandem::model::dequant::GgmlType;
 use tandem::model::detokenizer::{IncrementalDetokenizer, StopMatcher};
 use tandem::model::gguf::{GgufFile, GgufValue};
 use tandem::model::gguf_writer::GgufWriter;

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use anyhow::{bail, ensure, Context, Result};
 
 use super::{GgufTensorInfo, GgufValue};
-use crate::model::dequant::GgmlType;
+use crate::device::quant::GgmlType;
 
 /// Nesting limit for array values (real files use at most one level).
 const MAX_ARRAY_DEPTH: usize = 8;

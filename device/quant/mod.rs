@@ -1,4 +1,4 @@
-//! GGML tensor element types and their conversion to `f32`.
+//! GGML tensor element types and their conversion to `f32`; [`matrix`] keeps a weight in its blocks.
 //!
 //! GGUF files store weights either as plain floats or in block-quantised formats, where a block of
 //! 32 elements shares one scale (and for `Q4_1` one offset). This module knows the byte layout of
@@ -10,6 +10,8 @@
 
 use anyhow::{bail, ensure, Result};
 use half::{bf16, f16};
+
+pub mod matrix;
 
 /// Elements per block of the quantised types.
 const QK: usize = 32;
