@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Every test: the Rust suite (with the CUDA kernels run on the CPU by the emulator: the
-# kernel-emu feature, which needs a C++ compiler), the emulator's kernel tests again under more
-# seeds (scripts/emu-seeds.sh), the CUDA backend's tests on the emulated device (the pinned nvcc
-# builds the PTX; without a GPU the kernels run in the emulator behind a CPU driver and cuBLAS,
-# device/cuda/emulated.rs) with the unit tests of the CUDA-only modules, a short run of every
-# fuzz target, then the OpenAI Python SDK against a real server.
+# kernel-emu feature, which needs a C++ compiler), the dequantisers against the gguf Python
+# package on fresh random blocks (scripts/dequant-check.sh), the emulator's kernel tests again
+# under more seeds (scripts/emu-seeds.sh), the CUDA backend's tests on the emulated device (the
+# pinned nvcc builds the PTX; without a GPU the kernels run in the emulator behind a CPU driver
+# and cuBLAS, device/cuda/emulated.rs) with the unit tests of the CUDA-only modules, a short run
+# of every fuzz target, then the OpenAI Python SDK against a real server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --release --locked --features kernel-emu
+bash scripts/dequant-check.sh
 bash scripts/emu-seeds.sh
 bash scripts/install-cuda-toolchain.sh >/dev/null
 # Every test in this run has a device (the emulated one at least) and the default model, so one

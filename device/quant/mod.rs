@@ -1,4 +1,5 @@
-//! GGML tensor element types and their conversion to `f32`; [`matrix`] keeps a weight in its blocks.
+//! GGML tensor element types and their conversion to `f32`; [`matrix`] keeps a weight in its
+//! blocks.
 //!
 //! GGUF files store weights either as plain floats or in block-quantised formats: a block of 32
 //! elements with one scale ([`legacy`], [`iq4`]'s IQ4_NL) or a 256-element super-block of
