@@ -9,6 +9,7 @@ use anyhow::{ensure, Result};
 use crate::device::cpu::CpuBackend;
 use crate::model::default_model::ensure_default_model;
 use crate::model::loader::ModelSource;
+use crate::model::weight_format::WeightFormat;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
@@ -18,10 +19,16 @@ pub struct ModelArgs {
     /// Where to run the model.
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
     pub device: String,
-    /// How tensors (weights, activations, KV cache) are stored on the GPU: bf16 (the default
-    /// with --device cuda) or f32. The CPU backend computes in f32 only.
-    #[arg(long, value_parser = ["bf16", "f32"])]
+    /// On the CPU: `auto` (the default) keeps a quantised file's weights in their blocks (memory
+    /// about the file's size), `f32` expands every weight to f32; the CPU computes in f32 either
+    /// way. With --device cuda: how tensors (weights, activations, KV cache) are stored on the
+    /// GPU, `bf16` (the default) or `f32`; a quantised file is dequantised at load there.
+    #[arg(long, value_parser = ["auto", "bf16", "f32"])]
     pub dtype: Option<String>,
+    /// Quantise a float model's weight matrices at load (CPU only): `q8_0` takes about a quarter
+    /// of the memory of f32. Already-quantised weights are kept as they are.
+    #[arg(long, value_parser = ["q8_0"])]
+    pub quantize: Option<String>,
     /// Run every decode step eagerly instead of replaying captured CUDA graphs (CUDA only).
     #[arg(long)]
     pub no_cuda_graphs: bool,
@@ -68,11 +75,8 @@ impl ModelArgs {
     /// decode kernel where `scalar_decode` (`tandem bench decode --decode-attention scalar`; it
     /// changes nothing on the CPU).
     pub fn open_device_with(&self, scalar_decode: bool) -> Result<Device> {
+        self.weight_format()?;
         if self.device != "cuda" {
-            ensure!(
-                self.dtype.as_deref() != Some("bf16"),
-                "--dtype bf16 needs --device cuda; the CPU backend computes in f32"
-            );
             return Ok(Device::Cpu(CpuBackend::new()));
         }
         #[cfg(not(feature = "cuda"))]
@@ -121,11 +125,99 @@ impl ModelArgs {
         }
     }
 
+    /// How the weights are loaded, from `--device`, `--dtype` and `--quantize`; an error for a
+    /// combination that means nothing.
+    pub fn weight_format(&self) -> Result<WeightFormat> {
+        let dtype = self.dtype.as_deref();
+        if self.device == "cuda" {
+            ensure!(
+                dtype != Some("auto"),
+                "--dtype auto is for the CPU; on cuda use --dtype bf16 or f32 (quantised weights \
+                 are dequantised at load on the GPU)"
+            );
+            ensure!(
+                self.quantize.is_none(),
+                "--quantize is for the CPU; the CUDA backend computes on bf16 or f32 weights"
+            );
+            // The GPU dequantises whatever it is given; f32 is the plain path to it.
+            return Ok(WeightFormat::F32);
+        }
+        ensure!(
+            dtype != Some("bf16"),
+            "--dtype bf16 needs --device cuda; the CPU backend computes in f32"
+        );
+        match (dtype, self.quantize.as_deref()) {
+            (Some("f32"), Some(q)) => anyhow::bail!(
+                "--quantize {q} and --dtype f32 contradict each other: f32 expands every weight"
+            ),
+            (Some("f32"), None) => Ok(WeightFormat::F32),
+            (_, Some(q)) => q.parse(),
+            (_, None) => Ok(WeightFormat::Auto),
+        }
+    }
+
     /// Opens the model's files (call [`open_device`](Self::open_device) first).
     pub fn open_source(&self) -> Result<ModelSource> {
+        let format = self.weight_format()?;
         let path = self.model_path()?;
-        let source = ModelSource::open(&path)?;
-        tracing::info!(path = %path.display(), arch = ?source.config.arch, "loading model");
+        let source = ModelSource::open(&path)?.with_weight_format(format);
+        tracing::info!(
+            path = %path.display(),
+            arch = ?source.config.arch,
+            weights = %format,
+            "loading model"
+        );
         Ok(source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        model: ModelArgs,
+    }
+
+    fn format(args: &[&str]) -> Result<WeightFormat> {
+        let cli = Cli::try_parse_from([&["tandem"], args].concat())?;
+        cli.model.weight_format()
+    }
+
+    #[test]
+    fn cpu_weights_keep_the_files_form_unless_told_otherwise() {
+        assert_eq!(format(&[]).unwrap(), WeightFormat::Auto);
+        assert_eq!(format(&["--dtype", "auto"]).unwrap(), WeightFormat::Auto);
+        assert_eq!(format(&["--dtype", "f32"]).unwrap(), WeightFormat::F32);
+        assert_eq!(format(&["--quantize", "q8_0"]).unwrap(), WeightFormat::Q8_0);
+        let both = ["--dtype", "auto", "--quantize", "q8_0"];
+        assert_eq!(format(&both).unwrap(), WeightFormat::Q8_0);
+        assert_eq!(
+            format(&["--device", "cuda", "--dtype", "bf16"]).unwrap(),
+            WeightFormat::F32
+        );
+    }
+
+    #[test]
+    fn meaningless_combinations_are_errors() {
+        for (args, says) in [
+            (&["--dtype", "bf16"][..], "--dtype bf16 needs --device cuda"),
+            (&["--dtype", "f32", "--quantize", "q8_0"], "contradict"),
+            (
+                &["--device", "cuda", "--dtype", "auto"],
+                "--dtype auto is for the CPU",
+            ),
+            (
+                &["--device", "cuda", "--quantize", "q8_0"],
+                "--quantize is for the CPU",
+            ),
+            (&["--quantize", "q4_0"], "q4_0"),
+        ] {
+            let e = format!("{:#}", format(args).unwrap_err());
+            assert!(e.contains(says), "{args:?}: {e}");
+        }
     }
 }

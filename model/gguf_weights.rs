@@ -1,10 +1,11 @@
-//! GGUF tensors under their HF names, dequantized to f32, with llama.cpp's q/k row permutation
-//! undone so the math is exactly the HF model's.
+//! GGUF tensors under their HF names, dequantized to f32 or kept in their blocks, with
+//! llama.cpp's q/k row permutation undone so the math is exactly the HF model's.
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 
 use super::gguf::{unpermute_qk_rows, GgufFile};
 use super::weights::{HostTensor, WeightSource};
+use crate::device::quant::matrix::{row_bytes, QuantMatrix};
 
 pub struct GgufWeights<'a> {
     pub file: &'a GgufFile,
@@ -62,6 +63,33 @@ impl WeightSource for GgufWeights<'_> {
                 .with_context(|| format!("{}: un-permuting '{gguf}'", self.describe()))?;
         }
         Ok(HostTensor { data, shape })
+    }
+
+    fn load_blocks(&self, name: &str) -> Result<Option<QuantMatrix>> {
+        let (gguf, heads) = gguf_name(name, self.num_heads, self.num_kv_heads)
+            .with_context(|| format!("no GGUF name for '{name}'"))?;
+        let info = self.file.require_tensor(&gguf)?;
+        // Float tensors (block size 1) are handed over as f32 by `load`.
+        if info.dtype.block_size() == 1 {
+            return Ok(None);
+        }
+        let shape = info.shape();
+        ensure!(
+            shape.len() == 2,
+            "{}: '{gguf}' has shape {shape:?}, not a matrix",
+            self.describe()
+        );
+        let (n, k) = (shape[0], shape[1]);
+        let mut bytes = self.file.tensor_bytes(&gguf)?.to_vec();
+        if let Some(heads) = heads {
+            // Rows are whole blocks, so the permutation moves rows of bytes.
+            let rb = row_bytes(info.dtype, k)?;
+            bytes = unpermute_qk_rows(&bytes, n, rb, heads)
+                .with_context(|| format!("{}: un-permuting '{gguf}'", self.describe()))?;
+        }
+        QuantMatrix::new(info.dtype, bytes, n, k)
+            .map(Some)
+            .with_context(|| format!("{}: '{gguf}'", self.describe()))
     }
 }
 

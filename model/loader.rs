@@ -10,6 +10,7 @@ use super::gguf_weights::GgufWeights;
 use super::llama::Llama;
 use super::safetensors_dir::SafetensorsDir;
 use super::tokenizer::Tokenizer;
+use super::weight_format::WeightFormat;
 use super::weights::{LlamaWeights, WeightSource};
 use super::StepLimits;
 use crate::device::backend::Backend;
@@ -24,6 +25,9 @@ pub struct ModelSource {
     pub path: PathBuf,
     pub config: ModelConfig,
     pub tokenizer: Tokenizer,
+    /// How the weight matrices are loaded (`auto` unless set with
+    /// [`with_weight_format`](Self::with_weight_format)).
+    pub weight_format: WeightFormat,
     files: Files,
 }
 
@@ -37,6 +41,7 @@ impl ModelSource {
                 path: path.into(),
                 config,
                 tokenizer,
+                weight_format: WeightFormat::default(),
                 files,
             })
         } else if path.extension().is_some_and(|e| e == "gguf") {
@@ -49,6 +54,7 @@ impl ModelSource {
                 path: path.into(),
                 config,
                 tokenizer,
+                weight_format: WeightFormat::default(),
                 files: Files::Gguf(file),
             })
         } else if !path.exists() {
@@ -61,17 +67,24 @@ impl ModelSource {
         }
     }
 
+    /// The same model, its weights to be loaded as `format` says.
+    pub fn with_weight_format(mut self, format: WeightFormat) -> Self {
+        self.weight_format = format;
+        self
+    }
+
     /// Loads every weight onto `backend`, checking names and shapes against the config.
     pub fn load_weights<B: Backend>(&self, backend: &B) -> Result<LlamaWeights<B>> {
+        let format = self.weight_format;
         match &self.files {
-            Files::Hf(dir) => LlamaWeights::load(&self.config, dir, backend),
+            Files::Hf(dir) => LlamaWeights::load(&self.config, dir, backend, format),
             Files::Gguf(file) => {
                 let src = GgufWeights {
                     file,
                     num_heads: self.config.num_heads,
                     num_kv_heads: self.config.num_kv_heads,
                 };
-                LlamaWeights::load(&self.config, &src as &dyn WeightSource, backend)
+                LlamaWeights::load(&self.config, &src as &dyn WeightSource, backend, format)
             }
         }
     }

@@ -15,6 +15,7 @@ pub mod rope;
 pub mod safetensors_dir;
 pub mod token_env;
 pub mod tokenizer;
+pub mod weight_format;
 pub mod weights;
 
 use anyhow::Result;

@@ -24,6 +24,7 @@ use tandem::device::cuda::{CudaBackend, CudaOptions, DType, DecodePath, GemmPath
 use tandem::device::sampling::{Sampled, SamplerState};
 use tandem::engine::request::SamplingParams;
 use tandem::model::loader::ModelSource;
+use tandem::model::weight_format::WeightFormat;
 use tandem::model::StepLimits;
 
 /// The whole model on the GPU, f32: every fixture case alone and all cases batched over
@@ -126,8 +127,11 @@ fn model_bf16_vs_cpu() {
         };
         let f = load_fixture(&fixture);
         let Some(path) = model_path(&f) else { continue };
+        // f32 weights on both sides: the CPU backend is the oracle, and the GPU dequantises a
+        // quantised file at load anyway.
         let load = |what: &str| -> ModelSource {
             ModelSource::open(&path)
+                .map(|s| s.with_weight_format(WeightFormat::F32))
                 .unwrap_or_else(|e| panic!("{what}: loading {}: {e:#}", path.display()))
         };
         let options = CudaOptions {
@@ -253,6 +257,7 @@ fn model_sliding_window_bf16_chunked() {
     let path = model_path(&f).expect("a tiny model is in the repository");
     let load = |what: &str| -> ModelSource {
         ModelSource::open(&path)
+            .map(|s| s.with_weight_format(WeightFormat::F32))
             .unwrap_or_else(|e| panic!("{what}: loading {}: {e:#}", path.display()))
     };
     let backend = CudaBackend::new(0, DType::Bf16, CudaOptions::default()).unwrap();

@@ -7,10 +7,12 @@ mod gemm;
 mod ops;
 mod packed;
 mod quant_matmul;
+mod weight;
 
 use anyhow::{ensure, Result};
 
 use super::backend::{AttentionParams, Backend, DeviceSampler, QkvLayout, StepGraphs};
+use super::quant::matrix::QuantMatrix;
 use super::step::StepInput;
 
 pub use attention::{attention, write_kv};
@@ -18,6 +20,7 @@ pub use gemm::matmul_transposed;
 pub use ops::{add_rms_norm, embed, qk_norm, rms_norm, rope, silu_mul};
 pub use packed::{matmul_packed, PackedWeight};
 pub use quant_matmul::matmul_quant;
+pub use weight::CpuWeight;
 
 /// The CPU device. Tensors are host vectors; metadata is the host [`StepInput`] itself (plus,
 /// when it emulates a device sampler, that sampler's inputs and results: [`CpuMeta`]).
@@ -44,8 +47,9 @@ impl CpuBackend {
 
 pub use emulated::CpuMeta;
 
-/// `out[i] = table[ids[i]]` from a packed table (see [`embed`] for the row-major one).
-fn embed_packed(table: &PackedWeight, ids: &[u32], dim: usize, out: &mut [f32]) -> Result<()> {
+/// `out[i] = table[ids[i]]`, dequantising only the rows looked up (see [`embed`] for the
+/// row-major f32 one).
+fn embed_rows(table: &CpuWeight, ids: &[u32], dim: usize, out: &mut [f32]) -> Result<()> {
     ensure!(
         table.k() == dim,
         "embed: table rows have {} elements, not {dim}",
@@ -53,12 +57,7 @@ fn embed_packed(table: &PackedWeight, ids: &[u32], dim: usize, out: &mut [f32]) 
     );
     ensure!(out.len() >= ids.len() * dim, "embed: output too small");
     for (row, &id) in out.chunks_exact_mut(dim).zip(ids) {
-        ensure!(
-            (id as usize) < table.n(),
-            "token id {id} is outside the table of {} rows",
-            table.n()
-        );
-        table.row_into(id as usize, row);
+        table.row_into(id as usize, row)?;
     }
     Ok(())
 }
@@ -66,14 +65,19 @@ fn embed_packed(table: &PackedWeight, ids: &[u32], dim: usize, out: &mut [f32]) 
 impl Backend for CpuBackend {
     type Tensor = Vec<f32>;
     type Meta = CpuMeta;
-    type Weight = PackedWeight;
+    type Weight = CpuWeight;
 
     fn upload(&self, data: &[f32]) -> Result<Vec<f32>> {
         Ok(data.to_vec())
     }
 
-    fn upload_weight(&self, data: &[f32], n: usize, k: usize) -> Result<PackedWeight> {
-        PackedWeight::from_rows(data, n, k)
+    fn upload_weight(&self, data: &[f32], n: usize, k: usize) -> Result<CpuWeight> {
+        Ok(CpuWeight::F32(PackedWeight::from_rows(data, n, k)?))
+    }
+
+    /// Keeps the blocks: `linear` multiplies on them and `embed` dequantises the rows it reads.
+    fn upload_quant_weight(&self, w: QuantMatrix) -> Result<CpuWeight> {
+        Ok(CpuWeight::Blocks(w))
     }
 
     fn zeros(&self, len: usize) -> Result<Vec<f32>> {
@@ -128,12 +132,12 @@ impl Backend for CpuBackend {
 
     fn embed(
         &self,
-        table: &PackedWeight,
+        table: &CpuWeight,
         meta: &CpuMeta,
         dim: usize,
         out: &mut Vec<f32>,
     ) -> Result<()> {
-        embed_packed(table, &meta.input_ids, dim, out)
+        embed_rows(table, &meta.input_ids, dim, out)
     }
 
     fn rms_norm(
@@ -167,7 +171,7 @@ impl Backend for CpuBackend {
     fn linear(
         &self,
         x: &Vec<f32>,
-        w: &PackedWeight,
+        w: &CpuWeight,
         bias: Option<&Vec<f32>>,
         rows: usize,
         k: usize,
@@ -180,9 +184,8 @@ impl Backend for CpuBackend {
             w.n(),
             w.k()
         );
-        matmul_packed(
+        w.matmul(
             &x[..rows * k],
-            w,
             bias.map(|b| b.as_slice()),
             rows,
             &mut out[..rows * n],

@@ -20,6 +20,7 @@ use tandem::device::step::{SeqChunk, StepInput};
 use tandem::model::default_model::default_model_path;
 use tandem::model::loader::ModelSource;
 use tandem::model::tokenizer::Tokenizer;
+use tandem::model::weight_format::WeightFormat;
 use tandem::model::StepLimits;
 use tandem::runner::Runner;
 
@@ -112,7 +113,9 @@ pub fn open_model_on(
     limits: StepLimits,
     backend: CpuBackend,
 ) -> (Runner<CpuBackend>, Tokenizer) {
+    // f32 weights: these models are compared against transformers' logits, exactly.
     ModelSource::open(path)
+        .map(|s| s.with_weight_format(WeightFormat::F32))
         .and_then(|s| tandem::runner::load(s, backend, limits))
         .unwrap_or_else(|e| panic!("loading {}: {e:#}", path.display()))
 }
