@@ -1,20 +1,29 @@
 //! GGML tensor element types and their conversion to `f32`; [`matrix`] keeps a weight in its blocks.
 //!
-//! GGUF files store weights either as plain floats or in block-quantised formats, where a block of
-//! 32 elements shares one scale (and for `Q4_1` one offset). This module knows the byte layout of
-//! the types we support, turns raw bytes into `f32`, and has the matching reference quantisers
-//! (the same rounding as ggml's `quantize_row_*_ref`) so tests can build quantised files.
+//! GGUF files store weights either as plain floats or in block-quantised formats: a block of 32
+//! elements with one scale ([`legacy`], [`iq4`]'s IQ4_NL) or a 256-element super-block of
+//! sub-blocks with their own small scales ([`kquants`], IQ4_XS). This module names the types,
+//! knows their block sizes, and dispatches to the per-family decoders; the reference quantisers
+//! (ggml's rounding) exist for the types tests and the GGUF writer encode.
 //!
-//! All reads use `from_le_bytes` on byte slices, never casts: tensor data in a memory-mapped GGUF
-//! file sits at arbitrary offsets, so `f16` values need not be 2-byte aligned.
+//! All reads take bytes from slices, never casts: tensor data in a memory-mapped GGUF file sits at
+//! arbitrary offsets, so `f16` values need not be 2-byte aligned.
 
 use anyhow::{bail, ensure, Result};
 use half::{bf16, f16};
 
+mod iq4;
+mod kquants;
+mod legacy;
 pub mod matrix;
+mod random_blocks;
 
-/// Elements per block of the quantised types.
+pub use random_blocks::random_blocks;
+
+/// Elements per block of the 32-element types.
 const QK: usize = 32;
+/// Elements per super-block of the K-quants and IQ4_XS.
+const QK_K: usize = 256;
 
 /// A GGML tensor element type that tandem can dequantise.
 #[allow(non_camel_case_types)]
@@ -23,50 +32,62 @@ pub enum GgmlType {
     F32,
     F16,
     BF16,
-    /// Blocks of 32: an `f16` scale `d`, then 16 bytes of 4-bit values `q`; `x = (q - 8) * d`.
     Q4_0,
-    /// Blocks of 32: `f16` scale `d`, `f16` minimum `m`, 16 bytes of 4-bit `q`; `x = q * d + m`.
     Q4_1,
-    /// Blocks of 32: an `f16` scale `d`, then 32 signed bytes `q`; `x = q * d`.
+    Q5_0,
+    Q5_1,
     Q8_0,
+    Q8_1,
+    Q2_K,
+    Q3_K,
+    Q4_K,
+    Q5_K,
+    Q6_K,
+    Q8_K,
+    IQ4_NL,
+    IQ4_XS,
 }
 
 /// Well-known ggml type ids we do not support, so an error can say what the file contains.
 const UNSUPPORTED_TYPES: &[(u32, &str)] = &[
-    (6, "Q5_0"),
-    (7, "Q5_1"),
-    (9, "Q8_1"),
-    (10, "Q2_K"),
-    (11, "Q3_K"),
-    (12, "Q4_K"),
-    (13, "Q5_K"),
-    (14, "Q6_K"),
-    (15, "Q8_K"),
     (16, "IQ2_XXS"),
     (17, "IQ2_XS"),
     (18, "IQ3_XXS"),
     (19, "IQ1_S"),
-    (20, "IQ4_NL"),
     (21, "IQ3_S"),
     (22, "IQ2_S"),
-    (23, "IQ4_XS"),
     (24, "I8"),
     (25, "I16"),
     (26, "I32"),
     (27, "I64"),
     (28, "F64"),
     (29, "IQ1_M"),
+    (34, "TQ1_0"),
+    (35, "TQ2_0"),
+    (39, "MXFP4"),
+    (40, "NVFP4"),
 ];
 
 impl GgmlType {
     /// Every supported type, for error messages and tests.
-    pub const ALL: [GgmlType; 6] = [
+    pub const ALL: [GgmlType; 17] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::BF16,
         GgmlType::Q4_0,
         GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
         GgmlType::Q8_0,
+        GgmlType::Q8_1,
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+        GgmlType::Q8_K,
+        GgmlType::IQ4_NL,
+        GgmlType::IQ4_XS,
     ];
 
     /// Maps a ggml type id (as stored in GGUF tensor infos) to a supported type.
@@ -82,7 +103,7 @@ impl GgmlType {
         match UNSUPPORTED_TYPES.iter().find(|(i, _)| *i == id) {
             Some((_, name)) => bail!(
                 "ggml tensor type {name} (id {id}) is not supported; supported types: {known} \
-                 (re-quantise the model to one of these, e.g. Q8_0 or Q4_0)"
+                 (re-quantise the model to one of these, e.g. Q4_K_M, Q6_K or Q8_0)"
             ),
             None => bail!("unknown ggml tensor type id {id}; supported types: {known}"),
         }
@@ -95,7 +116,18 @@ impl GgmlType {
             GgmlType::F16 => 1,
             GgmlType::Q4_0 => 2,
             GgmlType::Q4_1 => 3,
+            GgmlType::Q5_0 => 6,
+            GgmlType::Q5_1 => 7,
             GgmlType::Q8_0 => 8,
+            GgmlType::Q8_1 => 9,
+            GgmlType::Q2_K => 10,
+            GgmlType::Q3_K => 11,
+            GgmlType::Q4_K => 12,
+            GgmlType::Q5_K => 13,
+            GgmlType::Q6_K => 14,
+            GgmlType::Q8_K => 15,
+            GgmlType::IQ4_NL => 20,
+            GgmlType::IQ4_XS => 23,
             GgmlType::BF16 => 30,
         }
     }
@@ -104,7 +136,20 @@ impl GgmlType {
     pub fn block_size(self) -> usize {
         match self {
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
-            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 => QK,
+            GgmlType::Q4_0
+            | GgmlType::Q4_1
+            | GgmlType::Q5_0
+            | GgmlType::Q5_1
+            | GgmlType::Q8_0
+            | GgmlType::Q8_1
+            | GgmlType::IQ4_NL => QK,
+            GgmlType::Q2_K
+            | GgmlType::Q3_K
+            | GgmlType::Q4_K
+            | GgmlType::Q5_K
+            | GgmlType::Q6_K
+            | GgmlType::Q8_K
+            | GgmlType::IQ4_XS => QK_K,
         }
     }
 
@@ -113,9 +158,26 @@ impl GgmlType {
         match self {
             GgmlType::F32 => 4,
             GgmlType::F16 | GgmlType::BF16 => 2,
-            GgmlType::Q4_0 => 2 + QK / 2,
+            GgmlType::Q4_0 | GgmlType::IQ4_NL => 2 + QK / 2,
             GgmlType::Q4_1 => 4 + QK / 2,
+            GgmlType::Q5_0 => 2 + 4 + QK / 2,
+            GgmlType::Q5_1 => 4 + 4 + QK / 2,
             GgmlType::Q8_0 => 2 + QK,
+            GgmlType::Q8_1 => 4 + QK,
+            // scales, 2-bit codes, d, dmin
+            GgmlType::Q2_K => QK_K / 16 + QK_K / 4 + 4,
+            // high bits, 2-bit codes, 12 packed scales, d
+            GgmlType::Q3_K => QK_K / 8 + QK_K / 4 + 12 + 2,
+            // d, dmin, 12 packed scales, 4-bit codes
+            GgmlType::Q4_K => 4 + 12 + QK_K / 2,
+            // d, dmin, 12 packed scales, fifth bits, 4-bit codes
+            GgmlType::Q5_K => 4 + 12 + QK_K / 8 + QK_K / 2,
+            // low nibbles, high pairs, 16 scales, d
+            GgmlType::Q6_K => QK_K / 2 + QK_K / 4 + QK_K / 16 + 2,
+            // f32 d, codes, 16 i16 partial sums
+            GgmlType::Q8_K => 4 + QK_K + 2 * (QK_K / 16),
+            // d, high scale bits, low scale bits, 4-bit codes
+            GgmlType::IQ4_XS => 2 + 2 + QK_K / 64 + QK_K / 2,
         }
     }
 
@@ -131,6 +193,18 @@ impl GgmlType {
             .checked_mul(self.block_bytes())
             .ok_or_else(|| anyhow::anyhow!("{n_elements} {self:?} elements overflow usize bytes"))
     }
+
+    /// The types [`quantize`] can encode.
+    pub const QUANTISABLE: [GgmlType; 8] = [
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::BF16,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+    ];
 }
 
 /// Decodes `src` (raw little-endian tensor bytes of type `dtype`) into `out`.
@@ -144,129 +218,75 @@ pub fn dequantize(dtype: GgmlType, src: &[u8], out: &mut [f32]) -> Result<()> {
         out.len(),
         src.len()
     );
-    let blocks = src.chunks_exact(dtype.block_bytes());
-    match dtype {
-        GgmlType::F32 => blocks
-            .zip(out)
-            .for_each(|(b, o)| *o = f32::from_le_bytes(arr(b))),
-        GgmlType::F16 => blocks.zip(out).for_each(|(b, o)| *o = read_f16(b, 0)),
-        GgmlType::BF16 => blocks
-            .zip(out)
-            .for_each(|(b, o)| *o = bf16::from_le_bytes(arr(b)).to_f32()),
-        GgmlType::Q8_0 => blocks
-            .zip(out.chunks_exact_mut(QK))
-            .for_each(|(b, o)| dequant_q8_0(b, o)),
-        GgmlType::Q4_0 => blocks
-            .zip(out.chunks_exact_mut(QK))
-            .for_each(|(b, o)| dequant_q4(b, read_f16(b, 0), -8.0 * read_f16(b, 0), 2, o)),
-        GgmlType::Q4_1 => blocks
-            .zip(out.chunks_exact_mut(QK))
-            .for_each(|(b, o)| dequant_q4(b, read_f16(b, 0), read_f16(b, 2), 4, o)),
-    }
+    let block_fn: fn(&[u8], &mut [f32]) = match dtype {
+        GgmlType::F32 => |b, o| o[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        GgmlType::F16 => |b, o| o[0] = read_f16(b, 0),
+        GgmlType::BF16 => |b, o| o[0] = bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+        GgmlType::Q4_0 => legacy::dequant_q4_0,
+        GgmlType::Q4_1 => legacy::dequant_q4_1,
+        GgmlType::Q5_0 => legacy::dequant_q5_0,
+        GgmlType::Q5_1 => legacy::dequant_q5_1,
+        GgmlType::Q8_0 => legacy::dequant_q8_0,
+        GgmlType::Q8_1 => legacy::dequant_q8_1,
+        GgmlType::Q2_K => kquants::dequant_q2_k,
+        GgmlType::Q3_K => kquants::dequant_q3_k,
+        GgmlType::Q4_K => kquants::dequant_q4_k,
+        GgmlType::Q5_K => kquants::dequant_q5_k,
+        GgmlType::Q6_K => kquants::dequant_q6_k,
+        GgmlType::Q8_K => kquants::dequant_q8_k,
+        GgmlType::IQ4_NL => iq4::dequant_iq4_nl,
+        GgmlType::IQ4_XS => iq4::dequant_iq4_xs,
+    };
+    src.chunks_exact(dtype.block_bytes())
+        .zip(out.chunks_exact_mut(dtype.block_size()))
+        .for_each(|(b, o)| block_fn(b, o));
     Ok(())
 }
 
 /// Encodes `values` as `dtype` with ggml's reference rounding (the inverse of [`dequantize`],
-/// up to quantisation error). An error if `values.len()` is not a whole number of blocks.
+/// up to quantisation error). An error if `dtype` has no reference quantiser here (see
+/// [`GgmlType::QUANTISABLE`]) or `values.len()` is not a whole number of blocks.
 pub fn quantize(dtype: GgmlType, values: &[f32]) -> Result<Vec<u8>> {
+    let block_fn: fn(&[f32], &mut Vec<u8>) = match dtype {
+        GgmlType::F32 => |v, out| out.extend_from_slice(&v[0].to_le_bytes()),
+        GgmlType::F16 => |v, out| out.extend_from_slice(&f16::from_f32(v[0]).to_le_bytes()),
+        GgmlType::BF16 => |v, out| out.extend_from_slice(&bf16::from_f32(v[0]).to_le_bytes()),
+        GgmlType::Q4_0 => legacy::quant_q4_0,
+        GgmlType::Q4_1 => legacy::quant_q4_1,
+        GgmlType::Q5_0 => legacy::quant_q5_0,
+        GgmlType::Q5_1 => legacy::quant_q5_1,
+        GgmlType::Q8_0 => legacy::quant_q8_0,
+        GgmlType::Q8_1
+        | GgmlType::Q2_K
+        | GgmlType::Q3_K
+        | GgmlType::Q4_K
+        | GgmlType::Q5_K
+        | GgmlType::Q6_K
+        | GgmlType::Q8_K
+        | GgmlType::IQ4_NL
+        | GgmlType::IQ4_XS => bail!(
+            "tandem has no {dtype:?} quantiser (it only decodes {dtype:?}); it can encode {:?}",
+            GgmlType::QUANTISABLE
+        ),
+    };
     let mut out = Vec::with_capacity(dtype.bytes_for(values.len())?);
-    match dtype {
-        GgmlType::F32 => values
-            .iter()
-            .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
-        GgmlType::F16 => values
-            .iter()
-            .for_each(|v| out.extend_from_slice(&f16::from_f32(*v).to_le_bytes())),
-        GgmlType::BF16 => values
-            .iter()
-            .for_each(|v| out.extend_from_slice(&bf16::from_f32(*v).to_le_bytes())),
-        GgmlType::Q8_0 => values
-            .chunks_exact(QK)
-            .for_each(|b| quant_q8_0(b, &mut out)),
-        GgmlType::Q4_0 => values
-            .chunks_exact(QK)
-            .for_each(|b| quant_q4_0(b, &mut out)),
-        GgmlType::Q4_1 => values
-            .chunks_exact(QK)
-            .for_each(|b| quant_q4_1(b, &mut out)),
-    }
+    values
+        .chunks_exact(dtype.block_size())
+        .for_each(|b| block_fn(b, &mut out));
     Ok(out)
 }
 
-/// Copies a slice into a fixed-size array, zero-padding if it is short (callers pass slices of
-/// exactly the right length, checked by `bytes_for`, so the padding never applies).
-fn arr<const N: usize>(b: &[u8]) -> [u8; N] {
-    let mut a = [0u8; N];
-    a.iter_mut().zip(b).for_each(|(d, s)| *d = *s);
-    a
-}
-
-/// Reads the little-endian `f16` at byte `at` of `b` as `f32`.
+/// Reads the little-endian `f16` at byte `at` of `b` as `f32` (callers pass whole blocks, so the
+/// two bytes are always there).
 fn read_f16(b: &[u8], at: usize) -> f32 {
-    f16::from_le_bytes(arr(b.get(at..).unwrap_or_default())).to_f32()
-}
-
-fn dequant_q8_0(block: &[u8], out: &mut [f32]) {
-    let d = read_f16(block, 0);
-    let qs = block.get(2..).unwrap_or_default();
-    out.iter_mut()
-        .zip(qs)
-        .for_each(|(o, q)| *o = f32::from(*q as i8) * d);
-}
-
-/// Shared by Q4_0 (`m = -8 d`) and Q4_1: `x = q * d + m`; nibbles start at byte `header`.
-fn dequant_q4(block: &[u8], d: f32, m: f32, header: usize, out: &mut [f32]) {
-    let qs = block.get(header..).unwrap_or_default();
-    let (lo, hi) = out.split_at_mut(QK / 2);
-    for ((q, l), h) in qs.iter().zip(lo).zip(hi) {
-        *l = f32::from(q & 0x0F) * d + m;
-        *h = f32::from(q >> 4) * d + m;
-    }
-}
-
-fn quant_q8_0(x: &[f32], out: &mut Vec<u8>) {
-    let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
-    let d = amax / 127.0;
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
-    out.extend(x.iter().map(|v| (v * id).round() as i8 as u8));
-}
-
-fn quant_q4_0(x: &[f32], out: &mut Vec<u8>) {
-    // The value with the largest magnitude, sign kept, maps to -8.
-    let max = x
-        .iter()
-        .fold(0f32, |m, v| if v.abs() > m.abs() { *v } else { m });
-    let d = max / -8.0;
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    let q = |v: f32| ((v * id + 8.5) as i8).clamp(0, 15) as u8;
-    push_nibbles(x, f16::from_f32(d).to_le_bytes().to_vec(), q, out);
-}
-
-fn quant_q4_1(x: &[f32], out: &mut Vec<u8>) {
-    let min = x.iter().fold(f32::INFINITY, |a, v| a.min(*v));
-    let max = x.iter().fold(f32::NEG_INFINITY, |a, v| a.max(*v));
-    let d = (max - min) / 15.0;
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    let q = |v: f32| (((v - min) * id + 0.5) as i8).clamp(0, 15) as u8;
-    let mut header = f16::from_f32(d).to_le_bytes().to_vec();
-    header.extend_from_slice(&f16::from_f32(min).to_le_bytes());
-    push_nibbles(x, header, q, out);
-}
-
-/// Appends `header` then the 4-bit codes: element `j` in the low nibble of byte `j`, element
-/// `j + 16` in its high nibble.
-fn push_nibbles(x: &[f32], header: Vec<u8>, q: impl Fn(f32) -> u8, out: &mut Vec<u8>) {
-    out.extend_from_slice(&header);
-    let (lo, hi) = x.split_at(QK / 2);
-    out.extend(lo.iter().zip(hi).map(|(l, h)| q(*l) | (q(*h) << 4)));
+    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn deq(dtype: GgmlType, src: &[u8], n: usize) -> Vec<f32> {
+    pub(super) fn deq(dtype: GgmlType, src: &[u8], n: usize) -> Vec<f32> {
         let mut out = vec![0.0; n];
         dequantize(dtype, src, &mut out).unwrap();
         out
@@ -282,9 +302,9 @@ mod tests {
 
     #[test]
     fn unknown_types_are_named() {
-        let e = GgmlType::from_u32(12).unwrap_err().to_string();
+        let e = GgmlType::from_u32(16).unwrap_err().to_string();
         assert!(
-            e.contains("Q4_K") && e.contains("12") && e.contains("Q8_0"),
+            e.contains("IQ2_XXS") && e.contains("16") && e.contains("Q4_K=12"),
             "{e}"
         );
         let e = GgmlType::from_u32(999).unwrap_err().to_string();
@@ -317,36 +337,6 @@ mod tests {
     }
 
     #[test]
-    fn q8_0_block() {
-        let mut src = vec![0x00, 0x38]; // f16 0.5
-        src.extend((0..32).map(|i| (i as i8 - 16) as u8));
-        let want: Vec<f32> = (0..32).map(|i| (i as f32 - 16.0) * 0.5).collect();
-        assert_eq!(deq(GgmlType::Q8_0, &src, 32), want);
-    }
-
-    #[test]
-    fn q4_0_block() {
-        let mut src = vec![0x00, 0x40]; // f16 2.0
-        src.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
-        let got = deq(GgmlType::Q4_0, &src, 32);
-        for j in 0..16 {
-            assert_eq!(got[j], (j as f32 - 8.0) * 2.0);
-            assert_eq!(got[j + 16], (7.0 - j as f32) * 2.0);
-        }
-    }
-
-    #[test]
-    fn q4_1_block() {
-        let mut src = vec![0x00, 0x38, 0x00, 0xBC]; // d = 0.5, m = -1.0
-        src.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
-        let got = deq(GgmlType::Q4_1, &src, 32);
-        for j in 0..16 {
-            assert_eq!(got[j], j as f32 * 0.5 - 1.0);
-            assert_eq!(got[j + 16], (15 - j) as f32 * 0.5 - 1.0);
-        }
-    }
-
-    #[test]
     fn unaligned_source_is_fine() {
         let mut buf = vec![0u8];
         buf.extend_from_slice(&quantize(GgmlType::F16, &[3.0, -0.25]).unwrap());
@@ -365,6 +355,8 @@ mod tests {
             (GgmlType::Q8_0, 0.04),
             (GgmlType::Q4_0, 0.6),
             (GgmlType::Q4_1, 0.3),
+            (GgmlType::Q5_0, 0.3),
+            (GgmlType::Q5_1, 0.15),
         ] {
             let bytes = quantize(t, &x).unwrap();
             let y = deq(t, &bytes, x.len());
@@ -383,5 +375,42 @@ mod tests {
         assert!(e.to_string().contains("34 bytes, got 33"), "{e}");
         assert!(dequantize(GgmlType::Q4_0, &[0; 18], &mut out[..31]).is_err());
         assert!(quantize(GgmlType::Q4_1, &[0.0; 31]).is_err());
+    }
+
+    #[test]
+    fn types_without_a_quantiser_say_so() {
+        for t in GgmlType::ALL {
+            let r = quantize(t, &vec![0.5; t.block_size()]);
+            if GgmlType::QUANTISABLE.contains(&t) {
+                assert_eq!(r.unwrap().len(), t.block_bytes(), "{t:?}");
+            } else {
+                let e = r.unwrap_err().to_string();
+                assert!(e.contains(&format!("no {t:?} quantiser")), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn block_sizes_match_the_format() {
+        let bytes_per_block: Vec<(GgmlType, usize, usize)> = GgmlType::ALL
+            .iter()
+            .map(|t| (*t, t.block_size(), t.block_bytes()))
+            .collect();
+        // Sizes from the format's description (ggml's block structs).
+        for (t, n, b) in [
+            (GgmlType::Q5_0, 32, 22),
+            (GgmlType::Q5_1, 32, 24),
+            (GgmlType::Q8_1, 32, 36),
+            (GgmlType::Q2_K, 256, 84),
+            (GgmlType::Q3_K, 256, 110),
+            (GgmlType::Q4_K, 256, 144),
+            (GgmlType::Q5_K, 256, 176),
+            (GgmlType::Q6_K, 256, 210),
+            (GgmlType::Q8_K, 256, 292),
+            (GgmlType::IQ4_NL, 32, 18),
+            (GgmlType::IQ4_XS, 256, 136),
+        ] {
+            assert!(bytes_per_block.contains(&(t, n, b)), "{t:?}");
+        }
     }
 }
