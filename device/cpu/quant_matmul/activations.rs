@@ -9,6 +9,8 @@
 //! the rounding error is at most `d / 2` per element, a relative error of about 1/254 of the
 //! block's largest magnitude, which bounds how far a product here can be from the f32 one.
 
+use super::isa::Isa;
+
 /// Elements per block of the 32-element types (and of their activation blocks).
 pub const QK32: usize = 32;
 /// Elements per super-block of the K-quants.
@@ -34,8 +36,26 @@ pub struct Q8Row<'a> {
 }
 
 impl Q8Rows {
-    /// Quantises `m` rows of `k` (a multiple of 32) values from `x`.
-    pub fn new(x: &[f32], m: usize, k: usize) -> Self {
+    /// Quantises `m` rows of `k` (a multiple of 32) values from `x`, compiled for `isa` (the
+    /// codes are the same on every one).
+    pub fn new(isa: Isa, x: &[f32], m: usize, k: usize) -> Self {
+        match isa {
+            Isa::Portable => Self::quantize(x, m, k),
+            // SAFETY: Isa::Avx2 is only used where it was detected.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { Self::quantize_avx2(x, m, k) },
+        }
+    }
+
+    /// [`Self::quantize`] compiled with AVX2, where `round` is one instruction, not a call.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn quantize_avx2(x: &[f32], m: usize, k: usize) -> Self {
+        Self::quantize(x, m, k)
+    }
+
+    #[inline(always)]
+    fn quantize(x: &[f32], m: usize, k: usize) -> Self {
         debug_assert!(k.is_multiple_of(QK32) && x.len() >= m * k);
         let blocks = m * k / QK32;
         let mut rows = Q8Rows {
@@ -85,8 +105,24 @@ pub struct Q8KRow<'a> {
 }
 
 impl Q8KRows {
-    /// Quantises `m` rows of `k` (a multiple of 256) values from `x`.
-    pub fn new(x: &[f32], m: usize, k: usize) -> Self {
+    /// Quantises `m` rows of `k` (a multiple of 256) values from `x`, compiled for `isa`.
+    pub fn new(isa: Isa, x: &[f32], m: usize, k: usize) -> Self {
+        match isa {
+            Isa::Portable => Self::quantize(x, m, k),
+            // SAFETY: Isa::Avx2 is only used where it was detected.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { Self::quantize_avx2(x, m, k) },
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn quantize_avx2(x: &[f32], m: usize, k: usize) -> Self {
+        Self::quantize(x, m, k)
+    }
+
+    #[inline(always)]
+    fn quantize(x: &[f32], m: usize, k: usize) -> Self {
         debug_assert!(k.is_multiple_of(QKK) && x.len() >= m * k);
         let mut rows = Q8KRows {
             k,
@@ -119,6 +155,7 @@ impl Q8KRows {
 }
 
 /// Codes for one block into `dst`; returns the block's scale.
+#[inline(always)]
 fn quantize_block(src: &[f32], dst: &mut [i8]) -> f32 {
     let amax = src.iter().fold(0f32, |a, v| a.max(v.abs()));
     let d = amax / 127.0;
@@ -139,8 +176,12 @@ mod tests {
         let x: Vec<f32> = (0..2 * 512)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 9.0)
             .collect();
-        let a = Q8Rows::new(&x, 2, 512);
-        let b = Q8KRows::new(&x, 2, 512);
+        let isa = super::super::isa::detected_isa();
+        let a = Q8Rows::new(isa, &x, 2, 512);
+        let b = Q8KRows::new(isa, &x, 2, 512);
+        // Every instruction set rounds the same.
+        let p = Q8Rows::new(Isa::Portable, &x, 2, 512);
+        assert_eq!((&a.qs, &a.d, &a.sum), (&p.qs, &p.d, &p.sum));
         for t in 0..2 {
             let (ra, rb) = (a.row(t), b.row(t));
             for i in 0..512 {
@@ -169,7 +210,7 @@ mod tests {
 
     #[test]
     fn zero_blocks_give_zero_codes() {
-        let a = Q8Rows::new(&[0.0; 64], 1, 64);
+        let a = Q8Rows::new(Isa::Portable, &[0.0; 64], 1, 64);
         assert!(a.row(0).qs.iter().all(|&q| q == 0));
         assert_eq!(a.row(0).d, [0.0, 0.0]);
     }

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::kernels::detected_isa;
+use super::isa::detected_isa;
 use super::*;
 use crate::device::cpu::{matmul_packed, PackedWeight};
 use crate::device::quant::{quantize, GgmlType};
@@ -107,7 +107,7 @@ fn one_row_kernels() {
     let x: Vec<f32> = (0..k)
         .map(|i| ((i * 31 % 97) as f32 - 48.0) / 40.0)
         .collect();
-    let q = Q8Rows::new(&x, 1, k);
+    let q = Q8Rows::new(detected_isa(), &x, 1, k);
     for dtype in [GgmlType::Q4_1, GgmlType::Q8_0] {
         let w = weights(dtype, 1, k);
         let bytes = &w.segments()[0].data;
@@ -124,7 +124,7 @@ fn one_row_kernels() {
         );
     }
     let t = time(|| {
-        std::hint::black_box(Q8Rows::new(std::hint::black_box(&x), 1, k));
+        std::hint::black_box(Q8Rows::new(detected_isa(), std::hint::black_box(&x), 1, k));
     });
     println!("quantise one row k={k}: {:.1} ns", t * 1e9);
 }

@@ -1,10 +1,8 @@
-//! Which dot-product kernel multiplies a weight type, for the instruction set this CPU has
-//! (detected once).
-
-use std::sync::OnceLock;
+//! Which dot-product kernel multiplies a weight type on an instruction set.
 
 use super::activations::{Q8KRow, Q8Row};
-use super::portable;
+use super::isa::Isa;
+use super::{portable, portable_k};
 use crate::device::quant::GgmlType;
 
 /// One weight row's raw blocks against one quantised activation row.
@@ -22,42 +20,7 @@ pub enum Kernel {
     Float,
 }
 
-/// The instruction sets with kernels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Isa {
-    Portable,
-    /// AVX2 with FMA and F16C (every AVX2 CPU has the latter two).
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-}
-
-/// The best instruction set this CPU runs, detected on first use.
-pub fn detected_isa() -> Isa {
-    static ISA: OnceLock<Isa> = OnceLock::new();
-    *ISA.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
-        {
-            return Isa::Avx2;
-        }
-        Isa::Portable
-    })
-}
-
-/// The instruction sets this CPU can run (for tests comparing them).
-#[cfg(test)]
-pub fn available_isas() -> Vec<Isa> {
-    let mut isas = vec![Isa::Portable];
-    #[cfg(target_arch = "x86_64")]
-    if detected_isa() == Isa::Avx2 {
-        isas.push(Isa::Avx2);
-    }
-    isas
-}
-
-/// The kernel for `dtype` on `isa`. `isa` must be one this CPU runs ([`detected_isa`] or
+/// The kernel for `dtype` on `isa`. `isa` must be one this CPU runs ([`super::isa::detected_isa`] or
 /// [`Isa::Portable`]): the AVX2 kernels are only safe to call where it was detected.
 pub fn kernel(isa: Isa, dtype: GgmlType) -> Kernel {
     match isa {
@@ -72,17 +35,29 @@ fn portable_kernel(dtype: GgmlType) -> Kernel {
         GgmlType::Q8_0 => Kernel::Blocks32(portable::q8_0),
         GgmlType::Q4_0 => Kernel::Blocks32(portable::q4_0),
         GgmlType::Q4_1 => Kernel::Blocks32(portable::q4_1),
-        _ => Kernel::Float,
+        GgmlType::Q5_0 => Kernel::Blocks32(portable::q5_0),
+        GgmlType::Q5_1 => Kernel::Blocks32(portable::q5_1),
+        GgmlType::IQ4_NL => Kernel::Blocks32(portable_k::iq4_nl),
+        GgmlType::Q2_K => Kernel::BlocksK(portable_k::q2_k),
+        GgmlType::Q3_K => Kernel::BlocksK(portable_k::q3_k),
+        GgmlType::Q4_K => Kernel::BlocksK(portable_k::q4_k),
+        GgmlType::Q5_K => Kernel::BlocksK(portable_k::q5_k),
+        GgmlType::Q6_K => Kernel::BlocksK(portable_k::q6_k),
+        GgmlType::IQ4_XS => Kernel::BlocksK(portable_k::iq4_xs),
+        // Float types, and Q8_1/Q8_K (activation formats, not found as weights).
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_1 | GgmlType::Q8_K => {
+            Kernel::Float
+        }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     //! Safe entry points to the AVX2 kernels, reachable only through [`super::kernel`] with
-    //! [`super::Isa::Avx2`], which [`super::detected_isa`] returns only after checking the CPU.
+    //! `Isa::Avx2`, which `detected_isa` returns only after checking the CPU.
 
-    use super::super::activations::{Q8Row, QK32};
-    use super::super::avx2 as simd;
+    use super::super::activations::{Q8KRow, Q8Row, QK32, QKK};
+    use super::super::{avx2 as simd, avx2_k as simd_k};
     use super::Kernel;
     use crate::device::quant::GgmlType;
 
@@ -100,13 +75,37 @@ mod avx2 {
     safe!(q8_0, 34);
     safe!(q4_0, 18);
     safe!(q4_1, 20);
+    safe!(q5_0, 22);
+    safe!(q5_1, 24);
 
+    macro_rules! safe_k {
+        ($name:ident, $block_bytes:expr) => {
+            fn $name(w: &[u8], a: Q8KRow<'_>) -> f32 {
+                let blocks = a.d.len();
+                assert!(
+                    w.len() >= blocks * $block_bytes
+                        && a.qs.len() >= blocks * QKK
+                        && a.bsums.len() >= blocks * 16
+                );
+                // SAFETY: as for the 32-element kernels; the sizes are checked just above.
+                unsafe { simd_k::$name(w, a) }
+            }
+        };
+    }
+    safe_k!(q4_k, 144);
+    safe_k!(q6_k, 210);
+
+    /// AVX2 kernels where there are, the portable ones for the rest.
     pub fn kernel(dtype: GgmlType) -> Kernel {
         match dtype {
             GgmlType::Q8_0 => Kernel::Blocks32(q8_0),
             GgmlType::Q4_0 => Kernel::Blocks32(q4_0),
             GgmlType::Q4_1 => Kernel::Blocks32(q4_1),
-            _ => Kernel::Float,
+            GgmlType::Q5_0 => Kernel::Blocks32(q5_0),
+            GgmlType::Q5_1 => Kernel::Blocks32(q5_1),
+            GgmlType::Q4_K => Kernel::BlocksK(q4_k),
+            GgmlType::Q6_K => Kernel::BlocksK(q6_k),
+            other => super::portable_kernel(other),
         }
     }
 }

@@ -13,11 +13,15 @@
 mod activations;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx2_k;
 #[cfg(test)]
 mod bench;
 mod float_tile;
+mod isa;
 mod kernels;
 mod portable;
+mod portable_k;
 #[cfg(test)]
 mod reference;
 #[cfg(test)]
@@ -29,7 +33,8 @@ use rayon::prelude::*;
 use super::gemm::{add_bias, check_operands};
 use crate::device::quant::matrix::QuantMatrix;
 use activations::{Q8KRows, Q8Rows};
-use kernels::{detected_isa, kernel, Isa, Kernel};
+use isa::{detected_isa, Isa};
+use kernels::{kernel, Kernel};
 
 /// Weight rows per task: enough tasks to balance threads even for a 192-row k/v projection,
 /// few enough that a 49152-row lm_head does not drown in scheduling.
@@ -78,11 +83,11 @@ fn matmul_quant_on(
     let q32 = kernels
         .iter()
         .any(|kn| matches!(kn, Kernel::Blocks32(_)))
-        .then(|| Q8Rows::new(x, m, k));
+        .then(|| Q8Rows::new(isa, x, m, k));
     let qk = kernels
         .iter()
         .any(|kn| matches!(kn, Kernel::BlocksK(_)))
-        .then(|| Q8KRows::new(x, m, k));
+        .then(|| Q8KRows::new(isa, x, m, k));
 
     // Results as [n][m] (a row's m tokens together), so every task owns a contiguous slice;
     // for one token that is already the [m][n] layout of `out`.

@@ -8,10 +8,11 @@
 //! term.
 
 use super::activations::{QK32, QKK};
-use super::kernels::{available_isas, kernel, Isa, Kernel};
+use super::isa::{available_isas, Isa};
+use super::kernels::{kernel, Kernel};
 use super::reference::matmul_quant_reference;
 use super::*;
-use crate::device::quant::{quantize, GgmlType};
+use crate::device::quant::{quantize, random_blocks, GgmlType};
 
 /// Deterministic values in about [-2, 2] with varying magnitude per block.
 fn values(len: usize, seed: u64) -> Vec<f32> {
@@ -31,7 +32,11 @@ fn values(len: usize, seed: u64) -> Vec<f32> {
 
 /// A `[n, k]` matrix of `dtype` with its dequantised f32 rows.
 fn matrix(dtype: GgmlType, n: usize, k: usize, seed: u64) -> (QuantMatrix, Vec<f32>) {
-    let data = quantize(dtype, &values(n * k, seed)).unwrap();
+    let data = if GgmlType::QUANTISABLE.contains(&dtype) {
+        quantize(dtype, &values(n * k, seed)).unwrap()
+    } else {
+        random_blocks(dtype, n * k / dtype.block_size(), seed)
+    };
     let w = QuantMatrix::new(dtype, data, n, k).unwrap();
     let f = w.to_f32().unwrap();
     (w, f)
@@ -92,21 +97,45 @@ fn check(
     }
 }
 
-const TYPES_32: [GgmlType; 6] = [
+/// Types whose rows may be any multiple of 32 long.
+const TYPES_32: [GgmlType; 9] = [
     GgmlType::Q8_0,
     GgmlType::Q4_0,
     GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::IQ4_NL,
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
 ];
 
+/// Types of 256-element super-blocks.
+const TYPES_256: [GgmlType; 6] = [
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::IQ4_XS,
+];
+
+/// Every type with the row lengths it allows (a non-multiple of 256 for the 32-element ones).
+fn types_and_lengths() -> Vec<(GgmlType, usize)> {
+    let mut v: Vec<(GgmlType, usize)> = TYPES_32
+        .iter()
+        .flat_map(|&t| [32, 96, 576].map(|k| (t, k)))
+        .collect();
+    v.extend(TYPES_256.iter().flat_map(|&t| [256, 768].map(|k| (t, k))));
+    v
+}
+
 #[test]
 fn every_type_and_shape_matches_the_f32_product() {
     let n = 37; // not a multiple of CHUNK_ROWS
     for isa in available_isas() {
-        for dtype in TYPES_32 {
-            for k in [32, 96, 576] {
+        for (dtype, k) in types_and_lengths() {
+            {
                 let (w, wf) = matrix(dtype, n, k, k as u64);
                 let block = vec![activation_block(isa, dtype); n];
                 for m in [1, 3, 17, 64] {
@@ -138,7 +167,7 @@ fn portable_and_simd_kernels_agree() {
     let isas = available_isas();
     let (n, k, m) = (40, 1024, 5);
     let x = values(m * k, 3);
-    for dtype in TYPES_32 {
+    for dtype in TYPES_32.into_iter().chain(TYPES_256) {
         let (w, wf) = matrix(dtype, n, k, 11);
         let results: Vec<Vec<f32>> = isas
             .iter()
