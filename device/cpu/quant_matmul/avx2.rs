@@ -68,72 +68,83 @@ unsafe fn high_bits(p: *const u8) -> __m256i {
     _mm256_and_si256(set, _mm256_set1_epi8(0x10))
 }
 
-/// The shared loop: `codes(block)` gives the 32 unsigned codes, the block's scale and offset.
+/// The shared loop over blocks, for `N` tokens at once (each weight block decoded once, one
+/// accumulator per token): `codes(block)` gives the 32 codes, the block's scale and offset. With
+/// `SIGNED` the codes are signed bytes, multiplied as |w| × (a with w's sign) since `maddubs`
+/// takes its first operand unsigned.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_blocks(
+unsafe fn dot_blocks<const N: usize, const SIGNED: bool>(
     w: &[u8],
     block_bytes: usize,
-    a: Q8Row<'_>,
+    a: &[Q8Row<'_>; N],
     codes: impl Fn(*const u8) -> (__m256i, f32, f32),
-) -> f32 {
-    let blocks = a.d.len();
-    debug_assert!(w.len() >= blocks * block_bytes && a.qs.len() >= blocks * QK32);
-    let mut acc = _mm256_setzero_ps();
-    let mut offsets = 0f32;
+) -> [f32; N] {
+    let blocks = a[0].d.len();
+    debug_assert!(w.len() >= blocks * block_bytes);
+    debug_assert!(a
+        .iter()
+        .all(|r| r.qs.len() >= blocks * QK32 && r.d.len() == blocks));
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut offsets = [0f32; N];
     for b in 0..blocks {
-        let (u, d, offset) = codes(w.as_ptr().add(b * block_bytes));
-        let s = _mm256_loadu_si256(a.qs.as_ptr().add(b * QK32) as *const __m256i);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d[b]), dot_u8_i8(u, s), acc);
-        offsets += offset * a.sum[b];
+        let (q, d, offset) = codes(w.as_ptr().add(b * block_bytes));
+        let u = if SIGNED { _mm256_abs_epi8(q) } else { q };
+        for t in 0..N {
+            let s = _mm256_loadu_si256(a[t].qs.as_ptr().add(b * QK32) as *const __m256i);
+            let s = if SIGNED { _mm256_sign_epi8(s, q) } else { s };
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t].d[b]), dot_u8_i8(u, s), acc[t]);
+            offsets[t] += offset * a[t].sum[b];
+        }
     }
-    hsum(acc) + offsets
-}
-
-/// Q8_0: signed × signed, as |w| × (a with w's sign).
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q8_0(w: &[u8], a: Q8Row<'_>) -> f32 {
-    let blocks = a.d.len();
-    debug_assert!(w.len() >= blocks * 34 && a.qs.len() >= blocks * QK32);
-    let mut acc = _mm256_setzero_ps();
-    for b in 0..blocks {
-        let p = w.as_ptr().add(b * 34);
-        let q = _mm256_loadu_si256(p.add(2) as *const __m256i);
-        let s = _mm256_loadu_si256(a.qs.as_ptr().add(b * QK32) as *const __m256i);
-        let prod = dot_u8_i8(_mm256_abs_epi8(q), _mm256_sign_epi8(s, q));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(p) * a.d[b]), prod, acc);
+    let mut out = [0f32; N];
+    for t in 0..N {
+        out[t] = hsum(acc[t]) + offsets[t];
     }
-    hsum(acc)
+    out
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q4_0(w: &[u8], a: Q8Row<'_>) -> f32 {
-    dot_blocks(w, 18, a, |p| unsafe {
-        let d = f16_at(p);
-        (unpack_nibbles(p.add(2)), d, -8.0 * d)
-    })
+/// Defines `$one(w, a) -> f32` and `$four(w, [a; 4]) -> [f32; 4]` over [`dot_blocks`].
+macro_rules! kernels {
+    ($one:ident, $four:ident, $block_bytes:expr, $signed:expr, $codes:expr) => {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $one(w: &[u8], a: Q8Row<'_>) -> f32 {
+            dot_blocks::<1, $signed>(w, $block_bytes, &[a], $codes)[0]
+        }
+
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $four(w: &[u8], a: &[Q8Row<'_>; 4]) -> [f32; 4] {
+            dot_blocks::<4, $signed>(w, $block_bytes, a, $codes)
+        }
+    };
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q4_1(w: &[u8], a: Q8Row<'_>) -> f32 {
-    dot_blocks(w, 20, a, |p| unsafe {
-        (unpack_nibbles(p.add(4)), f16_at(p), f16_at(p.add(2)))
-    })
-}
+// Q8_0: `x = q · d`, signed codes.
+kernels!(q8_0, q8_0_x4, 34, true, |p| unsafe {
+    let q = _mm256_loadu_si256(p.add(2) as *const __m256i);
+    (q, f16_at(p), 0.0)
+});
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q5_0(w: &[u8], a: Q8Row<'_>) -> f32 {
-    dot_blocks(w, 22, a, |p| unsafe {
-        let d = f16_at(p);
-        let q = _mm256_or_si256(unpack_nibbles(p.add(6)), high_bits(p.add(2)));
-        (q, d, -16.0 * d)
-    })
-}
+// Q4_0: `x = (q - 8) · d`.
+kernels!(q4_0, q4_0_x4, 18, false, |p| unsafe {
+    let d = f16_at(p);
+    (unpack_nibbles(p.add(2)), d, -8.0 * d)
+});
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q5_1(w: &[u8], a: Q8Row<'_>) -> f32 {
-    dot_blocks(w, 24, a, |p| unsafe {
-        let q = _mm256_or_si256(unpack_nibbles(p.add(8)), high_bits(p.add(4)));
-        (q, f16_at(p), f16_at(p.add(2)))
-    })
-}
+// Q4_1: `x = q · d + m`.
+kernels!(q4_1, q4_1_x4, 20, false, |p| unsafe {
+    (unpack_nibbles(p.add(4)), f16_at(p), f16_at(p.add(2)))
+});
+
+// Q5_0: `x = (q - 16) · d`, the fifth bits in 4 bytes before the nibbles.
+kernels!(q5_0, q5_0_x4, 22, false, |p| unsafe {
+    let d = f16_at(p);
+    let q = _mm256_or_si256(unpack_nibbles(p.add(6)), high_bits(p.add(2)));
+    (q, d, -16.0 * d)
+});
+
+// Q5_1: `x = q · d + m`.
+kernels!(q5_1, q5_1_x4, 24, false, |p| unsafe {
+    let q = _mm256_or_si256(unpack_nibbles(p.add(8)), high_bits(p.add(4)));
+    (q, f16_at(p), f16_at(p.add(2)))
+});

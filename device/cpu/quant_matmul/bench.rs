@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::isa::detected_isa;
 use super::*;
 use crate::device::cpu::{matmul_packed, PackedWeight};
-use crate::device::quant::{quantize, GgmlType};
+use crate::device::quant::{quantize, random_blocks, GgmlType};
 
 /// Seconds per call of `f`: the best of 5 rounds of enough calls to take ~50 ms, because the
 /// machine is shared and the best round is the one least disturbed.
@@ -30,21 +30,26 @@ fn time(mut f: impl FnMut()) -> f64 {
 }
 
 fn weights(dtype: GgmlType, n: usize, k: usize) -> QuantMatrix {
-    let v: Vec<f32> = (0..n * k)
-        .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 300.0)
-        .collect();
-    QuantMatrix::new(dtype, quantize(dtype, &v).unwrap(), n, k).unwrap()
+    let data = if GgmlType::QUANTISABLE.contains(&dtype) {
+        let v: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 300.0)
+            .collect();
+        quantize(dtype, &v).unwrap()
+    } else {
+        random_blocks(dtype, n * k / dtype.block_size(), 1)
+    };
+    QuantMatrix::new(dtype, data, n, k).unwrap()
 }
 
 /// One line: shape, type, m, block path time and weight GB/s, f32 packed time and GB/s.
-fn row(label: &str, dtype: GgmlType, w: &QuantMatrix, m: usize, float_from_m: usize) {
+fn row(label: &str, dtype: GgmlType, w: &QuantMatrix, m: usize, path: Path) {
     let (n, k) = (w.n(), w.k());
     let x: Vec<f32> = (0..m * k)
         .map(|i| ((i * 31 % 97) as f32 - 48.0) / 40.0)
         .collect();
     let mut out = vec![0.0; m * n];
     let isa = detected_isa();
-    let tq = time(|| matmul_quant_on(isa, float_from_m, &x, w, None, m, &mut out).unwrap());
+    let tq = time(|| matmul_quant_on(isa, path, &x, w, None, m, &mut out).unwrap());
     let packed = PackedWeight::from_rows(&w.to_f32().unwrap(), n, k).unwrap();
     let tf = time(|| matmul_packed(&x, &packed, None, m, &mut out).unwrap());
     let gb = |bytes: usize, t: f64| bytes as f64 / t / 1e9;
@@ -75,10 +80,14 @@ fn decode_shapes() {
         ("lm 49152x576", 49152, 576),
     ];
     for (label, n, k) in shapes {
-        for dtype in [GgmlType::Q4_1, GgmlType::Q8_0] {
+        let mut types = vec![GgmlType::Q4_1, GgmlType::Q8_0];
+        if k % 256 == 0 {
+            types.extend([GgmlType::Q4_K, GgmlType::Q6_K]);
+        }
+        for dtype in types {
             let w = weights(dtype, n, k);
             for m in [1, 32] {
-                row(label, dtype, &w, m, float_tile::FLOAT_FROM_M);
+                row(label, dtype, &w, m, Path::Measured);
             }
         }
     }
@@ -88,11 +97,14 @@ fn decode_shapes() {
 #[ignore = "a measurement: run by hand with --nocapture"]
 fn prefill_crossover() {
     for (label, n, k) in [("g|u 3072x576", 3072, 576), ("down 576x1536", 576, 1536)] {
-        for dtype in [GgmlType::Q4_1, GgmlType::Q8_0] {
+        for dtype in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4_K] {
+            if k % dtype.block_size() != 0 {
+                continue;
+            }
             let w = weights(dtype, n, k);
-            for m in [16, 32, 64, 128, 256] {
-                row(&format!("{label} blk"), dtype, &w, m, usize::MAX);
-                row(&format!("{label} flt"), dtype, &w, m, 0);
+            for m in [4, 8, 16, 32, 64, 128] {
+                row(&format!("{label} blk"), dtype, &w, m, Path::Blocks);
+                row(&format!("{label} flt"), dtype, &w, m, Path::Float);
             }
         }
     }
@@ -111,7 +123,7 @@ fn one_row_kernels() {
     for dtype in [GgmlType::Q4_1, GgmlType::Q8_0] {
         let w = weights(dtype, 1, k);
         let bytes = &w.segments()[0].data;
-        let Kernel::Blocks32(dot) = kernel(detected_isa(), dtype) else {
+        let Kernel::Blocks32(dot, _) = kernel(detected_isa(), dtype) else {
             panic!()
         };
         let t = time(|| {

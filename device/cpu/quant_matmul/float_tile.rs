@@ -7,8 +7,28 @@ use gemm::Parallelism;
 
 use crate::device::quant::{dequantize, GgmlType};
 
-/// Tokens from which dequantising a chunk of rows and multiplying in f32 beats the block kernels.
-pub const FLOAT_FROM_M: usize = usize::MAX;
+/// Whether `m` tokens against rows of `dtype` go faster dequantised to f32 and through a GEMM
+/// than through the block kernels.
+///
+/// Measured on the decode shapes (`bench.rs`, `prefill_crossover`): for the 32-element types the
+/// per-token integer dots cost about as much as dequantising plus the GEMM's f32 work at 64
+/// tokens, and the GEMM pulls ahead beyond (its cost per token keeps falling while the dots' is
+/// flat). The K-quants' dequantisers are several times slower per element, so their block kernels
+/// stayed ahead at every length measured (to 128 tokens): they always use the blocks.
+pub fn prefer_float(dtype: GgmlType, m: usize) -> bool {
+    match dtype {
+        GgmlType::Q8_0
+        | GgmlType::Q4_0
+        | GgmlType::Q4_1
+        | GgmlType::Q5_0
+        | GgmlType::Q5_1
+        | GgmlType::IQ4_NL => m >= FLOAT_FROM_M_32,
+        _ => false,
+    }
+}
+
+/// Tokens from which a 32-element type takes the float path.
+const FLOAT_FROM_M_32: usize = 64;
 
 /// `dst[r * m + t] = x[t] · row[r]` for the `rows` rows of `k` elements of `dtype` in `bytes`.
 pub fn multiply(

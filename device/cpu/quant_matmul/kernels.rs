@@ -8,12 +8,14 @@ use crate::device::quant::GgmlType;
 /// One weight row's raw blocks against one quantised activation row.
 pub type Dot32 = fn(&[u8], Q8Row<'_>) -> f32;
 pub type DotK = fn(&[u8], Q8KRow<'_>) -> f32;
+/// One weight row against four activation rows (each block decoded once for the four).
+pub type Dot32x4 = fn(&[u8], &[Q8Row<'_>; 4]) -> [f32; 4];
 
 /// How rows of one weight type are multiplied.
 #[derive(Clone, Copy)]
 pub enum Kernel {
-    /// Against 32-element int8 activation blocks.
-    Blocks32(Dot32),
+    /// Against 32-element int8 activation blocks, with a four-token form where there is one.
+    Blocks32(Dot32, Option<Dot32x4>),
     /// Against 256-element int8 activation blocks with per-16 sums (the K-quants).
     BlocksK(DotK),
     /// No block kernel: rows are dequantised to f32 (the float types, types not done yet).
@@ -32,12 +34,12 @@ pub fn kernel(isa: Isa, dtype: GgmlType) -> Kernel {
 
 fn portable_kernel(dtype: GgmlType) -> Kernel {
     match dtype {
-        GgmlType::Q8_0 => Kernel::Blocks32(portable::q8_0),
-        GgmlType::Q4_0 => Kernel::Blocks32(portable::q4_0),
-        GgmlType::Q4_1 => Kernel::Blocks32(portable::q4_1),
-        GgmlType::Q5_0 => Kernel::Blocks32(portable::q5_0),
-        GgmlType::Q5_1 => Kernel::Blocks32(portable::q5_1),
-        GgmlType::IQ4_NL => Kernel::Blocks32(portable_k::iq4_nl),
+        GgmlType::Q8_0 => Kernel::Blocks32(portable::q8_0, None),
+        GgmlType::Q4_0 => Kernel::Blocks32(portable::q4_0, None),
+        GgmlType::Q4_1 => Kernel::Blocks32(portable::q4_1, None),
+        GgmlType::Q5_0 => Kernel::Blocks32(portable::q5_0, None),
+        GgmlType::Q5_1 => Kernel::Blocks32(portable::q5_1, None),
+        GgmlType::IQ4_NL => Kernel::Blocks32(portable_k::iq4_nl, None),
         GgmlType::Q2_K => Kernel::BlocksK(portable_k::q2_k),
         GgmlType::Q3_K => Kernel::BlocksK(portable_k::q3_k),
         GgmlType::Q4_K => Kernel::BlocksK(portable_k::q4_k),
@@ -61,22 +63,34 @@ mod avx2 {
     use super::Kernel;
     use crate::device::quant::GgmlType;
 
+    /// Whether `a` holds `blocks` blocks of codes and sums.
+    fn sized(a: &Q8Row<'_>, blocks: usize) -> bool {
+        a.d.len() == blocks && a.sum.len() == blocks && a.qs.len() >= blocks * QK32
+    }
+
     macro_rules! safe {
-        ($name:ident, $block_bytes:expr) => {
+        ($name:ident, $four:ident, $block_bytes:expr) => {
             fn $name(w: &[u8], a: Q8Row<'_>) -> f32 {
                 let blocks = a.d.len();
-                assert!(w.len() >= blocks * $block_bytes && a.qs.len() >= blocks * QK32);
+                assert!(w.len() >= blocks * $block_bytes && sized(&a, blocks));
                 // SAFETY: only handed out for Isa::Avx2, which is detected before use; the
-                // kernel reads `a.d.len()` blocks of `w` and `a.qs`, both checked just above.
+                // kernel reads `a.d.len()` blocks of `w` and `a`, checked just above.
                 unsafe { simd::$name(w, a) }
+            }
+
+            fn $four(w: &[u8], a: &[Q8Row<'_>; 4]) -> [f32; 4] {
+                let blocks = a[0].d.len();
+                assert!(w.len() >= blocks * $block_bytes && a.iter().all(|r| sized(r, blocks)));
+                // SAFETY: as above, for each of the four rows.
+                unsafe { simd::$four(w, a) }
             }
         };
     }
-    safe!(q8_0, 34);
-    safe!(q4_0, 18);
-    safe!(q4_1, 20);
-    safe!(q5_0, 22);
-    safe!(q5_1, 24);
+    safe!(q8_0, q8_0_x4, 34);
+    safe!(q4_0, q4_0_x4, 18);
+    safe!(q4_1, q4_1_x4, 20);
+    safe!(q5_0, q5_0_x4, 22);
+    safe!(q5_1, q5_1_x4, 24);
 
     macro_rules! safe_k {
         ($name:ident, $block_bytes:expr) => {
@@ -98,11 +112,11 @@ mod avx2 {
     /// AVX2 kernels where there are, the portable ones for the rest.
     pub fn kernel(dtype: GgmlType) -> Kernel {
         match dtype {
-            GgmlType::Q8_0 => Kernel::Blocks32(q8_0),
-            GgmlType::Q4_0 => Kernel::Blocks32(q4_0),
-            GgmlType::Q4_1 => Kernel::Blocks32(q4_1),
-            GgmlType::Q5_0 => Kernel::Blocks32(q5_0),
-            GgmlType::Q5_1 => Kernel::Blocks32(q5_1),
+            GgmlType::Q8_0 => Kernel::Blocks32(q8_0, Some(q8_0_x4)),
+            GgmlType::Q4_0 => Kernel::Blocks32(q4_0, Some(q4_0_x4)),
+            GgmlType::Q4_1 => Kernel::Blocks32(q4_1, Some(q4_1_x4)),
+            GgmlType::Q5_0 => Kernel::Blocks32(q5_0, Some(q5_0_x4)),
+            GgmlType::Q5_1 => Kernel::Blocks32(q5_1, Some(q5_1_x4)),
             GgmlType::Q4_K => Kernel::BlocksK(q4_k),
             GgmlType::Q6_K => Kernel::BlocksK(q6_k),
             other => super::portable_kernel(other),

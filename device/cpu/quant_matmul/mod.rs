@@ -48,14 +48,26 @@ pub fn matmul_quant(
     m: usize,
     out: &mut [f32],
 ) -> Result<()> {
-    matmul_quant_on(detected_isa(), float_tile::FLOAT_FROM_M, x, w, bias, m, out)
+    matmul_quant_on(detected_isa(), Path::Measured, x, w, bias, m, out)
 }
 
-/// [`matmul_quant`] with the kernels of `isa` (one this CPU runs), taking the float path from
-/// `float_from_m` tokens on (tests and measurements force either path).
+/// Which way segments with a block kernel go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// The faster one for the type and token count ([`float_tile::prefer_float`]).
+    Measured,
+    /// Always the block kernel (tests, measurements).
+    #[cfg(test)]
+    Blocks,
+    /// Always dequantise-then-GEMM (tests, measurements).
+    #[cfg(test)]
+    Float,
+}
+
+/// [`matmul_quant`] with the kernels of `isa` (one this CPU runs) along `path`.
 fn matmul_quant_on(
     isa: Isa,
-    float_from_m: usize,
+    path: Path,
     x: &[f32],
     w: &QuantMatrix,
     bias: Option<&[f32]>,
@@ -71,7 +83,14 @@ fn matmul_quant_on(
         .segments()
         .iter()
         .map(|s| {
-            if m >= float_from_m {
+            let float = match path {
+                Path::Measured => float_tile::prefer_float(s.dtype, m),
+                #[cfg(test)]
+                Path::Blocks => false,
+                #[cfg(test)]
+                Path::Float => true,
+            };
+            if float {
                 Kernel::Float
             } else {
                 kernel(isa, s.dtype)
@@ -82,7 +101,7 @@ fn matmul_quant_on(
     // kernel of 32- or 256-element blocks implies k is a multiple of that.
     let q32 = kernels
         .iter()
-        .any(|kn| matches!(kn, Kernel::Blocks32(_)))
+        .any(|kn| matches!(kn, Kernel::Blocks32(..)))
         .then(|| Q8Rows::new(isa, x, m, k));
     let qk = kernels
         .iter()
@@ -114,11 +133,19 @@ fn matmul_quant_on(
         .try_for_each(|(dtype, kn, bytes, rows, dst)| -> Result<()> {
             let row_bytes = bytes.len() / rows;
             match kn {
-                Kernel::Blocks32(dot) => {
+                Kernel::Blocks32(dot, dot4) => {
                     let q = q32.as_ref().expect("quantised for a Blocks32 kernel");
                     for (wr, o) in bytes.chunks_exact(row_bytes).zip(dst.chunks_exact_mut(m)) {
-                        for (t, v) in o.iter_mut().enumerate() {
-                            *v = dot(wr, q.row(t));
+                        let mut t = 0;
+                        if let Some(dot4) = dot4 {
+                            while t + 4 <= m {
+                                let rows = [q.row(t), q.row(t + 1), q.row(t + 2), q.row(t + 3)];
+                                o[t..t + 4].copy_from_slice(&dot4(wr, &rows));
+                                t += 4;
+                            }
+                        }
+                        for (u, v) in o.iter_mut().enumerate().skip(t) {
+                            *v = dot(wr, q.row(u));
                         }
                     }
                 }
