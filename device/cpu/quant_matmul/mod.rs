@@ -105,7 +105,7 @@ fn matmul_quant_on(
         .then(|| Q8Rows::new(isa, x, m, k));
     let qk = kernels
         .iter()
-        .any(|kn| matches!(kn, Kernel::BlocksK(_)))
+        .any(|kn| matches!(kn, Kernel::BlocksK(..)))
         .then(|| Q8KRows::new(isa, x, m, k));
 
     // Results as [n][m] (a row's m tokens together), so every task owns a contiguous slice;
@@ -135,27 +135,11 @@ fn matmul_quant_on(
             match kn {
                 Kernel::Blocks32(dot, dot4) => {
                     let q = q32.as_ref().expect("quantised for a Blocks32 kernel");
-                    for (wr, o) in bytes.chunks_exact(row_bytes).zip(dst.chunks_exact_mut(m)) {
-                        let mut t = 0;
-                        if let Some(dot4) = dot4 {
-                            while t + 4 <= m {
-                                let rows = [q.row(t), q.row(t + 1), q.row(t + 2), q.row(t + 3)];
-                                o[t..t + 4].copy_from_slice(&dot4(wr, &rows));
-                                t += 4;
-                            }
-                        }
-                        for (u, v) in o.iter_mut().enumerate().skip(t) {
-                            *v = dot(wr, q.row(u));
-                        }
-                    }
+                    rows_times_tokens(bytes, row_bytes, m, dst, |t| q.row(t), dot, dot4);
                 }
-                Kernel::BlocksK(dot) => {
+                Kernel::BlocksK(dot, dot4) => {
                     let q = qk.as_ref().expect("quantised for a BlocksK kernel");
-                    for (wr, o) in bytes.chunks_exact(row_bytes).zip(dst.chunks_exact_mut(m)) {
-                        for (t, v) in o.iter_mut().enumerate() {
-                            *v = dot(wr, q.row(t));
-                        }
-                    }
+                    rows_times_tokens(bytes, row_bytes, m, dst, |t| q.row(t), dot, dot4);
                 }
                 Kernel::Float => float_tile::multiply(dtype, bytes, rows, k, x, m, dst)?,
             }
@@ -171,4 +155,33 @@ fn matmul_quant_on(
     }
     add_bias(out, bias, m, n);
     Ok(())
+}
+
+/// A kernel of one weight row against four activation rows.
+type DotX4<A> = fn(&[u8], &[A; 4]) -> [f32; 4];
+
+/// `dst[r * m + t] = dot(row r, activation row t)` for the weight rows in `bytes`, four tokens at
+/// a time where there is a four-token kernel.
+fn rows_times_tokens<'a, A: Copy + 'a>(
+    bytes: &[u8],
+    row_bytes: usize,
+    m: usize,
+    dst: &mut [f32],
+    act: impl Fn(usize) -> A,
+    dot: fn(&[u8], A) -> f32,
+    dot4: Option<DotX4<A>>,
+) {
+    for (wr, o) in bytes.chunks_exact(row_bytes).zip(dst.chunks_exact_mut(m)) {
+        let mut t = 0;
+        if let Some(dot4) = dot4 {
+            while t + 4 <= m {
+                o[t..t + 4]
+                    .copy_from_slice(&dot4(wr, &[act(t), act(t + 1), act(t + 2), act(t + 3)]));
+                t += 4;
+            }
+        }
+        for (u, v) in o.iter_mut().enumerate().skip(t) {
+            *v = dot(wr, act(u));
+        }
+    }
 }

@@ -46,7 +46,7 @@ fn matrix(dtype: GgmlType, n: usize, k: usize, seed: u64) -> (QuantMatrix, Vec<f
 fn activation_block(isa: Isa, dtype: GgmlType) -> usize {
     match kernel(isa, dtype) {
         Kernel::Blocks32(..) => QK32,
-        Kernel::BlocksK(_) => QKK,
+        Kernel::BlocksK(..) => QKK,
         Kernel::Float => 1,
     }
 }
