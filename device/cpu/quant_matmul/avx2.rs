@@ -85,21 +85,29 @@ unsafe fn dot_blocks<const N: usize, const SIGNED: bool>(
     debug_assert!(a
         .iter()
         .all(|r| r.qs.len() >= blocks * QK32 && r.d.len() == blocks));
-    let mut acc = [_mm256_setzero_ps(); N];
-    let mut offsets = [0f32; N];
-    for b in 0..blocks {
-        let (q, d, offset) = codes(w.as_ptr().add(b * block_bytes));
-        let u = if SIGNED { _mm256_abs_epi8(q) } else { q };
-        for t in 0..N {
-            let s = _mm256_loadu_si256(a[t].qs.as_ptr().add(b * QK32) as *const __m256i);
-            let s = if SIGNED { _mm256_sign_epi8(s, q) } else { s };
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t].d[b]), dot_u8_i8(u, s), acc[t]);
-            offsets[t] += offset * a[t].sum[b];
+    // Two accumulators per token (vector and offset), for even and odd blocks: one chain would
+    // make every block wait out the previous block's add latency.
+    let mut acc = [[_mm256_setzero_ps(); N]; 2];
+    let mut offsets = [[0f32; N]; 2];
+    for pair in (0..blocks).step_by(2) {
+        for (lane, (acc, offsets)) in acc.iter_mut().zip(&mut offsets).enumerate() {
+            let b = pair + lane;
+            if b >= blocks {
+                break;
+            }
+            let (q, d, offset) = codes(w.as_ptr().add(b * block_bytes));
+            let u = if SIGNED { _mm256_abs_epi8(q) } else { q };
+            for t in 0..N {
+                let s = _mm256_loadu_si256(a[t].qs.as_ptr().add(b * QK32) as *const __m256i);
+                let s = if SIGNED { _mm256_sign_epi8(s, q) } else { s };
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t].d[b]), dot_u8_i8(u, s), acc[t]);
+                offsets[t] += offset * a[t].sum[b];
+            }
         }
     }
     let mut out = [0f32; N];
     for t in 0..N {
-        out[t] = hsum(acc[t]) + offsets[t];
+        out[t] = hsum(_mm256_add_ps(acc[0][t], acc[1][t])) + (offsets[0][t] + offsets[1][t]);
     }
     out
 }
