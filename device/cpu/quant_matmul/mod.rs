@@ -1,13 +1,44 @@
-//! `out = x · wᵀ` with `w` kept in its GGML blocks ([`QuantMatrix`]).
+//! `out = x · wᵀ` with `w` kept in its GGML blocks ([`QuantMatrix`]), computed on the blocks.
 //!
-//! This version dequantises one weight row at a time and takes f32 dot products: obviously right,
-//! the reference the block kernels are checked against.
+//! Each activation row is quantised once per product to int8 blocks ([`activations`]); each
+//! weight row then meets it in an integer dot product per block, scaled by the two blocks'
+//! scales ([`portable`], [`avx2`]). The weights are read in their packed size (a Q4_1 row is
+//! 5/32 of its f32 size), which is what bounds a decode step. Types without a block kernel go
+//! through [`float_tile`]: rows dequantised to f32, then a GEMM.
+//!
+//! Work splits over weight rows: each task takes a chunk of rows of one segment (one type) and
+//! computes them for every token, so a row's bytes are fetched from memory once and reused from
+//! cache for all `m` tokens.
+
+mod activations;
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx2_k;
+#[cfg(test)]
+mod bench;
+mod float_tile;
+mod isa;
+mod kernels;
+mod portable;
+mod portable_k;
+#[cfg(test)]
+mod reference;
+#[cfg(test)]
+mod tests;
 
 use anyhow::Result;
 use rayon::prelude::*;
 
-use super::gemm::check_operands;
+use super::gemm::{add_bias, check_operands};
 use crate::device::quant::matrix::QuantMatrix;
+use activations::{Q8KRows, Q8Rows};
+use isa::{detected_isa, Isa};
+use kernels::{kernel, Kernel};
+
+/// Weight rows per task: enough tasks to balance threads even for a 192-row k/v projection,
+/// few enough that a 49152-row lm_head does not drown in scheduling.
+const CHUNK_ROWS: usize = 16;
 
 /// `out[m, n] = x[m, k] · wᵀ (+ bias)` for a `[n, k]` block-quantised `w`.
 pub fn matmul_quant(
@@ -17,62 +48,140 @@ pub fn matmul_quant(
     m: usize,
     out: &mut [f32],
 ) -> Result<()> {
+    matmul_quant_on(detected_isa(), Path::Measured, x, w, bias, m, out)
+}
+
+/// Which way segments with a block kernel go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// The faster one for the type and token count ([`float_tile::prefer_float`]).
+    Measured,
+    /// Always the block kernel (tests, measurements).
+    #[cfg(test)]
+    Blocks,
+    /// Always dequantise-then-GEMM (tests, measurements).
+    #[cfg(test)]
+    Float,
+}
+
+/// [`matmul_quant`] with the kernels of `isa` (one this CPU runs) along `path`.
+fn matmul_quant_on(
+    isa: Isa,
+    path: Path,
+    x: &[f32],
+    w: &QuantMatrix,
+    bias: Option<&[f32]>,
+    m: usize,
+    out: &mut [f32],
+) -> Result<()> {
     let (n, k) = (w.n(), w.k());
     check_operands(x, bias, m, k, n, out)?;
-    // Columns of `out` (weight rows) in parallel: each task dequantises its rows once and
-    // reuses them for every token.
-    let columns: Vec<Vec<f32>> = (0..n)
-        .into_par_iter()
-        .map(|r| -> Result<Vec<f32>> {
-            let mut row = vec![0.0; k];
-            w.row_into(r, &mut row)?;
-            let b = bias.map_or(0.0, |b| b[r]);
-            Ok((0..m)
-                .map(|t| dot(&x[t * k..(t + 1) * k], &row) + b)
-                .collect())
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let kernels: Vec<Kernel> = w
+        .segments()
+        .iter()
+        .map(|s| {
+            let float = match path {
+                Path::Measured => float_tile::prefer_float(s.dtype, m),
+                #[cfg(test)]
+                Path::Blocks => false,
+                #[cfg(test)]
+                Path::Float => true,
+            };
+            if float {
+                Kernel::Float
+            } else {
+                kernel(isa, s.dtype)
+            }
         })
-        .collect::<Result<_>>()?;
-    for (r, col) in columns.iter().enumerate() {
-        for (t, v) in col.iter().enumerate() {
-            out[t * n + r] = *v;
+        .collect();
+    // A segment's type fixes k as a multiple of its block size (QuantMatrix checks), so a
+    // kernel of 32- or 256-element blocks implies k is a multiple of that.
+    let q32 = kernels
+        .iter()
+        .any(|kn| matches!(kn, Kernel::Blocks32(..)))
+        .then(|| Q8Rows::new(isa, x, m, k));
+    let qk = kernels
+        .iter()
+        .any(|kn| matches!(kn, Kernel::BlocksK(..)))
+        .then(|| Q8KRows::new(isa, x, m, k));
+
+    // Results as [n][m] (a row's m tokens together), so every task owns a contiguous slice;
+    // for one token that is already the [m][n] layout of `out`.
+    let mut transposed = if m == 1 { Vec::new() } else { vec![0.0; n * m] };
+    let dst: &mut [f32] = if m == 1 {
+        &mut out[..n]
+    } else {
+        &mut transposed
+    };
+    let mut tasks = Vec::with_capacity(n.div_ceil(CHUNK_ROWS) + kernels.len());
+    let mut rest = dst;
+    for (seg, kn) in w.segments().iter().zip(&kernels) {
+        let row_bytes = seg.data.len() / seg.rows.max(1);
+        for r0 in (0..seg.rows).step_by(CHUNK_ROWS) {
+            let rows = CHUNK_ROWS.min(seg.rows - r0);
+            let (mine, tail) = rest.split_at_mut(rows * m);
+            rest = tail;
+            let bytes = &seg.data[r0 * row_bytes..(r0 + rows) * row_bytes];
+            tasks.push((seg.dtype, *kn, bytes, rows, mine));
         }
     }
+    tasks
+        .into_par_iter()
+        .try_for_each(|(dtype, kn, bytes, rows, dst)| -> Result<()> {
+            let row_bytes = bytes.len() / rows;
+            match kn {
+                Kernel::Blocks32(dot, dot4) => {
+                    let q = q32.as_ref().expect("quantised for a Blocks32 kernel");
+                    rows_times_tokens(bytes, row_bytes, m, dst, |t| q.row(t), dot, dot4);
+                }
+                Kernel::BlocksK(dot, dot4) => {
+                    let q = qk.as_ref().expect("quantised for a BlocksK kernel");
+                    rows_times_tokens(bytes, row_bytes, m, dst, |t| q.row(t), dot, dot4);
+                }
+                Kernel::Float => float_tile::multiply(dtype, bytes, rows, k, x, m, dst)?,
+            }
+            Ok(())
+        })?;
+
+    if m > 1 {
+        for (r, col) in transposed.chunks_exact(m).enumerate() {
+            for (t, v) in col.iter().enumerate() {
+                out[t * n + r] = *v;
+            }
+        }
+    }
+    add_bias(out, bias, m, n);
     Ok(())
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
+/// A kernel of one weight row against four activation rows.
+type DotX4<A> = fn(&[u8], &[A; 4]) -> [f32; 4];
 
-#[cfg(test)]
-mod tests {
-    use super::super::gemm::matmul_transposed;
-    use super::*;
-    use crate::device::quant::{quantize, GgmlType};
-
-    #[test]
-    fn equals_the_product_of_the_dequantised_matrix() {
-        let (m, n, k) = (3, 70, 96);
-        let x: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 7 % 19) as f32 - 9.0) / 5.0)
-            .collect();
-        let wf: Vec<f32> = (0..n * k)
-            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0)
-            .collect();
-        let bias: Vec<f32> = (0..n).map(|i| i as f32 / 10.0).collect();
-        for dtype in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
-            let w = QuantMatrix::new(dtype, quantize(dtype, &wf).unwrap(), n, k).unwrap();
-            let mut got = vec![0.0; m * n];
-            matmul_quant(&x, &w, Some(&bias), m, &mut got).unwrap();
-            let mut want = vec![0.0; m * n];
-            let deq = w.to_f32().unwrap();
-            matmul_transposed(&x, &deq, Some(&bias), m, k, n, &mut want).unwrap();
-            for (g, w) in got.iter().zip(&want) {
-                assert!(
-                    (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                    "{dtype:?}: {g} vs {w}"
-                );
+/// `dst[r * m + t] = dot(row r, activation row t)` for the weight rows in `bytes`, four tokens at
+/// a time where there is a four-token kernel.
+fn rows_times_tokens<'a, A: Copy + 'a>(
+    bytes: &[u8],
+    row_bytes: usize,
+    m: usize,
+    dst: &mut [f32],
+    act: impl Fn(usize) -> A,
+    dot: fn(&[u8], A) -> f32,
+    dot4: Option<DotX4<A>>,
+) {
+    for (wr, o) in bytes.chunks_exact(row_bytes).zip(dst.chunks_exact_mut(m)) {
+        let mut t = 0;
+        if let Some(dot4) = dot4 {
+            while t + 4 <= m {
+                o[t..t + 4]
+                    .copy_from_slice(&dot4(wr, &[act(t), act(t + 1), act(t + 2), act(t + 3)]));
+                t += 4;
             }
+        }
+        for (u, v) in o.iter_mut().enumerate().skip(t) {
+            *v = dot(wr, act(u));
         }
     }
 }

@@ -1,0 +1,77 @@
+//! The float path: a chunk of weight rows dequantised to f32, then one single-threaded GEMM of
+//! the activations against it. For types without a block kernel (F32/F16/BF16 and any other
+//! type `dequantize` knows), and for long prompts where a GEMM beats per-token dot products.
+
+use anyhow::Result;
+use gemm::Parallelism;
+
+use crate::device::quant::{dequantize, GgmlType};
+
+/// Whether `m` tokens against rows of `dtype` go faster dequantised to f32 and through a GEMM
+/// than through the block kernels.
+///
+/// Measured on the decode shapes (`bench.rs`, `prefill_crossover`): for the 32-element types the
+/// per-token integer dots cost about as much as dequantising plus the GEMM's f32 work at 64
+/// tokens, and the GEMM pulls ahead beyond (its cost per token keeps falling while the dots' is
+/// flat). The K-quants' dequantisers are several times slower per element, so their block kernels
+/// stayed ahead at every length measured (to 128 tokens): they always use the blocks.
+pub fn prefer_float(dtype: GgmlType, m: usize) -> bool {
+    match dtype {
+        GgmlType::Q8_0
+        | GgmlType::Q4_0
+        | GgmlType::Q4_1
+        | GgmlType::Q5_0
+        | GgmlType::Q5_1
+        | GgmlType::IQ4_NL => m >= FLOAT_FROM_M_32,
+        _ => false,
+    }
+}
+
+/// Tokens from which a 32-element type takes the float path.
+const FLOAT_FROM_M_32: usize = 64;
+
+/// `dst[r * m + t] = x[t] · row[r]` for the `rows` rows of `k` elements of `dtype` in `bytes`.
+pub fn multiply(
+    dtype: GgmlType,
+    bytes: &[u8],
+    rows: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    dst: &mut [f32],
+) -> Result<()> {
+    let mut tile = vec![0.0f32; rows * k];
+    dequantize(dtype, bytes, &mut tile)?;
+    anyhow::ensure!(
+        x.len() >= m * k && dst.len() >= rows * m,
+        "float tile: operands smaller than {m}x{k} and {rows}x{m}"
+    );
+    // SAFETY: x is read as the m×k matrix (row stride k, column stride 1), the tile as the k×rows
+    // matrix tileᵀ (row stride 1, column stride k): exactly its rows·k elements; dst is written as
+    // the m×rows matrix with element (t, r) at r·m + t, inside its rows·m elements (checked
+    // above). None of the slices alias.
+    unsafe {
+        gemm::gemm(
+            m,
+            rows,
+            k,
+            dst.as_mut_ptr(),
+            m as isize,
+            1,
+            false,
+            x.as_ptr(),
+            1,
+            k as isize,
+            tile.as_ptr(),
+            k as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! Which dot-product kernel multiplies a weight type on an instruction set.
+
+use super::activations::{Q8KRow, Q8Row};
+use super::isa::Isa;
+use super::{portable, portable_k};
+use crate::device::quant::GgmlType;
+
+/// One weight row's raw blocks against one quantised activation row.
+pub type Dot32 = fn(&[u8], Q8Row<'_>) -> f32;
+pub type DotK = fn(&[u8], Q8KRow<'_>) -> f32;
+/// One weight row against four activation rows (each block decoded once for the four).
+pub type Dot32x4 = fn(&[u8], &[Q8Row<'_>; 4]) -> [f32; 4];
+pub type DotKx4 = fn(&[u8], &[Q8KRow<'_>; 4]) -> [f32; 4];
+
+/// How rows of one weight type are multiplied.
+#[derive(Clone, Copy)]
+pub enum Kernel {
+    /// Against 32-element int8 activation blocks, with a four-token form where there is one.
+    Blocks32(Dot32, Option<Dot32x4>),
+    /// Against 256-element int8 activation blocks with per-16 sums (the K-quants).
+    BlocksK(DotK, Option<DotKx4>),
+    /// No block kernel: rows are dequantised to f32 (the float types, types not done yet).
+    Float,
+}
+
+/// The kernel for `dtype` on `isa`. `isa` must be one this CPU runs ([`super::isa::detected_isa`] or
+/// [`Isa::Portable`]): the AVX2 kernels are only safe to call where it was detected.
+pub fn kernel(isa: Isa, dtype: GgmlType) -> Kernel {
+    match isa {
+        Isa::Portable => portable_kernel(dtype),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => avx2::kernel(dtype),
+    }
+}
+
+fn portable_kernel(dtype: GgmlType) -> Kernel {
+    match dtype {
+        GgmlType::Q8_0 => Kernel::Blocks32(portable::q8_0, None),
+        GgmlType::Q4_0 => Kernel::Blocks32(portable::q4_0, None),
+        GgmlType::Q4_1 => Kernel::Blocks32(portable::q4_1, None),
+        GgmlType::Q5_0 => Kernel::Blocks32(portable::q5_0, None),
+        GgmlType::Q5_1 => Kernel::Blocks32(portable::q5_1, None),
+        GgmlType::IQ4_NL => Kernel::Blocks32(portable_k::iq4_nl, None),
+        GgmlType::Q2_K => Kernel::BlocksK(portable_k::q2_k, None),
+        GgmlType::Q3_K => Kernel::BlocksK(portable_k::q3_k, None),
+        GgmlType::Q4_K => Kernel::BlocksK(portable_k::q4_k, None),
+        GgmlType::Q5_K => Kernel::BlocksK(portable_k::q5_k, None),
+        GgmlType::Q6_K => Kernel::BlocksK(portable_k::q6_k, None),
+        GgmlType::IQ4_XS => Kernel::BlocksK(portable_k::iq4_xs, None),
+        // Float types, and Q8_1/Q8_K (activation formats, not found as weights).
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_1 | GgmlType::Q8_K => {
+            Kernel::Float
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    //! Safe entry points to the AVX2 kernels, reachable only through [`super::kernel`] with
+    //! `Isa::Avx2`, which `detected_isa` returns only after checking the CPU.
+
+    use super::super::activations::{Q8KRow, Q8Row, QK32, QKK};
+    use super::super::{avx2 as simd, avx2_k as simd_k};
+    use super::Kernel;
+    use crate::device::quant::GgmlType;
+
+    /// Whether `a` holds `blocks` blocks of codes and sums.
+    fn sized(a: &Q8Row<'_>, blocks: usize) -> bool {
+        a.d.len() == blocks && a.sum.len() == blocks && a.qs.len() >= blocks * QK32
+    }
+
+    macro_rules! safe {
+        ($name:ident, $four:ident, $block_bytes:expr) => {
+            fn $name(w: &[u8], a: Q8Row<'_>) -> f32 {
+                let blocks = a.d.len();
+                assert!(w.len() >= blocks * $block_bytes && sized(&a, blocks));
+                // SAFETY: only handed out for Isa::Avx2, which is detected before use; the
+                // kernel reads `a.d.len()` blocks of `w` and `a`, checked just above.
+                unsafe { simd::$name(w, a) }
+            }
+
+            fn $four(w: &[u8], a: &[Q8Row<'_>; 4]) -> [f32; 4] {
+                let blocks = a[0].d.len();
+                assert!(w.len() >= blocks * $block_bytes && a.iter().all(|r| sized(r, blocks)));
+                // SAFETY: as above, for each of the four rows.
+                unsafe { simd::$four(w, a) }
+            }
+        };
+    }
+    safe!(q8_0, q8_0_x4, 34);
+    safe!(q4_0, q4_0_x4, 18);
+    safe!(q4_1, q4_1_x4, 20);
+    safe!(q5_0, q5_0_x4, 22);
+    safe!(q5_1, q5_1_x4, 24);
+
+    /// Whether `a` holds `blocks` super-blocks of codes and sums.
+    fn sized_k(a: &Q8KRow<'_>, blocks: usize) -> bool {
+        a.d.len() == blocks && a.qs.len() >= blocks * QKK && a.bsums.len() >= blocks * 16
+    }
+
+    macro_rules! safe_k {
+        ($name:ident, $four:ident, $block_bytes:expr) => {
+            fn $name(w: &[u8], a: Q8KRow<'_>) -> f32 {
+                let blocks = a.d.len();
+                assert!(w.len() >= blocks * $block_bytes && sized_k(&a, blocks));
+                // SAFETY: as for the 32-element kernels; the sizes are checked just above.
+                unsafe { simd_k::$name(w, a) }
+            }
+
+            fn $four(w: &[u8], a: &[Q8KRow<'_>; 4]) -> [f32; 4] {
+                let blocks = a[0].d.len();
+                assert!(w.len() >= blocks * $block_bytes && a.iter().all(|r| sized_k(r, blocks)));
+                // SAFETY: as above, for each of the four rows.
+                unsafe { simd_k::$four(w, a) }
+            }
+        };
+    }
+    safe_k!(q4_k, q4_k_x4, 144);
+    safe_k!(q6_k, q6_k_x4, 210);
+
+    /// AVX2 kernels where there are, the portable ones for the rest.
+    pub fn kernel(dtype: GgmlType) -> Kernel {
+        match dtype {
+            GgmlType::Q8_0 => Kernel::Blocks32(q8_0, Some(q8_0_x4)),
+            GgmlType::Q4_0 => Kernel::Blocks32(q4_0, Some(q4_0_x4)),
+            GgmlType::Q4_1 => Kernel::Blocks32(q4_1, Some(q4_1_x4)),
+            GgmlType::Q5_0 => Kernel::Blocks32(q5_0, Some(q5_0_x4)),
+            GgmlType::Q5_1 => Kernel::Blocks32(q5_1, Some(q5_1_x4)),
+            GgmlType::Q4_K => Kernel::BlocksK(q4_k, Some(q4_k_x4)),
+            GgmlType::Q6_K => Kernel::BlocksK(q6_k, Some(q6_k_x4)),
+            other => super::portable_kernel(other),
+        }
+    }
+}
