@@ -102,7 +102,7 @@ fn prefill_crossover() {
                 continue;
             }
             let w = weights(dtype, n, k);
-            for m in [4, 8, 16, 32, 64, 128] {
+            for m in [8, 16, 32, 64] {
                 row(&format!("{label} blk"), dtype, &w, m, Path::Blocks);
                 row(&format!("{label} flt"), dtype, &w, m, Path::Float);
             }

@@ -10,25 +10,22 @@ use crate::device::quant::{dequantize, GgmlType};
 /// Whether `m` tokens against rows of `dtype` go faster dequantised to f32 and through a GEMM
 /// than through the block kernels.
 ///
-/// Measured on the decode shapes (`bench.rs`, `prefill_crossover`): for the 32-element types the
-/// per-token integer dots cost about as much as dequantising plus the GEMM's f32 work at 64
-/// tokens, and the GEMM pulls ahead beyond (its cost per token keeps falling while the dots' is
-/// flat). The K-quants' dequantisers are several times slower per element, so their block kernels
-/// stayed ahead at every length measured (to 128 tokens): they always use the blocks.
+/// Measured on the decode shapes (`bench.rs`, `prefill_crossover`, float tiles of
+/// `FLOAT_CHUNK_ROWS` rows): the per-token integer dots cost the same for every token, while the
+/// float path pays the dequantisation once and then a GEMM whose cost per token falls. Q8_0
+/// dequantises cheaply (a scale times a byte), so the GEMM wins from 16 tokens; the 4- and 5-bit
+/// types unpack nibbles first and break even near 32, clearly ahead by 64. The K-quants'
+/// dequantisers are several times slower per element, so their block kernels stayed ahead at
+/// every length measured: they always use the blocks.
 pub fn prefer_float(dtype: GgmlType, m: usize) -> bool {
     match dtype {
-        GgmlType::Q8_0
-        | GgmlType::Q4_0
-        | GgmlType::Q4_1
-        | GgmlType::Q5_0
-        | GgmlType::Q5_1
-        | GgmlType::IQ4_NL => m >= FLOAT_FROM_M_32,
+        GgmlType::Q8_0 => m >= 16,
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::IQ4_NL => {
+            m >= 48
+        }
         _ => false,
     }
 }
-
-/// Tokens from which a 32-element type takes the float path.
-const FLOAT_FROM_M_32: usize = 64;
 
 /// `dst[r * m + t] = x[t] · row[r]` for the `rows` rows of `k` elements of `dtype` in `bytes`.
 pub fn multiply(

@@ -40,6 +40,10 @@ use kernels::{kernel, Kernel};
 /// few enough that a 49152-row lm_head does not drown in scheduling.
 const CHUNK_ROWS: usize = 16;
 
+/// Weight rows per task on the float path: a GEMM against 16 rows spends more on packing and
+/// edges than on products, so the float path dequantises bigger tiles.
+const FLOAT_CHUNK_ROWS: usize = 96;
+
 /// `out[m, n] = x[m, k] · wᵀ (+ bias)` for a `[n, k]` block-quantised `w`.
 pub fn matmul_quant(
     x: &[f32],
@@ -120,8 +124,13 @@ fn matmul_quant_on(
     let mut rest = dst;
     for (seg, kn) in w.segments().iter().zip(&kernels) {
         let row_bytes = seg.data.len() / seg.rows.max(1);
-        for r0 in (0..seg.rows).step_by(CHUNK_ROWS) {
-            let rows = CHUNK_ROWS.min(seg.rows - r0);
+        let chunk = if matches!(kn, Kernel::Float) {
+            FLOAT_CHUNK_ROWS
+        } else {
+            CHUNK_ROWS
+        };
+        for r0 in (0..seg.rows).step_by(chunk) {
+            let rows = chunk.min(seg.rows - r0);
             let (mine, tail) = rest.split_at_mut(rows * m);
             rest = tail;
             let bytes = &seg.data[r0 * row_bytes..(r0 + rows) * row_bytes];
