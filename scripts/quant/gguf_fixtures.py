@@ -1,4 +1,4 @@
-"""GGUF fixture writer for scripts/quant/make-quant-fixtures.sh (needs the `gguf` package and numpy).
+"""GGUF fixture writer for scripts/quant/make-quant-fixtures.sh (needs the gguf package, numpy).
 
   to-f32 SRC DST        dequantise every tensor of SRC to F32 and copy all of its metadata
   random-llama SRC DST  a random-weight Llama-3.2-1B-shaped model in F32, SRC's tokenizer
@@ -40,7 +40,7 @@ def as_f32(tensor):
 
 
 def write_streamed(writer, infos, produce):
-    """Writes the tensor table for `infos` [(name, numpy shape)], then each tensor `produce` makes."""
+    """Writes the table for `infos` [(name, numpy shape)], then each tensor from `produce`."""
     for name, shape in infos:
         writer.add_tensor_info(name, shape, np.dtype(np.float32), int(np.prod(shape)) * 4)
     writer.write_header_to_file()

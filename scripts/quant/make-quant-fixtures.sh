@@ -19,7 +19,7 @@ threads=${THREADS:-2}
 src=$home/models/SmolLM2-135M-Instruct.Q4_1.gguf
 
 [[ -x "$quantize" ]] || { echo "no $quantize: run scripts/quant/build-llama-cpp.sh" >&2; exit 1; }
-[[ -f "$src" ]] || { echo "no $src: run \`tandem generate --prompt hi\` once to fetch it" >&2; exit 1; }
+[[ -f "$src" ]] || { echo "no $src: run \`tandem generate --prompt hi\` to fetch it" >&2; exit 1; }
 "$py" -c 'import gguf, numpy' || { echo "$py lacks the gguf package or numpy" >&2; exit 1; }
 mkdir -p "$out"
 

@@ -21,7 +21,9 @@ slots=32
 ctx=$((slots * 256))
 name=$(basename "$model")
 
-free_port() { "$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+free_port() {
+  "$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
 
 pid=
 stop() {
