@@ -8,6 +8,9 @@
 #
 # Env: LLAMA_CPP_DIR, THREADS (llama-server's -t; default 2), PYTHON (default python3),
 #      SKIP_LLAMA / SKIP_TANDEM (=1 to leave one out).
+# llama.cpp's threads meet at a spinning barrier after every graph op, so when other processes
+# hold a core, -t 2 on 2 cores can run several times slower than -t 1 and vary run to run: on a
+# shared box, compare with THREADS=1 too and check the load average.
 set -euo pipefail
 [[ $# == 1 && -f "$1" ]] || { echo "usage: $0 MODEL.gguf" >&2; exit 2; }
 model=$(realpath "$1")
