@@ -6,7 +6,7 @@
 #
 #   scripts/quant/side-by-side.sh MODEL.gguf
 #
-# Env: LLAMA_CPP_DIR, THREADS (llama-server's -t; default 2), PYTHON (default python3),
+# Env: TANDEM_ARGS (extra flags for tandem serve, e.g. --dtype f32), LLAMA_CPP_DIR, THREADS (llama-server's -t; default 2), PYTHON (default python3),
 #      SKIP_LLAMA / SKIP_TANDEM (=1 to leave one out).
 # llama.cpp's threads meet at a spinning barrier after every graph op, so when other processes
 # hold a core, -t 2 on 2 cores can run several times slower than -t 1 and vary run to run: on a
@@ -69,10 +69,11 @@ fi
 if [[ "${SKIP_TANDEM:-0}" != 1 ]]; then
   [[ -x target/release/tandem ]] || cargo build --release --bin tandem
   port=$(free_port)
+  # shellcheck disable=SC2086 # TANDEM_ARGS is a list of flags
   ./target/release/tandem serve --model "$model" --port "$port" --max-num-seqs "$slots" \
-    >target/side-by-side-tandem.log 2>&1 &
+    ${TANDEM_ARGS:-} >target/side-by-side-tandem.log 2>&1 &
   pid=$!
-  measure "tandem, $name" "$port" target/side-by-side-tandem.log
+  measure "tandem${TANDEM_ARGS:+ $TANDEM_ARGS}, $name" "$port" target/side-by-side-tandem.log
 fi
 
 echo "| server, file | 1 x 128 tok/s | 32 x 64 tok/s | peak resident MiB |"
