@@ -100,10 +100,12 @@ fn a_quantised_gguf_keeps_its_blocks_by_default() {
 }
 
 /// The blocks hold exactly the f32 reference's values (q/k rows un-permuted as whole rows of
-/// bytes), and the logits agree. The CPU block product is exact up to float order today; the
-/// bound is loose enough for one that quantises activations to int8 (each product then carries
-/// ~0.4% relative error, and errors compound over 30 layers to well under 1% of the logits'
-/// range), yet a wrong row order or block decode moves logits by whole units.
+/// bytes), and the logits agree as far as int8 activations allow. The CPU block product
+/// quantises each activation row to int8 per block (as llama.cpp's does): a block with an outlier
+/// channel loses precision in its other values, and over 30 layers the last logits move by a few
+/// percent of their largest magnitude at the worst entry (about 4% on this prompt) while the
+/// typical entry moves far less. A wrong row order or block decode moves them by whole units and
+/// changes the ranking.
 #[test]
 fn block_weights_give_the_f32_logits() {
     let Some(path) = default_model() else { return };
@@ -134,9 +136,15 @@ fn block_weights_give_the_f32_logits() {
         .zip(&want)
         .map(|(g, w)| (g - w).abs())
         .fold(0.0f32, f32::max);
+    let mean = got
+        .iter()
+        .zip(&want)
+        .map(|(g, w)| (g - w).abs())
+        .sum::<f32>()
+        / want.len() as f32;
     assert!(
-        worst <= 1e-2 * scale,
-        "logits differ by {worst} (largest |logit| {scale})"
+        worst <= 8e-2 * scale && mean <= 1e-2 * scale,
+        "logits differ by {worst} at worst, {mean} on average (largest |logit| {scale})"
     );
     let argmax = |v: &[f32]| (0..v.len()).max_by(|&i, &j| v[i].total_cmp(&v[j]));
     assert_eq!(argmax(&got), argmax(&want));
