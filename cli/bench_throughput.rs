@@ -8,7 +8,7 @@ use crate::cli::engine_args::EngineArgs;
 use crate::cli::trace_args::TraceArgs;
 use crate::engine::request::{Event, Request, SamplingParams};
 use crate::engine::timeline::{idle_fraction, write_csv};
-use crate::sim::workload::prompt_tokens;
+use crate::sim::workload::{engine_request, prompt_tokens};
 
 #[derive(clap::Args)]
 pub struct ThroughputArgs {
@@ -67,7 +67,7 @@ pub fn run(args: ThroughputArgs) -> Result<()> {
         Some(trace) => trace
             .iter()
             .enumerate()
-            .map(|(i, r)| request(prompt_tokens(r, i, vocab as u32), r.output_len))
+            .map(|(i, r)| engine_request(r, prompt_tokens(r, i, vocab as u32)))
             .collect(),
         None => (0..args.num_prompts)
             .map(|_| {

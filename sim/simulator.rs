@@ -15,14 +15,12 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::cost_model::CostModel;
 use super::timeline::StepRecord;
-use super::workload::{prompt_tokens, TraceRequest};
+use super::workload::{engine_request, prompt_tokens, TraceRequest};
 use crate::engine::admission::{self, Admission};
-use crate::engine::request::{Request, SamplingParams};
 use crate::engine::scheduler::batch::Batch;
 use crate::engine::scheduler::policy::SloMiss;
 use crate::engine::scheduler::{aging, policy, Scheduler, SchedulerConfig};
@@ -263,17 +261,8 @@ pub fn simulate_with(
                 results[next].rejected = refuse;
             } else {
                 waiting += 1;
-                let mut req = Request::new(
-                    prompt_tokens(r, next, cfg.vocab),
-                    SamplingParams {
-                        max_tokens: r.output_len,
-                        ignore_eos: true,
-                        ..Default::default()
-                    },
-                );
-                req.priority = r.priority;
+                let mut req = engine_request(r, prompt_tokens(r, next, cfg.vocab));
                 req.predicted_output_len = Some(predictor.predict(r.output_len));
-                req.client = r.client.as_deref().map(Arc::from);
                 req.ttft_slo = ttft_slo(cfg, r);
                 sched.add(next as u64, req, 0);
                 if let Some(after) = r.cancel_after {

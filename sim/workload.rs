@@ -19,6 +19,10 @@ use rand_distr::{weighted::WeightedIndex, Distribution, Exp, LogNormal};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::engine::request::{Request, SamplingParams};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TraceRequest {
@@ -226,6 +230,27 @@ pub fn mean_rate(reqs: &[TraceRequest]) -> f64 {
 /// (tokenizers keep special tokens low) and are a pure function of (group, block id or index,
 /// position), so the simulator and a real engine replaying the same trace see the same prompts
 /// and the same prefix-cache hits.
+/// The engine request `r` stands for, with prompt `prompt` (see [`prompt_tokens`]): exactly
+/// `output_len` tokens (EOS ignored), the trace's priority, client and TTFT SLO, and its true
+/// output length as the length prediction (an oracle; the simulator may make it noisy). The
+/// simulator and the engine-driving benchmarks build requests here, so a trace means the same
+/// requests to both.
+pub fn engine_request(r: &TraceRequest, prompt: Vec<u32>) -> Request {
+    let mut req = Request::new(
+        prompt,
+        SamplingParams {
+            max_tokens: r.output_len,
+            ignore_eos: true,
+            ..Default::default()
+        },
+    );
+    req.priority = r.priority;
+    req.predicted_output_len = Some(r.output_len);
+    req.client = r.client.as_deref().map(Arc::from);
+    req.ttft_slo = r.ttft_slo_ms.map(|ms| Duration::from_secs_f64(ms / 1e3));
+    req
+}
+
 pub fn prompt_tokens(r: &TraceRequest, index: usize, vocab: u32) -> Vec<u32> {
     let low = 100.min(vocab / 2);
     let span = (vocab - low) as u64;

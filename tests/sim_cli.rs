@@ -455,3 +455,67 @@ fn the_summary_records_how_to_reproduce_the_run_and_rerunning_it_agrees() {
         assert_eq!(summary[key], again[key], "{key} differs on the rerun");
     }
 }
+
+/// The walkthrough in docs/simulator.md, run as written there (its `--out` moved to a temporary
+/// directory): it must succeed on the committed sample trace and show the policies apart, which
+/// is its point (at the highest rate, shortest-prompt-first's median TTFT well under fcfs's).
+#[test]
+fn the_docs_walkthrough_runs_and_separates_the_policies() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = read(&root.join("docs/simulator.md"));
+    let command = doc
+        .split("./target/release/tandem sim ")
+        .nth(1)
+        .expect("docs/simulator.md runs `./target/release/tandem sim`")
+        .split('\n')
+        .scan(true, |more, line| {
+            let this = more.then_some(line.trim().trim_end_matches('\\').to_owned());
+            *more = line.trim_end().ends_with('\\');
+            this
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().to_str().unwrap().to_owned();
+    let mut args: Vec<String> = vec!["sim".into()];
+    let mut words = command.split_whitespace();
+    while let Some(w) = words.next() {
+        args.push(w.into());
+        if w == "--out" {
+            words.next().expect("--out takes a directory");
+            args.push(out_dir.clone());
+        } else if w == "--trace" {
+            // Relative to the repository root, where the walkthrough runs.
+            let trace = words.next().expect("--trace takes a file");
+            args.push(root.join(trace).to_str().unwrap().into());
+        }
+    }
+    assert!(args.iter().any(|a| a == "--out"), "{args:?}");
+    tandem(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let csv = read(&dir.path().join("compare.csv"));
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    let top_rate = rows
+        .iter()
+        .map(|r| r[col("rate")].parse::<f64>().unwrap())
+        .fold(0.0, f64::max);
+    let ttft_at_top = |policy: &str| -> f64 {
+        let r = rows
+            .iter()
+            .find(|r| {
+                r[col("policy")] == policy && r[col("rate")].parse::<f64>().unwrap() == top_rate
+            })
+            .unwrap_or_else(|| panic!("no {policy} row at rate {top_rate}"));
+        r[col("ttft_p50")].parse().unwrap()
+    };
+    let (fcfs, spf) = (ttft_at_top("fcfs"), ttft_at_top("shortest-prompt-first"));
+    assert!(
+        spf < 0.5 * fcfs,
+        "median TTFT at {top_rate} req/s: fcfs {fcfs:.1} s, shortest-prompt-first {spf:.1} s"
+    );
+}
