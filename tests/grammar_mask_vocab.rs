@@ -140,19 +140,24 @@ fn compile(tok: &Arc<Tokenizer>) -> (Arc<CompiledGrammar>, f64, f64) {
 
 /// Per-token mask times in µs over `passes` walks of the document (each from a fresh matcher),
 /// after one cold walk; every document token must pass its mask and EOS must end it.
-fn mask_times(tok: &Tokenizer, g: &Arc<CompiledGrammar>, passes: usize) -> (f64, Vec<f64>) {
+/// Each warm time comes with the token's position in the document.
+fn mask_times(
+    tok: &Tokenizer,
+    g: &Arc<CompiledGrammar>,
+    passes: usize,
+) -> (f64, Vec<(f64, usize)>) {
     let ids = tok.encode(DOC, false).unwrap();
     let (mut warm, mut cold) = (Vec::new(), 0.0);
     for pass in 0..=passes {
         let mut m = ConstraintMatcher::new(g, &[]);
-        for &t in &ids {
+        for (i, &t) in ids.iter().enumerate() {
             let started = Instant::now();
             let mask = m.mask();
             let us = started.elapsed().as_secs_f64() * 1e6;
             if pass == 0 {
                 cold += us / ids.len() as f64;
             } else {
-                warm.push(us);
+                warm.push((us, i));
             }
             assert!(
                 mask.is_allowed(t),
@@ -166,7 +171,7 @@ fn mask_times(tok: &Tokenizer, g: &Arc<CompiledGrammar>, passes: usize) -> (f64,
             "the document is complete"
         );
     }
-    warm.sort_by(f64::total_cmp);
+    warm.sort_by(|a, b| a.0.total_cmp(&b.0));
     (cold, warm)
 }
 
@@ -202,16 +207,22 @@ fn mask_time_against_vocabulary_size() {
     };
     let dir = tempfile::tempdir().unwrap();
     let large = grown(&small, LARGE_VOCAB, dir.path());
-    println!("| vocabulary | trie + factory | compile | cold µs/token | warm mean / median / p90 / max µs |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| vocabulary | trie + factory | compile | cold µs/token | warm mean / median / p90 / max \
+         µs | slowest positions |"
+    );
+    println!("|---|---|---|---|---|---|");
     for tok in [Arc::new(small), Arc::new(large)] {
         let (g, trie_ms, compile_ms) = compile(&tok);
         let (cold, warm) = mask_times(&tok, &g, 8);
-        let q = |p: f64| warm[((warm.len() - 1) as f64 * p) as usize];
+        let q = |p: f64| warm[((warm.len() - 1) as f64 * p) as usize].0;
+        // Where the slowest masks are: the same positions pass after pass means work, not noise.
+        let slowest: Vec<usize> = warm.iter().rev().take(4).map(|w| w.1).collect();
         println!(
-            "| {} | {trie_ms:.0} ms | {compile_ms:.1} ms | {cold:.0} | {:.1} / {:.1} / {:.1} / {:.1} |",
+            "| {} | {trie_ms:.0} ms | {compile_ms:.1} ms | {cold:.0} | {:.1} / {:.1} / {:.1} / {:.1} \
+             | {slowest:?} |",
             tok.vocab_size(),
-            warm.iter().sum::<f64>() / warm.len() as f64,
+            warm.iter().map(|w| w.0).sum::<f64>() / warm.len() as f64,
             q(0.5),
             q(0.9),
             q(1.0)
