@@ -5,10 +5,12 @@
 Against an OpenAI-compatible server at URL: greedy /v1/completions with EOS ignored, first one
 request of 128 tokens, then 32 concurrent requests of 64 tokens; tok/s = completion tokens (from
 each response's usage) / wall time from the first send to the last answer. Prints
-`LABEL<TAB>tok/s 1x128<TAB>tok/s 32x64`.
+`LABEL<TAB>tok/s 1x128<TAB>tok/s 32x64`. The sizes can be changed (for a big model on a small
+machine) with BENCH_SINGLE_TOKENS (128), BENCH_CONCURRENT (32), BENCH_CONCURRENT_TOKENS (64).
 """
 
 import json
+import os
 import sys
 import time
 import urllib.request
@@ -72,8 +74,9 @@ def main(argv):
     url, label = argv
     model = model_id(url)
     complete(url, model, "Warm up.", 4)
-    single = run(url, model, 1, 128)
-    batched = run(url, model, 32, 64)
+    single = run(url, model, 1, int(os.environ.get("BENCH_SINGLE_TOKENS", 128)))
+    concurrent = int(os.environ.get("BENCH_CONCURRENT", 32))
+    batched = run(url, model, concurrent, int(os.environ.get("BENCH_CONCURRENT_TOKENS", 64)))
     print(f"{label}\t{single:.1f}\t{batched:.1f}")
 
 

@@ -1,7 +1,9 @@
 """GGUF fixture writer for scripts/quant/make-quant-fixtures.sh (needs the gguf package, numpy).
 
   to-f32 SRC DST        dequantise every tensor of SRC to F32 and copy all of its metadata
-  random-llama SRC DST  a random-weight Llama-3.2-1B-shaped model in F32, SRC's tokenizer
+  random-llama SRC DST [1b|3b]
+                        a random-weight Llama-3.2-1B- (default) or 3B-shaped model in F32,
+                        SRC's tokenizer
   summary FILE...       size, sha256 and tensor type counts of each file
 
 Tensors are streamed one at a time (header and tensor table first, then each tensor's data), so a
@@ -17,10 +19,13 @@ import numpy as np
 from gguf import GGUFReader, GGUFValueType, GGUFWriter, LlamaFileType
 from gguf.quants import dequantize
 
-# The Llama-3.2-1B shape (hidden 2048, 16 layers, 32 query heads, 8 kv heads, FFN 8192, 128k vocab).
-LLAMA_1B = dict(
-    hidden=2048, layers=16, heads=32, kv_heads=8, ffn=8192, vocab=128256, ctx=131072
-)
+# The Llama-3.2 shapes: 1B (hidden 2048, 16 layers, 32 query heads, 8 kv heads, FFN 8192) and
+# 3B (hidden 3072, 28 layers, 24 query heads, 8 kv heads, FFN 8192), both with a 128k vocabulary
+# and tied embeddings.
+LLAMA_SHAPES = {
+    "1b": dict(hidden=2048, layers=16, heads=32, kv_heads=8, ffn=8192, vocab=128256, ctx=131072),
+    "3b": dict(hidden=3072, layers=28, heads=24, kv_heads=8, ffn=8192, vocab=128256, ctx=131072),
+}
 INIT_STD = 0.02
 
 
@@ -78,8 +83,8 @@ def padded_vocab(reader, vocab):
     return tokens, types
 
 
-def random_llama(src, dst, seed=0):
-    shape = LLAMA_1B
+def random_llama(src, dst, size="1b", seed=0):
+    shape = LLAMA_SHAPES[size]
     reader = GGUFReader(src)
     writer = GGUFWriter(dst, "llama")
     keep = {k for k in reader.fields if k.startswith("tokenizer.")}
@@ -92,7 +97,7 @@ def random_llama(src, dst, seed=0):
     tokens, types = padded_vocab(reader, shape["vocab"])
     writer.add_token_list(tokens)
     writer.add_token_types(types)
-    writer.add_name("random-llama-3.2-1b-shape")
+    writer.add_name(f"random-llama-3.2-{size}-shape")
     writer.add_file_type(LlamaFileType.ALL_F32)
     writer.add_context_length(shape["ctx"])
     writer.add_embedding_length(shape["hidden"])
@@ -107,7 +112,7 @@ def random_llama(src, dst, seed=0):
 
     h, f, v = shape["hidden"], shape["ffn"], shape["vocab"]
     kv = h // shape["heads"] * shape["kv_heads"]
-    # Tied embeddings, as in Llama-3.2-1B: no output.weight.
+    # Tied embeddings, as in Llama-3.2-1B and 3B: no output.weight.
     infos = [("token_embd.weight", (v, h))]
     for i in range(shape["layers"]):
         p = f"blk.{i}."
@@ -150,8 +155,8 @@ def main(argv):
             summary(path)
     elif len(argv) == 3 and argv[0] == "to-f32":
         to_f32(argv[1], argv[2])
-    elif len(argv) == 3 and argv[0] == "random-llama":
-        random_llama(argv[1], argv[2])
+    elif len(argv) in (3, 4) and argv[0] == "random-llama" and argv[3:] in ([], ["1b"], ["3b"]):
+        random_llama(argv[1], argv[2], *argv[3:])
     else:
         sys.exit(__doc__)
 

@@ -7,7 +7,8 @@
 #   scripts/quant/side-by-side.sh MODEL.gguf
 #
 # Env: TANDEM_ARGS (extra flags for tandem serve, e.g. --dtype f32), LLAMA_CPP_DIR, THREADS (llama-server's -t; default 2), PYTHON (default python3),
-#      SKIP_LLAMA / SKIP_TANDEM (=1 to leave one out).
+#      SKIP_LLAMA / SKIP_TANDEM (=1 to leave one out), BENCH_SINGLE_TOKENS / BENCH_CONCURRENT /
+#      BENCH_CONCURRENT_TOKENS (the client's sizes, default 128 / 32 / 64).
 # llama.cpp's threads meet at a spinning barrier after every graph op, so when other processes
 # hold a core, -t 2 on 2 cores can run several times slower than -t 1 and vary run to run: on a
 # shared box, compare with THREADS=1 too and check the load average.
@@ -76,6 +77,7 @@ if [[ "${SKIP_TANDEM:-0}" != 1 ]]; then
   measure "tandem${TANDEM_ARGS:+ $TANDEM_ARGS}, $name" "$port" target/side-by-side-tandem.log
 fi
 
-echo "| server, file | 1 x 128 tok/s | 32 x 64 tok/s | peak resident MiB |"
+echo "| server, file | 1 x ${BENCH_SINGLE_TOKENS:-128} tok/s |" \
+  "${BENCH_CONCURRENT:-32} x ${BENCH_CONCURRENT_TOKENS:-64} tok/s | peak resident MiB |"
 echo "| --- | ---: | ---: | ---: |"
 printf '%s\n' "${rows[@]}"
