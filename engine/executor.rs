@@ -7,6 +7,10 @@
 //! launched steps are collected. Placeholders (a row whose input is the previous step's sample)
 //! are resolved from the host copy of those samples, or on the device when the previous step is
 //! still in flight.
+//!
+//! A host-sampled step's constrained rows have their grammar masks computed on other threads
+//! while its forward pass runs (`grammar::MaskPool`): a mask needs only the tokens sampled
+//! before the step, so only sampling waits for it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +18,7 @@ use std::time::Instant;
 
 use crate::device::backend::Backend;
 use crate::device::kv_cache::KvCache;
+use crate::device::sampling::grammar::{ConstraintMatcher, MaskPool};
 use crate::device::sampling::{sample, DeviceSampling, Sampled, SamplerScratch, SamplerState};
 use crate::engine::request::RequestId;
 use crate::engine::scheduler::batch::Batch;
@@ -36,6 +41,8 @@ pub struct Executor<B: Backend> {
     launched: LaunchQueue,
     /// Test hooks ([`NoHooks`] in production).
     hooks: Arc<dyn EngineHooks>,
+    /// Prepares constrained rows' masks while the forward pass runs.
+    masks: MaskPool,
 }
 
 impl<B: Backend> Executor<B> {
@@ -55,6 +62,7 @@ impl<B: Backend> Executor<B> {
             logits: Vec::new(),
             launched: LaunchQueue::default(),
             hooks,
+            masks: MaskPool::default(),
         }
     }
 
@@ -160,8 +168,20 @@ impl<B: Backend> Executor<B> {
         batch: &Batch,
     ) -> Result<(Vec<Sampled>, Vec<(usize, String)>), String> {
         let vocab = self.model.cfg().vocab_size;
-        self.model
-            .forward_into(&batch.step, &mut self.kv, &mut self.logits)
+        let Executor {
+            model,
+            kv,
+            logits,
+            samplers,
+            masks,
+            ..
+        } = self;
+        // A constrained row's mask depends only on the tokens sampled before this step: it is
+        // computed while the forward pass runs, and sampling waits for it only if it is late.
+        masks
+            .overlap(constrained_rows(samplers, batch), || {
+                model.forward_into(&batch.step, kv, logits)
+            })
             .map_err(|e| format!("forward pass failed: {e:#}"))?;
         if self.logits.len() != batch.samples.len() * vocab {
             return Err(format!(
@@ -291,4 +311,21 @@ impl<B: Backend> Executor<B> {
         }
         Some(out)
     }
+}
+
+/// The grammar states of `batch`'s constrained rows.
+fn constrained_rows<'a>(
+    samplers: &'a mut HashMap<RequestId, SamplerState>,
+    batch: &Batch,
+) -> Vec<&'a mut ConstraintMatcher> {
+    if !samplers.values().any(|s| s.params().constraint.is_some()) {
+        return Vec::new();
+    }
+    let sampled: std::collections::HashSet<RequestId> =
+        batch.samples.iter().map(|slot| slot.id).collect();
+    samplers
+        .iter_mut()
+        .filter(|(id, _)| sampled.contains(id))
+        .filter_map(|(_, s)| s.constraint_mut())
+        .collect()
 }

@@ -185,8 +185,15 @@ impl Collector for GrammarCollector {
         gauge(
             enc,
             "tandem:grammar_mask_seconds_sum",
-            "Total time spent computing token masks (on the engine thread).",
+            "Total time spent computing token masks (summed over the threads computing them, \
+             mostly while the forward pass runs).",
             s.mask_seconds,
+        )?;
+        counter(
+            enc,
+            "tandem:grammar_masks_at_sampling",
+            "Token masks not ready when sampling began, computed then on the executor thread.",
+            s.masks_at_sampling,
         )
     }
 }

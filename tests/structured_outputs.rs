@@ -206,6 +206,12 @@ async fn the_openai_sdks_parse_schema_is_enforced_and_counted() {
         "{m}"
     );
     assert_eq!(metric(&m, "tandem:grammar_matchers_live"), Some(0.0), "{m}");
+    // Every mask was computed while its step's forward pass ran.
+    assert_eq!(
+        metric(&m, "tandem:grammar_masks_at_sampling_total"),
+        Some(0.0),
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -595,9 +601,88 @@ async fn a_recomputed_sampler_state_continues_the_grammar() {
     assert!(s.tokenizer.decode(&all, true).unwrap().starts_with("{\""));
 }
 
+/// The pool prepares the masks while the caller's work (the forward pass) runs, not after it;
+/// the masks are those a matcher computes by itself at sampling, and a prepared mask is applied
+/// without being computed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masks_are_prepared_while_the_forward_pass_runs() {
+    use std::time::{Duration, Instant};
+    use tandem::device::sampling::grammar::{ConstraintMatcher, MaskPool};
+
+    let s = TestServer::start().await;
+    let (c, stats) = compiler(&s);
+    let g = c
+        .compile(&ConstraintSpec::JsonSchema(person_schema()))
+        .unwrap();
+    // A few tokens the grammar accepts, each the first its mask allows.
+    let mut walker = ConstraintMatcher::new(&g, &[]);
+    let mut prefix = Vec::new();
+    for _ in 0..5 {
+        let t = walker.mask().first_bit_set().expect("a token is allowed") as u32;
+        walker.advance(t);
+        prefix.push(t);
+    }
+    let mut rows: Vec<ConstraintMatcher> = (0..4)
+        .map(|i| ConstraintMatcher::new(&g, &prefix[..i + 1]))
+        .collect();
+    let masks_before = stats.snapshot().masks;
+    let pool = MaskPool::default();
+    // The stand-in forward pass waits for the masks: it sees them all only if they are computed
+    // while it runs.
+    let seen_during = pool.overlap(rows.iter_mut().collect(), || {
+        let started = Instant::now();
+        while stats.snapshot().masks < masks_before + 4 {
+            if started.elapsed() > Duration::from_secs(20) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    });
+    assert!(seen_during, "{:?}", stats.snapshot());
+    let vocab = s.handle.model().vocab_size;
+    let late_before = stats.snapshot().masks_at_sampling;
+    for (i, row) in rows.iter_mut().enumerate() {
+        assert!(row.is_prepared(), "row {i}");
+        let mut logits = vec![0.0f32; vocab];
+        row.apply(&mut logits);
+        let mut alone = ConstraintMatcher::new(&g, &prefix[..i + 1]);
+        let mut want = vec![0.0f32; vocab];
+        alone.apply(&mut want);
+        assert_eq!(logits, want, "row {i}");
+        assert!(logits.iter().any(|l| l.is_infinite()), "row {i} is masked");
+    }
+    // The four prepared rows were not computed again; the four matchers made alone were.
+    let after = stats.snapshot();
+    assert_eq!(after.masks_at_sampling, late_before + 4, "{after:?}");
+    assert_eq!(after.masks, masks_before + 8, "{after:?}");
+}
+
+/// Served through the engine, every mask of a constrained request is prepared during its step's
+/// forward pass and counted once: one per sampled token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_requests_masks_are_prepared_ahead_and_counted_once() {
+    let s = TestServer::start().await;
+    let (c, stats) = compiler(&s);
+    let g = c
+        .compile(&ConstraintSpec::JsonSchema(person_schema()))
+        .unwrap();
+    let before = stats.snapshot();
+    let (ids, _) = run(&s.handle, &[5, 6, 7], with_grammar(&g, greedy(120))).await;
+    let after = stats.snapshot();
+    assert!(ids.len() > 3, "{ids:?}");
+    assert_eq!(after.masks - before.masks, ids.len() as u64, "{after:?}");
+    assert_eq!(
+        after.masks_at_sampling, before.masks_at_sampling,
+        "{after:?}"
+    );
+}
+
 /// Not a test: the per-token mask time for a nested schema on the default model's 49k-token
 /// vocabulary (benches/RESULTS.md). `cargo test --release --test structured_outputs -- --ignored
 /// --nocapture mask_time`. Also checks every token of a valid document passes its mask.
+/// `TANDEM_MASK_VOCAB=FILE.gguf` takes the tokenizer from another GGUF instead (a vocabulary-only
+/// file will do), e.g. `scripts/bench/mask_time_128k.sh`'s Llama 3 vocabulary (128,256 tokens).
 #[test]
 #[ignore]
 fn mask_time_on_the_default_model() {
@@ -607,13 +692,15 @@ fn mask_time_on_the_default_model() {
     use tandem::model::gguf::GgufFile;
     use tandem::model::tokenizer::Tokenizer;
 
-    let path = default_model_path();
+    let path = std::env::var_os("TANDEM_MASK_VOCAB")
+        .map_or_else(default_model_path, std::path::PathBuf::from);
     let g = GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let tok = Arc::new(Tokenizer::from_gguf(&g).unwrap());
     let vocab = tok.vocab_size();
     let started = Instant::now();
     let env = token_env(tok.clone(), vocab).unwrap();
-    let c = GrammarCompiler::new(env, Arc::new(GrammarStats::default())).unwrap();
+    let stats = Arc::new(GrammarStats::default());
+    let c = GrammarCompiler::new(env, stats.clone()).unwrap();
     let trie_ms = started.elapsed().as_secs_f64() * 1e3;
     let schema = json!({
         "type": "object",
@@ -643,13 +730,15 @@ fn mask_time_on_the_default_model() {
     for round in 0..5 {
         let mut m = ConstraintMatcher::new(&grammar, &[]);
         for &t in &ids {
-            let started = Instant::now();
+            // The mask's own time (the stats'), not feeding the previous token, which
+            // `mask` does first.
+            let before = stats.snapshot().mask_seconds;
             let mask = m.mask();
-            let took = started.elapsed();
+            let took = stats.snapshot().mask_seconds - before;
             if round > 0 {
-                times.push(took.as_secs_f64() * 1e6);
+                times.push(took * 1e6);
             } else {
-                cold += took.as_secs_f64() * 1e6 / ids.len() as f64;
+                cold += took * 1e6 / ids.len() as f64;
             }
             assert!(
                 mask.is_allowed(t),

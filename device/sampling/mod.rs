@@ -86,6 +86,11 @@ impl SamplerState {
         self.seed
     }
 
+    /// The grammar state of a constrained request (its next mask can be prepared ahead).
+    pub fn constraint_mut(&mut self) -> Option<&mut ConstraintMatcher> {
+        self.constraint.as_mut()
+    }
+
     /// Whether this request picks tokens by argmax (no randomness at all).
     pub fn is_greedy(&self) -> bool {
         let t = self.params.temperature;

@@ -1,6 +1,7 @@
 """32 concurrent chat requests with a JSON schema, then the same 32 unconstrained with each
 request's max_tokens set to its constrained twin's output length (EOS ignored), against a running
-`tandem serve`; prints output tokens per second of each batch, three rounds.
+`tandem serve`; prints output tokens per second of each batch, three rounds, and for the schema
+batches the masks the server computed meanwhile and their mean time (from /metrics).
 
     tandem serve --port 18081 &
     python3 scripts/bench/schema_vs_plain.py [port]
@@ -14,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 PORT = sys.argv[1] if len(sys.argv) > 1 else "18081"
 URL = f"http://127.0.0.1:{PORT}/v1/chat/completions"
+METRICS = f"http://127.0.0.1:{PORT}/metrics"
 SCHEMA = {"type": "object", "properties": {
     "title": {"type": "string", "maxLength": 40},
     "tags": {"type": "array", "items": {"type": "string", "maxLength": 12}, "minItems": 6, "maxItems": 6},
@@ -35,6 +37,16 @@ def one(i, constrained):
     if constrained:
         LENS[i] = v["usage"]["completion_tokens"]
     return v["usage"]["completion_tokens"], v["choices"][0]["finish_reason"]
+def mask_counters():
+    """(masks computed, seconds spent computing them) so far, from the server's /metrics."""
+    with urllib.request.urlopen(METRICS, timeout=60) as r:
+        text = r.read().decode()
+    vals = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in ("tandem:grammar_masks_total", "tandem:grammar_mask_seconds_sum"):
+            vals[parts[0]] = float(parts[1])
+    return vals.get("tandem:grammar_masks_total", 0.0), vals.get("tandem:grammar_mask_seconds_sum", 0.0)
 def run(constrained, n=32):
     t = time.time()
     with ThreadPoolExecutor(n) as ex:
@@ -46,5 +58,9 @@ def run(constrained, n=32):
     return toks, dt, fins
 for rnd in range(3):
     for c in (True, False):
+        before = mask_counters()
         toks, dt, fins = run(c)
-        print(f"round {rnd} {'schema' if c else 'plain '}: {toks} tokens in {dt:.2f} s = {toks/dt:.1f} tok/s {fins}", flush=True)
+        after = mask_counters()
+        masks, secs = after[0] - before[0], after[1] - before[1]
+        note = f", {masks:.0f} masks, {secs / masks * 1e6:.0f} µs each" if masks else ""
+        print(f"round {rnd} {'schema' if c else 'plain '}: {toks} tokens in {dt:.2f} s = {toks/dt:.1f} tok/s {fins}{note}", flush=True)

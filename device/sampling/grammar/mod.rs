@@ -8,16 +8,19 @@
 //!   request's 400, found before it is queued.
 //! - [`matcher`]: the per-request [`ConstraintMatcher`] the sampler holds: masks a logits row,
 //!   advances with each sampled token.
+//! - [`ahead`]: [`MaskPool`], which prepares a step's masks while its forward pass runs.
 //!
 //! When the grammar is complete the mask allows only end-of-sequence tokens, so the request ends
 //! as any other does at EOS (`finish_reason: "stop"`); `max_tokens` may still cut it first
 //! ("length", possibly leaving incomplete JSON).
 
+pub mod ahead;
 pub mod compiler;
 pub mod matcher;
 pub mod spec;
 pub mod stats;
 
+pub use ahead::MaskPool;
 pub use compiler::{CompiledGrammar, GrammarCompiler};
 pub use matcher::ConstraintMatcher;
 pub use spec::ConstraintSpec;

@@ -14,6 +14,8 @@ pub struct GrammarStats {
     compile_nanos: AtomicU64,
     masks: AtomicU64,
     mask_nanos: AtomicU64,
+    /// Masks sampling had to compute itself, not prepared while the forward pass ran.
+    masks_at_sampling: AtomicU64,
 }
 
 /// A point-in-time copy of [`GrammarStats`].
@@ -25,6 +27,7 @@ pub struct GrammarStatsSnapshot {
     pub compile_seconds: f64,
     pub masks: u64,
     pub mask_seconds: f64,
+    pub masks_at_sampling: u64,
 }
 
 impl GrammarStats {
@@ -36,6 +39,7 @@ impl GrammarStats {
             compile_seconds: self.compile_nanos.load(Relaxed) as f64 * 1e-9,
             masks: self.masks.load(Relaxed),
             mask_seconds: self.mask_nanos.load(Relaxed) as f64 * 1e-9,
+            masks_at_sampling: self.masks_at_sampling.load(Relaxed),
         }
     }
 
@@ -59,6 +63,10 @@ impl GrammarStats {
     pub fn mask_computed(&self, took: Duration) {
         self.masks.fetch_add(1, Relaxed);
         self.mask_nanos.fetch_add(nanos(took), Relaxed);
+    }
+
+    pub fn mask_at_sampling(&self) {
+        self.masks_at_sampling.fetch_add(1, Relaxed);
     }
 }
 
