@@ -6,6 +6,10 @@
 //! 5/32 of its f32 size), which is what bounds a decode step. Types without a block kernel go
 //! through [`float_tile`]: rows dequantised to f32, then a GEMM.
 //!
+//! Batches go through tiles of weight rows × eight tokens where the instruction set has them
+//! (`avx2_tile` for the K-quants, the 8-token form of `avx2`'s block loop for the 32-element
+//! types): a block's codes and scales are unpacked once for the eight tokens.
+//!
 //! Work splits over weight rows: each task takes a chunk of rows of one segment (one type) and
 //! computes them for every token, so a row's bytes are fetched from memory once and reused from
 //! cache for all `m` tokens.
