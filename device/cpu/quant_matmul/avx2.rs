@@ -71,10 +71,11 @@ unsafe fn high_bits(p: *const u8) -> __m256i {
 /// The shared loop over blocks, for `N` tokens at once (each weight block decoded once, one
 /// accumulator per token): `codes(block)` gives the 32 codes, the block's scale and offset. With
 /// `SIGNED` the codes are signed bytes, multiplied as |w| × (a with w's sign) since `maddubs`
-/// takes its first operand unsigned.
+/// takes its first operand unsigned. Without `OFFSET` the offset is not applied (Q8_0 has none,
+/// and a multiply by a constant 0.0 is not one the compiler may drop).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_blocks<const N: usize, const SIGNED: bool>(
+unsafe fn dot_blocks<const N: usize, const SIGNED: bool, const OFFSET: bool>(
     w: &[u8],
     block_bytes: usize,
     a: &[Q8Row<'_>; N],
@@ -85,13 +86,16 @@ unsafe fn dot_blocks<const N: usize, const SIGNED: bool>(
     debug_assert!(a
         .iter()
         .all(|r| r.qs.len() >= blocks * QK32 && r.d.len() == blocks));
-    // Two accumulators per token (vector and offset), for even and odd blocks: one chain would
-    // make every block wait out the previous block's add latency.
+    // Two accumulators per token (vector and offset), for even and odd blocks, where there are
+    // few tokens: one chain would make every block wait out the previous block's add latency.
+    // From eight tokens their own chains hide it, and sixteen vector accumulators would not fit
+    // the registers.
+    let chains = if N >= 8 { 1 } else { 2 };
     let mut acc = [[_mm256_setzero_ps(); N]; 2];
     let mut offsets = [[0f32; N]; 2];
-    for pair in (0..blocks).step_by(2) {
-        for (lane, (acc, offsets)) in acc.iter_mut().zip(&mut offsets).enumerate() {
-            let b = pair + lane;
+    for first in (0..blocks).step_by(chains) {
+        for (lane, (acc, offsets)) in acc.iter_mut().zip(&mut offsets).take(chains).enumerate() {
+            let b = first + lane;
             if b >= blocks {
                 break;
             }
@@ -101,7 +105,9 @@ unsafe fn dot_blocks<const N: usize, const SIGNED: bool>(
                 let s = _mm256_loadu_si256(a[t].qs.as_ptr().add(b * QK32) as *const __m256i);
                 let s = if SIGNED { _mm256_sign_epi8(s, q) } else { s };
                 acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t].d[b]), dot_u8_i8(u, s), acc[t]);
-                offsets[t] += offset * a[t].sum[b];
+                if OFFSET {
+                    offsets[t] += offset * a[t].sum[b];
+                }
             }
         }
     }
@@ -112,47 +118,69 @@ unsafe fn dot_blocks<const N: usize, const SIGNED: bool>(
     out
 }
 
-/// Defines `$one(w, a) -> f32` and `$four(w, [a; 4]) -> [f32; 4]` over [`dot_blocks`].
+/// Defines `$one(w, a) -> f32`, `$four(w, [a; 4]) -> [f32; 4]` and the rows × tokens tile
+/// `$tile::<R, T>(w, row_bytes, [a; T]) -> [[f32; T]; R]` over [`dot_blocks`]. The tile takes its
+/// rows one after another: a row's `T` accumulators fill the registers, and the tokens' blocks
+/// stay in L1 from one row to the next.
 macro_rules! kernels {
-    ($one:ident, $four:ident, $block_bytes:expr, $signed:expr, $codes:expr) => {
+    (
+        $one:ident,
+        $four:ident,
+        $tile:ident,
+        $block_bytes:expr,
+        $signed:expr,
+        $offset:expr,
+        $codes:expr
+    ) => {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $tile<const R: usize, const T: usize>(
+            w: &[u8],
+            row_bytes: usize,
+            a: &[Q8Row<'_>; T],
+        ) -> [[f32; T]; R] {
+            std::array::from_fn(|r| {
+                dot_blocks::<T, $signed, $offset>(&w[r * row_bytes..], $block_bytes, a, $codes)
+            })
+        }
+
         #[target_feature(enable = "avx2,fma,f16c")]
         pub unsafe fn $one(w: &[u8], a: Q8Row<'_>) -> f32 {
-            dot_blocks::<1, $signed>(w, $block_bytes, &[a], $codes)[0]
+            dot_blocks::<1, $signed, $offset>(w, $block_bytes, &[a], $codes)[0]
         }
 
         #[target_feature(enable = "avx2,fma,f16c")]
         pub unsafe fn $four(w: &[u8], a: &[Q8Row<'_>; 4]) -> [f32; 4] {
-            dot_blocks::<4, $signed>(w, $block_bytes, a, $codes)
+            dot_blocks::<4, $signed, $offset>(w, $block_bytes, a, $codes)
         }
     };
 }
 
 // Q8_0: `x = q · d`, signed codes.
-kernels!(q8_0, q8_0_x4, 34, true, |p| unsafe {
+kernels!(q8_0, q8_0_x4, q8_0_tile, 34, true, false, |p| unsafe {
     let q = _mm256_loadu_si256(p.add(2) as *const __m256i);
     (q, f16_at(p), 0.0)
 });
 
 // Q4_0: `x = (q - 8) · d`.
-kernels!(q4_0, q4_0_x4, 18, false, |p| unsafe {
+kernels!(q4_0, q4_0_x4, q4_0_tile, 18, false, true, |p| unsafe {
     let d = f16_at(p);
     (unpack_nibbles(p.add(2)), d, -8.0 * d)
 });
 
 // Q4_1: `x = q · d + m`.
-kernels!(q4_1, q4_1_x4, 20, false, |p| unsafe {
+kernels!(q4_1, q4_1_x4, q4_1_tile, 20, false, true, |p| unsafe {
     (unpack_nibbles(p.add(4)), f16_at(p), f16_at(p.add(2)))
 });
 
 // Q5_0: `x = (q - 16) · d`, the fifth bits in 4 bytes before the nibbles.
-kernels!(q5_0, q5_0_x4, 22, false, |p| unsafe {
+kernels!(q5_0, q5_0_x4, q5_0_tile, 22, false, true, |p| unsafe {
     let d = f16_at(p);
     let q = _mm256_or_si256(unpack_nibbles(p.add(6)), high_bits(p.add(2)));
     (q, d, -16.0 * d)
 });
 
 // Q5_1: `x = q · d + m`.
-kernels!(q5_1, q5_1_x4, 24, false, |p| unsafe {
+kernels!(q5_1, q5_1_x4, q5_1_tile, 24, false, true, |p| unsafe {
     let q = _mm256_or_si256(unpack_nibbles(p.add(8)), high_bits(p.add(4)));
     (q, f16_at(p), f16_at(p.add(2)))
 });

@@ -123,7 +123,7 @@ fn one_row_kernels() {
     for dtype in [GgmlType::Q4_1, GgmlType::Q8_0] {
         let w = weights(dtype, 1, k);
         let bytes = &w.segments()[0].data;
-        let Kernel::Blocks32(dot, _) = kernel(detected_isa(), dtype) else {
+        let Kernel::Blocks32(dot, ..) = kernel(detected_isa(), dtype) else {
             panic!()
         };
         let t = time(|| {
@@ -139,4 +139,183 @@ fn one_row_kernels() {
         std::hint::black_box(Q8Rows::new(detected_isa(), std::hint::black_box(&x), 1, k));
     });
     println!("quantise one row k={k}: {:.1} ns", t * 1e9);
+}
+
+/// Seconds per call of each of `fs`, measured in interleaved rounds (A B C, A B C, ...) so that
+/// the machine's drift from minute to minute falls on all of them alike; the best round of each.
+fn time_interleaved(fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
+    let reps: Vec<usize> = fs
+        .iter_mut()
+        .map(|f| {
+            f();
+            let start = Instant::now();
+            f();
+            ((0.03 / start.elapsed().as_secs_f64()) as usize).max(1)
+        })
+        .collect();
+    let mut best = vec![f64::INFINITY; fs.len()];
+    for _ in 0..7 {
+        for ((f, &n), best) in fs.iter_mut().zip(&reps).zip(&mut best) {
+            let s = Instant::now();
+            (0..n).for_each(|_| f());
+            *best = best.min(s.elapsed().as_secs_f64() / n as f64);
+        }
+    }
+    best
+}
+
+/// The batched product: the one-row kernels, the tiles, the float path, and the f32 packed GEMM,
+/// interleaved; with the multiply-adds per second and the weight bytes read per second of the
+/// tiled path.
+fn batched(shapes: &[(&str, usize, usize)], types: &[GgmlType], ms: &[usize]) {
+    println!(
+        "{:?}, {} threads",
+        detected_isa(),
+        rayon::current_num_threads()
+    );
+    let isa = detected_isa();
+    for &(label, n, k) in shapes {
+        for &dtype in types {
+            let w = weights(dtype, n, k);
+            let packed = PackedWeight::from_rows(&w.to_f32().unwrap(), n, k).unwrap();
+            for &m in ms {
+                let x: Vec<f32> = (0..m * k)
+                    .map(|i| ((i * 31 % 97) as f32 - 48.0) / 40.0)
+                    .collect();
+                let mut out = vec![0.0; m * n];
+                let (x, w) = (&x, &w);
+                let on = move |path| {
+                    let mut out = vec![0.0; m * n];
+                    move || matmul_quant_on(isa, path, x, w, None, m, &mut out).unwrap()
+                };
+                let (mut untiled, mut tiled, mut float) =
+                    (on(Path::BlocksUntiled), on(Path::Blocks), on(Path::Float));
+                let x32: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32).collect();
+                let mut f32_packed = || matmul_packed(&x32, &packed, None, m, &mut out).unwrap();
+                let t =
+                    time_interleaved(&mut [&mut untiled, &mut tiled, &mut float, &mut f32_packed]);
+                let macs = (m * n * k) as f64;
+                println!(
+                    "{label:>14} {:>5} m={m:<3} µs: 1-row {:>7.1} | tiled {:>7.1} ({:.2}x) | float {:>7.1} | f32 packed {:>7.1} || tiled {:>5.1} GMAC/s, weights {:>5.2} GB/s",
+                    format!("{dtype:?}"),
+                    t[0] * 1e6,
+                    t[1] * 1e6,
+                    t[0] / t[1],
+                    t[2] * 1e6,
+                    t[3] * 1e6,
+                    macs / t[1] / 1e9,
+                    w.bytes() as f64 / t[1] / 1e9,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "a measurement: run by hand with --nocapture"]
+fn batched_k_quants() {
+    batched(
+        &[("down 576x1536", 576, 1536), ("1536x1536", 1536, 1536)],
+        &[GgmlType::Q4_K, GgmlType::Q6_K],
+        &[8, 16, 32],
+    );
+}
+
+#[test]
+#[ignore = "a measurement: run by hand with --nocapture"]
+fn batched_32_blocks() {
+    batched(
+        &[
+            ("q|o 576x576", 576, 576),
+            ("g|u 3072x576", 3072, 576),
+            ("down 576x1536", 576, 1536),
+        ],
+        &[GgmlType::Q8_0, GgmlType::Q5_0],
+        &[8, 16, 24, 32, 48, 64],
+    );
+}
+
+#[test]
+#[ignore = "a measurement: run by hand with --nocapture"]
+fn batched_lm_head() {
+    batched(&[("lm 49152x576", 49152, 576)], &[GgmlType::Q8_0], &[8, 32]);
+}
+
+/// One thread, kernels only (no activation quantisation, no scheduling): nanoseconds per weight
+/// row, token and super-block of the one-row four-token kernel and of tiles of several shapes,
+/// to choose the tile.
+#[cfg(target_arch = "x86_64")]
+#[test]
+#[ignore = "a measurement: run by hand with --nocapture"]
+fn tile_shapes() {
+    use super::activations::{Q8KRow, Q8KRows};
+    use super::avx2_tile::{q4_k_tile, q6_k_tile};
+    use super::kernels::{kernel, Kernel};
+    if detected_isa() != super::isa::Isa::Avx2 {
+        return;
+    }
+    let (n, k, m) = (64, 1536, 32);
+    let x: Vec<f32> = (0..m * k)
+        .map(|i| ((i * 31 % 97) as f32 - 48.0) / 40.0)
+        .collect();
+    let q = Q8KRows::new(detected_isa(), &x, m, k);
+    let rows: Vec<Q8KRow<'_>> = (0..m).map(|t| q.row(t)).collect();
+    let rows = &rows[..];
+    for dtype in [GgmlType::Q4_K, GgmlType::Q6_K] {
+        let w = weights(dtype, n, k);
+        let bytes = &w.segments()[0].data;
+        let rb = bytes.len() / n;
+        let Kernel::BlocksK(_, Some(dot4), _) = kernel(detected_isa(), dtype) else {
+            panic!()
+        };
+        let mut x4 = || {
+            for r in 0..n {
+                for t in (0..m).step_by(4) {
+                    std::hint::black_box(dot4(
+                        &bytes[r * rb..][..rb],
+                        rows[t..t + 4].try_into().unwrap(),
+                    ));
+                }
+            }
+        };
+        macro_rules! tile {
+            ($r:expr, $t:expr) => {
+                move || {
+                    for r in (0..n).step_by($r) {
+                        for t in (0..m).step_by($t) {
+                            let a: &[Q8KRow<'_>; $t] = rows[t..t + $t].try_into().unwrap();
+                            // SAFETY: AVX2 detected above; `$r` rows from row r and `$t` tokens
+                            // of k / 256 super-blocks each are in range.
+                            std::hint::black_box(unsafe {
+                                if dtype == GgmlType::Q4_K {
+                                    q4_k_tile::<$r, $t>(&bytes[r * rb..], rb, a)[0][0]
+                                } else {
+                                    q6_k_tile::<$r, $t>(&bytes[r * rb..], rb, a)[0][0]
+                                }
+                            });
+                        }
+                    }
+                }
+            };
+        }
+        let (mut a, mut b, mut c, mut d, mut e) = (
+            tile!(1, 4),
+            tile!(1, 8),
+            tile!(2, 4),
+            tile!(2, 8),
+            tile!(4, 8),
+        );
+        let t = time_interleaved(&mut [&mut x4, &mut a, &mut b, &mut c, &mut d, &mut e]);
+        let per = (n * m * k / 256) as f64;
+        let names = ["1x4 (old)", "1x4", "1x8", "2x4", "2x8", "4x8"];
+        let line: Vec<String> = names
+            .iter()
+            .zip(&t)
+            .map(|(name, s)| format!("{name} {:.2}", s * 1e9 / per))
+            .collect();
+        println!(
+            "{dtype:?} ns per row·token·super-block: {}",
+            line.join(" | ")
+        );
+    }
 }

@@ -10,15 +10,30 @@ pub type Dot32 = fn(&[u8], Q8Row<'_>) -> f32;
 pub type DotK = fn(&[u8], Q8KRow<'_>) -> f32;
 /// One weight row against four activation rows (each block decoded once for the four).
 pub type Dot32x4 = fn(&[u8], &[Q8Row<'_>; 4]) -> [f32; 4];
+/// [`TILE_ROWS`] weight rows (`row_bytes` apart) against [`TILE_TOKENS`] activation rows.
+pub type Dot32Tile = fn(&[u8], usize, &[Q8Row<'_>; TILE_TOKENS]) -> [[f32; TILE_TOKENS]; TILE_ROWS];
 pub type DotKx4 = fn(&[u8], &[Q8KRow<'_>; 4]) -> [f32; 4];
+/// [`TILE_ROWS`] weight rows (`row_bytes` apart in the slice) against [`TILE_TOKENS`] activation
+/// rows: each block decoded once per row for all the tokens, each activation block reused from
+/// L1 across the rows.
+pub type DotKTile = fn(&[u8], usize, &[Q8KRow<'_>; TILE_TOKENS]) -> [[f32; TILE_TOKENS]; TILE_ROWS];
+
+/// Weight rows per tile. The tile kernels keep one row's token accumulators in registers and
+/// walk the rows inside each super-block, so more rows only add L1 reuse of the activations.
+pub const TILE_ROWS: usize = 2;
+/// Tokens per tile: eight i32 accumulators plus the unpacked codes and scales fill the sixteen
+/// AVX2 registers.
+pub const TILE_TOKENS: usize = 8;
 
 /// How rows of one weight type are multiplied.
 #[derive(Clone, Copy)]
 pub enum Kernel {
-    /// Against 32-element int8 activation blocks, with a four-token form where there is one.
-    Blocks32(Dot32, Option<Dot32x4>),
-    /// Against 256-element int8 activation blocks with per-16 sums (the K-quants).
-    BlocksK(DotK, Option<DotKx4>),
+    /// Against 32-element int8 activation blocks, with a four-token form and a rows × tokens
+    /// tile where there are.
+    Blocks32(Dot32, Option<Dot32x4>, Option<Dot32Tile>),
+    /// Against 256-element int8 activation blocks with per-16 sums (the K-quants), with a
+    /// four-token form and a rows × tokens tile where there are.
+    BlocksK(DotK, Option<DotKx4>, Option<DotKTile>),
     /// No block kernel: rows are dequantised to f32 (the float types, types not done yet).
     Float,
 }
@@ -35,18 +50,18 @@ pub fn kernel(isa: Isa, dtype: GgmlType) -> Kernel {
 
 fn portable_kernel(dtype: GgmlType) -> Kernel {
     match dtype {
-        GgmlType::Q8_0 => Kernel::Blocks32(portable::q8_0, None),
-        GgmlType::Q4_0 => Kernel::Blocks32(portable::q4_0, None),
-        GgmlType::Q4_1 => Kernel::Blocks32(portable::q4_1, None),
-        GgmlType::Q5_0 => Kernel::Blocks32(portable::q5_0, None),
-        GgmlType::Q5_1 => Kernel::Blocks32(portable::q5_1, None),
-        GgmlType::IQ4_NL => Kernel::Blocks32(portable_k::iq4_nl, None),
-        GgmlType::Q2_K => Kernel::BlocksK(portable_k::q2_k, None),
-        GgmlType::Q3_K => Kernel::BlocksK(portable_k::q3_k, None),
-        GgmlType::Q4_K => Kernel::BlocksK(portable_k::q4_k, None),
-        GgmlType::Q5_K => Kernel::BlocksK(portable_k::q5_k, None),
-        GgmlType::Q6_K => Kernel::BlocksK(portable_k::q6_k, None),
-        GgmlType::IQ4_XS => Kernel::BlocksK(portable_k::iq4_xs, None),
+        GgmlType::Q8_0 => Kernel::Blocks32(portable::q8_0, None, None),
+        GgmlType::Q4_0 => Kernel::Blocks32(portable::q4_0, None, None),
+        GgmlType::Q4_1 => Kernel::Blocks32(portable::q4_1, None, None),
+        GgmlType::Q5_0 => Kernel::Blocks32(portable::q5_0, None, None),
+        GgmlType::Q5_1 => Kernel::Blocks32(portable::q5_1, None, None),
+        GgmlType::IQ4_NL => Kernel::Blocks32(portable_k::iq4_nl, None, None),
+        GgmlType::Q2_K => Kernel::BlocksK(portable_k::q2_k, None, None),
+        GgmlType::Q3_K => Kernel::BlocksK(portable_k::q3_k, None, None),
+        GgmlType::Q4_K => Kernel::BlocksK(portable_k::q4_k, None, None),
+        GgmlType::Q5_K => Kernel::BlocksK(portable_k::q5_k, None, None),
+        GgmlType::Q6_K => Kernel::BlocksK(portable_k::q6_k, None, None),
+        GgmlType::IQ4_XS => Kernel::BlocksK(portable_k::iq4_xs, None, None),
         // Float types, and Q8_1/Q8_K (activation formats, not found as weights).
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_1 | GgmlType::Q8_K => {
             Kernel::Float
@@ -60,8 +75,8 @@ mod avx2 {
     //! `Isa::Avx2`, which `detected_isa` returns only after checking the CPU.
 
     use super::super::activations::{Q8KRow, Q8Row, QK32, QKK};
-    use super::super::{avx2 as simd, avx2_k as simd_k};
-    use super::Kernel;
+    use super::super::{avx2 as simd, avx2_k as simd_k, avx2_tile as tile};
+    use super::{Kernel, TILE_ROWS, TILE_TOKENS};
     use crate::device::quant::GgmlType;
 
     /// Whether `a` holds `blocks` blocks of codes and sums.
@@ -70,7 +85,23 @@ mod avx2 {
     }
 
     macro_rules! safe {
-        ($name:ident, $four:ident, $block_bytes:expr) => {
+        ($name:ident, $four:ident, $tile:ident, $block_bytes:expr) => {
+            fn $tile(
+                w: &[u8],
+                row_bytes: usize,
+                a: &[Q8Row<'_>; TILE_TOKENS],
+            ) -> [[f32; TILE_TOKENS]; TILE_ROWS] {
+                let blocks = a[0].d.len();
+                assert!(
+                    row_bytes >= blocks * $block_bytes
+                        && w.len() >= (TILE_ROWS - 1) * row_bytes + blocks * $block_bytes
+                        && a.iter().all(|r| sized(r, blocks))
+                );
+                // SAFETY: as for the one-row kernels; every row of the tile and every token's
+                // blocks are checked just above.
+                unsafe { simd::$tile::<TILE_ROWS, TILE_TOKENS>(w, row_bytes, a) }
+            }
+
             fn $name(w: &[u8], a: Q8Row<'_>) -> f32 {
                 let blocks = a.d.len();
                 assert!(w.len() >= blocks * $block_bytes && sized(&a, blocks));
@@ -87,11 +118,11 @@ mod avx2 {
             }
         };
     }
-    safe!(q8_0, q8_0_x4, 34);
-    safe!(q4_0, q4_0_x4, 18);
-    safe!(q4_1, q4_1_x4, 20);
-    safe!(q5_0, q5_0_x4, 22);
-    safe!(q5_1, q5_1_x4, 24);
+    safe!(q8_0, q8_0_x4, q8_0_tile, 34);
+    safe!(q4_0, q4_0_x4, q4_0_tile, 18);
+    safe!(q4_1, q4_1_x4, q4_1_tile, 20);
+    safe!(q5_0, q5_0_x4, q5_0_tile, 22);
+    safe!(q5_1, q5_1_x4, q5_1_tile, 24);
 
     /// Whether `a` holds `blocks` super-blocks of codes and sums.
     fn sized_k(a: &Q8KRow<'_>, blocks: usize) -> bool {
@@ -118,16 +149,38 @@ mod avx2 {
     safe_k!(q4_k, q4_k_x4, 144);
     safe_k!(q6_k, q6_k_x4, 210);
 
+    macro_rules! safe_tile {
+        ($name:ident, $kernel:ident, $block_bytes:expr) => {
+            fn $name(
+                w: &[u8],
+                row_bytes: usize,
+                a: &[Q8KRow<'_>; TILE_TOKENS],
+            ) -> [[f32; TILE_TOKENS]; TILE_ROWS] {
+                let blocks = a[0].d.len();
+                assert!(
+                    row_bytes >= blocks * $block_bytes
+                        && w.len() >= (TILE_ROWS - 1) * row_bytes + blocks * $block_bytes
+                        && a.iter().all(|r| sized_k(r, blocks))
+                );
+                // SAFETY: as for the one-row kernels; every row of the tile and every token's
+                // blocks are checked just above.
+                unsafe { tile::$kernel::<TILE_ROWS, TILE_TOKENS>(w, row_bytes, a) }
+            }
+        };
+    }
+    safe_tile!(q4_k_tile, q4_k_tile, 144);
+    safe_tile!(q6_k_tile, q6_k_tile, 210);
+
     /// AVX2 kernels where there are, the portable ones for the rest.
     pub fn kernel(dtype: GgmlType) -> Kernel {
         match dtype {
-            GgmlType::Q8_0 => Kernel::Blocks32(q8_0, Some(q8_0_x4)),
-            GgmlType::Q4_0 => Kernel::Blocks32(q4_0, Some(q4_0_x4)),
-            GgmlType::Q4_1 => Kernel::Blocks32(q4_1, Some(q4_1_x4)),
-            GgmlType::Q5_0 => Kernel::Blocks32(q5_0, Some(q5_0_x4)),
-            GgmlType::Q5_1 => Kernel::Blocks32(q5_1, Some(q5_1_x4)),
-            GgmlType::Q4_K => Kernel::BlocksK(q4_k, Some(q4_k_x4)),
-            GgmlType::Q6_K => Kernel::BlocksK(q6_k, Some(q6_k_x4)),
+            GgmlType::Q8_0 => Kernel::Blocks32(q8_0, Some(q8_0_x4), Some(q8_0_tile)),
+            GgmlType::Q4_0 => Kernel::Blocks32(q4_0, Some(q4_0_x4), Some(q4_0_tile)),
+            GgmlType::Q4_1 => Kernel::Blocks32(q4_1, Some(q4_1_x4), Some(q4_1_tile)),
+            GgmlType::Q5_0 => Kernel::Blocks32(q5_0, Some(q5_0_x4), Some(q5_0_tile)),
+            GgmlType::Q5_1 => Kernel::Blocks32(q5_1, Some(q5_1_x4), Some(q5_1_tile)),
+            GgmlType::Q4_K => Kernel::BlocksK(q4_k, Some(q4_k_x4), Some(q4_k_tile)),
+            GgmlType::Q6_K => Kernel::BlocksK(q6_k, Some(q6_k_x4), Some(q6_k_tile)),
             other => super::portable_kernel(other),
         }
     }

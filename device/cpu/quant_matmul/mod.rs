@@ -6,6 +6,10 @@
 //! 5/32 of its f32 size), which is what bounds a decode step. Types without a block kernel go
 //! through [`float_tile`]: rows dequantised to f32, then a GEMM.
 //!
+//! Batches go through tiles of weight rows × eight tokens where the instruction set has them
+//! (`avx2_tile` for the K-quants, the 8-token form of `avx2`'s block loop for the 32-element
+//! types): a block's codes and scales are unpacked once for the eight tokens.
+//!
 //! Work splits over weight rows: each task takes a chunk of rows of one segment (one type) and
 //! computes them for every token, so a row's bytes are fetched from memory once and reused from
 //! cache for all `m` tokens.
@@ -15,6 +19,8 @@ mod activations;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx2_k;
+#[cfg(target_arch = "x86_64")]
+mod avx2_tile;
 #[cfg(test)]
 mod bench;
 mod float_tile;
@@ -34,7 +40,7 @@ use super::gemm::{add_bias, check_operands};
 use crate::device::quant::matrix::QuantMatrix;
 use activations::{Q8KRows, Q8Rows};
 use isa::{detected_isa, Isa};
-use kernels::{kernel, Kernel};
+use kernels::{kernel, Kernel, TILE_ROWS, TILE_TOKENS};
 
 /// Weight rows per task: enough tasks to balance threads even for a 192-row k/v projection,
 /// few enough that a 49152-row lm_head does not drown in scheduling.
@@ -63,6 +69,10 @@ enum Path {
     /// Always the block kernel (tests, measurements).
     #[cfg(test)]
     Blocks,
+    /// The block kernel without its rows × tokens tile (one row against four tokens at most):
+    /// what the tile is measured and checked against.
+    #[cfg(test)]
+    BlocksUntiled,
     /// Always dequantise-then-GEMM (tests, measurements).
     #[cfg(test)]
     Float,
@@ -90,14 +100,21 @@ fn matmul_quant_on(
             let float = match path {
                 Path::Measured => float_tile::prefer_float(s.dtype, m),
                 #[cfg(test)]
-                Path::Blocks => false,
+                Path::Blocks | Path::BlocksUntiled => false,
                 #[cfg(test)]
                 Path::Float => true,
             };
-            if float {
-                Kernel::Float
-            } else {
-                kernel(isa, s.dtype)
+            match kernel(isa, s.dtype) {
+                _ if float => Kernel::Float,
+                #[cfg(test)]
+                Kernel::Blocks32(dot, dot4, _) if path == Path::BlocksUntiled => {
+                    Kernel::Blocks32(dot, dot4, None)
+                }
+                #[cfg(test)]
+                Kernel::BlocksK(dot, dot4, _) if path == Path::BlocksUntiled => {
+                    Kernel::BlocksK(dot, dot4, None)
+                }
+                kn => kn,
             }
         })
         .collect();
@@ -142,13 +159,15 @@ fn matmul_quant_on(
         .try_for_each(|(dtype, kn, bytes, rows, dst)| -> Result<()> {
             let row_bytes = bytes.len() / rows;
             match kn {
-                Kernel::Blocks32(dot, dot4) => {
+                Kernel::Blocks32(dot, dot4, tile) => {
                     let q = q32.as_ref().expect("quantised for a Blocks32 kernel");
-                    rows_times_tokens(bytes, row_bytes, m, dst, |t| q.row(t), dot, dot4);
+                    let kernels = RowKernels { dot, dot4, tile };
+                    rows_times_tokens(bytes, row_bytes, m, dst, |t| q.row(t), kernels);
                 }
-                Kernel::BlocksK(dot, dot4) => {
+                Kernel::BlocksK(dot, dot4, tile) => {
                     let q = qk.as_ref().expect("quantised for a BlocksK kernel");
-                    rows_times_tokens(bytes, row_bytes, m, dst, |t| q.row(t), dot, dot4);
+                    let kernels = RowKernels { dot, dot4, tile };
+                    rows_times_tokens(bytes, row_bytes, m, dst, |t| q.row(t), kernels);
                 }
                 Kernel::Float => float_tile::multiply(dtype, bytes, rows, k, x, m, dst)?,
             }
@@ -169,28 +188,74 @@ fn matmul_quant_on(
 /// A kernel of one weight row against four activation rows.
 type DotX4<A> = fn(&[u8], &[A; 4]) -> [f32; 4];
 
-/// `dst[r * m + t] = dot(row r, activation row t)` for the weight rows in `bytes`, four tokens at
-/// a time where there is a four-token kernel.
+/// A kernel of [`TILE_ROWS`] weight rows (`row_bytes` apart) against [`TILE_TOKENS`] activation
+/// rows.
+type Tile<A> = fn(&[u8], usize, &[A; TILE_TOKENS]) -> [[f32; TILE_TOKENS]; TILE_ROWS];
+
+/// The kernels of one weight type against activations of type `A`, widest first.
+#[derive(Clone, Copy)]
+struct RowKernels<A> {
+    dot: fn(&[u8], A) -> f32,
+    dot4: Option<DotX4<A>>,
+    tile: Option<Tile<A>>,
+}
+
+/// `dst[r * m + t] = dot(row r, activation row t)` for the weight rows in `bytes`: whole tiles
+/// of rows × tokens where there is a tile kernel, the tokens left over (and the rows left over)
+/// four at a time, then one at a time.
 fn rows_times_tokens<'a, A: Copy + 'a>(
     bytes: &[u8],
     row_bytes: usize,
     m: usize,
     dst: &mut [f32],
     act: impl Fn(usize) -> A,
-    dot: fn(&[u8], A) -> f32,
-    dot4: Option<DotX4<A>>,
+    kernels: RowKernels<A>,
 ) {
-    for (wr, o) in bytes.chunks_exact(row_bytes).zip(dst.chunks_exact_mut(m)) {
-        let mut t = 0;
-        if let Some(dot4) = dot4 {
-            while t + 4 <= m {
-                o[t..t + 4]
-                    .copy_from_slice(&dot4(wr, &[act(t), act(t + 1), act(t + 2), act(t + 3)]));
-                t += 4;
+    let rows = bytes.len() / row_bytes;
+    let mut r0 = 0;
+    if let Some(tile) = kernels.tile.filter(|_| m >= TILE_TOKENS) {
+        let whole_tokens = m - m % TILE_TOKENS;
+        while r0 + TILE_ROWS <= rows {
+            let group = &bytes[r0 * row_bytes..(r0 + TILE_ROWS) * row_bytes];
+            let out = &mut dst[r0 * m..(r0 + TILE_ROWS) * m];
+            for t in (0..whole_tokens).step_by(TILE_TOKENS) {
+                let acts: [A; TILE_TOKENS] = std::array::from_fn(|i| act(t + i));
+                for (r, vals) in tile(group, row_bytes, &acts).iter().enumerate() {
+                    out[r * m + t..r * m + t + TILE_TOKENS].copy_from_slice(vals);
+                }
             }
+            for (wr, o) in group.chunks_exact(row_bytes).zip(out.chunks_exact_mut(m)) {
+                row_times_tokens(wr, whole_tokens, o, &act, kernels);
+            }
+            r0 += TILE_ROWS;
         }
-        for (u, v) in o.iter_mut().enumerate().skip(t) {
-            *v = dot(wr, act(u));
+    }
+    for (wr, o) in bytes[r0 * row_bytes..]
+        .chunks_exact(row_bytes)
+        .zip(dst[r0 * m..].chunks_exact_mut(m))
+    {
+        row_times_tokens(wr, 0, o, &act, kernels);
+    }
+}
+
+/// `o[t] = dot(wr, activation row t)` for the tokens from `t0` to `o.len()`, four at a time where
+/// there is a four-token kernel.
+fn row_times_tokens<'a, A: Copy + 'a>(
+    wr: &[u8],
+    t0: usize,
+    o: &mut [f32],
+    act: &impl Fn(usize) -> A,
+    kernels: RowKernels<A>,
+) {
+    let m = o.len();
+    let mut t = t0;
+    if let Some(dot4) = kernels.dot4 {
+        while t + 4 <= m {
+            o[t..t + 4].copy_from_slice(&dot4(wr, &[act(t), act(t + 1), act(t + 2), act(t + 3)]));
+            t += 4;
         }
+    }
+    for (u, v) in o.iter_mut().enumerate().skip(t) {
+        *v = (kernels.dot)(wr, act(u));
     }
 }

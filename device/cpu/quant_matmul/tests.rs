@@ -229,3 +229,131 @@ fn bad_sizes_are_errors() {
     // No tokens: nothing to do, nothing written.
     matmul_quant(&[], &w, None, 0, &mut []).unwrap();
 }
+
+/// The types with tile kernels on some instruction set, with row lengths to try them on.
+fn tiled_types() -> Vec<(GgmlType, [usize; 3])> {
+    let mut v: Vec<(GgmlType, [usize; 3])> = [
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+    ]
+    .into_iter()
+    .map(|t| (t, [32, 96, 576]))
+    .collect();
+    v.extend([GgmlType::Q4_K, GgmlType::Q6_K].map(|t| (t, [256, 768, 1536])));
+    v
+}
+
+/// The rows × tokens tiles, where this CPU has them, on shapes that leave rows and tokens over
+/// (rows per task not a multiple of the tile, tokens not a multiple of the tile, one token), for
+/// several row lengths: against the f32 product, the one-row kernels and the portable ones.
+#[test]
+fn tiled_kernels_match_on_odd_shapes() {
+    for (dtype, ks) in tiled_types() {
+        for k in ks {
+            for n in [1, 3, 37] {
+                let (w, wf) = matrix(dtype, n, k, (n * k) as u64);
+                for m in [1, 7, 8, 9, 17, 33] {
+                    let x = values(m * k, m as u64);
+                    let abs: Vec<f32> = (0..m * n)
+                        .map(|i| {
+                            let (t, r) = (i / n, i % n);
+                            (0..k).map(|j| (x[t * k + j] * wf[r * k + j]).abs()).sum()
+                        })
+                        .collect();
+                    let run = |isa: Isa, path: Path| {
+                        let mut out = vec![f32::NAN; m * n];
+                        matmul_quant_on(isa, path, &x, &w, None, m, &mut out).unwrap();
+                        out
+                    };
+                    let portable = run(Isa::Portable, Path::Blocks);
+                    for isa in available_isas() {
+                        let what = format!("{isa:?} {dtype:?} n={n} k={k} m={m}");
+                        let block = vec![activation_block(isa, dtype); n];
+                        let tiled = run(isa, Path::Blocks);
+                        check(&what, &tiled, &x, &wf, None, &block, m, k);
+                        let untiled = run(isa, Path::BlocksUntiled);
+                        for (i, ((a, b), c)) in
+                            tiled.iter().zip(&untiled).zip(&portable).enumerate()
+                        {
+                            let tol = 1e-5 * abs[i] + 1e-6;
+                            assert!(
+                                (a - b).abs() <= tol && (a - c).abs() <= tol,
+                                "{what} out[{}, {}]: tiled {a}, untiled {b}, portable {c}",
+                                i / n,
+                                i % n
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The tile kernels called directly (so a driver that never reached them could not pass), every
+/// entry against the portable one-row kernel, rows not adjacent in memory (`row_bytes` wider
+/// than a row) as the tile's contract allows.
+#[test]
+fn tile_kernels_match_the_portable_dot() {
+    use super::activations::{Q8KRows, Q8Rows};
+    use super::kernels::{TILE_ROWS, TILE_TOKENS};
+    let mut tiles_seen = 0;
+    for isa in available_isas() {
+        for (dtype, ks) in tiled_types() {
+            for k in ks {
+                // Two rows per tile row: the tile reads every other row.
+                let (w, wf) = matrix(dtype, 2 * TILE_ROWS, k, k as u64 + 5);
+                let bytes = &w.segments()[0].data;
+                let row_bytes = bytes.len() / (2 * TILE_ROWS);
+                let x = values(TILE_TOKENS * k, 17);
+                // (tile result, portable result per tile row and token), for either block form.
+                let (got, want): (Vec<[f32; TILE_TOKENS]>, Vec<Vec<f32>>) =
+                    match (kernel(isa, dtype), kernel(Isa::Portable, dtype)) {
+                        (Kernel::BlocksK(_, _, Some(tile)), Kernel::BlocksK(dot, ..)) => {
+                            let q = Q8KRows::new(isa, &x, TILE_TOKENS, k);
+                            let got =
+                                tile(bytes, 2 * row_bytes, &std::array::from_fn(|t| q.row(t)));
+                            let want = (0..TILE_ROWS)
+                                .map(|r| {
+                                    let wr = &bytes[2 * r * row_bytes..(2 * r + 1) * row_bytes];
+                                    (0..TILE_TOKENS).map(|t| dot(wr, q.row(t))).collect()
+                                })
+                                .collect();
+                            (got.to_vec(), want)
+                        }
+                        (Kernel::Blocks32(_, _, Some(tile)), Kernel::Blocks32(dot, ..)) => {
+                            let q = Q8Rows::new(isa, &x, TILE_TOKENS, k);
+                            let got =
+                                tile(bytes, 2 * row_bytes, &std::array::from_fn(|t| q.row(t)));
+                            let want = (0..TILE_ROWS)
+                                .map(|r| {
+                                    let wr = &bytes[2 * r * row_bytes..(2 * r + 1) * row_bytes];
+                                    (0..TILE_TOKENS).map(|t| dot(wr, q.row(t))).collect()
+                                })
+                                .collect();
+                            (got.to_vec(), want)
+                        }
+                        _ => continue,
+                    };
+                tiles_seen += 1;
+                for (r, (vals, want)) in got.iter().zip(&want).enumerate() {
+                    for (t, (v, want)) in vals.iter().zip(want).enumerate() {
+                        let abs: f32 = (0..k)
+                            .map(|j| (x[t * k + j] * wf[2 * r * k + j]).abs())
+                            .sum();
+                        assert!(
+                            (v - want).abs() <= 1e-5 * abs + 1e-6,
+                            "{isa:?} {dtype:?} k={k} tile[{r}][{t}] = {v}, portable {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // Every type listed has a tile on AVX2; the portable set has none.
+    let expected = if available_isas().len() > 1 { 21 } else { 0 };
+    assert_eq!(tiles_seen, expected);
+}
