@@ -86,28 +86,37 @@ unsafe fn dot_blocks<const N: usize, const SIGNED: bool, const OFFSET: bool>(
     debug_assert!(a
         .iter()
         .all(|r| r.qs.len() >= blocks * QK32 && r.d.len() == blocks));
-    // Two accumulators per token (vector and offset), for even and odd blocks, where there are
-    // few tokens: one chain would make every block wait out the previous block's add latency.
-    // From eight tokens their own chains hide it, and sixteen vector accumulators would not fit
-    // the registers.
-    let chains = if N >= 8 { 1 } else { 2 };
     let mut acc = [[_mm256_setzero_ps(); N]; 2];
     let mut offsets = [[0f32; N]; 2];
-    for first in (0..blocks).step_by(chains) {
-        for (lane, (acc, offsets)) in acc.iter_mut().zip(&mut offsets).take(chains).enumerate() {
-            let b = first + lane;
-            if b >= blocks {
-                break;
-            }
+    // Block `b` into one chain of accumulators (vector and offset, per token).
+    macro_rules! block {
+        ($b:expr, $acc:expr, $offsets:expr) => {{
+            let b = $b;
             let (q, d, offset) = codes(w.as_ptr().add(b * block_bytes));
             let u = if SIGNED { _mm256_abs_epi8(q) } else { q };
             for t in 0..N {
                 let s = _mm256_loadu_si256(a[t].qs.as_ptr().add(b * QK32) as *const __m256i);
                 let s = if SIGNED { _mm256_sign_epi8(s, q) } else { s };
-                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t].d[b]), dot_u8_i8(u, s), acc[t]);
+                $acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[t].d[b]), dot_u8_i8(u, s), $acc[t]);
                 if OFFSET {
-                    offsets[t] += offset * a[t].sum[b];
+                    $offsets[t] += offset * a[t].sum[b];
                 }
+            }
+        }};
+    }
+    if N >= 8 {
+        // From eight tokens the tokens' own chains hide the add latency, and a second set of
+        // accumulators would not fit the registers.
+        for b in 0..blocks {
+            block!(b, acc[0], offsets[0]);
+        }
+    } else {
+        // Few tokens: two chains, for even and odd blocks, or every block would wait out the
+        // previous block's add latency.
+        for pair in (0..blocks).step_by(2) {
+            block!(pair, acc[0], offsets[0]);
+            if pair + 1 < blocks {
+                block!(pair + 1, acc[1], offsets[1]);
             }
         }
     }
