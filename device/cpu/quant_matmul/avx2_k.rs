@@ -10,6 +10,28 @@ use super::activations::{Q8KRow, QKK};
 use super::avx2::{f16_at, hsum};
 use super::portable_k::k4_scale_min;
 
+/// One 64-code chunk of a Q4_K super-block against its activations at `qa`: the low nibbles
+/// times the first 32 activation bytes and the high nibbles times the next 32, each pair summed
+/// and weighted by its sub-block scale (`s_lo`, `s_hi`, as i16 lanes), as eight i32 lanes.
+///
+/// # Safety
+/// AVX2 must be available and `qa` must point at 64 readable bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q4_k_chunk(
+    lo: __m256i,
+    hi: __m256i,
+    s_lo: __m256i,
+    s_hi: __m256i,
+    qa: *const i8,
+) -> __m256i {
+    let a_lo = _mm256_loadu_si256(qa as *const __m256i);
+    let a_hi = _mm256_loadu_si256(qa.add(32) as *const __m256i);
+    let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a_lo), s_lo);
+    let p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a_hi), s_hi);
+    _mm256_add_epi32(p_lo, p_hi)
+}
+
 /// Q4_K over `N` tokens: 144-byte super-blocks (`d`, `dmin`, 12 scale bytes, 128 code bytes).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -44,11 +66,7 @@ unsafe fn q4_k_n<const N: usize>(w: &[u8], a: &[Q8KRow<'_>; N]) -> [f32; N] {
             );
             for t in 0..N {
                 let qa = a[t].qs.as_ptr().add(b * QKK + 64 * c);
-                let a_lo = _mm256_loadu_si256(qa as *const __m256i);
-                let a_hi = _mm256_loadu_si256(qa.add(32) as *const __m256i);
-                let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a_lo), s_lo);
-                let p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a_hi), s_hi);
-                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(p_lo, p_hi));
+                sumi[t] = _mm256_add_epi32(sumi[t], q4_k_chunk(lo, hi, s_lo, s_hi, qa));
             }
         }
         for t in 0..N {

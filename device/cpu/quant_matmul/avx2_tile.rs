@@ -12,6 +12,7 @@ use std::arch::x86_64::*;
 
 use super::activations::{Q8KRow, QKK};
 use super::avx2::{f16_at, hsum};
+use super::avx2_k::q4_k_chunk;
 
 /// Q4_K's eight 6-bit scales and eight 6-bit minimums, one per byte, from the 12 packed bytes
 /// at `p`: sub-blocks 0..4 hold them in the low six bits of bytes 0..4 (scales) and 4..8
@@ -71,11 +72,7 @@ pub unsafe fn q4_k_tile<const R: usize, const T: usize>(
                 let (s_lo, s_hi) = (splat_byte(sc, 2 * c), splat_byte(sc, 2 * c + 1));
                 for t in 0..T {
                     let qa = a[t].qs.as_ptr().add(b * QKK + 64 * c);
-                    let a_lo = _mm256_loadu_si256(qa as *const __m256i);
-                    let a_hi = _mm256_loadu_si256(qa.add(32) as *const __m256i);
-                    let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a_lo), s_lo);
-                    let p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a_hi), s_hi);
-                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(p_lo, p_hi));
+                    sumi[t] = _mm256_add_epi32(sumi[t], q4_k_chunk(lo, hi, s_lo, s_hi, qa));
                 }
             }
             // Each minimum twice, matching the two 16-element sums of its sub-block.

@@ -309,32 +309,28 @@ fn tile_kernels_match_the_portable_dot() {
                 let bytes = &w.segments()[0].data;
                 let row_bytes = bytes.len() / (2 * TILE_ROWS);
                 let x = values(TILE_TOKENS * k, 17);
-                // (tile result, portable result per tile row and token), for either block form.
+                // (tile result, portable result per tile row and token), for either block form:
+                // `$rows` quantises the activations the way that form's kernels read them.
+                macro_rules! tile_and_portable {
+                    ($rows:ident, $tile:expr, $dot:expr) => {{
+                        let q = $rows::new(isa, &x, TILE_TOKENS, k);
+                        let got = $tile(bytes, 2 * row_bytes, &std::array::from_fn(|t| q.row(t)));
+                        let want: Vec<Vec<f32>> = (0..TILE_ROWS)
+                            .map(|r| {
+                                let wr = &bytes[2 * r * row_bytes..(2 * r + 1) * row_bytes];
+                                (0..TILE_TOKENS).map(|t| $dot(wr, q.row(t))).collect()
+                            })
+                            .collect();
+                        (got.to_vec(), want)
+                    }};
+                }
                 let (got, want): (Vec<[f32; TILE_TOKENS]>, Vec<Vec<f32>>) =
                     match (kernel(isa, dtype), kernel(Isa::Portable, dtype)) {
                         (Kernel::BlocksK(_, _, Some(tile)), Kernel::BlocksK(dot, ..)) => {
-                            let q = Q8KRows::new(isa, &x, TILE_TOKENS, k);
-                            let got =
-                                tile(bytes, 2 * row_bytes, &std::array::from_fn(|t| q.row(t)));
-                            let want = (0..TILE_ROWS)
-                                .map(|r| {
-                                    let wr = &bytes[2 * r * row_bytes..(2 * r + 1) * row_bytes];
-                                    (0..TILE_TOKENS).map(|t| dot(wr, q.row(t))).collect()
-                                })
-                                .collect();
-                            (got.to_vec(), want)
+                            tile_and_portable!(Q8KRows, tile, dot)
                         }
                         (Kernel::Blocks32(_, _, Some(tile)), Kernel::Blocks32(dot, ..)) => {
-                            let q = Q8Rows::new(isa, &x, TILE_TOKENS, k);
-                            let got =
-                                tile(bytes, 2 * row_bytes, &std::array::from_fn(|t| q.row(t)));
-                            let want = (0..TILE_ROWS)
-                                .map(|r| {
-                                    let wr = &bytes[2 * r * row_bytes..(2 * r + 1) * row_bytes];
-                                    (0..TILE_TOKENS).map(|t| dot(wr, q.row(t))).collect()
-                                })
-                                .collect();
-                            (got.to_vec(), want)
+                            tile_and_portable!(Q8Rows, tile, dot)
                         }
                         _ => continue,
                     };
