@@ -405,13 +405,14 @@ fn kernels(bench: &mut Bench) {
                 seed: r,
                 position: 0,
                 logprobs: None,
+                constrained: false,
             })
             .collect();
         let mut out = Vec::with_capacity(srows);
         let us = bench.time(|b| {
             out.clear();
             assert!(b
-                .sample_rows(&slogits, svocab, &params, &mut smeta, &mut out)
+                .sample_rows(&slogits, svocab, &params, &[], &mut smeta, &mut out)
                 .unwrap());
         });
         let shape = format!("{rows} rows x {svocab}");

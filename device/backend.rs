@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::Result;
 
 use super::quant::matrix::QuantMatrix;
-use super::sampling::{DeviceSampling, Sampled};
+use super::sampling::{DeviceSampling, RowConstraint, Sampled};
 use super::step::StepInput;
 
 /// Layout of the fused q|k|v projection output: each row is `[q heads | k heads | v heads]`.
@@ -275,13 +275,15 @@ pub trait DeviceSampler<B: Backend + ?Sized> {
     fn carry_tokens(&self, meta: &mut B::Meta, prev: &B::Meta) -> Result<()>;
 
     /// Samples the first `rows` rows of `logits` (`[rows, vocab]`) with the step's sampling
-    /// entries, on the device, leaving the results in `meta`. Same token as
+    /// entries, on the device, leaving the results in `meta`; `constraints` holds one
+    /// [`RowConstraint`] per constrained entry among them, in order. Same token as
     /// [`crate::device::sampling::sample`] for the same entry (see `DeviceSampling`).
     fn sample_launch(
         &self,
         logits: &B::Tensor,
         vocab: usize,
         rows: usize,
+        constraints: &[RowConstraint],
         meta: &mut B::Meta,
     ) -> Result<()>;
 

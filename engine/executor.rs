@@ -8,9 +8,12 @@
 //! are resolved from the host copy of those samples, or on the device when the previous step is
 //! still in flight.
 //!
-//! A host-sampled step's constrained rows have their grammar masks computed on other threads
-//! while its forward pass runs (`grammar::MaskPool`): a mask needs only the tokens sampled
-//! before the step, so only sampling waits for it.
+//! A step's constrained rows have their grammar masks computed on other threads while its
+//! forward pass runs (`grammar::MaskPool`): a mask needs only the tokens sampled before the
+//! step, so only sampling waits for it. On a device sampler such a step's forward pass is
+//! launched at once and its sampling once it is the oldest step out (the tokens before it are
+//! then recorded): the device runs the forward pass while the host collects the step before and
+//! computes the masks.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +22,9 @@ use std::time::Instant;
 use crate::device::backend::Backend;
 use crate::device::kv_cache::KvCache;
 use crate::device::sampling::grammar::{ConstraintMatcher, MaskPool};
-use crate::device::sampling::{sample, DeviceSampling, Sampled, SamplerScratch, SamplerState};
+use crate::device::sampling::{
+    sample, DeviceSampling, RowConstraint, Sampled, SamplerScratch, SamplerState,
+};
 use crate::engine::request::RequestId;
 use crate::engine::scheduler::batch::Batch;
 use crate::runner::Runner;
@@ -290,7 +295,73 @@ impl<B: Backend> Executor<B> {
             self.drain(done);
             self.prev_sampled = vec![0; batch.samples.len()];
             done.push(StepOutput::failed(batch, started, why));
+            return;
         }
+        // Alone out, a constrained step's rows have every token before them recorded.
+        self.sample_awaiting();
+    }
+
+    /// Launches the sampling of the oldest launched step when it waits for its rows'
+    /// constraints: every token before it is recorded, so their masks are computed now (on the
+    /// pool, rows of different grammars in parallel) while the device runs its forward pass.
+    fn sample_awaiting(&mut self) {
+        let Executor {
+            model,
+            samplers,
+            launched,
+            masks,
+            ..
+        } = self;
+        let Some((batch, sampling)) = launched.awaiting_front() else {
+            return;
+        };
+        let rows: Vec<(usize, RequestId)> = batch
+            .samples
+            .iter()
+            .zip(sampling)
+            .enumerate()
+            .filter(|(_, (_, e))| e.constrained)
+            .map(|(i, (slot, _))| (i, slot.id))
+            .collect();
+        masks.overlap(constrained_rows(samplers, batch), || ());
+        let at: HashMap<RequestId, usize> =
+            rows.iter().enumerate().map(|(j, r)| (r.1, j)).collect();
+        let mut made: Vec<Option<Result<RowConstraint, String>>> = vec![None; rows.len()];
+        for (id, state) in samplers.iter_mut() {
+            if let Some(&j) = at.get(id) {
+                // A grammar that panics fails its request only.
+                let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    if let Some(c) = state.constraint_mut() {
+                        c.prepare();
+                    }
+                }));
+                made[j] = Some(match prepared {
+                    Ok(()) => Ok(state.row_constraint().unwrap_or_default()),
+                    Err(p) => Err(format!("sampling failed: {}", panic_message(&*p))),
+                });
+            }
+        }
+        let mut failed = Vec::new();
+        let constraints: Vec<RowConstraint> = made
+            .into_iter()
+            .zip(&rows)
+            .map(|(c, &(i, id))| match c {
+                Some(Ok(c)) => c,
+                other => {
+                    let why = match other {
+                        Some(Err(why)) => why,
+                        _ => format!("internal error: no sampler state for request {id}"),
+                    };
+                    failed.push((i, why));
+                    // Nothing allowed: the row's sample is discarded with its request.
+                    RowConstraint {
+                        bias: &[],
+                        mask: Some(&[]),
+                    }
+                }
+            })
+            .collect();
+        launched.sample_front(model, &constraints, failed);
     }
 
     /// Waits for the oldest launched step and records its samples; `None` when none is out.
@@ -309,6 +380,8 @@ impl<B: Backend> Executor<B> {
             self.prev_sampled
                 .extend(out.sampled.iter().map(|s| s.token));
         }
+        // The next step out may be a constrained one whose rows' tokens are now all recorded.
+        self.sample_awaiting();
         Some(out)
     }
 }

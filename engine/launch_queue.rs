@@ -5,6 +5,10 @@
 //! streams and plans. Step N+1's placeholders are then filled on the device from step N's
 //! samples ([`Runner::launch_sampled`]). At most two steps are out.
 //!
+//! A step with constrained rows has only its forward pass launched at first; the executor
+//! launches its sampling ([`LaunchQueue::sample_front`]) once it is the oldest step out, when
+//! every token before it is recorded and its rows' masks can be computed.
+//!
 //! The queue knows only what is launched and not collected; the model, the KV cache and the
 //! sampler states stay with the executor, which passes in what a call needs.
 
@@ -14,7 +18,7 @@ use std::time::Instant;
 use super::step_output::StepOutput;
 use crate::device::backend::Backend;
 use crate::device::kv_cache::KvCache;
-use crate::device::sampling::{DeviceSampling, Sampled};
+use crate::device::sampling::{DeviceSampling, RowConstraint, Sampled};
 use crate::engine::request::RequestId;
 use crate::engine::scheduler::batch::Batch;
 use crate::runner::sampled_step::LaunchedStep;
@@ -26,6 +30,11 @@ struct Pending {
     launched: LaunchedStep,
     sampling: Vec<DeviceSampling>,
     started: Instant,
+    /// Rows that failed before their sampling was launched (their constraint could not be
+    /// made), with why.
+    failed: Vec<(usize, String)>,
+    /// Why launching the step's sampling failed.
+    error: Option<String>,
 }
 
 /// The most steps launched and not collected (the runner's metadata slots).
@@ -95,10 +104,40 @@ impl LaunchQueue {
                     launched,
                     sampling,
                     started,
+                    failed: Vec::new(),
+                    error: None,
                 });
                 Ok(())
             }
             Err(e) => Err(Box::new((batch, format!("forward pass failed: {e:#}")))),
+        }
+    }
+
+    /// The oldest launched step, with its entries, when its sampling awaits its rows'
+    /// constraints.
+    pub fn awaiting_front(&self) -> Option<(&Batch, &[DeviceSampling])> {
+        self.pending
+            .front()
+            .filter(|p| p.launched.awaits_sampling() && p.error.is_none())
+            .map(|p| (&p.batch, p.sampling.as_slice()))
+    }
+
+    /// Launches the sampling of the [`awaiting_front`](Self::awaiting_front) step with
+    /// `constraints` (one per constrained entry, in order); `failed` rows fail when it is
+    /// collected. A failure fails the whole step then.
+    pub fn sample_front<B: Backend>(
+        &mut self,
+        model: &mut Runner<B>,
+        constraints: &[RowConstraint],
+        failed: Vec<(usize, String)>,
+    ) {
+        let Some(p) = self.pending.front_mut() else {
+            return;
+        };
+        p.failed = failed;
+        match model.sample_launched(p.launched, constraints) {
+            Ok(launched) => p.launched = launched,
+            Err(e) => p.error = Some(format!("sampling failed: {e:#}")),
         }
     }
 
@@ -107,7 +146,10 @@ impl LaunchQueue {
     pub fn collect_oldest<B: Backend>(&mut self, model: &mut Runner<B>) -> Option<StepOutput> {
         let p = self.pending.pop_front()?;
         let mut sampled: Vec<Sampled> = Vec::with_capacity(p.sampling.len());
-        let result = model.collect_sampled(p.launched, &p.sampling, &mut sampled);
+        let result = match &p.error {
+            Some(why) => Err(anyhow::anyhow!("{why}")),
+            None => model.collect_sampled(p.launched, &p.sampling, &mut sampled),
+        };
         for slot in &p.batch.samples {
             if let Some(n) = self.in_flight.get_mut(&slot.id) {
                 *n -= 1;
@@ -132,13 +174,16 @@ impl LaunchQueue {
                     batch: p.batch,
                     sampled,
                     error: None,
-                    failed: Vec::new(),
+                    failed: p.failed,
                     started,
                     finished,
                 }
             }
             Err(e) => {
-                let why = format!("forward pass failed: {e:#}");
+                let why = match p.error {
+                    Some(why) => why,
+                    None => format!("forward pass failed: {e:#}"),
+                };
                 StepOutput::failed(p.batch, p.started, why)
             }
         })

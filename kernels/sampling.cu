@@ -37,12 +37,25 @@
 // f64 atomics, whose order varies between runs), so a top-p cut or a draw can differ only when
 // the target lands within ~1e-15 (relative) of a cumulative weight.
 //
-// Launch: grid (rows, greedy splits), block SAMPLE_THREADS. params [rows] SampleParams (40 bytes,
-// matching device/cuda/sampling.rs); logits [rows, vocab] storage dtype; out [rows,
-// SAMPLE_OUT_WORDS] u32: token, chosen logprob (f32 bits), top ids [20], top logprobs [20] (f32
-// bits). With more than one split, greedy rows without logprobs are shared by the row's blocks
-// (greedy_split), through best [rows] u64 (all ones between launches) and counters [rows] u32
-// (zero between launches); every other row runs on its first block alone.
+// Constrained rows (structured outputs, logit_bias): the pick reads the row's adjusted copy,
+// adjusted[params.adjusted] (f32), which constrain_rows wrote before the launch: the raw value
+// plus its bias, -inf where the grammar's mask disallows the token, as `sample` applies them
+// before picking. Logprobs still come from the raw row (as `sample` computes them).
+//
+// Launch: grid (rows, greedy splits), block SAMPLE_THREADS. params [rows] SampleParams (48 bytes,
+// matching device/sampling/device_words.rs); logits [rows, vocab] storage dtype; adjusted
+// [constrained rows, vocab] f32 (unread when no row is constrained); out [rows, SAMPLE_OUT_WORDS]
+// u32: token, chosen logprob (f32 bits), top ids [20], top logprobs [20] (f32 bits). With more
+// than one split, greedy rows without logprobs are shared by the row's blocks (greedy_split),
+// through best [rows] u64 (all ones between launches) and counters [rows] u32 (zero between
+// launches); every other row runs on its first block alone.
+//
+// constrain_rows_<dtype>: adjusted[j, i] = mask bit i of row j set ? raw + bias : -inf, for the
+// j-th constrained row (logits row info[j].row). Launch: grid (constrained rows), block
+// SAMPLE_THREADS. info [rows] ConstrainInfo; masks: words per row ceil(vocab / 32), row j's at
+// info[j].mask (NO_MASK: every token allowed); bias: (token, f32 bits) pairs, row j's
+// info[j].bias_len of them from pair info[j].bias_at, added one after another in order (a token
+// past the vocabulary is skipped) as the host does.
 #include "common.cuh"
 #include "dtype.cuh"
 
@@ -63,7 +76,20 @@ struct SampleParams {
     unsigned long long position;
     uint32_t flags;   // SAMPLE_GREEDY | SAMPLE_LOGPROBS
     uint32_t top_n;   // <= SAMPLE_MAX_TOP
+    uint32_t adjusted;  // the row's index in `adjusted`, or SAMPLE_NOT_ADJUSTED
+    uint32_t pad;
 };
+
+#define SAMPLE_NOT_ADJUSTED 0xffffffffu
+
+struct ConstrainInfo {
+    uint32_t row;       // the logits row
+    uint32_t mask;      // first word of its mask, or CONSTRAIN_NO_MASK
+    uint32_t bias_at;   // first (token, bias) pair
+    uint32_t bias_len;
+};
+
+#define CONSTRAIN_NO_MASK 0xffffffffu
 
 struct SampleShared {
     double mass[256];
@@ -416,29 +442,14 @@ __device__ __forceinline__ void greedy_split(const T* __restrict__ x, uint32_t n
     }
 }
 
-template <typename T>
-__device__ __forceinline__ void sample_row_impl(const T* __restrict__ logits, uint32_t n,
-                                                const SampleParams* __restrict__ params,
-                                                uint32_t* __restrict__ out,
-                                                unsigned long long* __restrict__ best,
-                                                uint32_t* __restrict__ counters) {
-    __shared__ SampleShared sh;
-    const T* x = logits + (size_t)blockIdx.x * n;
-    const SampleParams p = params[blockIdx.x];
-    uint32_t* o = out + (size_t)blockIdx.x * SAMPLE_OUT_WORDS;
-    uint32_t token;
+// The token a row's pick chooses from its values `x`: the raw row, or a constrained row's
+// adjusted copy.
+template <typename U>
+__device__ __forceinline__ uint32_t pick_token(const U* __restrict__ x, uint32_t n,
+                                               const SampleParams& p, SampleShared& sh) {
     auto no_weight = [](uint32_t) { return 0.0f; };
-
-    if (gridDim.y > 1) {
-        if ((p.flags & SAMPLE_GREEDY) && !(p.flags & SAMPLE_LOGPROBS)) {
-            greedy_split(x, n, o, best + blockIdx.x, counters + blockIdx.x, sh);
-            return;
-        }
-        // Any other row is one block's: the rest of its blocks have nothing to do.
-        if (blockIdx.y > 0) return;
-    }
     if (p.flags & SAMPLE_GREEDY) {
-        token = (uint32_t)block_min_u64(greedy_key(x, 0, n), sh);
+        return (uint32_t)block_min_u64(greedy_key(x, 0, n), sh);
     } else {
         const float inv = p.inv_temperature;
         auto val = [&](uint32_t i) { return clean(__fmul_rn(to_f32(x[i]), inv)); };
@@ -526,9 +537,41 @@ __device__ __forceinline__ void sample_row_impl(const T* __restrict__ logits, ui
             sh.pick = pick;
         }
         __syncthreads();
-        token = sh.pick;
+        const uint32_t token = sh.pick;
         __syncthreads();
+        return token;
     }
+
+}
+
+template <typename T>
+__device__ __forceinline__ void sample_row_impl(const T* __restrict__ logits, uint32_t n,
+                                                const SampleParams* __restrict__ params,
+                                                const float* __restrict__ adjusted,
+                                                uint32_t* __restrict__ out,
+                                                unsigned long long* __restrict__ best,
+                                                uint32_t* __restrict__ counters) {
+    __shared__ SampleShared sh;
+    const T* x = logits + (size_t)blockIdx.x * n;
+    const SampleParams p = params[blockIdx.x];
+    const float* xa =
+        p.adjusted == SAMPLE_NOT_ADJUSTED ? nullptr : adjusted + (size_t)p.adjusted * n;
+    uint32_t* o = out + (size_t)blockIdx.x * SAMPLE_OUT_WORDS;
+    auto no_weight = [](uint32_t) { return 0.0f; };
+
+    if (gridDim.y > 1) {
+        if ((p.flags & SAMPLE_GREEDY) && !(p.flags & SAMPLE_LOGPROBS)) {
+            if (xa) {
+                greedy_split(xa, n, o, best + blockIdx.x, counters + blockIdx.x, sh);
+            } else {
+                greedy_split(x, n, o, best + blockIdx.x, counters + blockIdx.x, sh);
+            }
+            return;
+        }
+        // Any other row is one block's: the rest of its blocks have nothing to do.
+        if (blockIdx.y > 0) return;
+    }
+    const uint32_t token = xa ? pick_token(xa, n, p, sh) : pick_token(x, n, p, sh);
 
     float chosen_lp = 0.0f;
     if (p.flags & SAMPLE_LOGPROBS) {
@@ -589,14 +632,50 @@ __device__ __forceinline__ void sample_row_impl(const T* __restrict__ logits, ui
     }
 }
 
+// One constrained row's adjusted copy (see the header): the masked raw values, then its bias.
+template <typename T>
+__device__ __forceinline__ void constrain_row_impl(const T* __restrict__ logits, uint32_t n,
+                                                   const ConstrainInfo* __restrict__ info,
+                                                   const uint32_t* __restrict__ masks,
+                                                   const uint32_t* __restrict__ bias,
+                                                   float* __restrict__ adjusted) {
+    const ConstrainInfo c = info[blockIdx.x];
+    const T* x = logits + (size_t)c.row * n;
+    float* a = adjusted + (size_t)blockIdx.x * n;
+    const uint32_t* m = c.mask == CONSTRAIN_NO_MASK ? nullptr : masks + c.mask;
+    for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) {
+        const bool allowed = m == nullptr || ((m[i / 32] >> (i % 32)) & 1u);
+        a[i] = allowed ? to_f32(x[i]) : -INFINITY;
+    }
+    __syncthreads();
+    // In order, by one thread: a token listed twice gets both biases, summed as the host sums
+    // them. -inf plus a bias stays -inf, so masking first gives what the host's bias-then-mask
+    // gives.
+    if (threadIdx.x == 0) {
+        for (uint32_t e = 0; e < c.bias_len; e++) {
+            const uint32_t id = bias[2 * (c.bias_at + e)];
+            if (id < n) a[id] = __fadd_rn(a[id], __uint_as_float(bias[2 * (c.bias_at + e) + 1]));
+        }
+    }
+}
+
 #define SAMPLE_ENTRIES(SUFFIX, T)                                                                 \
     extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS, 1)                                  \
         sample_rows_##SUFFIX(const T* __restrict__ logits, uint32_t vocab,                        \
-                             const SampleParams* __restrict__ params, uint32_t* __restrict__ out, \
+                             const SampleParams* __restrict__ params,                             \
+                             const float* __restrict__ adjusted, uint32_t* __restrict__ out,      \
                              unsigned long long* __restrict__ best,                               \
                              uint32_t* __restrict__ counters) {                                   \
         grid_dependency_sync();                                                                   \
-        sample_row_impl<T>(logits, vocab, params, out, best, counters);                           \
+        sample_row_impl<T>(logits, vocab, params, adjusted, out, best, counters);                 \
+    }                                                                                             \
+    extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS, 1)                                  \
+        constrain_rows_##SUFFIX(const T* __restrict__ logits, uint32_t vocab,                     \
+                                const ConstrainInfo* __restrict__ info,                           \
+                                const uint32_t* __restrict__ masks,                               \
+                                const uint32_t* __restrict__ bias, float* __restrict__ adjusted) { \
+        grid_dependency_sync();                                                                   \
+        constrain_row_impl<T>(logits, vocab, info, masks, bias, adjusted);                        \
     }
 SAMPLE_ENTRIES(f32, float)
 SAMPLE_ENTRIES(bf16, bf16)

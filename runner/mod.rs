@@ -20,6 +20,18 @@ use crate::model::{Model, StepLimits};
 
 pub use sampled_step::LaunchedStep;
 
+/// What [`Runner::run_ops`] does after a step's forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterForward {
+    /// Marks the step's end: its logits are the result.
+    Finish,
+    /// Samples its first `rows` logit rows on the device, then marks its end.
+    Sample(usize),
+    /// Neither: the step's sampling is launched later, with its rows' constraints
+    /// ([`Runner::sample_launched`]), which marks its end.
+    AwaitSampling,
+}
+
 pub struct Runner<B: Backend> {
     model: Box<dyn Model<B>>,
     /// Two metadata slots, used in turn (see `sampled_step.rs`).
@@ -83,7 +95,7 @@ impl<B: Backend> Runner<B> {
         self.model
             .backend()
             .upload_meta(step, &mut self.metas[slot])?;
-        self.run_ops(step, kv, slot, false, None)?;
+        self.run_ops(step, kv, slot, false, AfterForward::Finish)?;
         Ok(self.model.logits())
     }
 
@@ -95,15 +107,15 @@ impl<B: Backend> Runner<B> {
     }
 
     /// Issues the step whose metadata is in slot `slot` (uploaded already): the forward pass,
-    /// then, with `sample_rows`, sampling on the device; or replays the graph the backend
-    /// captured for it (`graph`: the step is padded to a graph shape). Then marks its end.
+    /// then what `after` says; or replays the graph the backend captured for it (`graph`: the
+    /// step is padded to a graph shape, and `after` is not [`AfterForward::AwaitSampling`]).
     fn run_ops(
         &mut self,
         step: &StepInput,
         kv: &mut KvCache<B>,
         slot: usize,
         graph: bool,
-        sample_rows: Option<usize>,
+        after: AfterForward,
     ) -> Result<()> {
         let meta = &mut self.metas[slot];
         // A second attempt runs eagerly when capturing a graph failed (the backend then turns
@@ -118,16 +130,16 @@ impl<B: Backend> Runner<B> {
             }
             let issued = self.model.forward_ops(meta, step, kv).and_then(|()| {
                 let vocab = self.model.config().vocab_size;
-                match sample_rows {
-                    Some(rows) => {
+                match after {
+                    AfterForward::Sample(rows) => {
                         let sampler = self
                             .model
                             .backend()
                             .device_sampler()
                             .context("this backend does not sample on the device")?;
-                        sampler.sample_launch(self.model.logits(), vocab, rows, meta)
+                        sampler.sample_launch(self.model.logits(), vocab, rows, &[], meta)
                     }
-                    None => Ok(()),
+                    AfterForward::Finish | AfterForward::AwaitSampling => Ok(()),
                 }
             });
             // A capture must end even when an op failed, or the stream stays in capture mode.
@@ -144,7 +156,10 @@ impl<B: Backend> Runner<B> {
                 Err(e) => return Err(e),
             }
         }
-        self.model.backend().finish_step(meta)
+        match after {
+            AfterForward::AwaitSampling => Ok(()),
+            _ => self.model.backend().finish_step(meta),
+        }
     }
 
     /// [`forward`](Self::forward), with the logits copied into `out` on the host: one row of

@@ -259,6 +259,34 @@ fn engine_on_the_gpu_gives_the_cpus_tokens() {
     assert!(count_differences(&got, &want) <= 2);
 }
 
+/// The crowd with grammars and logit biases on a quarter of its requests each, through the
+/// engine on the GPU: their steps launched ahead with the masks and biases applied by the device
+/// sampler (the sampling of such a step launched once the token before it is back), against the
+/// CPU engine. A grammar's output must match its regex, and up to 2 of 40 requests may differ
+/// (near-ties, as above).
+#[test]
+fn constrained_rows_on_the_gpu_give_the_cpus_tokens() {
+    if gpu("constrained_rows_on_the_gpu_give_the_cpus_tokens").is_none() {
+        return;
+    }
+    let limits = StepLimits {
+        max_tokens: 64,
+        max_seqs: 16,
+    };
+    let mut reqs = crowd();
+    common::crowd::constrain_crowd(&mut reqs, &tiny_llama());
+    let (cpu, tok) = open_model(&tiny_llama(), limits);
+    let want = engine_outcomes(cpu, tok, &reqs);
+    let backend = CudaBackend::new(0, DType::F32, CudaOptions::default()).unwrap();
+    let (gpu_model, tok) = ModelSource::open(&tiny_llama())
+        .and_then(|s| tandem::runner::load(s, backend, limits))
+        .unwrap();
+    let got = engine_outcomes(gpu_model, tok, &reqs);
+    assert!(count_differences(&got, &want) <= 2);
+    let tok = tandem::model::tokenizer::Tokenizer::from_hf_dir(&tiny_llama()).unwrap();
+    common::crowd::check_constrained_crowd(&got, |ids| tok.decode(ids, true).unwrap());
+}
+
 /// Prints each request whose tokens differ; returns how many do (after checking that each
 /// ended the same way, after as many tokens).
 fn count_differences(got: &[Outcome], want: &[Outcome]) -> usize {

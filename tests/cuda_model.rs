@@ -331,7 +331,7 @@ fn check_sampling(b: &CudaBackend, rng: &mut StdRng, vocab: usize, rows: usize, 
     let mut meta = b.new_meta(1, rows, LAYOUTS[0]).unwrap();
     let mut got: Vec<Sampled> = Vec::new();
     assert!(b
-        .sample_rows(&t, vocab, &batch.device_params(), &mut meta, &mut got)
+        .sample_rows(&t, vocab, &batch.device_params(), &[], &mut meta, &mut got)
         .unwrap());
     let (atol, rtol) = tol(b, 1e-5, 1e-5);
     batch.check(&got, atol, rtol);
@@ -368,10 +368,50 @@ fn sample_rows_large_vocab() {
                 let t = b.upload(&batch.logits).unwrap();
                 let mut got: Vec<Sampled> = Vec::new();
                 assert!(b
-                    .sample_rows(&t, 128_256, &batch.device_params(), &mut meta, &mut got)
+                    .sample_rows(
+                        &t,
+                        128_256,
+                        &batch.device_params(),
+                        &[],
+                        &mut meta,
+                        &mut got
+                    )
                     .unwrap());
                 batch.check(&got, 0.0, 0.0);
             }
+        }
+    }
+}
+
+/// Constrained rows (masks, logit bias) through the backend's own launch: the constraints go up
+/// on the copy stream, `constrain_rows` then `sample_rows` run, and the tokens are the host's.
+#[test]
+fn sample_rows_constrained() {
+    for b in gpus("sample_rows_constrained") {
+        let mut rng = StdRng::seed_from_u64(74);
+        // One metadata slot for every round: the constrained buffers are made, grown, reused.
+        let mut meta = b.new_meta(1, 12, LAYOUTS[0]).unwrap();
+        for (round, (vocab, rows)) in [(1000, 3), (50_000, 12), (1000, 9)].into_iter().enumerate() {
+            let dtype = b.dtype();
+            let batch =
+                SamplingBatch::constrained(&mut rng, rows, vocab, round, "constrained", &|v| {
+                    dtype.round(v)
+                });
+            let t = b.upload(&batch.logits).unwrap();
+            let (_, constraints) = batch.constraints();
+            let mut got: Vec<Sampled> = Vec::new();
+            assert!(b
+                .sample_rows(
+                    &t,
+                    vocab,
+                    &batch.device_params(),
+                    &constraints,
+                    &mut meta,
+                    &mut got
+                )
+                .unwrap());
+            let (atol, rtol) = tol(&b, 1e-5, 1e-5);
+            batch.check(&got, atol, rtol);
         }
     }
 }

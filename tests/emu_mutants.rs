@@ -110,7 +110,7 @@ fn wrong_shuffle_partner() {
 
 /// Greedy rows split over 8 blocks each: the split sampler's min, fence and count.
 fn greedy_split(prefix: &str) {
-    use tandem::device::sampling::device_words::{pack, unpack, OUT_WORDS, PARAM_WORDS};
+    use tandem::device::sampling::device_words::{pack_entries, unpack, OUT_WORDS, PARAM_WORDS};
     let (rows, vocab, splits) = (2, 4096, 8);
     let make = || {
         let mut rng = StdRng::seed_from_u64(17);
@@ -119,9 +119,7 @@ fn greedy_split(prefix: &str) {
     let batch = make();
     let params = batch.device_params();
     let mut words = vec![0u32; rows * PARAM_WORDS];
-    for (p, w) in params.iter().zip(words.chunks_exact_mut(PARAM_WORDS)) {
-        pack(p, w);
-    }
+    pack_entries(&params, &mut words);
     let logits = Buf::new(Dt::F32, &batch.logits);
     let mut out = vec![u32::MAX; rows * OUT_WORDS];
     let mut best = vec![u64::MAX; rows];
@@ -130,6 +128,7 @@ fn greedy_split(prefix: &str) {
         logits.arg(),
         u(vocab).into(),
         Arg::ptr(&words),
+        Arg::U64(0), // no constrained rows
         Arg::ptr_mut(&mut out),
         Arg::ptr_mut(&mut best),
         Arg::ptr_mut(&mut done),

@@ -135,9 +135,6 @@ fn greedy_tokens(model: &mut Runner<CpuBackend>, prompt: &[u32], n: usize) -> Ve
 /// step's input being the first step's sample.
 #[test]
 fn the_executor_keeps_two_steps_in_flight() {
-    use tandem::engine::executor::Executor;
-    use tandem::engine::scheduler::batch::{Batch, SampleSlot, SamplerReset};
-
     let limits = StepLimits {
         max_tokens: 16,
         max_seqs: 4,
@@ -145,21 +142,48 @@ fn the_executor_keeps_two_steps_in_flight() {
     let (mut plain, _) = open_model(&tiny_llama(), limits);
     let prompt = [5u32, 17, 99, 250, 3];
     let want = greedy_tokens(&mut plain, &prompt, 2);
+    let greedy = SamplingParams {
+        temperature: 0.0,
+        ..Default::default()
+    };
+    assert_eq!(two_steps_in_flight(&prompt, greedy), want);
+}
 
+/// A constrained row (here a logit bias) keeps the launch-ahead path: the second step's forward
+/// pass is launched before the first step's token is back, its sampling once it is (the bias is
+/// applied on the device sampler), so two steps are out at once as for any row.
+#[test]
+fn the_executor_keeps_two_constrained_steps_in_flight() {
+    let prompt = [5u32, 17, 99, 250, 3];
+    let biased = SamplingParams {
+        temperature: 0.0,
+        logit_bias: vec![(42, 100.0), (43, 0.5)],
+        ..Default::default()
+    };
+    assert_eq!(two_steps_in_flight(&prompt, biased), vec![42, 42]);
+}
+
+/// A prefill then a decode step of one request submitted to an executor on the emulated device:
+/// both must be out before either is collected. Returns their tokens.
+fn two_steps_in_flight(prompt: &[u32], params: SamplingParams) -> Vec<u32> {
+    use tandem::engine::executor::Executor;
+    use tandem::engine::scheduler::batch::{Batch, SampleSlot, SamplerReset};
+
+    let limits = StepLimits {
+        max_tokens: 16,
+        max_seqs: 4,
+    };
     let (model, _) = open_model_on(&tiny_llama(), limits, CpuBackend::emulating_device());
     let kv = model.new_kv_cache(8, 4).unwrap();
     let mut executor = Executor::new(model, kv);
     let blocks = [1u32, 3];
     let slot = SampleSlot { id: 7, epoch: 0 };
     let prefill = Batch {
-        step: one_seq_step(&prompt, 0, &blocks, 4),
+        step: one_seq_step(prompt, 0, &blocks, 4),
         samples: vec![slot],
         sampler_resets: vec![SamplerReset {
             id: 7,
-            params: Arc::new(SamplingParams {
-                temperature: 0.0,
-                ..Default::default()
-            }),
+            params: Arc::new(params),
             seed: 0,
             prompt: vec![],
             generated: vec![],
@@ -184,60 +208,31 @@ fn the_executor_keeps_two_steps_in_flight() {
     let first = executor.collect_oldest().unwrap();
     let second = executor.collect_oldest().unwrap();
     assert!(executor.collect_oldest().is_none());
-    let tokens: Vec<u32> = [first, second]
+    [first, second]
         .iter()
         .map(|o| {
             assert_eq!(o.error, None);
+            assert!(o.failed.is_empty(), "{:?}", o.failed);
             o.sampled[0].token
         })
-        .collect();
-    assert_eq!(tokens, want);
+        .collect()
 }
 
-/// Rows with a grammar or a logit bias sample on the host even where the backend samples on the
-/// device (their mask needs the previous token): a crowd holding them gives the plain path's
-/// tokens, and grammars survive the preemptions the small pool forces (their state is replayed).
+/// Rows with a grammar or a logit bias on the device sampler (their step's sampling launched
+/// once the token before is recorded, with the masks computed then): a crowd holding them gives
+/// the plain path's tokens, and grammars survive the preemptions the small pool forces (their
+/// state is replayed).
 #[test]
 fn constrained_and_biased_rows_give_the_plain_paths_tokens() {
-    use tandem::device::sampling::grammar::{ConstraintSpec, GrammarCompiler, GrammarStats};
-    use tandem::engine::request::FinishReason;
-    use tandem::model::token_env::token_env;
     use tandem::model::tokenizer::Tokenizer;
 
-    let tok = Arc::new(Tokenizer::from_hf_dir(&tiny_llama()).unwrap());
-    let env = token_env(tok.clone(), tok.vocab_size()).unwrap();
-    let compiler = GrammarCompiler::new(env, Arc::new(GrammarStats::default())).unwrap();
-    let regex = compiler
-        .compile(&ConstraintSpec::Regex("(yes|no)-[0-9]{2,3}".into()))
-        .unwrap();
     let mut reqs = crowd();
-    for (i, r) in reqs.iter_mut().enumerate() {
-        let p = Arc::make_mut(&mut r.params);
-        match i % 4 {
-            0 => p.constraint = Some(regex.clone()),
-            1 => p.logit_bias = vec![(7, 5.0), (300, -100.0), (301, 2.5)],
-            _ => {}
-        }
-    }
+    common::crowd::constrain_crowd(&mut reqs, &tiny_llama());
     let want = outcomes(CpuBackend::new(), false, &reqs);
     let got = outcomes(CpuBackend::emulating_device(), true, &reqs);
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_eq!((&g.ids, &g.reason), (&w.ids, &w.reason), "request {i}");
-        if i % 4 == 0 && g.reason == FinishReason::Stop {
-            let text = tok.decode(&g.ids, true).unwrap();
-            let (word, digits) = text.split_once('-').unwrap_or_else(|| panic!("{text:?}"));
-            assert!(["yes", "no"].contains(&word), "{text:?}");
-            assert!((2..=3).contains(&digits.len()), "{text:?}");
-        }
-        if i % 4 == 1 {
-            assert!(!g.ids.contains(&300), "request {i}: a banned token");
-        }
     }
-    let finished = (0..reqs.len())
-        .step_by(4)
-        .filter(|&i| got[i].reason == FinishReason::Stop);
-    assert!(
-        finished.count() > 0,
-        "no constrained request completed its grammar"
-    );
+    let tok = Tokenizer::from_hf_dir(&tiny_llama()).unwrap();
+    common::crowd::check_constrained_crowd(&got, |ids| tok.decode(ids, true).unwrap());
 }

@@ -471,15 +471,36 @@ fn check_sampler_launches(
     splits: &[u32],
     (atol, rtol): (f32, f32),
 ) {
-    use tandem::device::sampling::device_words::{pack, unpack, OUT_WORDS, PARAM_WORDS};
+    use tandem::device::sampling::device_words::{
+        pack_constraints, pack_entries, unpack, OUT_WORDS, PARAM_WORDS,
+    };
     let batch = make();
     let (rows, vocab) = (batch.states.len(), batch.vocab);
     let params = batch.device_params();
     let mut words = vec![0u32; rows * PARAM_WORDS];
-    for (p, w) in params.iter().zip(words.chunks_exact_mut(PARAM_WORDS)) {
-        pack(p, w);
-    }
+    pack_entries(&params, &mut words);
     let logits = Buf::new(dt, &batch.logits);
+    // The constrained rows' adjusted copies, as the engine makes them before sampling.
+    let (constrained, constraints) = batch.constraints();
+    let mut adjusted = vec![f32::NAN; constrained.len() * vocab];
+    if !constrained.is_empty() {
+        let mut c = Vec::new();
+        let layout = pack_constraints(&constrained, &constraints, vocab, &mut c);
+        let args = [
+            logits.arg(),
+            u(vocab).into(),
+            Arg::ptr(&c),
+            Arg::ptr(&c[layout.masks_at..]),
+            Arg::ptr(&c[layout.bias_at..]),
+            Arg::ptr_mut(&mut adjusted),
+        ];
+        run(
+            &dt.kernel("constrain_rows"),
+            (u(constrained.len()), 1, 1),
+            512,
+            &args,
+        );
+    }
     for &split in splits {
         let mut out = vec![u32::MAX; rows * OUT_WORDS];
         let mut best = vec![u64::MAX; rows];
@@ -488,6 +509,7 @@ fn check_sampler_launches(
             logits.arg(),
             u(vocab).into(),
             Arg::ptr(&words),
+            Arg::ptr(&adjusted),
             Arg::ptr_mut(&mut out),
             Arg::ptr_mut(&mut best),
             Arg::ptr_mut(&mut done),
@@ -541,6 +563,30 @@ fn sample_rows() {
                 SamplingBatch::new(&mut rng, rows, vocab, round, dt.name(), &|v| dt.round(v))
             };
             check_sampler_launches(dt, make, &[1, 3], dt.tol(1e-5, 1e-5));
+        }
+    }
+}
+
+/// Constrained rows (structured outputs' masks, `logit_bias`): `constrain_rows` then
+/// `sample_rows` pick what the host's sampler picks with the same bias and mask, for every row
+/// kind, logprobs staying raw; unconstrained rows in the same launch unaffected; greedy rows split
+/// over blocks read the adjusted copy too.
+#[test]
+fn sample_rows_constrained() {
+    for dt in DTYPES {
+        let mut rng = StdRng::seed_from_u64(79);
+        for (round, (vocab, rows)) in [(5, 6), (64, 13), (1000, 24), (50_000, 12)]
+            .into_iter()
+            .enumerate()
+        {
+            let seed = rng.random::<u64>();
+            let make = || {
+                let mut rng = StdRng::seed_from_u64(seed);
+                SamplingBatch::constrained(&mut rng, rows, vocab, round, dt.name(), &|v| {
+                    dt.round(v)
+                })
+            };
+            check_sampler_launches(dt, make, &[1, 4], dt.tol(1e-5, 1e-5));
         }
     }
 }

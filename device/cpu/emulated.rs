@@ -15,7 +15,9 @@ use anyhow::{ensure, Result};
 use super::CpuBackend;
 use crate::device::backend::{DeviceSampler, StepGraphs};
 use crate::device::graph_shape::graph_batch_size;
-use crate::device::sampling::{sample_entry, DeviceSampling, Sampled, SamplerScratch};
+use crate::device::sampling::{
+    sample_entry, DeviceSampling, RowConstraint, Sampled, SamplerScratch,
+};
 use crate::device::step::StepInput;
 
 /// The CPU backend's step metadata: the [`StepInput`] itself, plus the emulated device
@@ -115,6 +117,7 @@ impl DeviceSampler<CpuBackend> for CpuBackend {
         logits: &Vec<f32>,
         vocab: usize,
         rows: usize,
+        constraints: &[RowConstraint],
         meta: &mut CpuMeta,
     ) -> Result<()> {
         ensure!(
@@ -127,15 +130,23 @@ impl DeviceSampler<CpuBackend> for CpuBackend {
             meta.sampling.len(),
             logits.len()
         );
+        let constrained = meta.sampling[..rows].iter().filter(|e| e.constrained);
+        ensure!(
+            constrained.count() == constraints.len(),
+            "{} constraints for the step's constrained rows",
+            constraints.len()
+        );
         let scratch = meta
             .scratch
             .get_or_insert_with(|| SamplerScratch::new(vocab));
         meta.samples.clear();
+        let mut next = constraints.iter();
         for (entry, row) in meta.sampling[..rows].iter().zip(logits.chunks_exact(vocab)) {
+            let constraint = if entry.constrained { next.next() } else { None };
             meta.row.clear();
             meta.row.extend_from_slice(row);
             meta.samples
-                .push(sample_entry(entry, &mut meta.row, scratch));
+                .push(sample_entry(entry, constraint, &mut meta.row, scratch));
         }
         Ok(())
     }

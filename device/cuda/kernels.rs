@@ -74,6 +74,7 @@ pub struct Kernels {
     pub silu_mul: CudaFunction,
     pub add_bias: CudaFunction,
     pub sample_rows: CudaFunction,
+    pub constrain_rows: CudaFunction,
     pub carry_tokens: CudaFunction,
 }
 
@@ -143,6 +144,7 @@ impl Kernels {
             silu_mul: typed("silu_mul", "silu_mul")?,
             add_bias: typed("bias", "add_bias")?,
             sample_rows: typed("sampling", "sample_rows")?,
+            constrain_rows: typed("sampling", "constrain_rows")?,
             carry_tokens: get("carry", "carry_tokens")?,
         })
     }

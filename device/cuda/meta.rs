@@ -9,6 +9,7 @@ use cudarc::driver::{CudaEvent, CudaGraph, CudaSlice};
 use anyhow::Result;
 
 use super::attention::{DecodeWorkspace, PREFILL_ROWS};
+use super::constrain::ConstrainBuffers;
 use super::pinned::PinnedWords;
 use super::sampling::SampleBuffers;
 use super::{pinned, CudaBackend};
@@ -30,6 +31,10 @@ pub struct CudaMeta {
     pub(super) carry: Vec<(u32, u32)>,
     /// Sampling entries uploaded with the step (rows the device sampler may take).
     pub(super) sampling_rows: usize,
+    /// The rows of those entries that are constrained, in order.
+    pub(super) constrained_rows: Vec<u32>,
+    /// Buffers for constrained rows, made on the slot's first step with one.
+    pub(super) constrain: Option<ConstrainBuffers>,
     /// Row tiles of the prefill attention uploaded with the step (0 for a pure decode step).
     pub(super) row_tiles: usize,
     pub(super) staging: PinnedWords,
@@ -99,6 +104,8 @@ impl CudaBackend {
             host: StepInput::default(),
             carry: Vec::new(),
             sampling_rows: 0,
+            constrained_rows: Vec::new(),
+            constrain: None,
             row_tiles: 0,
             staging: pinned::PinnedWords::new(&self.ctx, 1)?,
             dev: self.stream.alloc_zeros::<u32>(1)?,
@@ -144,7 +151,7 @@ impl CudaMeta {
     pub(super) fn carry_off(&self) -> usize {
         self.logits_off() + self.max_seqs
     }
-    /// Even, so each entry (with its u64 seed and position, 10 words) is 8-byte aligned.
+    /// Even, so each entry (with its u64 seed and position, 12 words) is 8-byte aligned.
     pub(super) fn params_off(&self) -> usize {
         (self.carry_off() + 2 * self.max_seqs).next_multiple_of(2)
     }

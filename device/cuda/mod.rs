@@ -12,6 +12,7 @@
 //! [`CudaBackend::new`] answers "no CUDA driver found" where there is none.
 
 mod attention;
+mod constrain;
 mod dtype;
 #[cfg(feature = "kernel-emu")]
 pub mod emulated;
@@ -49,7 +50,7 @@ use self::options::default_gemm_path;
 pub use self::options::CudaOptions;
 use super::backend::{AttentionParams, Backend, DeviceSampler, QkNorm, QkvLayout, StepGraphs};
 use super::panic::panic_message;
-use super::sampling::{DeviceSampling, Sampled};
+use super::sampling::{DeviceSampling, RowConstraint, Sampled};
 use super::step::StepInput;
 
 /// cuBLAS's workspace: 32 MiB, what NVIDIA advises for Hopper.
@@ -589,9 +590,10 @@ impl DeviceSampler<CudaBackend> for CudaBackend {
         logits: &CudaTensor,
         vocab: usize,
         rows: usize,
+        constraints: &[RowConstraint],
         meta: &mut CudaMeta,
     ) -> Result<()> {
-        self.sample_launch_op(logits, vocab, rows, meta)
+        self.sample_launch_op(logits, vocab, rows, constraints, meta)
     }
 
     fn step_ready(&self, meta: &CudaMeta) -> bool {

@@ -14,9 +14,10 @@ use cudarc::driver::CudaSlice;
 
 use super::pinned::PinnedWords;
 
+use super::step_io::set_constrained_rows;
 use super::{u32_of, CudaBackend, CudaMeta, CudaTensor};
-use crate::device::sampling::device_words::{pack, unpack, OUT_WORDS, PARAM_WORDS};
-use crate::device::sampling::{DeviceSampling, Sampled, MAX_DEVICE_TOP_LOGPROBS};
+use crate::device::sampling::device_words::{pack_entries, unpack, OUT_WORDS, PARAM_WORDS};
+use crate::device::sampling::{DeviceSampling, RowConstraint, Sampled, MAX_DEVICE_TOP_LOGPROBS};
 
 /// `SAMPLE_THREADS` in sampling.cu.
 const THREADS: u32 = 512;
@@ -88,6 +89,7 @@ impl CudaBackend {
         logits: &CudaTensor,
         vocab: usize,
         rows: usize,
+        constraints: &[RowConstraint],
         meta: &mut CudaMeta,
     ) -> Result<()> {
         ensure!(
@@ -103,6 +105,16 @@ impl CudaBackend {
             logits.len()
         );
         let v32 = u32_of(vocab, "vocab")?;
+        // Unread (null) when no row is constrained: a graph captures it as it is.
+        let adjusted = if meta.constrained_rows.is_empty() && constraints.is_empty() {
+            0u64
+        } else {
+            ensure!(
+                meta.constrained_rows.iter().all(|&r| (r as usize) < rows),
+                "a constrained row is past the {rows} rows sampled"
+            );
+            self.constrain_launch(logits, vocab, constraints, meta)?
+        };
         let (lp, pp, op) = (
             self.tp(logits),
             self.meta_ptr(meta, meta.params_off()),
@@ -118,7 +130,13 @@ impl CudaBackend {
             (rows as u32, splits, 1),
             THREADS,
             |b| {
-                b.arg(&lp).arg(&v32).arg(&pp).arg(&op).arg(&best).arg(&done);
+                b.arg(&lp)
+                    .arg(&v32)
+                    .arg(&pp)
+                    .arg(&adjusted)
+                    .arg(&op)
+                    .arg(&best)
+                    .arg(&done);
             },
         )?;
         meta.sampling.sampled_rows = rows;
@@ -148,12 +166,14 @@ impl CudaBackend {
 
     /// Samples rows `0..params.len()` of `logits` on the device and waits for the results
     /// (tests and the kernel benchmark; the engine's steps upload their entries with the step
-    /// and collect later). `meta` lends its buffers; its entries are overwritten.
+    /// and collect later); `constraints` holds one per constrained entry, in order. `meta` lends
+    /// its buffers; its entries are overwritten.
     pub fn sample_rows(
         &self,
         logits: &CudaTensor,
         vocab: usize,
         params: &[DeviceSampling],
+        constraints: &[RowConstraint],
         meta: &mut CudaMeta,
         out: &mut Vec<Sampled>,
     ) -> Result<bool> {
@@ -168,14 +188,13 @@ impl CudaBackend {
         );
         check_entries(params)?;
         let mut words = vec![0u32; rows * PARAM_WORDS];
-        for (p, w) in params.iter().zip(words.chunks_exact_mut(PARAM_WORDS)) {
-            pack(p, w);
-        }
+        pack_entries(params, &mut words);
         let off = meta.params_off();
         self.stream
             .memcpy_htod(&words, &mut meta.dev.slice_mut(off..off + words.len()))?;
         meta.sampling_rows = rows;
-        self.sample_launch_op(logits, vocab, rows, meta)?;
+        set_constrained_rows(meta, params);
+        self.sample_launch_op(logits, vocab, rows, constraints, meta)?;
         self.finish_step_op(meta)?;
         self.collect_op(meta, params, out)?;
         Ok(true)

@@ -15,7 +15,7 @@ use super::attention::PREFILL_ROWS;
 use super::pinned::PinnedWords;
 use super::sampling::check_entries;
 use super::{u32_of, CudaBackend, CudaMeta};
-use crate::device::sampling::device_words::{pack, OUT_WORDS, PARAM_WORDS};
+use crate::device::sampling::device_words::{pack_entries, OUT_WORDS, PARAM_WORDS};
 use crate::device::sampling::{DeviceSampling, Sampled};
 use crate::device::step::StepInput;
 
@@ -69,6 +69,10 @@ impl CudaBackend {
             // The old buffer is freed in stream order, after the work already queued on it.
             meta.dev = self.stream.alloc_zeros::<u32>(meta.words())?;
             meta.staging = PinnedWords::new(&self.ctx, meta.words())?;
+            // The new buffer is allocated and zeroed in the compute stream's order: the copy
+            // below (which waits for `step_done`) must come after that, or the zeroing could
+            // land on the copied words.
+            meta.events.step_done.record(&self.stream)?;
         }
         let used = self.stage(step, carry, sampling, meta);
         // The slot's device words are rewritten only once the step that last read them is done,
@@ -85,6 +89,7 @@ impl CudaBackend {
         meta.carry.clear();
         meta.carry.extend_from_slice(carry);
         meta.sampling_rows = sampling.len();
+        set_constrained_rows(meta, sampling);
         meta.sampling.sampled_rows = 0;
         Ok(())
     }
@@ -125,9 +130,7 @@ impl CudaBackend {
             w[cy + 2 * i] = row;
             w[cy + 2 * i + 1] = from;
         }
-        for (i, p) in sampling.iter().enumerate() {
-            pack(p, &mut w[pa + i * PARAM_WORDS..pa + (i + 1) * PARAM_WORDS]);
-        }
+        pack_entries(sampling, &mut w[pa..pa + sampling.len() * PARAM_WORDS]);
         // Row tiles only where the prefill kernel may run: not on pure decode steps, the
         // engine's every-step case (at most ceil(T/64) + S tiles: the region's size).
         let mut row_tiles = 0;
@@ -219,4 +222,11 @@ impl CudaBackend {
         let busy = secs(ms(&meta.events.started, &meta.events.finished)?);
         Some((start, start + busy))
     }
+}
+
+/// Records which of the step's entries are constrained (their constraints come at sampling).
+pub(super) fn set_constrained_rows(meta: &mut CudaMeta, sampling: &[DeviceSampling]) {
+    meta.constrained_rows.clear();
+    let rows = (0u32..).zip(sampling).filter(|(_, e)| e.constrained);
+    meta.constrained_rows.extend(rows.map(|(i, _)| i));
 }

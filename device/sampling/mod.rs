@@ -106,16 +106,13 @@ impl SamplerState {
     }
 
     /// This request's next draw as a device sampler runs it, or `None` when it needs what only
-    /// the host sampler does: penalties (they need the token history, kept on the host), more
-    /// than [`MAX_DEVICE_TOP_LOGPROBS`] top logprobs, a logit bias or a grammar (whose mask
-    /// depends on the previous token, so such a step also waits for the one before it).
+    /// the host sampler does: penalties (they need the token history, kept on the host) or more
+    /// than [`MAX_DEVICE_TOP_LOGPROBS`] top logprobs. A logit bias or a grammar makes the entry
+    /// `constrained`: its [`RowConstraint`] ([`row_constraint`](Self::row_constraint)) goes to
+    /// the device when its sampling is launched, after the token before it is recorded.
     pub fn device_sampling(&self) -> Option<DeviceSampling> {
         let p = &self.params;
-        if penalties::any(p)
-            || p.logprobs.is_some_and(|n| n > MAX_DEVICE_TOP_LOGPROBS)
-            || !p.logit_bias.is_empty()
-            || self.constraint.is_some()
-        {
+        if penalties::any(p) || p.logprobs.is_some_and(|n| n > MAX_DEVICE_TOP_LOGPROBS) {
             return None;
         }
         let greedy = self.is_greedy();
@@ -129,7 +126,17 @@ impl SamplerState {
             seed: self.seed,
             position: self.num_generated as u64,
             logprobs: p.logprobs.map(|n| n as u32),
+            constrained: !p.logit_bias.is_empty() || self.constraint.is_some(),
         })
+    }
+
+    /// What a `constrained` device entry's pick applies (see [`RowConstraint`]): the logit bias
+    /// and the grammar's mask for the tokens recorded so far (computed here unless prepared).
+    /// `None` for an unconstrained request.
+    pub fn row_constraint(&mut self) -> Option<RowConstraint<'_>> {
+        let bias = self.params.logit_bias.as_slice();
+        let mask = self.constraint.as_mut().map(|c| c.mask().as_slice());
+        (!bias.is_empty() || mask.is_some()).then_some(RowConstraint { bias, mask })
     }
 
     /// Records a token a device sampler chose from [`SamplerState::device_sampling`], exactly as
@@ -159,6 +166,30 @@ pub struct DeviceSampling {
     pub position: u64,
     /// `Some(n)`: the chosen token's raw logprob and the top `n` (at most 20).
     pub logprobs: Option<u32>,
+    /// The pick applies a [`RowConstraint`] given when the row's sampling is launched (the
+    /// step's i-th constrained entry takes the i-th constraint); logprobs stay raw.
+    pub constrained: bool,
+}
+
+/// A constrained row's inputs to a device sampler besides its [`DeviceSampling`] entry, known
+/// only once the token before it is recorded (the grammar's mask depends on it): OpenAI's logit
+/// bias, then the grammar's mask, as [`sample`] applies them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RowConstraint<'a> {
+    /// `(token, bias)` added to the logits.
+    pub bias: &'a [(u32, f32)],
+    /// One bit per token id (bit `id % 32` of word `id / 32`); ids past it are disallowed.
+    pub mask: Option<&'a [u32]>,
+}
+
+impl RowConstraint<'_> {
+    /// The bias, then the mask (disallowed tokens to -inf), on one logits row.
+    pub fn apply(&self, logits: &mut [f32]) {
+        bias::apply(self.bias, logits);
+        if let Some(words) = self.mask {
+            grammar::apply_mask(words, logits);
+        }
+    }
 }
 
 impl DeviceSampling {
@@ -172,6 +203,7 @@ impl DeviceSampling {
         seed: 0,
         position: 0,
         logprobs: None,
+        constrained: false,
     };
 }
 
@@ -243,10 +275,12 @@ pub fn sample(
     s
 }
 
-/// What [`sample`] picks for a [`DeviceSampling`] entry (no penalties, nothing recorded): the
-/// host's version of a device sampler, for backends that emulate one.
+/// What [`sample`] picks for a [`DeviceSampling`] entry (no penalties, nothing recorded), with
+/// `constraint` for a constrained entry: the host's version of a device sampler, for backends
+/// that emulate one and for checking the device's.
 pub fn sample_entry(
     entry: &DeviceSampling,
+    constraint: Option<&RowConstraint>,
     logits: &mut [f32],
     scratch: &mut SamplerScratch,
 ) -> Sampled {
@@ -258,7 +292,11 @@ pub fn sample_entry(
         ..SamplingParams::default()
     };
     let u = (!entry.greedy).then(|| rng::uniform(entry.seed, entry.position));
-    pick(logits, &trunc, entry.inv_temperature, u, scratch, |_| {})
+    pick(logits, &trunc, entry.inv_temperature, u, scratch, |l| {
+        if let Some(c) = constraint {
+            c.apply(l);
+        }
+    })
 }
 
 /// The shared body of [`sample`] and [`sample_entry`]: raw logprobs, then `penalize`, then

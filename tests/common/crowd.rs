@@ -71,3 +71,54 @@ pub fn crowd() -> Vec<Request> {
         })
         .collect()
 }
+
+/// The regex the crowd's constrained requests follow ([`constrain_crowd`]).
+pub const CROWD_REGEX: &str = "(yes|no)-[0-9]{2,3}";
+
+/// Gives every fourth request of `reqs` a grammar ([`CROWD_REGEX`], compiled for the tokenizer
+/// of the model in `model_dir`) and the next one a logit bias (a nudge, a ban of token 300).
+pub fn constrain_crowd(reqs: &mut [Request], model_dir: &std::path::Path) {
+    use std::sync::Arc;
+    use tandem::device::sampling::grammar::{ConstraintSpec, GrammarCompiler, GrammarStats};
+    use tandem::model::token_env::token_env;
+    use tandem::model::tokenizer::Tokenizer;
+
+    let tok = Arc::new(Tokenizer::from_hf_dir(model_dir).unwrap());
+    let env = token_env(tok.clone(), tok.vocab_size()).unwrap();
+    let compiler = GrammarCompiler::new(env, Arc::new(GrammarStats::default())).unwrap();
+    let regex = compiler
+        .compile(&ConstraintSpec::Regex(CROWD_REGEX.into()))
+        .unwrap();
+    for (i, r) in reqs.iter_mut().enumerate() {
+        let p = Arc::make_mut(&mut r.params);
+        match i % 4 {
+            0 => p.constraint = Some(regex.clone()),
+            1 => p.logit_bias = vec![(7, 5.0), (300, -100.0), (301, 2.5)],
+            _ => {}
+        }
+    }
+}
+
+/// Checks what [`constrain_crowd`] asked of the outcomes: a grammar completed matches
+/// [`CROWD_REGEX`] (decoded with `decode`), a banned token never appears, and at least one
+/// grammar completed.
+pub fn check_constrained_crowd(got: &[Outcome], decode: impl Fn(&[u32]) -> String) {
+    for (i, g) in got.iter().enumerate() {
+        if i % 4 == 0 && g.reason == FinishReason::Stop {
+            let text = decode(&g.ids);
+            let (word, digits) = text.split_once('-').unwrap_or_else(|| panic!("{text:?}"));
+            assert!(["yes", "no"].contains(&word), "{text:?}");
+            assert!((2..=3).contains(&digits.len()), "{text:?}");
+        }
+        if i % 4 == 1 {
+            assert!(!g.ids.contains(&300), "request {i}: a banned token");
+        }
+    }
+    let finished = (0..got.len())
+        .step_by(4)
+        .filter(|&i| got[i].reason == FinishReason::Stop);
+    assert!(
+        finished.count() > 0,
+        "no constrained request completed its grammar"
+    );
+}

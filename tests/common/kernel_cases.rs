@@ -7,7 +7,9 @@ use rand::{Rng, SeedableRng};
 
 use tandem::device::backend::{AttentionParams, CacheShape, QkvLayout};
 use tandem::device::cpu;
-use tandem::device::sampling::{sample, DeviceSampling, Sampled, SamplerScratch, SamplerState};
+use tandem::device::sampling::{
+    sample, sample_entry, DeviceSampling, RowConstraint, Sampled, SamplerScratch, SamplerState,
+};
 use tandem::device::step::{SeqChunk, StepInput};
 use tandem::engine::request::SamplingParams;
 
@@ -243,6 +245,11 @@ pub struct SamplingBatch {
     pub vocab: usize,
     pub logits: Vec<f32>,
     pub states: Vec<SamplerState>,
+    /// Per row, a grammar-like mask the device applies (one bit per token id), made by
+    /// [`SamplingBatch::constrained`]; such rows are checked against `sample_entry` with the
+    /// row's bias and mask (the functions `sample` applies them with), the others against
+    /// `sample` itself.
+    pub masks: Vec<Option<Vec<u32>>>,
     /// A label per row for failure messages.
     pub what: Vec<String>,
 }
@@ -267,6 +274,55 @@ impl SamplingBatch {
             };
             (name, params)
         })
+    }
+
+    /// [`new`](Self::new)'s rows, constrained: a logit bias on two rows in three (a ban, a
+    /// nudge, a token forced with +100, a token listed twice, one past the vocabulary), a mask on
+    /// two rows in three (one token allowed, about half, a few, or only the lower half of the
+    /// vocabulary: a mask shorter than the row), both on one row in three.
+    pub fn constrained(
+        rng: &mut StdRng,
+        rows: usize,
+        vocab: usize,
+        round: usize,
+        label: &str,
+        rounding: &dyn Fn(&[f32]) -> Vec<f32>,
+    ) -> Self {
+        let cases = sampling_cases();
+        let mut b = Self::with_cases(rng, rows, vocab, label, rounding, |r| {
+            let (name, mut params) = cases[(r + round) % cases.len()].clone();
+            params.logprobs = [None, Some(3), None, Some(20)][(r + round) % 4];
+            if r % 3 != 2 {
+                let t = |k: usize| ((r + 1) * k % vocab) as u32;
+                params.logit_bias = match r % 4 {
+                    0 => vec![(t(7919), -100.0), (t(104_729), 2.5)],
+                    1 => vec![(t(31), 100.0)],
+                    2 => vec![(t(13), 0.75), (t(13), 0.5), (vocab as u32 + 3, 9.0)],
+                    _ => vec![(t(5), -1.5)],
+                };
+            }
+            (name, params)
+        });
+        let words = vocab.div_ceil(32);
+        for r in 0..rows {
+            if r % 3 == 1 {
+                continue;
+            }
+            let mut m = vec![0u32; words];
+            let mut allow = |i: usize| m[i / 32] |= 1 << (i % 32);
+            match (r / 3) % 4 {
+                0 => allow(rng.random_range(0..vocab)),
+                1 => (0..vocab).filter(|_| rng.random_bool(0.5)).for_each(allow),
+                2 => (0..vocab).filter(|_| rng.random_bool(0.03)).for_each(allow),
+                _ => (0..vocab / 2 + 1).for_each(allow),
+            }
+            if (r / 3) % 4 == 3 {
+                m.truncate(words / 2 + 1);
+            }
+            b.masks[r] = Some(m);
+            b.what[r] += " masked";
+        }
+        b
     }
 
     /// Rows that are all greedy without logprobs (the rows the device sampler may split over
@@ -312,6 +368,7 @@ impl SamplingBatch {
         SamplingBatch {
             vocab,
             logits,
+            masks: vec![None; states.len()],
             states,
             what,
         }
@@ -321,8 +378,30 @@ impl SamplingBatch {
     pub fn device_params(&self) -> Vec<DeviceSampling> {
         self.states
             .iter()
-            .map(|s| s.device_sampling().expect("no penalties: device-eligible"))
+            .zip(&self.masks)
+            .map(|(s, m)| {
+                let mut e = s.device_sampling().expect("no penalties: device-eligible");
+                e.constrained |= m.is_some();
+                e
+            })
             .collect()
+    }
+
+    /// The constraint of each constrained row, in order, and their rows.
+    pub fn constraints(&self) -> (Vec<u32>, Vec<RowConstraint<'_>>) {
+        let params = self.device_params();
+        (0u32..)
+            .zip(&params)
+            .filter(|(_, e)| e.constrained)
+            .map(|(r, _)| (r, self.constraint(r as usize)))
+            .unzip()
+    }
+
+    fn constraint(&self, r: usize) -> RowConstraint<'_> {
+        RowConstraint {
+            bias: &self.states[r].params().logit_bias,
+            mask: self.masks[r].as_deref(),
+        }
     }
 
     /// Asserts the device's samples equal `sample()`'s: tokens and top ids exactly, logprobs
@@ -333,7 +412,13 @@ impl SamplingBatch {
         let mut scratch = SamplerScratch::new(vocab);
         for (r, g) in got.iter().enumerate() {
             let mut row = self.logits[r * vocab..(r + 1) * vocab].to_vec();
-            let want = sample(&mut self.states[r], &mut row, &mut scratch);
+            let want = match &self.masks[r] {
+                Some(_) => {
+                    let entry = self.device_params()[r];
+                    sample_entry(&entry, Some(&self.constraint(r)), &mut row, &mut scratch)
+                }
+                None => sample(&mut self.states[r], &mut row, &mut scratch),
+            };
             let what = &self.what[r];
             assert_eq!(g.token, want.token, "{what}: token");
             match (&g.logprob, &want.logprob) {

@@ -22,6 +22,6 @@ pub mod stats;
 
 pub use ahead::MaskPool;
 pub use compiler::{CompiledGrammar, GrammarCompiler};
-pub use matcher::ConstraintMatcher;
+pub use matcher::{apply_mask, ConstraintMatcher};
 pub use spec::ConstraintSpec;
 pub use stats::GrammarStats;
