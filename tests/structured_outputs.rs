@@ -1,72 +1,18 @@
-//! Structured outputs and `logit_bias` end to end on the tiny Llama: every constraint kind the
-//! server accepts yields output that matches it, bad constraints and biases are 400s naming the
-//! field, constrained rows leave their batch-mates untouched, and matchers are freed.
+//! Structured outputs and `logit_bias` end to end on the tiny Llama, through the server: every
+//! constraint kind the server accepts yields output that matches it, and bad constraints and
+//! biases are 400s naming the field. (Inside the engine: tests/grammar_engine.rs.)
 //!
 //! The tiny model's weights are random, so whatever it produces is the grammar's doing.
 
 #[path = "common/server.rs"]
 mod common_server;
-
-use std::sync::Arc;
+#[path = "common/grammar.rs"]
+mod grammar;
 
 use common_server::*;
+use grammar::*;
 use hyper::StatusCode;
 use serde_json::{json, Value};
-use tandem::device::sampling::grammar::{
-    CompiledGrammar, ConstraintSpec, GrammarCompiler, GrammarStats,
-};
-use tandem::device::sampling::{sample, SamplerScratch, SamplerState};
-use tandem::engine::request::{Event, FinishReason, Request, SamplingParams};
-use tandem::engine::EngineHandle;
-use tandem::model::token_env::token_env;
-
-/// A nested object with an enum, a bounded array and bounded strings, so even a random model
-/// finishes it well within the tiny model's 256-token context.
-fn person_schema() -> Value {
-    json!({
-        "type": "object",
-        "properties": {
-            "name": {"type": "string", "maxLength": 6},
-            "color": {"enum": ["red", "green", "blue"]},
-            "flags": {"type": "array", "items": {"type": "boolean"}, "minItems": 1, "maxItems": 3},
-            "inner": {
-                "type": "object",
-                "properties": {"ok": {"type": "boolean"}, "n": {"type": "integer", "minimum": 0, "maximum": 99}},
-                "required": ["ok", "n"],
-                "additionalProperties": false
-            }
-        },
-        "required": ["name", "color", "flags", "inner"],
-        "additionalProperties": false
-    })
-}
-
-/// Panics unless `v` is a valid [`person_schema`] instance.
-fn check_person(text: &str) {
-    let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
-    let o = v
-        .as_object()
-        .unwrap_or_else(|| panic!("not an object: {text}"));
-    let mut keys: Vec<&str> = o.keys().map(String::as_str).collect();
-    keys.sort_unstable();
-    assert_eq!(keys, ["color", "flags", "inner", "name"], "{text}");
-    assert!(
-        v["name"].as_str().is_some_and(|s| s.chars().count() <= 6),
-        "{text}"
-    );
-    assert!(
-        ["red", "green", "blue"].contains(&v["color"].as_str().unwrap_or("")),
-        "{text}"
-    );
-    let flags = v["flags"].as_array().expect("flags is an array");
-    assert!(
-        (1..=3).contains(&flags.len()) && flags.iter().all(Value::is_boolean),
-        "{text}"
-    );
-    assert!(v["inner"]["ok"].is_boolean(), "{text}");
-    assert!(v["inner"]["n"].as_u64().is_some_and(|n| n <= 99), "{text}");
-    assert_eq!(v["inner"].as_object().unwrap().len(), 2, "{text}");
-}
 
 /// A completion with EOS honoured (the shared builders ignore it) and room to finish.
 fn constrained(extra: Value) -> Value {
@@ -403,26 +349,6 @@ async fn bad_constraints_and_biases_are_400s_naming_the_field() {
     }
 }
 
-/// The engine's tokens and finish reason for `params` on `prompt`.
-async fn run(h: &EngineHandle, prompt: &[u32], params: SamplingParams) -> (Vec<u32>, FinishReason) {
-    let mut stream = h.submit(Request::new(prompt.to_vec(), params)).unwrap();
-    let mut ids = Vec::new();
-    loop {
-        match stream.recv().await.expect("stream ends with Finished") {
-            Event::Tokens { ids: more, .. } => ids.extend(more),
-            Event::Finished { reason, .. } => return (ids, reason),
-        }
-    }
-}
-
-fn greedy(max_tokens: usize) -> SamplingParams {
-    SamplingParams {
-        max_tokens,
-        ignore_eos: true,
-        ..Default::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logit_bias_forces_and_bans_tokens() {
     let s = TestServer::start().await;
@@ -457,227 +383,6 @@ async fn logit_bias_forces_and_bans_tokens() {
     );
 }
 
-fn compiler(s: &TestServer) -> (GrammarCompiler, Arc<GrammarStats>) {
-    let stats = Arc::new(GrammarStats::default());
-    let env = token_env(s.tokenizer.clone(), s.handle.model().vocab_size).unwrap();
-    let c = GrammarCompiler::new(env, stats.clone()).expect("a compiler for the tiny tokenizer");
-    (c, stats)
-}
-
-fn with_grammar(g: &Arc<CompiledGrammar>, mut p: SamplingParams) -> SamplingParams {
-    p.constraint = Some(g.clone());
-    p.ignore_eos = false;
-    p
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unconstrained_rows_are_unaffected_by_constrained_batch_mates() {
-    let s = TestServer::start().await;
-    let (c, _) = compiler(&s);
-    let g = c
-        .compile(&ConstraintSpec::JsonSchema(person_schema()))
-        .unwrap();
-    let prompt = [5, 6, 7, 8, 9];
-    let seeded = SamplingParams {
-        temperature: 0.9,
-        seed: Some(11),
-        ..greedy(40)
-    };
-    let alone = (
-        run(&s.handle, &prompt, greedy(40)).await.0,
-        run(&s.handle, &prompt, seeded.clone()).await.0,
-    );
-    // All four at once: the constrained ones share every step with the free ones.
-    let (free_greedy, free_seeded, json_greedy, json_seeded) = tokio::join!(
-        run(&s.handle, &prompt, greedy(40)),
-        run(&s.handle, &prompt, seeded.clone()),
-        run(&s.handle, &prompt, with_grammar(&g, greedy(120))),
-        run(&s.handle, &prompt, with_grammar(&g, seeded.clone())),
-    );
-    assert_eq!(free_greedy.0, alone.0);
-    assert_eq!(free_seeded.0, alone.1);
-    for (ids, reason) in [json_greedy, json_seeded] {
-        let text = s.tokenizer.decode(&ids, true).unwrap();
-        assert_ne!(ids, alone.0);
-        if reason == FinishReason::Stop {
-            check_person(&text);
-        } else {
-            assert!(text.starts_with('{'), "{text:?}");
-        }
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn matchers_are_freed_when_requests_end_or_abort() {
-    let s = TestServer::start().await;
-    let (c, stats) = compiler(&s);
-    // Never complete: the request runs until it is aborted.
-    let g = c.compile(&ConstraintSpec::Regex("[a-z]+".into())).unwrap();
-    let mut p = with_grammar(&g, greedy(200));
-    p.ignore_eos = true;
-    p.logit_bias = s.tokenizer.eos_ids.iter().map(|&e| (e, -100.0)).collect();
-    let mut streams: Vec<_> = (0..3)
-        .map(|_| {
-            s.handle
-                .submit(Request::new(vec![1, 2, 3], p.clone()))
-                .unwrap()
-        })
-        .collect();
-    for st in &mut streams {
-        assert!(matches!(st.recv().await, Some(Event::Tokens { .. })));
-    }
-    assert!(
-        stats.snapshot().live_matchers >= 3,
-        "{:?}",
-        stats.snapshot()
-    );
-    drop(streams);
-    // The engine has nothing else to run: the executor must still drop their states.
-    eventually("the aborted requests' matchers are dropped", || {
-        stats.snapshot().live_matchers == 0
-    })
-    .await;
-    let ok_only = c
-        .compile(&ConstraintSpec::Choice(vec!["ok".into()]))
-        .unwrap();
-    let done = run(&s.handle, &[1, 2], with_grammar(&ok_only, greedy(10))).await;
-    assert_eq!(
-        (s.tokenizer.decode(&done.0, true).unwrap().as_str(), done.1),
-        ("ok", FinishReason::Stop)
-    );
-    eventually("the finished request's matcher is dropped", || {
-        stats.snapshot().live_matchers == 0
-    })
-    .await;
-    assert!(stats.snapshot().masks > 0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_recomputed_sampler_state_continues_the_grammar() {
-    // Preemption rebuilds the sampler state from the generated tokens: the grammar must be
-    // replayed, so the continuation is the one an uninterrupted request samples.
-    let s = TestServer::start().await;
-    let (c, _) = compiler(&s);
-    let g = c
-        .compile(&ConstraintSpec::JsonSchema(person_schema()))
-        .unwrap();
-    let params = Arc::new(with_grammar(
-        &g,
-        SamplingParams {
-            temperature: 1.0,
-            ..greedy(60)
-        },
-    ));
-    let vocab = s.handle.model().vocab_size;
-    let row = |i: usize| -> Vec<f32> {
-        (0..vocab)
-            .map(|t| ((t * 7919 + i * 104729) % 1000) as f32 / 100.0)
-            .collect()
-    };
-    let mut scratch = SamplerScratch::new(vocab);
-    let mut whole = SamplerState::new(params.clone(), 3, &[1], &[]);
-    let all: Vec<u32> = (0..30)
-        .map(|i| sample(&mut whole, &mut row(i), &mut scratch).token)
-        .collect();
-    let mut resumed = SamplerState::new(params.clone(), 3, &[1], &all[..12]);
-    let rest: Vec<u32> = (12..30)
-        .map(|i| sample(&mut resumed, &mut row(i), &mut scratch).token)
-        .collect();
-    assert_eq!(rest, all[12..]);
-    // And the mask really constrains: unconstrained sampling of the same rows differs.
-    let mut free = SamplerState::new(
-        Arc::new(SamplingParams {
-            temperature: 1.0,
-            ..greedy(60)
-        }),
-        3,
-        &[1],
-        &[],
-    );
-    let unconstrained: Vec<u32> = (0..30)
-        .map(|i| sample(&mut free, &mut row(i), &mut scratch).token)
-        .collect();
-    assert_ne!(unconstrained, all);
-    assert!(s.tokenizer.decode(&all, true).unwrap().starts_with("{\""));
-}
-
-/// The pool prepares the masks while the caller's work (the forward pass) runs, not after it;
-/// the masks are those a matcher computes by itself at sampling, and a prepared mask is applied
-/// without being computed again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn masks_are_prepared_while_the_forward_pass_runs() {
-    use std::time::{Duration, Instant};
-    use tandem::device::sampling::grammar::{ConstraintMatcher, MaskPool};
-
-    let s = TestServer::start().await;
-    let (c, stats) = compiler(&s);
-    let g = c
-        .compile(&ConstraintSpec::JsonSchema(person_schema()))
-        .unwrap();
-    // A few tokens the grammar accepts, each the first its mask allows.
-    let mut walker = ConstraintMatcher::new(&g, &[]);
-    let mut prefix = Vec::new();
-    for _ in 0..5 {
-        let t = walker.mask().first_bit_set().expect("a token is allowed") as u32;
-        walker.advance(t);
-        prefix.push(t);
-    }
-    let mut rows: Vec<ConstraintMatcher> = (0..4)
-        .map(|i| ConstraintMatcher::new(&g, &prefix[..i + 1]))
-        .collect();
-    let masks_before = stats.snapshot().masks;
-    let pool = MaskPool::default();
-    // The stand-in forward pass waits for the masks: it sees them all only if they are computed
-    // while it runs.
-    let seen_during = pool.overlap(rows.iter_mut().collect(), || {
-        let started = Instant::now();
-        while stats.snapshot().masks < masks_before + 4 {
-            if started.elapsed() > Duration::from_secs(20) {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        true
-    });
-    assert!(seen_during, "{:?}", stats.snapshot());
-    let vocab = s.handle.model().vocab_size;
-    let late_before = stats.snapshot().masks_at_sampling;
-    for (i, row) in rows.iter_mut().enumerate() {
-        assert!(row.is_prepared(), "row {i}");
-        let mut logits = vec![0.0f32; vocab];
-        row.apply(&mut logits);
-        let mut alone = ConstraintMatcher::new(&g, &prefix[..i + 1]);
-        let mut want = vec![0.0f32; vocab];
-        alone.apply(&mut want);
-        assert_eq!(logits, want, "row {i}");
-        assert!(logits.iter().any(|l| l.is_infinite()), "row {i} is masked");
-    }
-    // The four prepared rows were not computed again; the four matchers made alone were.
-    let after = stats.snapshot();
-    assert_eq!(after.masks_at_sampling, late_before + 4, "{after:?}");
-    assert_eq!(after.masks, masks_before + 8, "{after:?}");
-}
-
-/// Served through the engine, every mask of a constrained request is prepared during its step's
-/// forward pass and counted once: one per sampled token.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_served_requests_masks_are_prepared_ahead_and_counted_once() {
-    let s = TestServer::start().await;
-    let (c, stats) = compiler(&s);
-    let g = c
-        .compile(&ConstraintSpec::JsonSchema(person_schema()))
-        .unwrap();
-    let before = stats.snapshot();
-    let (ids, _) = run(&s.handle, &[5, 6, 7], with_grammar(&g, greedy(120))).await;
-    let after = stats.snapshot();
-    assert!(ids.len() > 3, "{ids:?}");
-    assert_eq!(after.masks - before.masks, ids.len() as u64, "{after:?}");
-    assert_eq!(
-        after.masks_at_sampling, before.masks_at_sampling,
-        "{after:?}"
-    );
-}
-
 /// Not a test: the per-token mask time for a nested schema on the default model's 49k-token
 /// vocabulary (benches/RESULTS.md). `cargo test --release --test structured_outputs -- --ignored
 /// --nocapture mask_time`. Also checks every token of a valid document passes its mask.
@@ -686,10 +391,14 @@ async fn a_served_requests_masks_are_prepared_ahead_and_counted_once() {
 #[test]
 #[ignore]
 fn mask_time_on_the_default_model() {
+    use std::sync::Arc;
     use std::time::Instant;
-    use tandem::device::sampling::grammar::ConstraintMatcher;
+    use tandem::device::sampling::grammar::{
+        ConstraintMatcher, ConstraintSpec, GrammarCompiler, GrammarStats,
+    };
     use tandem::model::default_model::default_model_path;
     use tandem::model::gguf::GgufFile;
+    use tandem::model::token_env::token_env;
     use tandem::model::tokenizer::Tokenizer;
 
     let path = std::env::var_os("TANDEM_MASK_VOCAB")
