@@ -244,19 +244,23 @@ fn engine_on_the_gpu_gives_the_cpus_tokens() {
     if gpu("engine_on_the_gpu_gives_the_cpus_tokens").is_none() {
         return;
     }
+    let got = cpu_and_gpu_engines(&crowd());
+    assert!(count_differences(&got.0, &got.1) <= 2);
+}
+
+/// `reqs` through the engine on the GPU in f32 and on the CPU: (GPU's outcomes, CPU's).
+fn cpu_and_gpu_engines(reqs: &[Request]) -> (Vec<Outcome>, Vec<Outcome>) {
     let limits = StepLimits {
         max_tokens: 64,
         max_seqs: 16,
     };
-    let reqs = crowd();
     let (cpu, tok) = open_model(&tiny_llama(), limits);
-    let want = engine_outcomes(cpu, tok, &reqs);
+    let want = engine_outcomes(cpu, tok, reqs);
     let backend = CudaBackend::new(0, DType::F32, CudaOptions::default()).unwrap();
     let (gpu_model, tok) = ModelSource::open(&tiny_llama())
         .and_then(|s| tandem::runner::load(s, backend, limits))
         .unwrap();
-    let got = engine_outcomes(gpu_model, tok, &reqs);
-    assert!(count_differences(&got, &want) <= 2);
+    (engine_outcomes(gpu_model, tok, reqs), want)
 }
 
 /// The crowd with grammars and logit biases on a quarter of its requests each, through the
@@ -269,19 +273,9 @@ fn constrained_rows_on_the_gpu_give_the_cpus_tokens() {
     if gpu("constrained_rows_on_the_gpu_give_the_cpus_tokens").is_none() {
         return;
     }
-    let limits = StepLimits {
-        max_tokens: 64,
-        max_seqs: 16,
-    };
     let mut reqs = crowd();
     common::crowd::constrain_crowd(&mut reqs, &tiny_llama());
-    let (cpu, tok) = open_model(&tiny_llama(), limits);
-    let want = engine_outcomes(cpu, tok, &reqs);
-    let backend = CudaBackend::new(0, DType::F32, CudaOptions::default()).unwrap();
-    let (gpu_model, tok) = ModelSource::open(&tiny_llama())
-        .and_then(|s| tandem::runner::load(s, backend, limits))
-        .unwrap();
-    let got = engine_outcomes(gpu_model, tok, &reqs);
+    let (got, want) = cpu_and_gpu_engines(&reqs);
     assert!(count_differences(&got, &want) <= 2);
     let tok = tandem::model::tokenizer::Tokenizer::from_hf_dir(&tiny_llama()).unwrap();
     common::crowd::check_constrained_crowd(&got, |ids| tok.decode(ids, true).unwrap());
