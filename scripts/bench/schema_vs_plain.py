@@ -1,7 +1,9 @@
 """32 concurrent chat requests with a JSON schema, then the same 32 unconstrained with each
-request's max_tokens set to its constrained twin's output length (EOS ignored), against a running
-`tandem serve`; prints output tokens per second of each batch, three rounds, and for the schema
-batches the masks the server computed meanwhile and their mean time (from /metrics).
+request's max_tokens set to the rows its constrained twin sampled (EOS ignored), against a running
+`tandem serve`; prints sampled tokens per second of each batch (a schema answer that stops also
+sampled its end-of-sequence token, which its usage leaves out: it is counted here, so both
+batches count the same rows), three rounds, and for the schema batches the masks the server
+computed meanwhile and their mean time (from /metrics).
 
     tandem serve --port 18081 &
     python3 scripts/bench/schema_vs_plain.py [port]
@@ -34,9 +36,11 @@ def one(i, constrained):
         v = json.load(r)
     if constrained and v["choices"][0]["finish_reason"] == "stop":
         json.loads(v["choices"][0]["message"]["content"])  # a complete answer parses
+    finish = v["choices"][0]["finish_reason"]
+    rows = v["usage"]["completion_tokens"] + (1 if constrained and finish == "stop" else 0)
     if constrained:
-        LENS[i] = v["usage"]["completion_tokens"]
-    return v["usage"]["completion_tokens"], v["choices"][0]["finish_reason"]
+        LENS[i] = rows
+    return rows, finish
 def mask_counters():
     """(masks computed, seconds spent computing them) so far, from the server's /metrics."""
     with urllib.request.urlopen(METRICS, timeout=60) as r:
