@@ -8,6 +8,7 @@
 //! `forced` holds the schema a `required`/named call must match (constrained decoding).
 
 pub mod forced;
+pub mod forced_stream;
 pub mod history;
 pub mod output;
 pub mod reasoning;

@@ -22,6 +22,16 @@ pub enum Out {
         index: usize,
         call: ParsedCall,
     },
+    /// The choice's `index`-th call begins (a streamed forced call): the function's name.
+    CallStart {
+        index: usize,
+        name: String,
+    },
+    /// The next piece of the `index`-th call's arguments.
+    CallArguments {
+        index: usize,
+        text: String,
+    },
 }
 
 /// How to read one request's answers.
@@ -71,7 +81,7 @@ impl ChatOutput {
         if plan.reasoning.is_none() && plan.tools.is_none() {
             return None;
         }
-        let choices = (0..n).map(|_| ChoiceReader::new(&plan)).collect();
+        let choices = (0..n).map(|_| ChoiceReader::new(&plan, true)).collect();
         Some(ChatOutput {
             plan,
             choices: Mutex::new(choices),
@@ -98,7 +108,7 @@ impl ChatOutput {
 
     /// A whole answer as a message.
     pub fn message(&self, text: &str) -> ParsedMessage {
-        let mut reader = ChoiceReader::new(&self.plan);
+        let mut reader = ChoiceReader::new(&self.plan, false);
         let mut outs = reader.push(text);
         outs.extend(reader.finish());
         let mut m = ParsedMessage::default();
@@ -107,6 +117,8 @@ impl ChatOutput {
                 Out::Reasoning(t) => m.reasoning.get_or_insert_with(String::new).push_str(&t),
                 Out::Content(t) => m.content.get_or_insert_with(String::new).push_str(&t),
                 Out::Call { call, .. } => m.tool_calls.push(tool_call(call)),
+                // Only streams start calls before they are whole.
+                Out::CallStart { .. } | Out::CallArguments { .. } => {}
             }
         }
         m
@@ -126,18 +138,27 @@ struct ChoiceReader {
     tools: Option<ToolCallStream>,
     parallel: bool,
     calls: usize,
+    /// The streamed call whose arguments are arriving: `Some(index)`, or `None` while a call
+    /// `parallel_tool_calls: false` drops is.
+    streamed: Option<usize>,
 }
 
 impl ChoiceReader {
-    fn new(plan: &Plan) -> Self {
+    /// `streaming`: forced calls go out piece by piece ([`ToolCallStream::streaming`]).
+    fn new(plan: &Plan, streaming: bool) -> Self {
+        let tools = plan.tools.clone().map(|(syntax, names)| {
+            if streaming {
+                ToolCallStream::streaming(syntax, names)
+            } else {
+                ToolCallStream::new(syntax, names)
+            }
+        });
         ChoiceReader {
             reasoning: plan.reasoning.map(ReasoningStream::new),
-            tools: plan
-                .tools
-                .clone()
-                .map(|(syntax, names)| ToolCallStream::new(syntax, names)),
+            tools,
             parallel: plan.parallel,
             calls: 0,
+            streamed: None,
         }
     }
 
@@ -190,6 +211,20 @@ impl ChoiceReader {
                     });
                     self.calls += 1;
                 }
+                Piece::CallStart(_) if !self.parallel && self.calls > 0 => self.streamed = None,
+                Piece::CallStart(name) => {
+                    out.push(Out::CallStart {
+                        index: self.calls,
+                        name,
+                    });
+                    self.streamed = Some(self.calls);
+                    self.calls += 1;
+                }
+                Piece::CallArguments(text) => {
+                    if let Some(index) = self.streamed {
+                        out.push(Out::CallArguments { index, text });
+                    }
+                }
             }
         }
     }
@@ -212,9 +247,15 @@ fn tool_call(call: ParsedCall) -> ToolCall {
 }
 
 /// The stream deltas of one output: a call is two, its id, type and name first, then its
-/// arguments.
+/// arguments; a streamed call is its opening, then a delta per piece of its arguments.
 pub fn deltas(out: Out) -> Vec<Delta> {
+    let call_delta = |c: ToolCallDelta| Delta {
+        tool_calls: Some(vec![c]),
+        ..Delta::default()
+    };
     match out {
+        Out::CallStart { index, name } => vec![call_delta(opening(index, name))],
+        Out::CallArguments { index, text } => vec![call_delta(arguments(index, text))],
         Out::Reasoning(t) => vec![Delta {
             reasoning_content: Some(t),
             ..Delta::default()
@@ -223,33 +264,36 @@ pub fn deltas(out: Out) -> Vec<Delta> {
             content: Some(t),
             ..Delta::default()
         }],
-        Out::Call { index, call } => {
-            let opening = ToolCallDelta {
-                index,
-                id: Some(call_id()),
-                kind: Some("function"),
-                function: FunctionCallDelta {
-                    name: Some(call.name),
-                    arguments: String::new(),
-                },
-            };
-            let arguments = ToolCallDelta {
-                index,
-                id: None,
-                kind: None,
-                function: FunctionCallDelta {
-                    name: None,
-                    arguments: call.arguments,
-                },
-            };
-            [opening, arguments]
-                .into_iter()
-                .map(|c| Delta {
-                    tool_calls: Some(vec![c]),
-                    ..Delta::default()
-                })
-                .collect()
-        }
+        Out::Call { index, call } => [opening(index, call.name), arguments(index, call.arguments)]
+            .into_iter()
+            .map(call_delta)
+            .collect(),
+    }
+}
+
+/// A call's first delta: its id, type and name.
+fn opening(index: usize, name: String) -> ToolCallDelta {
+    ToolCallDelta {
+        index,
+        id: Some(call_id()),
+        kind: Some("function"),
+        function: FunctionCallDelta {
+            name: Some(name),
+            arguments: String::new(),
+        },
+    }
+}
+
+/// A piece of a call's arguments.
+fn arguments(index: usize, text: String) -> ToolCallDelta {
+    ToolCallDelta {
+        index,
+        id: None,
+        kind: None,
+        function: FunctionCallDelta {
+            name: None,
+            arguments: text,
+        },
     }
 }
 
@@ -334,6 +378,48 @@ mod tests {
         assert_eq!(indices, [0, 1, 2]);
         assert_eq!(all[0], Out::Reasoning("hm".into()));
         assert_eq!(all[1], Out::Content("Ok".into()));
+    }
+
+    #[test]
+    fn a_streamed_forced_call_goes_out_in_pieces_and_parallel_off_keeps_the_first() {
+        let text =
+            r#"[{"name": "add", "arguments": {"a": 1}}, {"name": "add", "arguments": {"a": 2}}]"#;
+        for parallel in [true, false] {
+            let out = output(None, Some(ToolSyntax::ForcedJson), parallel);
+            let mut all = Vec::new();
+            for c in text.chars() {
+                all.extend(out.push(0, &c.to_string()));
+            }
+            let (rest, called) = out.finish(0);
+            all.extend(rest);
+            assert!(called);
+            let deltas: Vec<serde_json::Value> = all
+                .into_iter()
+                .flat_map(deltas)
+                .map(|d| serde_json::to_value(d).unwrap())
+                .collect();
+            assert!(deltas.len() > 4, "arguments in several pieces");
+            let mut args = vec![String::new(); 2];
+            let mut names = Vec::new();
+            for d in &deltas {
+                let c = &d["tool_calls"][0];
+                let i = c["index"].as_u64().unwrap() as usize;
+                if let Some(name) = c["function"]["name"].as_str() {
+                    assert!(c["id"].as_str().unwrap().starts_with("call_"));
+                    names.push((i, name.to_string()));
+                }
+                args[i].push_str(c["function"]["arguments"].as_str().unwrap());
+            }
+            let want_calls = if parallel { 2 } else { 1 };
+            assert_eq!(names.len(), want_calls, "parallel {parallel}");
+            for (i, a) in args.iter().take(want_calls).enumerate() {
+                let v: serde_json::Value = serde_json::from_str(a).unwrap();
+                assert_eq!(v["a"], i + 1);
+            }
+            if !parallel {
+                assert_eq!(args[1], "", "the dropped call's arguments");
+            }
+        }
     }
 
     #[test]

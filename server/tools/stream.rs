@@ -6,6 +6,7 @@
 //! Content whitespace: leading and trailing whitespace of the content is dropped, and a
 //! whitespace run is held until text follows it (so the newlines between calls are not content).
 
+use super::forced_stream::{ForcedCallScanner, ForcedEvent};
 use super::reasoning::held_prefix_len;
 use super::syntax::{ParsedCall, ToolSyntax, HERMES_END, HERMES_START};
 
@@ -13,6 +14,10 @@ use super::syntax::{ParsedCall, ToolSyntax, HERMES_END, HERMES_START};
 pub enum Piece {
     Content(String),
     Call(ParsedCall),
+    /// A streamed forced call begins ([`ToolCallStream::streaming`]): its function's name.
+    CallStart(String),
+    /// The next piece of the streamed call's arguments.
+    CallArguments(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +39,8 @@ pub struct ToolCallStream {
     buf: String,
     pending_ws: String,
     content_started: bool,
+    /// Forced calls streamed as they arrive, and how much of `buf` it has read.
+    forced: Option<(ForcedCallScanner, usize)>,
 }
 
 impl ToolCallStream {
@@ -46,7 +53,19 @@ impl ToolCallStream {
             buf: String::new(),
             pending_ws: String::new(),
             content_started: false,
+            forced: None,
         }
+    }
+
+    /// [`new`](Self::new) for a stream: a forced call's name goes out as soon as it is known and
+    /// its arguments piece by piece ([`Piece::CallStart`], [`Piece::CallArguments`]) rather than
+    /// as one [`Piece::Call`] at the end.
+    pub fn streaming(syntax: ToolSyntax, tools: Vec<String>) -> Self {
+        let mut s = Self::new(syntax, tools);
+        if syntax == ToolSyntax::ForcedJson {
+            s.forced = Some((ForcedCallScanner::default(), 0));
+        }
+        s
     }
 
     /// What `text` decides.
@@ -120,6 +139,9 @@ impl ToolCallStream {
                     return;
                 }
                 Mode::Tail => {
+                    if self.stream_forced(at_end, out) {
+                        return;
+                    }
                     if at_end {
                         let region = std::mem::take(&mut self.buf);
                         self.region(&region, out);
@@ -128,6 +150,29 @@ impl ToolCallStream {
                 }
             }
         }
+    }
+
+    /// Feeds a forced answer's new text to the scanner; whether it decided the text (else, at
+    /// the end, the region is parsed whole, as without streaming: the answer had another shape
+    /// and no call went out).
+    fn stream_forced(&mut self, at_end: bool, out: &mut Vec<Piece>) -> bool {
+        let Some((scanner, read)) = &mut self.forced else {
+            return false;
+        };
+        for e in scanner.push(&self.buf[*read..]) {
+            out.push(match e {
+                ForcedEvent::Start(name) => Piece::CallStart(name),
+                ForcedEvent::Arguments(a) => Piece::CallArguments(a),
+            });
+        }
+        *read = self.buf.len();
+        if scanner.started() {
+            if at_end {
+                self.buf.clear();
+            }
+            return true;
+        }
+        !at_end && !scanner.is_off()
     }
 
     /// A call region: its calls, or itself as content.
@@ -199,6 +244,9 @@ mod tests {
             match p {
                 Piece::Content(c) => content.push_str(&c),
                 Piece::Call(c) => calls.push(c),
+                Piece::CallStart(_) | Piece::CallArguments(_) => {
+                    panic!("a stream made by `new` sent a call in pieces")
+                }
             }
         }
         (content, calls)
@@ -320,6 +368,66 @@ mod tests {
         );
         let unknown = "[{\"name\": \"nope\", \"arguments\": {}}]";
         assert_eq!(streams_like_whole(ToolSyntax::Mistral, unknown).0, unknown);
+    }
+
+    /// A streamed forced answer: (name, arguments) per call from the pieces, pushed `n` chars at
+    /// a time, and any content.
+    fn streamed_forced(text: &str, n: usize) -> (String, Vec<(String, String)>) {
+        let mut s = ToolCallStream::streaming(ToolSyntax::ForcedJson, tools());
+        let chars: Vec<char> = text.chars().collect();
+        let mut pieces = Vec::new();
+        for piece in chars.chunks(n) {
+            pieces.extend(s.push(&piece.iter().collect::<String>()));
+        }
+        pieces.extend(s.finish());
+        let (mut content, mut calls) = (String::new(), Vec::<(String, String)>::new());
+        for p in pieces {
+            match p {
+                Piece::Content(c) => content.push_str(&c),
+                Piece::Call(c) => calls.push((c.name, c.arguments)),
+                Piece::CallStart(name) => calls.push((name, String::new())),
+                Piece::CallArguments(a) => calls.last_mut().unwrap().1.push_str(&a),
+            }
+        }
+        (content, calls)
+    }
+
+    #[test]
+    fn forced_calls_stream_in_pieces_that_make_the_whole_calls() {
+        let text = r#"[{"name": "add", "arguments": {"a": 1, "b": [2, 3]}}, {"name": "get_weather", "arguments": {"city": "Oslo"}}]"#;
+        let (_, whole_calls) = whole(ToolSyntax::ForcedJson, text);
+        for n in [1, 4, 1000] {
+            let (content, calls) = streamed_forced(text, n);
+            assert_eq!(content, "");
+            assert_eq!(calls.len(), whole_calls.len());
+            for ((name, args), want) in calls.iter().zip(&whole_calls) {
+                assert_eq!(name, &want.name);
+                let got: serde_json::Value = serde_json::from_str(args).unwrap();
+                let want: serde_json::Value = serde_json::from_str(&want.arguments).unwrap();
+                assert_eq!(got, want, "pieces of {n}");
+            }
+        }
+        // The arguments go out before the answer ends.
+        let mut s = ToolCallStream::streaming(ToolSyntax::ForcedJson, tools());
+        let early = s.push(r#"{"name": "add", "arguments": {"a": "#);
+        assert_eq!(
+            early,
+            vec![
+                Piece::CallStart("add".into()),
+                Piece::CallArguments("{\"a\": ".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_forced_answer_of_another_shape_is_read_whole() {
+        for text in ["not json at all", r#"{"answer": 42}"#] {
+            assert_eq!(
+                streamed_forced(text, 3),
+                (text.to_string(), vec![]),
+                "{text}"
+            );
+        }
     }
 
     #[test]
