@@ -239,6 +239,17 @@ fn sampling_logits(
     v
 }
 
+/// Case `i` of `cases` (cycling), with the `i`-th of `logprobs` (cycling).
+fn cycled(
+    cases: &[(&'static str, SamplingParams)],
+    i: usize,
+    logprobs: [Option<usize>; 4],
+) -> (&'static str, SamplingParams) {
+    let (name, mut params) = cases[i % cases.len()].clone();
+    params.logprobs = logprobs[i % 4];
+    (name, params)
+}
+
 /// Logit rows with a sampler state per row (the parameter sets of [`sampling_cases`] in turn,
 /// seeded, at random positions, some with logprobs), for the device sampler to match `sample()`.
 pub struct SamplingBatch {
@@ -265,14 +276,7 @@ impl SamplingBatch {
     ) -> Self {
         let cases = sampling_cases();
         Self::with_cases(rng, rows, vocab, label, rounding, |r| {
-            let (name, mut params) = cases[(r + round) % cases.len()].clone();
-            params.logprobs = match (r + round) % 4 {
-                0 => None,
-                1 => Some(0),
-                2 => Some(5),
-                _ => Some(20),
-            };
-            (name, params)
+            cycled(&cases, r + round, [None, Some(0), Some(5), Some(20)])
         })
     }
 
@@ -290,8 +294,7 @@ impl SamplingBatch {
     ) -> Self {
         let cases = sampling_cases();
         let mut b = Self::with_cases(rng, rows, vocab, label, rounding, |r| {
-            let (name, mut params) = cases[(r + round) % cases.len()].clone();
-            params.logprobs = [None, Some(3), None, Some(20)][(r + round) % 4];
+            let (name, mut params) = cycled(&cases, r + round, [None, Some(3), None, Some(20)]);
             if r % 3 != 2 {
                 let t = |k: usize| ((r + 1) * k % vocab) as u32;
                 params.logit_bias = match r % 4 {
