@@ -189,8 +189,18 @@ unsafe fn rows_one_token<const SIGNED: bool, const OFFSET: bool>(
     debug_assert!(out.is_empty() || w.len() >= (out.len() - 1) * row_bytes + blocks * block_bytes);
     debug_assert!(a.qs.len() >= blocks * QK32 && a.sum.len() == blocks);
     let last_row = out.len().saturating_sub(1);
+    // The rows stream from L3 or memory: each pair asks for the bytes of the pair two ahead, so
+    // they are in flight while this one computes (the run of rows is too short for the hardware
+    // prefetcher to get ahead on its own).
+    let fetch = |from: usize, to: usize| {
+        for at in (from..to.min(w.len())).step_by(64) {
+            _mm_prefetch::<_MM_HINT_T0>(w.as_ptr().wrapping_add(at) as *const i8);
+        }
+    };
+    fetch(0, 4 * row_bytes);
     let mut pairs = out.chunks_exact_mut(2);
     for (i, pair) in (&mut pairs).enumerate() {
+        fetch((2 * i + 4) * row_bytes, (2 * i + 6) * row_bytes);
         let w0 = w.as_ptr().add(2 * i * row_bytes);
         let w1 = w0.add(row_bytes);
         let mut acc = [_mm256_setzero_ps(); 2];

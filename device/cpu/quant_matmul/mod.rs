@@ -249,20 +249,26 @@ fn rows_times_tokens<'a, A: Copy + 'a>(
     let mut r0 = 0;
     if let Some(tile) = kernels.tile.filter(|_| m >= TILE_TOKENS) {
         let whole_tokens = m - m % TILE_TOKENS;
-        while r0 + TILE_ROWS <= rows {
-            let group = &bytes[r0 * row_bytes..(r0 + TILE_ROWS) * row_bytes];
-            let out = &mut dst[r0 * m..(r0 + TILE_ROWS) * m];
-            for t in (0..whole_tokens).step_by(TILE_TOKENS) {
-                let acts: [A; TILE_TOKENS] = std::array::from_fn(|i| act(t + i));
+        let whole_rows = rows - rows % TILE_ROWS;
+        // Tokens outside, rows inside: a group's activation rows are gathered once for all of
+        // the task's rows (whose bytes stay in cache from one group to the next).
+        for t in (0..whole_tokens).step_by(TILE_TOKENS) {
+            let acts: [A; TILE_TOKENS] = std::array::from_fn(|i| act(t + i));
+            for r0 in (0..whole_rows).step_by(TILE_ROWS) {
+                let group = &bytes[r0 * row_bytes..(r0 + TILE_ROWS) * row_bytes];
                 for (r, vals) in tile(group, row_bytes, &acts).iter().enumerate() {
-                    out[r * m + t..r * m + t + TILE_TOKENS].copy_from_slice(vals);
+                    let at = (r0 + r) * m + t;
+                    dst[at..at + TILE_TOKENS].copy_from_slice(vals);
                 }
             }
-            for (wr, o) in group.chunks_exact(row_bytes).zip(out.chunks_exact_mut(m)) {
-                row_times_tokens(wr, whole_tokens, o, &act, kernels);
-            }
-            r0 += TILE_ROWS;
         }
+        for (wr, o) in bytes[..whole_rows * row_bytes]
+            .chunks_exact(row_bytes)
+            .zip(dst.chunks_exact_mut(m))
+        {
+            row_times_tokens(wr, whole_tokens, o, &act, kernels);
+        }
+        r0 = whole_rows;
     }
     for (wr, o) in bytes[r0 * row_bytes..]
         .chunks_exact(row_bytes)
