@@ -25,7 +25,15 @@ pub struct Q8Rows {
     /// `d * Σ codes` per block: the factor of a weight block's offset (Q4_1/Q5_1 minimum,
     /// the `-8`/`-16` of Q4_0/Q5_0).
     sum: Vec<f32>,
+    /// For each whole group of [`GROUP`] tokens and each block: the group's `d` then its `sum`
+    /// ([`GROUP_STRIDE`] values), so a tile of eight tokens loads a block's scales as vectors.
+    group: Vec<f32>,
 }
+
+/// Tokens per group of [`Q8Rows`]'s block scales laid out token-minor.
+pub const GROUP: usize = 8;
+/// Values per block in a group's scales: `GROUP` scales, then `GROUP` sums.
+pub const GROUP_STRIDE: usize = 2 * GROUP;
 
 /// One row of [`Q8Rows`].
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +41,9 @@ pub struct Q8Row<'a> {
     pub qs: &'a [i8],
     pub d: &'a [f32],
     pub sum: &'a [f32],
+    /// The scales of the [`GROUP`] tokens from this one, `GROUP_STRIDE` values per block, where
+    /// this token starts a whole group (empty otherwise).
+    pub group: &'a [f32],
 }
 
 impl Q8Rows {
@@ -63,6 +74,7 @@ impl Q8Rows {
             qs: vec![0; m * k],
             d: Vec::with_capacity(blocks),
             sum: Vec::with_capacity(blocks),
+            group: Vec::new(),
         };
         for (src, dst) in x[..m * k]
             .chunks_exact(QK32)
@@ -73,15 +85,37 @@ impl Q8Rows {
             rows.d.push(d);
             rows.sum.push(d * s as f32);
         }
+        let per_row = k / QK32;
+        rows.group = vec![0.0; m / GROUP * per_row * GROUP_STRIDE];
+        for (g, scales) in rows
+            .group
+            .chunks_exact_mut(per_row * GROUP_STRIDE)
+            .enumerate()
+        {
+            for (b, block) in scales.chunks_exact_mut(GROUP_STRIDE).enumerate() {
+                for i in 0..GROUP {
+                    let at = (g * GROUP + i) * per_row + b;
+                    block[i] = rows.d[at];
+                    block[GROUP + i] = rows.sum[at];
+                }
+            }
+        }
         rows
     }
 
     pub fn row(&self, t: usize) -> Q8Row<'_> {
         let b = self.k / QK32;
+        let group_len = b * GROUP_STRIDE;
+        let group = if t.is_multiple_of(GROUP) && (t / GROUP + 1) * group_len <= self.group.len() {
+            &self.group[t / GROUP * group_len..(t / GROUP + 1) * group_len]
+        } else {
+            &[]
+        };
         Q8Row {
             qs: &self.qs[t * self.k..(t + 1) * self.k],
             d: &self.d[t * b..(t + 1) * b],
             sum: &self.sum[t * b..(t + 1) * b],
+            group,
         }
     }
 }
@@ -208,6 +242,36 @@ mod tests {
                     .map(|&q| i32::from(q))
                     .sum();
                 assert_eq!(*s, ra.d[j] * codes as f32);
+            }
+        }
+    }
+
+    #[test]
+    fn groups_hold_each_tokens_scales_and_sums() {
+        let (m, k) = (17, 96);
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 5.0)
+            .collect();
+        let a = Q8Rows::new(Isa::Portable, &x, m, k);
+        for t in 0..m {
+            let group = a.row(t).group;
+            // Groups start at tokens 0 and 8; token 16 has no whole group after it.
+            if t % GROUP != 0 || t + GROUP > m {
+                assert!(group.is_empty(), "token {t}");
+                continue;
+            }
+            assert_eq!(group.len(), k / QK32 * GROUP_STRIDE);
+            for i in 0..GROUP {
+                let row = a.row(t + i);
+                for b in 0..k / QK32 {
+                    assert_eq!(
+                        group[b * GROUP_STRIDE + i],
+                        row.d[b],
+                        "token {} block {b}",
+                        t + i
+                    );
+                    assert_eq!(group[b * GROUP_STRIDE + GROUP + i], row.sum[b]);
+                }
             }
         }
     }

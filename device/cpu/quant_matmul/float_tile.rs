@@ -13,17 +13,19 @@ use crate::device::quant::{dequantize, GgmlType};
 /// Measured on the decode shapes (`bench.rs`, `batched_32_blocks` and `batched_k_quants`, float
 /// tiles of `FLOAT_CHUNK_ROWS` rows): the block kernels' cost grows with every token (their
 /// 8-token tiles share a block's decoding, not its per-token products), while the float path pays
-/// the dequantisation once and then a GEMM whose cost per token falls. Q8_0 dequantises cheaply
-/// (a scale times a byte): its tiles lead to 24 tokens, the GEMM from 32. The 4- and 5-bit types
-/// unpack nibbles first: their tiles lead at 32 tokens, the GEMM at 48. The K-quants' tiles run
-/// about as fast as the f32 GEMM alone, before any dequantisation, at every length measured:
-/// they always use the blocks.
+/// the dequantisation once and then a GEMM whose cost per token falls. The 32-element types'
+/// tiles lead at 32 tokens (since they take a block's float step once for eight tokens, Q8_0's
+/// too, which dequantises cheaply and led only to 24 before), the GEMM from 48. The K-quants'
+/// tiles run about as fast as the f32 GEMM alone, before any dequantisation, at every length
+/// measured: they always use the blocks.
 pub fn prefer_float(dtype: GgmlType, m: usize) -> bool {
     match dtype {
-        GgmlType::Q8_0 => m >= 32,
-        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::IQ4_NL => {
-            m >= 48
-        }
+        GgmlType::Q8_0
+        | GgmlType::Q4_0
+        | GgmlType::Q4_1
+        | GgmlType::Q5_0
+        | GgmlType::Q5_1
+        | GgmlType::IQ4_NL => m >= 48,
         _ => false,
     }
 }

@@ -12,6 +12,8 @@ pub type DotK = fn(&[u8], Q8KRow<'_>) -> f32;
 pub type Dot32x4 = fn(&[u8], &[Q8Row<'_>; 4]) -> [f32; 4];
 /// [`TILE_ROWS`] weight rows (`row_bytes` apart) against [`TILE_TOKENS`] activation rows.
 pub type Dot32Tile = fn(&[u8], usize, &[Q8Row<'_>; TILE_TOKENS]) -> [[f32; TILE_TOKENS]; TILE_ROWS];
+/// `out.len()` weight rows (`row_bytes` apart) against one activation row, in one call.
+pub type Dot32Rows = fn(&[u8], usize, Q8Row<'_>, &mut [f32]);
 pub type DotKx4 = fn(&[u8], &[Q8KRow<'_>; 4]) -> [f32; 4];
 /// [`TILE_ROWS`] weight rows (`row_bytes` apart in the slice) against [`TILE_TOKENS`] activation
 /// rows: each block decoded once per row for all the tokens, each activation block reused from
@@ -28,9 +30,9 @@ pub const TILE_TOKENS: usize = 8;
 /// How rows of one weight type are multiplied.
 #[derive(Clone, Copy)]
 pub enum Kernel {
-    /// Against 32-element int8 activation blocks, with a four-token form and a rows × tokens
-    /// tile where there are.
-    Blocks32(Dot32, Option<Dot32x4>, Option<Dot32Tile>),
+    /// Against 32-element int8 activation blocks, with a four-token form, a rows × tokens tile
+    /// and a many-rows × one-token form where there are.
+    Blocks32(Dot32, Option<Dot32x4>, Option<Dot32Tile>, Option<Dot32Rows>),
     /// Against 256-element int8 activation blocks with per-16 sums (the K-quants), with a
     /// four-token form and a rows × tokens tile where there are.
     BlocksK(DotK, Option<DotKx4>, Option<DotKTile>),
@@ -50,12 +52,12 @@ pub fn kernel(isa: Isa, dtype: GgmlType) -> Kernel {
 
 fn portable_kernel(dtype: GgmlType) -> Kernel {
     match dtype {
-        GgmlType::Q8_0 => Kernel::Blocks32(portable::q8_0, None, None),
-        GgmlType::Q4_0 => Kernel::Blocks32(portable::q4_0, None, None),
-        GgmlType::Q4_1 => Kernel::Blocks32(portable::q4_1, None, None),
-        GgmlType::Q5_0 => Kernel::Blocks32(portable::q5_0, None, None),
-        GgmlType::Q5_1 => Kernel::Blocks32(portable::q5_1, None, None),
-        GgmlType::IQ4_NL => Kernel::Blocks32(portable_k::iq4_nl, None, None),
+        GgmlType::Q8_0 => Kernel::Blocks32(portable::q8_0, None, None, None),
+        GgmlType::Q4_0 => Kernel::Blocks32(portable::q4_0, None, None, None),
+        GgmlType::Q4_1 => Kernel::Blocks32(portable::q4_1, None, None, None),
+        GgmlType::Q5_0 => Kernel::Blocks32(portable::q5_0, None, None, None),
+        GgmlType::Q5_1 => Kernel::Blocks32(portable::q5_1, None, None, None),
+        GgmlType::IQ4_NL => Kernel::Blocks32(portable_k::iq4_nl, None, None, None),
         GgmlType::Q2_K => Kernel::BlocksK(portable_k::q2_k, None, None),
         GgmlType::Q3_K => Kernel::BlocksK(portable_k::q3_k, None, None),
         GgmlType::Q4_K => Kernel::BlocksK(portable_k::q4_k, None, None),
@@ -74,7 +76,7 @@ mod avx2 {
     //! Safe entry points to the AVX2 kernels, reachable only through [`super::kernel`] with
     //! `Isa::Avx2`, which `detected_isa` returns only after checking the CPU.
 
-    use super::super::activations::{Q8KRow, Q8Row, QK32, QKK};
+    use super::super::activations::{Q8KRow, Q8Row, GROUP, GROUP_STRIDE, QK32, QKK};
     use super::super::{avx2 as simd, avx2_k as simd_k, avx2_tile as tile};
     use super::{Kernel, TILE_ROWS, TILE_TOKENS};
     use crate::device::quant::GgmlType;
@@ -84,8 +86,11 @@ mod avx2 {
         a.d.len() == blocks && a.sum.len() == blocks && a.qs.len() >= blocks * QK32
     }
 
+    // The 32-element tiles take their tokens as one group of scales.
+    const _: () = assert!(TILE_TOKENS == GROUP);
+
     macro_rules! safe {
-        ($name:ident, $four:ident, $tile:ident, $block_bytes:expr) => {
+        ($name:ident, $four:ident, $tile:ident, $rows:ident, $block_bytes:expr) => {
             fn $tile(
                 w: &[u8],
                 row_bytes: usize,
@@ -96,10 +101,23 @@ mod avx2 {
                     row_bytes >= blocks * $block_bytes
                         && w.len() >= (TILE_ROWS - 1) * row_bytes + blocks * $block_bytes
                         && a.iter().all(|r| sized(r, blocks))
+                        && a[0].group.len() == blocks * GROUP_STRIDE
                 );
-                // SAFETY: as for the one-row kernels; every row of the tile and every token's
-                // blocks are checked just above.
-                unsafe { simd::$tile::<TILE_ROWS, TILE_TOKENS>(w, row_bytes, a) }
+                // SAFETY: as for the one-row kernels; every row of the tile, every token's
+                // blocks and the group's scales are checked just above.
+                unsafe { simd::$tile::<TILE_ROWS>(w, row_bytes, a) }
+            }
+
+            fn $rows(w: &[u8], row_bytes: usize, a: Q8Row<'_>, out: &mut [f32]) {
+                let blocks = a.d.len();
+                assert!(
+                    row_bytes >= blocks * $block_bytes
+                        && (out.is_empty()
+                            || w.len() >= (out.len() - 1) * row_bytes + blocks * $block_bytes)
+                        && sized(&a, blocks)
+                );
+                // SAFETY: as for the one-row kernels; every row's blocks are checked just above.
+                unsafe { simd::$rows(w, row_bytes, a, out) }
             }
 
             fn $name(w: &[u8], a: Q8Row<'_>) -> f32 {
@@ -118,11 +136,11 @@ mod avx2 {
             }
         };
     }
-    safe!(q8_0, q8_0_x4, q8_0_tile, 34);
-    safe!(q4_0, q4_0_x4, q4_0_tile, 18);
-    safe!(q4_1, q4_1_x4, q4_1_tile, 20);
-    safe!(q5_0, q5_0_x4, q5_0_tile, 22);
-    safe!(q5_1, q5_1_x4, q5_1_tile, 24);
+    safe!(q8_0, q8_0_x4, q8_0_tile, q8_0_rows, 34);
+    safe!(q4_0, q4_0_x4, q4_0_tile, q4_0_rows, 18);
+    safe!(q4_1, q4_1_x4, q4_1_tile, q4_1_rows, 20);
+    safe!(q5_0, q5_0_x4, q5_0_tile, q5_0_rows, 22);
+    safe!(q5_1, q5_1_x4, q5_1_tile, q5_1_rows, 24);
 
     /// Whether `a` holds `blocks` super-blocks of codes and sums.
     fn sized_k(a: &Q8KRow<'_>, blocks: usize) -> bool {
@@ -174,11 +192,21 @@ mod avx2 {
     /// AVX2 kernels where there are, the portable ones for the rest.
     pub fn kernel(dtype: GgmlType) -> Kernel {
         match dtype {
-            GgmlType::Q8_0 => Kernel::Blocks32(q8_0, Some(q8_0_x4), Some(q8_0_tile)),
-            GgmlType::Q4_0 => Kernel::Blocks32(q4_0, Some(q4_0_x4), Some(q4_0_tile)),
-            GgmlType::Q4_1 => Kernel::Blocks32(q4_1, Some(q4_1_x4), Some(q4_1_tile)),
-            GgmlType::Q5_0 => Kernel::Blocks32(q5_0, Some(q5_0_x4), Some(q5_0_tile)),
-            GgmlType::Q5_1 => Kernel::Blocks32(q5_1, Some(q5_1_x4), Some(q5_1_tile)),
+            GgmlType::Q8_0 => {
+                Kernel::Blocks32(q8_0, Some(q8_0_x4), Some(q8_0_tile), Some(q8_0_rows))
+            }
+            GgmlType::Q4_0 => {
+                Kernel::Blocks32(q4_0, Some(q4_0_x4), Some(q4_0_tile), Some(q4_0_rows))
+            }
+            GgmlType::Q4_1 => {
+                Kernel::Blocks32(q4_1, Some(q4_1_x4), Some(q4_1_tile), Some(q4_1_rows))
+            }
+            GgmlType::Q5_0 => {
+                Kernel::Blocks32(q5_0, Some(q5_0_x4), Some(q5_0_tile), Some(q5_0_rows))
+            }
+            GgmlType::Q5_1 => {
+                Kernel::Blocks32(q5_1, Some(q5_1_x4), Some(q5_1_tile), Some(q5_1_rows))
+            }
             GgmlType::Q4_K => Kernel::BlocksK(q4_k, Some(q4_k_x4), Some(q4_k_tile)),
             GgmlType::Q6_K => Kernel::BlocksK(q6_k, Some(q6_k_x4), Some(q6_k_tile)),
             other => super::portable_kernel(other),

@@ -7,8 +7,9 @@
 //! through [`float_tile`]: rows dequantised to f32, then a GEMM.
 //!
 //! Batches go through tiles of weight rows × eight tokens where the instruction set has them
-//! (`avx2_tile` for the K-quants, the 8-token form of `avx2`'s block loop for the 32-element
-//! types): a block's codes and scales are unpacked once for the eight tokens.
+//! (`avx2_tile` for the K-quants, `avx2`'s group loop for the 32-element types): a block's codes
+//! and scales are unpacked once for the eight tokens. One token goes through a kernel that takes
+//! a task's whole run of rows in one call, two rows at a time.
 //!
 //! Work splits over weight rows: each task takes a chunk of rows of one segment (one type) and
 //! computes them for every token, so a row's bytes are fetched from memory once and reused from
@@ -107,8 +108,8 @@ fn matmul_quant_on(
             match kernel(isa, s.dtype) {
                 _ if float => Kernel::Float,
                 #[cfg(test)]
-                Kernel::Blocks32(dot, dot4, _) if path == Path::BlocksUntiled => {
-                    Kernel::Blocks32(dot, dot4, None)
+                Kernel::Blocks32(dot, dot4, ..) if path == Path::BlocksUntiled => {
+                    Kernel::Blocks32(dot, dot4, None, None)
                 }
                 #[cfg(test)]
                 Kernel::BlocksK(dot, dot4, _) if path == Path::BlocksUntiled => {
@@ -159,14 +160,24 @@ fn matmul_quant_on(
         .try_for_each(|(dtype, kn, bytes, rows, dst)| -> Result<()> {
             let row_bytes = bytes.len() / rows;
             match kn {
-                Kernel::Blocks32(dot, dot4, tile) => {
+                Kernel::Blocks32(dot, dot4, tile, one_token) => {
                     let q = q32.as_ref().expect("quantised for a Blocks32 kernel");
-                    let kernels = RowKernels { dot, dot4, tile };
+                    let kernels = RowKernels {
+                        dot,
+                        dot4,
+                        tile,
+                        one_token,
+                    };
                     rows_times_tokens(bytes, row_bytes, m, dst, |t| q.row(t), kernels);
                 }
                 Kernel::BlocksK(dot, dot4, tile) => {
                     let q = qk.as_ref().expect("quantised for a BlocksK kernel");
-                    let kernels = RowKernels { dot, dot4, tile };
+                    let kernels = RowKernels {
+                        dot,
+                        dot4,
+                        tile,
+                        one_token: None,
+                    };
                     rows_times_tokens(bytes, row_bytes, m, dst, |t| q.row(t), kernels);
                 }
                 Kernel::Float => float_tile::multiply(dtype, bytes, rows, k, x, m, dst)?,
@@ -175,11 +186,7 @@ fn matmul_quant_on(
         })?;
 
     if m > 1 {
-        for (r, col) in transposed.chunks_exact(m).enumerate() {
-            for (t, v) in col.iter().enumerate() {
-                out[t * n + r] = *v;
-            }
-        }
+        transpose_into(&transposed, m, n, out);
     }
     add_bias(out, bias, m, n);
     Ok(())
@@ -192,12 +199,35 @@ type DotX4<A> = fn(&[u8], &[A; 4]) -> [f32; 4];
 /// rows.
 type Tile<A> = fn(&[u8], usize, &[A; TILE_TOKENS]) -> [[f32; TILE_TOKENS]; TILE_ROWS];
 
+/// Rows of weights (`row_bytes` apart) against one activation row, one result per row of `out`.
+type OneToken<A> = fn(&[u8], usize, A, &mut [f32]);
+
 /// The kernels of one weight type against activations of type `A`, widest first.
 #[derive(Clone, Copy)]
 struct RowKernels<A> {
     dot: fn(&[u8], A) -> f32,
     dot4: Option<DotX4<A>>,
     tile: Option<Tile<A>>,
+    one_token: Option<OneToken<A>>,
+}
+
+/// Rows of `TRANSPOSE_ROWS` results per pass of [`transpose_into`]: one pass reads a
+/// `TRANSPOSE_ROWS × m` block (in L1) and writes a cache line's worth of each token's row.
+const TRANSPOSE_ROWS: usize = 16;
+
+/// `out[t * n + r] = transposed[r * m + t]`, in blocks of rows: written one value at a time
+/// down the rows, every store of a wide product (the lm_head's `n` is 49152) would land on its
+/// own cache line and page.
+fn transpose_into(transposed: &[f32], m: usize, n: usize, out: &mut [f32]) {
+    for (b, block) in transposed.chunks(TRANSPOSE_ROWS * m).enumerate() {
+        let r0 = b * TRANSPOSE_ROWS;
+        let rows = block.len() / m;
+        for (t, dst) in out.chunks_exact_mut(n).take(m).enumerate() {
+            for (i, v) in dst[r0..r0 + rows].iter_mut().enumerate() {
+                *v = block[i * m + t];
+            }
+        }
+    }
 }
 
 /// `dst[r * m + t] = dot(row r, activation row t)` for the weight rows in `bytes`: whole tiles
@@ -212,23 +242,33 @@ fn rows_times_tokens<'a, A: Copy + 'a>(
     kernels: RowKernels<A>,
 ) {
     let rows = bytes.len() / row_bytes;
+    if let Some(one_token) = kernels.one_token.filter(|_| m == 1) {
+        one_token(bytes, row_bytes, act(0), &mut dst[..rows]);
+        return;
+    }
     let mut r0 = 0;
     if let Some(tile) = kernels.tile.filter(|_| m >= TILE_TOKENS) {
         let whole_tokens = m - m % TILE_TOKENS;
-        while r0 + TILE_ROWS <= rows {
-            let group = &bytes[r0 * row_bytes..(r0 + TILE_ROWS) * row_bytes];
-            let out = &mut dst[r0 * m..(r0 + TILE_ROWS) * m];
-            for t in (0..whole_tokens).step_by(TILE_TOKENS) {
-                let acts: [A; TILE_TOKENS] = std::array::from_fn(|i| act(t + i));
+        let whole_rows = rows - rows % TILE_ROWS;
+        // Tokens outside, rows inside: a group's activation rows are gathered once for all of
+        // the task's rows (whose bytes stay in cache from one group to the next).
+        for t in (0..whole_tokens).step_by(TILE_TOKENS) {
+            let acts: [A; TILE_TOKENS] = std::array::from_fn(|i| act(t + i));
+            for r0 in (0..whole_rows).step_by(TILE_ROWS) {
+                let group = &bytes[r0 * row_bytes..(r0 + TILE_ROWS) * row_bytes];
                 for (r, vals) in tile(group, row_bytes, &acts).iter().enumerate() {
-                    out[r * m + t..r * m + t + TILE_TOKENS].copy_from_slice(vals);
+                    let at = (r0 + r) * m + t;
+                    dst[at..at + TILE_TOKENS].copy_from_slice(vals);
                 }
             }
-            for (wr, o) in group.chunks_exact(row_bytes).zip(out.chunks_exact_mut(m)) {
-                row_times_tokens(wr, whole_tokens, o, &act, kernels);
-            }
-            r0 += TILE_ROWS;
         }
+        for (wr, o) in bytes[..whole_rows * row_bytes]
+            .chunks_exact(row_bytes)
+            .zip(dst.chunks_exact_mut(m))
+        {
+            row_times_tokens(wr, whole_tokens, o, &act, kernels);
+        }
+        r0 = whole_rows;
     }
     for (wr, o) in bytes[r0 * row_bytes..]
         .chunks_exact(row_bytes)

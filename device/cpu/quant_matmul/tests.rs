@@ -329,7 +329,7 @@ fn tile_kernels_match_the_portable_dot() {
                         (Kernel::BlocksK(_, _, Some(tile)), Kernel::BlocksK(dot, ..)) => {
                             tile_and_portable!(Q8KRows, tile, dot)
                         }
-                        (Kernel::Blocks32(_, _, Some(tile)), Kernel::Blocks32(dot, ..)) => {
+                        (Kernel::Blocks32(_, _, Some(tile), _), Kernel::Blocks32(dot, ..)) => {
                             tile_and_portable!(Q8Rows, tile, dot)
                         }
                         _ => continue,
@@ -352,4 +352,52 @@ fn tile_kernels_match_the_portable_dot() {
     // Every type listed has a tile on AVX2; the portable set has none.
     let expected = if available_isas().len() > 1 { 21 } else { 0 };
     assert_eq!(tiles_seen, expected);
+}
+
+/// The one-token kernels over a run of rows, called directly: odd and even numbers of rows (the
+/// kernel takes rows in pairs), rows not adjacent in memory, every result against the portable
+/// one-row kernel, and no write past the rows asked for.
+#[test]
+fn one_token_row_kernels_match_the_portable_dot() {
+    use super::activations::Q8Rows;
+    let mut kernels_seen = 0;
+    for isa in available_isas() {
+        for dtype in TYPES_32 {
+            let (Kernel::Blocks32(_, _, _, Some(rows_kernel)), Kernel::Blocks32(dot, ..)) =
+                (kernel(isa, dtype), kernel(Isa::Portable, dtype))
+            else {
+                continue;
+            };
+            kernels_seen += 1;
+            for k in [32, 96, 576] {
+                let stored = 2 * 17;
+                let (w, wf) = matrix(dtype, stored, k, k as u64 + 3);
+                let bytes = &w.segments()[0].data;
+                let row_bytes = bytes.len() / stored;
+                let x = values(k, 29);
+                let q = Q8Rows::new(isa, &x, 1, k);
+                for n in [1, 2, 3, 5, 16, 17] {
+                    // Every other stored row: `row_bytes` apart is twice a row.
+                    let mut out = vec![f32::NAN; n + 1];
+                    rows_kernel(bytes, 2 * row_bytes, q.row(0), &mut out[..n]);
+                    assert!(
+                        out[n].is_nan(),
+                        "{dtype:?} k={k} n={n}: wrote past the rows"
+                    );
+                    for (r, v) in out[..n].iter().enumerate() {
+                        let wr = &bytes[2 * r * row_bytes..(2 * r + 1) * row_bytes];
+                        let want = dot(wr, q.row(0));
+                        let abs: f32 = (0..k).map(|j| (x[j] * wf[2 * r * k + j]).abs()).sum();
+                        assert!(
+                            (v - want).abs() <= 1e-5 * abs + 1e-6,
+                            "{isa:?} {dtype:?} k={k} n={n} row {r}: {v}, portable {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // The five 32-element types with AVX2 kernels; the portable set has none.
+    let expected = if available_isas().len() > 1 { 5 } else { 0 };
+    assert_eq!(kernels_seen, expected);
 }
