@@ -13,7 +13,7 @@ use cudarc::driver::{CudaEvent, CudaSlice};
 use super::pinned::PinnedWords;
 use super::{u32_of, CudaBackend, CudaMeta, CudaTensor};
 use crate::device::sampling::device_words::{pack_constraints, ConstraintLayout};
-use crate::device::sampling::RowConstraint;
+use crate::device::sampling::{DeviceSampling, RowConstraint};
 
 /// `SAMPLE_THREADS` in sampling.cu.
 const THREADS: u32 = 512;
@@ -126,4 +126,11 @@ impl CudaBackend {
         })?;
         Ok(out)
     }
+}
+
+/// Records which of the step's entries are constrained (their constraints come at sampling).
+pub(super) fn set_constrained_rows(meta: &mut CudaMeta, sampling: &[DeviceSampling]) {
+    meta.constrained_rows.clear();
+    let rows = (0u32..).zip(sampling).filter(|(_, e)| e.constrained);
+    meta.constrained_rows.extend(rows.map(|(i, _)| i));
 }

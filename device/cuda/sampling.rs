@@ -14,7 +14,7 @@ use cudarc::driver::CudaSlice;
 
 use super::pinned::PinnedWords;
 
-use super::step_io::set_constrained_rows;
+use super::constrain::set_constrained_rows;
 use super::{u32_of, CudaBackend, CudaMeta, CudaTensor};
 use crate::device::sampling::device_words::{pack_entries, unpack, OUT_WORDS, PARAM_WORDS};
 use crate::device::sampling::{DeviceSampling, RowConstraint, Sampled, MAX_DEVICE_TOP_LOGPROBS};

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Result};
 
 use super::attention::PREFILL_ROWS;
+use super::constrain::set_constrained_rows;
 use super::pinned::PinnedWords;
 use super::sampling::check_entries;
 use super::{u32_of, CudaBackend, CudaMeta};
@@ -222,11 +223,4 @@ impl CudaBackend {
         let busy = secs(ms(&meta.events.started, &meta.events.finished)?);
         Some((start, start + busy))
     }
-}
-
-/// Records which of the step's entries are constrained (their constraints come at sampling).
-pub(super) fn set_constrained_rows(meta: &mut CudaMeta, sampling: &[DeviceSampling]) {
-    meta.constrained_rows.clear();
-    let rows = (0u32..).zip(sampling).filter(|(_, e)| e.constrained);
-    meta.constrained_rows.extend(rows.map(|(i, _)| i));
 }
