@@ -52,9 +52,9 @@ impl Q8Rows {
     pub fn new(isa: Isa, x: &[f32], m: usize, k: usize) -> Self {
         match isa {
             Isa::Portable => Self::quantize(x, m, k),
-            // SAFETY: Isa::Avx2 is only used where it was detected.
+            // SAFETY: Isa::Avx2 and above are only used where they were detected.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { Self::quantize_avx2(x, m, k) },
+            Isa::Avx2 | Isa::Avx512Vnni => unsafe { Self::quantize_avx2(x, m, k) },
         }
     }
 
@@ -143,9 +143,9 @@ impl Q8KRows {
     pub fn new(isa: Isa, x: &[f32], m: usize, k: usize) -> Self {
         match isa {
             Isa::Portable => Self::quantize(x, m, k),
-            // SAFETY: Isa::Avx2 is only used where it was detected.
+            // SAFETY: Isa::Avx2 and above are only used where they were detected.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { Self::quantize_avx2(x, m, k) },
+            Isa::Avx2 | Isa::Avx512Vnni => unsafe { Self::quantize_avx2(x, m, k) },
         }
     }
 

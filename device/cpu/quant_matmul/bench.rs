@@ -251,7 +251,7 @@ fn tile_shapes() {
     use super::activations::{Q8KRow, Q8KRows};
     use super::avx2_tile::{q4_k_tile, q6_k_tile};
     use super::kernels::{kernel, Kernel};
-    if detected_isa() != super::isa::Isa::Avx2 {
+    if detected_isa() < super::isa::Isa::Avx2 {
         return;
     }
     let (n, k, m) = (64, 1536, 32);
@@ -317,5 +317,52 @@ fn tile_shapes() {
             "{dtype:?} ns per row·token·super-block: {}",
             line.join(" | ")
         );
+    }
+}
+
+/// AVX2 against AVX-512 VNNI on the default model's shapes, interleaved A/B, along the measured
+/// path (what serving runs: the float path where it is faster) and the block path.
+#[cfg(target_arch = "x86_64")]
+#[test]
+#[ignore = "a measurement: run by hand with --nocapture"]
+fn avx2_vs_vnni() {
+    use super::isa::Isa;
+    if detected_isa() < Isa::Avx512Vnni {
+        println!("no AVX-512 VNNI on this CPU");
+        return;
+    }
+    println!("{} threads", rayon::current_num_threads());
+    let shapes = [
+        ("q|o 576x576", 576, 576),
+        ("g|u 3072x576", 3072, 576),
+        ("down 576x1536", 576, 1536),
+        ("lm 49152x576", 49152, 576),
+    ];
+    for (label, n, k) in shapes {
+        for dtype in [GgmlType::Q8_0, GgmlType::Q5_0, GgmlType::Q4_0] {
+            let w = weights(dtype, n, k);
+            for m in [1, 8, 32] {
+                let x: Vec<f32> = (0..m * k)
+                    .map(|i| ((i * 31 % 97) as f32 - 48.0) / 40.0)
+                    .collect();
+                let (x, w) = (&x, &w);
+                let on = move |isa, path| {
+                    let mut out = vec![0.0; m * n];
+                    move || matmul_quant_on(isa, path, x, w, None, m, &mut out).unwrap()
+                };
+                let (mut avx2, mut vnni) = (
+                    on(Isa::Avx2, Path::Blocks),
+                    on(Isa::Avx512Vnni, Path::Blocks),
+                );
+                let t = time_interleaved(&mut [&mut avx2, &mut vnni]);
+                println!(
+                    "{label:>14} {:>5} m={m:<3} blocks µs: avx2 {:>8.1} | vnni {:>8.1} | {:.2}x",
+                    format!("{dtype:?}"),
+                    t[0] * 1e6,
+                    t[1] * 1e6,
+                    t[0] / t[1],
+                );
+            }
+        }
     }
 }

@@ -41,12 +41,15 @@ pub enum Kernel {
 }
 
 /// The kernel for `dtype` on `isa`. `isa` must be one this CPU runs ([`super::isa::detected_isa`] or
-/// [`Isa::Portable`]): the AVX2 kernels are only safe to call where it was detected.
+/// [`Isa::Portable`] or one below it): the SIMD kernels are only safe to call where their set
+/// was detected.
 pub fn kernel(isa: Isa, dtype: GgmlType) -> Kernel {
     match isa {
         Isa::Portable => portable_kernel(dtype),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => avx2::kernel(dtype),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => avx512_vnni::kernel(dtype),
     }
 }
 
@@ -210,6 +213,74 @@ mod avx2 {
             GgmlType::Q4_K => Kernel::BlocksK(q4_k, Some(q4_k_x4), Some(q4_k_tile)),
             GgmlType::Q6_K => Kernel::BlocksK(q6_k, Some(q6_k_x4), Some(q6_k_tile)),
             other => super::portable_kernel(other),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512_vnni {
+    //! Safe entry points to the AVX-512 VNNI kernels, reachable only through [`super::kernel`]
+    //! with `Isa::Avx512Vnni`, which `detected_isa` returns only after checking the CPU (which
+    //! then runs the AVX2 kernels too: the types without a VNNI kernel take those).
+
+    use super::super::activations::{Q8Row, QK32};
+    use super::super::avx512 as simd;
+    use super::{Kernel, TILE_ROWS, TILE_TOKENS};
+    use crate::device::quant::GgmlType;
+
+    /// Whether `a` holds `blocks` blocks of codes and sums.
+    fn sized(a: &Q8Row<'_>, blocks: usize) -> bool {
+        a.d.len() == blocks && a.sum.len() == blocks && a.qs.len() >= blocks * QK32
+    }
+
+    macro_rules! safe {
+        ($name:ident, $four:ident, $tile:ident, $block_bytes:expr) => {
+            fn $tile(
+                w: &[u8],
+                row_bytes: usize,
+                a: &[Q8Row<'_>; TILE_TOKENS],
+            ) -> [[f32; TILE_TOKENS]; TILE_ROWS] {
+                let blocks = a[0].d.len();
+                assert!(
+                    row_bytes >= blocks * $block_bytes
+                        && w.len() >= (TILE_ROWS - 1) * row_bytes + blocks * $block_bytes
+                        && a.iter().all(|r| sized(r, blocks))
+                );
+                // SAFETY: only handed out for Isa::Avx512Vnni, which is detected before use;
+                // every row of the tile and every token's blocks are checked just above.
+                unsafe { simd::$tile::<TILE_ROWS, TILE_TOKENS>(w, row_bytes, a) }
+            }
+
+            fn $name(w: &[u8], a: Q8Row<'_>) -> f32 {
+                let blocks = a.d.len();
+                assert!(w.len() >= blocks * $block_bytes && sized(&a, blocks));
+                // SAFETY: as above; the kernel reads `a.d.len()` blocks of `w` and `a`.
+                unsafe { simd::$name(w, a) }
+            }
+
+            fn $four(w: &[u8], a: &[Q8Row<'_>; 4]) -> [f32; 4] {
+                let blocks = a[0].d.len();
+                assert!(w.len() >= blocks * $block_bytes && a.iter().all(|r| sized(r, blocks)));
+                // SAFETY: as above, for each of the four rows.
+                unsafe { simd::$four(w, a) }
+            }
+        };
+    }
+    safe!(q8_0, q8_0_x4, q8_0_tile, 34);
+    safe!(q4_0, q4_0_x4, q4_0_tile, 18);
+    safe!(q4_1, q4_1_x4, q4_1_tile, 20);
+    safe!(q5_0, q5_0_x4, q5_0_tile, 22);
+    safe!(q5_1, q5_1_x4, q5_1_tile, 24);
+
+    /// VNNI kernels for the 32-element types, AVX2's table for the rest.
+    pub fn kernel(dtype: GgmlType) -> Kernel {
+        match dtype {
+            GgmlType::Q8_0 => Kernel::Blocks32(q8_0, Some(q8_0_x4), Some(q8_0_tile)),
+            GgmlType::Q4_0 => Kernel::Blocks32(q4_0, Some(q4_0_x4), Some(q4_0_tile)),
+            GgmlType::Q4_1 => Kernel::Blocks32(q4_1, Some(q4_1_x4), Some(q4_1_tile)),
+            GgmlType::Q5_0 => Kernel::Blocks32(q5_0, Some(q5_0_x4), Some(q5_0_tile)),
+            GgmlType::Q5_1 => Kernel::Blocks32(q5_1, Some(q5_1_x4), Some(q5_1_tile)),
+            other => super::avx2::kernel(other),
         }
     }
 }

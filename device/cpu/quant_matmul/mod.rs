@@ -22,6 +22,8 @@ mod avx2;
 mod avx2_k;
 #[cfg(target_arch = "x86_64")]
 mod avx2_tile;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 #[cfg(test)]
 mod bench;
 mod float_tile;

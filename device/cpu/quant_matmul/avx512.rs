@@ -1,0 +1,195 @@
+//! AVX-512 VNNI block dot products for the 32-element types (x86-64 with AVX2's set plus
+//! AVX-512 F/BW/VL and VNNI, checked at run time before any of these is chosen).
+//!
+//! Two blocks at a time in one 512-bit register: the 64 weight codes as unsigned bytes (nibbles,
+//! or |q| for Q8_0 with the sign moved onto the activation by a masked negate) meet 64
+//! activation codes in one `vpdpbusd`, which sums each four u8·i8 products into an i32 lane
+//! (at most 4·255·128 in magnitude, exact). Lane `k` of a block holds elements `4k..4k+4`, the
+//! same four the AVX2 kernels' `maddubs` + `madd` pair sums, so the integer sums are identical;
+//! only the f32 accumulation order differs. Each half is scaled by its own block's
+//! `d_w · d_a` (converted exactly: |sum| < 2^24) and accumulated by FMA; an odd last block
+//! takes a pair with a zero second half. Offsets (`-8 d`, `-16 d`, Q4_1/Q5_1's `m`) multiply
+//! the activation block sums in scalar accumulators, as on AVX2.
+
+use std::arch::x86_64::*;
+
+use super::activations::{Q8Row, QK32};
+use super::avx2::f16_at;
+
+/// Upper eight f32 lanes: the second block of a pair.
+const SECOND: __mmask16 = 0xFF00;
+
+/// 16 bytes of nibbles at `p` as 32 codes: low nibbles (elements 0..16), then high (16..32).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn nibbles(p: *const u8) -> __m256i {
+    // The 16 bytes in both halves; the upper half shifted down a nibble, then both masked.
+    let raw = _mm256_broadcastsi128_si256(_mm_loadu_si128(p as *const __m128i));
+    let shifted = _mm256_srlv_epi64(raw, _mm256_setr_epi64x(0, 0, 4, 4));
+    _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F))
+}
+
+/// 0x10 in byte `j` where bit `j` of the little-endian `u32` at `p` is set (Q5's fifth bits):
+/// the word is the byte mask itself.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn fifth_bits(p: *const u8) -> __m256i {
+    let bits = u32::from_le_bytes([*p, *p.add(1), *p.add(2), *p.add(3)]);
+    _mm256_maskz_set1_epi8(bits, 0x10)
+}
+
+/// The shared loop over pairs of blocks, for `N` tokens at once (each weight block decoded once,
+/// one accumulator per token): `codes(block)` gives the 32 codes, the block's scale and offset.
+/// With `SIGNED` the codes are signed bytes, multiplied as |w| × (a with w's sign) since
+/// `vpdpbusd` takes its first operand unsigned. Without `OFFSET` the offset is not applied.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn dot_blocks<const N: usize, const SIGNED: bool, const OFFSET: bool>(
+    w: &[u8],
+    block_bytes: usize,
+    a: &[Q8Row<'_>; N],
+    codes: impl Fn(*const u8) -> (__m256i, f32, f32),
+) -> [f32; N] {
+    let blocks = a[0].d.len();
+    debug_assert!(w.len() >= blocks * block_bytes);
+    debug_assert!(a
+        .iter()
+        .all(|r| r.qs.len() >= blocks * QK32 && r.d.len() == blocks && r.sum.len() == blocks));
+    let mut acc = [[_mm512_setzero_ps(); N]; 2];
+    let mut offsets = [[0f32; N]; 2];
+    // Blocks `b` and, if `$two`, `b + 1` into one chain of accumulators (vector and offset, per
+    // token). Without `$two` the second half is zeros and nothing past block `b` is read.
+    macro_rules! pair {
+        ($b:expr, $acc:expr, $offsets:expr, $two:literal) => {{
+            let b = $b;
+            let (q0, d0, o0) = codes(w.as_ptr().add(b * block_bytes));
+            let (q1, d1, o1) = if $two {
+                codes(w.as_ptr().add((b + 1) * block_bytes))
+            } else {
+                (_mm256_setzero_si256(), 0.0, 0.0)
+            };
+            let q = _mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1);
+            let dw = _mm512_mask_blend_ps(SECOND, _mm512_set1_ps(d0), _mm512_set1_ps(d1));
+            let (u, negative) = if SIGNED {
+                (_mm512_abs_epi8(q), _mm512_movepi8_mask(q))
+            } else {
+                (q, 0)
+            };
+            for t in 0..N {
+                let src = a[t].qs.as_ptr().add(b * QK32);
+                let s = if $two {
+                    _mm512_loadu_si512(src as *const __m512i)
+                } else {
+                    _mm512_zextsi256_si512(_mm256_loadu_si256(src as *const __m256i))
+                };
+                let s = if SIGNED {
+                    _mm512_mask_sub_epi8(s, negative, _mm512_setzero_si512(), s)
+                } else {
+                    s
+                };
+                let dot = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), u, s));
+                let da1 = if $two { a[t].d[b + 1] } else { 0.0 };
+                let da =
+                    _mm512_mask_blend_ps(SECOND, _mm512_set1_ps(a[t].d[b]), _mm512_set1_ps(da1));
+                $acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, da), dot, $acc[t]);
+                if OFFSET {
+                    $offsets[t] += o0 * a[t].sum[b];
+                    if $two {
+                        $offsets[t] += o1 * a[t].sum[b + 1];
+                    }
+                }
+            }
+        }};
+    }
+    let whole = blocks - blocks % 2;
+    if N >= 8 {
+        // From eight tokens the tokens' own chains hide the add latency.
+        for b in (0..whole).step_by(2) {
+            pair!(b, acc[0], offsets[0], true);
+        }
+    } else {
+        // Few tokens: two chains, for alternate pairs, or every pair would wait out the
+        // previous pair's add latency.
+        for b in (0..whole).step_by(4) {
+            pair!(b, acc[0], offsets[0], true);
+            if b + 2 < whole {
+                pair!(b + 2, acc[1], offsets[1], true);
+            }
+        }
+    }
+    if whole < blocks {
+        pair!(whole, acc[1], offsets[1], false);
+    }
+    let mut out = [0f32; N];
+    for t in 0..N {
+        out[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc[0][t], acc[1][t]))
+            + (offsets[0][t] + offsets[1][t]);
+    }
+    out
+}
+
+/// Defines `$one(w, a) -> f32`, `$four(w, [a; 4]) -> [f32; 4]` and the rows × tokens tile
+/// `$tile::<R, T>(w, row_bytes, [a; T]) -> [[f32; T]; R]` over [`dot_blocks`], the same
+/// signatures as the AVX2 kernels so the dispatch can swap them.
+macro_rules! kernels {
+    (
+        $one:ident,
+        $four:ident,
+        $tile:ident,
+        $block_bytes:expr,
+        $signed:expr,
+        $offset:expr,
+        $codes:expr
+    ) => {
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        pub unsafe fn $tile<const R: usize, const T: usize>(
+            w: &[u8],
+            row_bytes: usize,
+            a: &[Q8Row<'_>; T],
+        ) -> [[f32; T]; R] {
+            std::array::from_fn(|r| {
+                dot_blocks::<T, $signed, $offset>(&w[r * row_bytes..], $block_bytes, a, $codes)
+            })
+        }
+
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        pub unsafe fn $one(w: &[u8], a: Q8Row<'_>) -> f32 {
+            dot_blocks::<1, $signed, $offset>(w, $block_bytes, &[a], $codes)[0]
+        }
+
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        pub unsafe fn $four(w: &[u8], a: &[Q8Row<'_>; 4]) -> [f32; 4] {
+            dot_blocks::<4, $signed, $offset>(w, $block_bytes, a, $codes)
+        }
+    };
+}
+
+// Q8_0: `x = q · d`, signed codes.
+kernels!(q8_0, q8_0_x4, q8_0_tile, 34, true, false, |p| unsafe {
+    let q = _mm256_loadu_si256(p.add(2) as *const __m256i);
+    (q, f16_at(p), 0.0)
+});
+
+// Q4_0: `x = (q - 8) · d`.
+kernels!(q4_0, q4_0_x4, q4_0_tile, 18, false, true, |p| unsafe {
+    let d = f16_at(p);
+    (nibbles(p.add(2)), d, -8.0 * d)
+});
+
+// Q4_1: `x = q · d + m`.
+kernels!(q4_1, q4_1_x4, q4_1_tile, 20, false, true, |p| unsafe {
+    (nibbles(p.add(4)), f16_at(p), f16_at(p.add(2)))
+});
+
+// Q5_0: `x = (q - 16) · d`, the fifth bits in 4 bytes before the nibbles.
+kernels!(q5_0, q5_0_x4, q5_0_tile, 22, false, true, |p| unsafe {
+    let d = f16_at(p);
+    let q = _mm256_or_si256(nibbles(p.add(6)), fifth_bits(p.add(2)));
+    (q, d, -16.0 * d)
+});
+
+// Q5_1: `x = q · d + m`.
+kernels!(q5_1, q5_1_x4, q5_1_tile, 24, false, true, |p| unsafe {
+    let q = _mm256_or_si256(nibbles(p.add(8)), fifth_bits(p.add(4)));
+    (q, f16_at(p), f16_at(p.add(2)))
+});
