@@ -1,5 +1,7 @@
-//! AVX-512 VNNI block dot products for the 32-element types (x86-64 with AVX2's set plus
-//! AVX-512 F/BW/VL and VNNI, checked at run time before any of these is chosen).
+//! AVX-512 VNNI block dot products for Q8_0 (x86-64 with AVX2's set plus AVX-512 F/BW/VL and
+//! VNNI, checked at run time before any of these is chosen). The other 32-element types had VNNI
+//! forms of this shape too; AVX2's 8-token tile, which pays the float step once per group of
+//! eight tokens, beat them (benches/RESULTS.md), so they use AVX2's kernels.
 //!
 //! Two blocks at a time in one 512-bit register: the 64 weight codes as unsigned bytes (nibbles,
 //! or |q| for Q8_0 with the sign moved onto the activation by a masked negate) meet 64
@@ -18,25 +20,6 @@ use super::avx2::f16_at;
 
 /// Upper eight f32 lanes: the second block of a pair.
 const SECOND: __mmask16 = 0xFF00;
-
-/// 16 bytes of nibbles at `p` as 32 codes: low nibbles (elements 0..16), then high (16..32).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn nibbles(p: *const u8) -> __m256i {
-    // The 16 bytes in both halves; the upper half shifted down a nibble, then both masked.
-    let raw = _mm256_broadcastsi128_si256(_mm_loadu_si128(p as *const __m128i));
-    let shifted = _mm256_srlv_epi64(raw, _mm256_setr_epi64x(0, 0, 4, 4));
-    _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F))
-}
-
-/// 0x10 in byte `j` where bit `j` of the little-endian `u32` at `p` is set (Q5's fifth bits):
-/// the word is the byte mask itself.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn fifth_bits(p: *const u8) -> __m256i {
-    let bits = u32::from_le_bytes([*p, *p.add(1), *p.add(2), *p.add(3)]);
-    _mm256_maskz_set1_epi8(bits, 0x10)
-}
 
 /// The shared loop over pairs of blocks, for `N` tokens at once (each weight block decoded once,
 /// one accumulator per token): `codes(block)` gives the 32 codes, the block's scale and offset.
@@ -168,28 +151,4 @@ macro_rules! kernels {
 kernels!(q8_0, q8_0_x4, q8_0_tile, 34, true, false, |p| unsafe {
     let q = _mm256_loadu_si256(p.add(2) as *const __m256i);
     (q, f16_at(p), 0.0)
-});
-
-// Q4_0: `x = (q - 8) · d`.
-kernels!(q4_0, q4_0_x4, q4_0_tile, 18, false, true, |p| unsafe {
-    let d = f16_at(p);
-    (nibbles(p.add(2)), d, -8.0 * d)
-});
-
-// Q4_1: `x = q · d + m`.
-kernels!(q4_1, q4_1_x4, q4_1_tile, 20, false, true, |p| unsafe {
-    (nibbles(p.add(4)), f16_at(p), f16_at(p.add(2)))
-});
-
-// Q5_0: `x = (q - 16) · d`, the fifth bits in 4 bytes before the nibbles.
-kernels!(q5_0, q5_0_x4, q5_0_tile, 22, false, true, |p| unsafe {
-    let d = f16_at(p);
-    let q = _mm256_or_si256(nibbles(p.add(6)), fifth_bits(p.add(2)));
-    (q, d, -16.0 * d)
-});
-
-// Q5_1: `x = q · d + m`.
-kernels!(q5_1, q5_1_x4, q5_1_tile, 24, false, true, |p| unsafe {
-    let q = _mm256_or_si256(nibbles(p.add(8)), fifth_bits(p.add(4)));
-    (q, f16_at(p), f16_at(p.add(2)))
 });

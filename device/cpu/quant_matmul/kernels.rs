@@ -267,19 +267,16 @@ mod avx512_vnni {
         };
     }
     safe!(q8_0, q8_0_x4, q8_0_tile, 34);
-    safe!(q4_0, q4_0_x4, q4_0_tile, 18);
-    safe!(q4_1, q4_1_x4, q4_1_tile, 20);
-    safe!(q5_0, q5_0_x4, q5_0_tile, 22);
-    safe!(q5_1, q5_1_x4, q5_1_tile, 24);
 
-    /// VNNI kernels for the 32-element types, AVX2's table for the rest.
+    /// VNNI kernels for Q8_0, AVX2's table for the rest. One token over a run of rows takes
+    /// AVX2's form (two rows sharing each activation load), which has no VNNI version yet.
     pub fn kernel(dtype: GgmlType) -> Kernel {
+        let rows = match super::avx2::kernel(dtype) {
+            Kernel::Blocks32(_, _, _, rows) => rows,
+            _ => None,
+        };
         match dtype {
-            GgmlType::Q8_0 => Kernel::Blocks32(q8_0, Some(q8_0_x4), Some(q8_0_tile)),
-            GgmlType::Q4_0 => Kernel::Blocks32(q4_0, Some(q4_0_x4), Some(q4_0_tile)),
-            GgmlType::Q4_1 => Kernel::Blocks32(q4_1, Some(q4_1_x4), Some(q4_1_tile)),
-            GgmlType::Q5_0 => Kernel::Blocks32(q5_0, Some(q5_0_x4), Some(q5_0_tile)),
-            GgmlType::Q5_1 => Kernel::Blocks32(q5_1, Some(q5_1_x4), Some(q5_1_tile)),
+            GgmlType::Q8_0 => Kernel::Blocks32(q8_0, Some(q8_0_x4), Some(q8_0_tile), rows),
             other => super::avx2::kernel(other),
         }
     }
