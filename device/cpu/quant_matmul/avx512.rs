@@ -21,43 +21,39 @@ use super::avx2::f16_at;
 /// Upper eight f32 lanes: the second block of a pair.
 const SECOND: __mmask16 = 0xFF00;
 
-/// The shared loop over pairs of blocks, for `N` tokens at once (each weight block decoded once,
-/// one accumulator per token): `codes(block)` gives the 32 codes, the block's scale and offset.
-/// With `SIGNED` the codes are signed bytes, multiplied as |w| × (a with w's sign) since
-/// `vpdpbusd` takes its first operand unsigned. Without `OFFSET` the offset is not applied.
+/// Bytes of a Q8_0 block: the f16 scale, then 32 signed codes (`x = q · d`).
+const BLOCK_BYTES: usize = 34;
+
+/// The loop over pairs of Q8_0 blocks, for `N` tokens at once (each weight block decoded once,
+/// one accumulator per token). The codes are signed, multiplied as |w| × (a with w's sign)
+/// since `vpdpbusd` takes its first operand unsigned.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn dot_blocks<const N: usize, const SIGNED: bool, const OFFSET: bool>(
-    w: &[u8],
-    block_bytes: usize,
-    a: &[Q8Row<'_>; N],
-    codes: impl Fn(*const u8) -> (__m256i, f32, f32),
-) -> [f32; N] {
+unsafe fn dot_blocks<const N: usize>(w: &[u8], a: &[Q8Row<'_>; N]) -> [f32; N] {
     let blocks = a[0].d.len();
-    debug_assert!(w.len() >= blocks * block_bytes);
+    debug_assert!(w.len() >= blocks * BLOCK_BYTES);
     debug_assert!(a
         .iter()
-        .all(|r| r.qs.len() >= blocks * QK32 && r.d.len() == blocks && r.sum.len() == blocks));
+        .all(|r| r.qs.len() >= blocks * QK32 && r.d.len() == blocks));
+    let codes = |b: usize| {
+        let p = w.as_ptr().add(b * BLOCK_BYTES);
+        (_mm256_loadu_si256(p.add(2) as *const __m256i), f16_at(p))
+    };
     let mut acc = [[_mm512_setzero_ps(); N]; 2];
-    let mut offsets = [[0f32; N]; 2];
-    // Blocks `b` and, if `$two`, `b + 1` into one chain of accumulators (vector and offset, per
-    // token). Without `$two` the second half is zeros and nothing past block `b` is read.
+    // Blocks `b` and, if `$two`, `b + 1` into one chain of accumulators (per token). Without
+    // `$two` the second half is zeros and nothing past block `b` is read.
     macro_rules! pair {
-        ($b:expr, $acc:expr, $offsets:expr, $two:literal) => {{
+        ($b:expr, $acc:expr, $two:literal) => {{
             let b = $b;
-            let (q0, d0, o0) = codes(w.as_ptr().add(b * block_bytes));
-            let (q1, d1, o1) = if $two {
-                codes(w.as_ptr().add((b + 1) * block_bytes))
+            let (q0, d0) = codes(b);
+            let (q1, d1) = if $two {
+                codes(b + 1)
             } else {
-                (_mm256_setzero_si256(), 0.0, 0.0)
+                (_mm256_setzero_si256(), 0.0)
             };
             let q = _mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1);
             let dw = _mm512_mask_blend_ps(SECOND, _mm512_set1_ps(d0), _mm512_set1_ps(d1));
-            let (u, negative) = if SIGNED {
-                (_mm512_abs_epi8(q), _mm512_movepi8_mask(q))
-            } else {
-                (q, 0)
-            };
+            let (u, negative) = (_mm512_abs_epi8(q), _mm512_movepi8_mask(q));
             for t in 0..N {
                 let src = a[t].qs.as_ptr().add(b * QK32);
                 let s = if $two {
@@ -65,22 +61,12 @@ unsafe fn dot_blocks<const N: usize, const SIGNED: bool, const OFFSET: bool>(
                 } else {
                     _mm512_zextsi256_si512(_mm256_loadu_si256(src as *const __m256i))
                 };
-                let s = if SIGNED {
-                    _mm512_mask_sub_epi8(s, negative, _mm512_setzero_si512(), s)
-                } else {
-                    s
-                };
+                let s = _mm512_mask_sub_epi8(s, negative, _mm512_setzero_si512(), s);
                 let dot = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), u, s));
                 let da1 = if $two { a[t].d[b + 1] } else { 0.0 };
                 let da =
                     _mm512_mask_blend_ps(SECOND, _mm512_set1_ps(a[t].d[b]), _mm512_set1_ps(da1));
                 $acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, da), dot, $acc[t]);
-                if OFFSET {
-                    $offsets[t] += o0 * a[t].sum[b];
-                    if $two {
-                        $offsets[t] += o1 * a[t].sum[b + 1];
-                    }
-                }
             }
         }};
     }
@@ -88,67 +74,42 @@ unsafe fn dot_blocks<const N: usize, const SIGNED: bool, const OFFSET: bool>(
     if N >= 8 {
         // From eight tokens the tokens' own chains hide the add latency.
         for b in (0..whole).step_by(2) {
-            pair!(b, acc[0], offsets[0], true);
+            pair!(b, acc[0], true);
         }
     } else {
         // Few tokens: two chains, for alternate pairs, or every pair would wait out the
         // previous pair's add latency.
         for b in (0..whole).step_by(4) {
-            pair!(b, acc[0], offsets[0], true);
+            pair!(b, acc[0], true);
             if b + 2 < whole {
-                pair!(b + 2, acc[1], offsets[1], true);
+                pair!(b + 2, acc[1], true);
             }
         }
     }
     if whole < blocks {
-        pair!(whole, acc[1], offsets[1], false);
+        pair!(whole, acc[1], false);
     }
-    let mut out = [0f32; N];
-    for t in 0..N {
-        out[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc[0][t], acc[1][t]))
-            + (offsets[0][t] + offsets[1][t]);
-    }
-    out
+    std::array::from_fn(|t| _mm512_reduce_add_ps(_mm512_add_ps(acc[0][t], acc[1][t])))
 }
 
-/// Defines `$one(w, a) -> f32`, `$four(w, [a; 4]) -> [f32; 4]` and the rows × tokens tile
-/// `$tile::<R, T>(w, row_bytes, [a; T]) -> [[f32; T]; R]` over [`dot_blocks`], the same
-/// signatures as the AVX2 kernels so the dispatch can swap them.
-macro_rules! kernels {
-    (
-        $one:ident,
-        $four:ident,
-        $tile:ident,
-        $block_bytes:expr,
-        $signed:expr,
-        $offset:expr,
-        $codes:expr
-    ) => {
-        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-        pub unsafe fn $tile<const R: usize, const T: usize>(
-            w: &[u8],
-            row_bytes: usize,
-            a: &[Q8Row<'_>; T],
-        ) -> [[f32; T]; R] {
-            std::array::from_fn(|r| {
-                dot_blocks::<T, $signed, $offset>(&w[r * row_bytes..], $block_bytes, a, $codes)
-            })
-        }
-
-        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-        pub unsafe fn $one(w: &[u8], a: Q8Row<'_>) -> f32 {
-            dot_blocks::<1, $signed, $offset>(w, $block_bytes, &[a], $codes)[0]
-        }
-
-        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-        pub unsafe fn $four(w: &[u8], a: &[Q8Row<'_>; 4]) -> [f32; 4] {
-            dot_blocks::<4, $signed, $offset>(w, $block_bytes, a, $codes)
-        }
-    };
+/// `R` weight rows (`row_bytes` apart) against `T` activation rows; the AVX2 tile's signature.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn q8_0_tile<const R: usize, const T: usize>(
+    w: &[u8],
+    row_bytes: usize,
+    a: &[Q8Row<'_>; T],
+) -> [[f32; T]; R] {
+    std::array::from_fn(|r| dot_blocks::<T>(&w[r * row_bytes..], a))
 }
 
-// Q8_0: `x = q · d`, signed codes.
-kernels!(q8_0, q8_0_x4, q8_0_tile, 34, true, false, |p| unsafe {
-    let q = _mm256_loadu_si256(p.add(2) as *const __m256i);
-    (q, f16_at(p), 0.0)
-});
+/// One weight row against one activation row.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn q8_0(w: &[u8], a: Q8Row<'_>) -> f32 {
+    dot_blocks::<1>(w, &[a])[0]
+}
+
+/// One weight row against four activation rows.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn q8_0_x4(w: &[u8], a: &[Q8Row<'_>; 4]) -> [f32; 4] {
+    dot_blocks::<4>(w, a)
+}

@@ -339,7 +339,7 @@ fn avx2_vs_vnni() {
         ("lm 49152x576", 49152, 576),
     ];
     for (label, n, k) in shapes {
-        for dtype in [GgmlType::Q8_0, GgmlType::Q5_0, GgmlType::Q4_0] {
+        for dtype in [GgmlType::Q8_0] {
             let w = weights(dtype, n, k);
             for m in [1, 8, 32] {
                 let x: Vec<f32> = (0..m * k)

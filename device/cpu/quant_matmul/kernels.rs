@@ -85,7 +85,7 @@ mod avx2 {
     use crate::device::quant::GgmlType;
 
     /// Whether `a` holds `blocks` blocks of codes and sums.
-    fn sized(a: &Q8Row<'_>, blocks: usize) -> bool {
+    pub(super) fn sized(a: &Q8Row<'_>, blocks: usize) -> bool {
         a.d.len() == blocks && a.sum.len() == blocks && a.qs.len() >= blocks * QK32
     }
 
@@ -223,50 +223,44 @@ mod avx512_vnni {
     //! with `Isa::Avx512Vnni`, which `detected_isa` returns only after checking the CPU (which
     //! then runs the AVX2 kernels too: the types without a VNNI kernel take those).
 
-    use super::super::activations::{Q8Row, QK32};
+    use super::super::activations::Q8Row;
     use super::super::avx512 as simd;
+    use super::avx2::sized;
     use super::{Kernel, TILE_ROWS, TILE_TOKENS};
     use crate::device::quant::GgmlType;
 
-    /// Whether `a` holds `blocks` blocks of codes and sums.
-    fn sized(a: &Q8Row<'_>, blocks: usize) -> bool {
-        a.d.len() == blocks && a.sum.len() == blocks && a.qs.len() >= blocks * QK32
+    /// Q8_0's block size in bytes.
+    const Q8_0_BYTES: usize = 34;
+
+    fn q8_0_tile(
+        w: &[u8],
+        row_bytes: usize,
+        a: &[Q8Row<'_>; TILE_TOKENS],
+    ) -> [[f32; TILE_TOKENS]; TILE_ROWS] {
+        let blocks = a[0].d.len();
+        assert!(
+            row_bytes >= blocks * Q8_0_BYTES
+                && w.len() >= (TILE_ROWS - 1) * row_bytes + blocks * Q8_0_BYTES
+                && a.iter().all(|r| sized(r, blocks))
+        );
+        // SAFETY: only handed out for Isa::Avx512Vnni, which is detected before use; every row
+        // of the tile and every token's blocks are checked just above.
+        unsafe { simd::q8_0_tile::<TILE_ROWS, TILE_TOKENS>(w, row_bytes, a) }
     }
 
-    macro_rules! safe {
-        ($name:ident, $four:ident, $tile:ident, $block_bytes:expr) => {
-            fn $tile(
-                w: &[u8],
-                row_bytes: usize,
-                a: &[Q8Row<'_>; TILE_TOKENS],
-            ) -> [[f32; TILE_TOKENS]; TILE_ROWS] {
-                let blocks = a[0].d.len();
-                assert!(
-                    row_bytes >= blocks * $block_bytes
-                        && w.len() >= (TILE_ROWS - 1) * row_bytes + blocks * $block_bytes
-                        && a.iter().all(|r| sized(r, blocks))
-                );
-                // SAFETY: only handed out for Isa::Avx512Vnni, which is detected before use;
-                // every row of the tile and every token's blocks are checked just above.
-                unsafe { simd::$tile::<TILE_ROWS, TILE_TOKENS>(w, row_bytes, a) }
-            }
-
-            fn $name(w: &[u8], a: Q8Row<'_>) -> f32 {
-                let blocks = a.d.len();
-                assert!(w.len() >= blocks * $block_bytes && sized(&a, blocks));
-                // SAFETY: as above; the kernel reads `a.d.len()` blocks of `w` and `a`.
-                unsafe { simd::$name(w, a) }
-            }
-
-            fn $four(w: &[u8], a: &[Q8Row<'_>; 4]) -> [f32; 4] {
-                let blocks = a[0].d.len();
-                assert!(w.len() >= blocks * $block_bytes && a.iter().all(|r| sized(r, blocks)));
-                // SAFETY: as above, for each of the four rows.
-                unsafe { simd::$four(w, a) }
-            }
-        };
+    fn q8_0(w: &[u8], a: Q8Row<'_>) -> f32 {
+        let blocks = a.d.len();
+        assert!(w.len() >= blocks * Q8_0_BYTES && sized(&a, blocks));
+        // SAFETY: as above; the kernel reads `a.d.len()` blocks of `w` and `a`.
+        unsafe { simd::q8_0(w, a) }
     }
-    safe!(q8_0, q8_0_x4, q8_0_tile, 34);
+
+    fn q8_0_x4(w: &[u8], a: &[Q8Row<'_>; 4]) -> [f32; 4] {
+        let blocks = a[0].d.len();
+        assert!(w.len() >= blocks * Q8_0_BYTES && a.iter().all(|r| sized(r, blocks)));
+        // SAFETY: as above, for each of the four rows.
+        unsafe { simd::q8_0_x4(w, a) }
+    }
 
     /// VNNI kernels for Q8_0, AVX2's table for the rest. One token over a run of rows takes
     /// AVX2's form (two rows sharing each activation load), which has no VNNI version yet.
